@@ -1,0 +1,494 @@
+"""Loss, training engine, evaluation and metrics shared by the 2-class and 4-class scripts.
+
+`run_training(config)` is the whole job of a training script: data -> split -> model -> epochs
+(best checkpoint by validation accuracy, resumable) -> test metrics with patient-bootstrap
+confidence intervals -> figures and provenance files. The scripts only choose constants.
+"""
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score,
+                             recall_score, roc_auc_score, roc_curve)
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from tqdm import tqdm
+
+from cli import UserError
+from ECG_dataset import (ECGDataset, load_cohort, patient_split_indices, resolve_data_dir,
+                         set_seed, standardize_beats)
+
+LAST_CHECKPOINT = "last_checkpoint.pth"
+BEST_CHECKPOINT = "best_model.pth"
+HISTORY_KEYS = ("train_acc_list", "train_loss_list", "val_acc_list", "val_loss_list")
+# Options that may change when a run is resumed; every other option must match the checkpoint.
+RESUMABLE_CHANGES = {"EPOCHS", "RESUME", "DEVICE", "NUM_WORKERS"}
+
+
+class LabelSmoothingLoss(nn.Module):
+    """(1 - e) * NLL(true class) + e * mean over classes of -log p, averaged over the batch.
+
+    The original project's label-smoothing loss; with smoothing 0 it is cross-entropy.
+    """
+
+    def __init__(self, classes, smoothing=0.0, dim=-1):
+        super().__init__()
+        self.classes = classes
+        self.smoothing = smoothing
+        self.dim = dim
+
+    def forward(self, pred, target):
+        log_prob = F.log_softmax(pred.float(), dim=self.dim)
+        nll = -log_prob.gather(self.dim, target.unsqueeze(self.dim)).squeeze(self.dim)
+        uniform = -log_prob.mean(dim=self.dim)
+        return ((1.0 - self.smoothing) * nll + self.smoothing * uniform).mean()
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def resolve_device(name):
+    """'auto' -> CUDA when available, else CPU; anything else as torch understands it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"DEVICE={name!r} but no CUDA GPU is available; use --device=cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"DEVICE={name!r} is not a device torch knows (auto, cpu, cuda, cuda:1)") \
+            from None
+
+
+def write_json_atomic(path, payload):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save_npy_atomic(path, array):
+    tmp = f"{path}.tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def library_versions():
+    import matplotlib
+    import scipy
+    import sklearn
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+            "matplotlib": matplotlib.__version__, "platform": platform.platform()}
+
+
+def prepare_output_dir(output_dir, resume, log=print):
+    """Make `output_dir` ready for a new run without losing an earlier one.
+
+    A non-empty folder is renamed to `<output_dir>.<timestamp>` (never deleted); with resume it
+    must hold the interrupted run's last checkpoint.
+    """
+    if resume:
+        if not os.path.exists(os.path.join(output_dir, LAST_CHECKPOINT)):
+            raise UserError(f"--resume=True but {output_dir} holds no {LAST_CHECKPOINT} to resume "
+                            f"from; start a new run without --resume")
+        return
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        stamp = datetime.datetime.fromtimestamp(os.path.getmtime(output_dir))
+        moved = f"{output_dir.rstrip('/')}.{stamp:%Y%m%d-%H%M%S}"
+        suffix = 1
+        while os.path.exists(moved):
+            moved = f"{output_dir.rstrip('/')}.{stamp:%Y%m%d-%H%M%S}-{suffix}"
+            suffix += 1
+        os.replace(output_dir, moved)
+        unfinished = not os.path.exists(os.path.join(moved, "test_eval_results.json"))
+        log(f"An earlier run in {output_dir} was kept as {moved}"
+            + (" (it had not finished: resume it with --resume=True after moving it back)"
+               if unfinished else ""))
+    os.makedirs(output_dir, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+def batch_loader(dataset, batch_size, shuffle, generator=None, num_workers=0, pin_memory=False):
+    """A DataLoader that fetches whole batches by tensor indexing (no per-item collate)."""
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False),
+                      batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def split_summary(name, labels, patient_ids, total):
+    counts = np.bincount(labels, minlength=int(labels.max()) + 1 if len(labels) else 0)
+    return (f"  {name:<5} {len(np.unique(patient_ids)):>5} patients {len(labels):>6} beats "
+            f"({100 * len(labels) / total:4.1f}%)  per class: {counts.tolist()}")
+
+
+# ----------------------------------------------------------------------------- engine
+
+def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scaler=None,
+                    description="train"):
+    """One pass over `loader`; returns (mean loss, accuracy) over the epoch's beats."""
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    total_correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    progress = tqdm(loader, desc=description, leave=False, disable=None, dynamic_ncols=True)
+    for step, (x, y) in enumerate(progress):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=scaler is not None):
+            logits = model(x)
+        loss = criterion(logits, y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        total_loss += loss.detach() * len(y)
+        total_correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if not progress.disable and step % 5 == 0:
+            progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
+                                 acc=f"{total_correct.item() / seen:.3f}")
+    return total_loss.item() / seen, total_correct.item() / seen
+
+
+def predict_logits(model, x, batch_size, device):
+    """Logits (N, C) on CPU for the tensor `x`, in eval mode without autograd."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), max(batch_size, 256)):
+            chunk = x[start:start + max(batch_size, 256)].to(device, non_blocking=True)
+            outputs.append(model(chunk).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def classification_metrics(y_true, prob, class_names, sample_weight=None):
+    """The original's test metrics (same keys) plus sensitivity and specificity.
+
+    Binary: `roc_auc` is one number for class 1 and fpr/tpr are flat lists. Multi-class:
+    `roc_auc` = {"macro": one-vs-rest macro AUC, "class_k": ...}, fpr/tpr one list per class,
+    `class_metrics` per class. Sensitivity/specificity are those of class 1 (binary) or the
+    macro average of one-vs-rest values (multi-class).
+    """
+    y_true = np.asarray(y_true)
+    prob = np.asarray(prob, dtype=np.float64)
+    n_classes = prob.shape[1]
+    labels = list(range(n_classes))
+    pred = prob.argmax(1)
+    w = sample_weight
+    cm = confusion_matrix(y_true, pred, labels=labels, sample_weight=w)
+    out = {
+        "accuracy": float(accuracy_score(y_true, pred, sample_weight=w)),
+        "precision": float(precision_score(y_true, pred, labels=labels, average="macro",
+                                           zero_division=0, sample_weight=w)),
+        "recall": float(recall_score(y_true, pred, labels=labels, average="macro",
+                                     zero_division=0, sample_weight=w)),
+        "f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0,
+                             sample_weight=w)),
+        "confusion_matrix": cm.astype(int).tolist() if w is None else cm.tolist(),
+    }
+    tp = np.diag(cm).astype(float)
+    fn = cm.sum(1) - tp
+    fp = cm.sum(0) - tp
+    tn = cm.sum() - tp - fn - fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+        spec = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
+    present = np.unique(y_true)
+    if n_classes == 2:
+        out["sensitivity"] = float(sens[1])
+        out["specificity"] = float(spec[1])
+        if len(present) == 2:
+            fpr, tpr, _ = roc_curve(y_true, prob[:, 1], sample_weight=w)
+            out["fpr"], out["tpr"] = fpr.tolist(), tpr.tolist()
+            out["roc_auc"] = float(roc_auc_score(y_true, prob[:, 1], sample_weight=w))
+        else:
+            out["fpr"], out["tpr"], out["roc_auc"] = [], [], None
+        return out
+    out["sensitivity"] = float(np.nanmean(sens))
+    out["specificity"] = float(np.nanmean(spec))
+    aucs, fprs, tprs, class_metrics = {}, [], [], {}
+    for k in labels:
+        positive = (y_true == k).astype(int)
+        if 0 < positive.sum() < len(positive):
+            fpr, tpr, _ = roc_curve(positive, prob[:, k], sample_weight=w)
+            aucs[f"class_{k}"] = float(roc_auc_score(positive, prob[:, k], sample_weight=w))
+        else:
+            fpr, tpr = np.array([]), np.array([])
+            aucs[f"class_{k}"] = None
+        fprs.append(fpr.tolist())
+        tprs.append(tpr.tolist())
+        total = float(cm[k].sum())
+        precision_k = tp[k] / (tp[k] + fp[k]) if tp[k] + fp[k] > 0 else 0.0
+        recall_k = tp[k] / total if total > 0 else 0.0
+        class_metrics[f"class_{k}"] = {
+            "name": class_names[k], "accuracy": recall_k, "precision": float(precision_k),
+            "recall": float(recall_k),
+            "f1": float(2 * precision_k * recall_k / (precision_k + recall_k))
+            if precision_k + recall_k > 0 else 0.0,
+            "auc": aucs[f"class_{k}"], "correct_predictions": float(tp[k]) if w is not None
+            else int(tp[k]), "total_samples": total if w is not None else int(total)}
+    defined = [a for a in aucs.values() if a is not None]
+    aucs = {"macro": float(np.mean(defined)) if len(defined) == n_classes else None, **aucs}
+    out.update({"fpr": fprs, "tpr": tprs, "roc_auc": aucs, "class_metrics": class_metrics})
+    return out
+
+
+def headline_metrics(metrics):
+    """The scalar metrics a confidence interval is reported for."""
+    auc = metrics["roc_auc"]
+    return {"roc_auc": auc["macro"] if isinstance(auc, dict) else auc,
+            "accuracy": metrics["accuracy"], "precision": metrics["precision"],
+            "recall": metrics["recall"], "f1": metrics["f1"],
+            "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"]}
+
+
+def patient_bootstrap_ci(y_true, prob, patient_ids, class_names, n_boot=1000, seed=0, level=0.95):
+    """Percentile confidence intervals that resample patients (with all their beats).
+
+    Each resample draws as many patients as the test set has, with replacement; a patient drawn
+    m times weighs m in every metric. Returns {"<metric>_ci95": [lo, hi]} for headline metrics.
+    """
+    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = {name: [] for name in headline_metrics(classification_metrics(y_true, prob,
+                                                                           class_names))}
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, len(patients), len(patients)),
+                             minlength=len(patients))
+        weight = counts[inverse].astype(float)
+        keep = weight > 0
+        values = headline_metrics(classification_metrics(
+            np.asarray(y_true)[keep], np.asarray(prob)[keep], class_names, weight[keep]))
+        for name, value in values.items():
+            if value is not None and np.isfinite(value):
+                draws[name].append(value)
+    tail = (1 - level) / 2 * 100
+    key_suffix = f"_ci{int(round(level * 100))}"
+    return {f"{name}{key_suffix}": ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
+                                    if len(v) >= 10 else None)
+            for name, v in draws.items()}
+
+
+def patient_level_arrays(y_true, prob, patient_ids):
+    """One row per patient: its class and the mean class probability over its beats."""
+    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    counts = np.bincount(inverse)
+    mean_prob = np.stack([np.bincount(inverse, weights=prob[:, k]) / counts
+                          for k in range(prob.shape[1])], axis=1)
+    y_patient = np.zeros(len(patients), dtype=np.int64)
+    y_patient[inverse] = y_true
+    return patients, y_patient, mean_prob
+
+
+def test_report(y_true, prob, patient_ids, class_names, n_boot, seed):
+    """Beat-level metrics with patient-bootstrap CIs, and patient-level metrics when relevant."""
+    report = classification_metrics(y_true, prob, class_names)
+    report.update(patient_bootstrap_ci(y_true, prob, patient_ids, class_names, n_boot, seed))
+    patients, y_patient, prob_patient = patient_level_arrays(y_true, prob, patient_ids)
+    report["n_beats"] = int(len(y_true))
+    report["n_patients"] = int(len(patients))
+    if len(patients) < len(y_true):
+        level = classification_metrics(y_patient, prob_patient, class_names)
+        level.update(patient_bootstrap_ci(y_patient, prob_patient, patients, class_names, n_boot,
+                                          seed))
+        level["n_patients"] = int(len(patients))
+        report["patient_level"] = level
+    return report
+
+
+# ----------------------------------------------------------------------------- the run
+
+def cohort_for_run(config, log):
+    data_dir = resolve_data_dir(config["DATA_DIR"], log=log)
+    cohort = load_cohort(data_dir, allow_pickle=config.get("ALLOW_PICKLE", False))
+    if not cohort.patient_ids_given:
+        log("warning: no cut_<GROUP>_patient_ids.npy files, so every beat counts as its own "
+            "patient and the split is per beat (beats of one patient may land in train and test)")
+    return data_dir, cohort
+
+
+def class_names_for(config, cohort, task):
+    names = list(config.get("CLASS_NAMES") or cohort.class_names(task))
+    n_classes = int(cohort.labels(task).max()) + 1
+    if len(names) != n_classes or n_classes != config["NUM_CLASSES"]:
+        raise UserError(f"the cohort's {task} task has {n_classes} classes ({names}) but this "
+                        f"script trains NUM_CLASSES={config['NUM_CLASSES']}; use the other "
+                        f"training script or fix cohort.json")
+    return names
+
+
+def checked_resume_state(path, config):
+    from model import load_checkpoint
+    model, state = load_checkpoint(path)
+    saved = state.get("run_config", {})
+    changed = sorted(k for k in set(saved) | set(config)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+    if changed:
+        raise UserError(f"cannot resume {path}: these options differ from the interrupted run: "
+                        + ", ".join(f"{k} (was {saved.get(k)!r}, now {config.get(k)!r})"
+                                    for k in changed))
+    return model, state
+
+
+def run_training(config, log=print):
+    """Train, select and test one model as configured; returns the test report."""
+    from model import build_model, load_checkpoint, parameter_count, save_checkpoint
+    start_time = time.time()
+    task = config["TASK"]
+    output_dir = config["OUTPUT_DIR"]
+    device = resolve_device(config["DEVICE"])
+    data_dir, cohort = cohort_for_run(config, log)
+    labels = cohort.labels(task)
+    class_names = class_names_for(config, cohort, task)
+    prepare_output_dir(output_dir, config["RESUME"], log)
+
+    set_seed(config["SEED"])
+    parts = patient_split_indices(labels, cohort.patient_ids, config["TEST_SIZE"],
+                                  config["VAL_SIZE"], config["SEED"])
+    x_all = torch.from_numpy(standardize_beats(cohort.beats))
+    tensors = {name: (x_all[idx], torch.from_numpy(labels[idx])) for name, idx in parts.items()}
+    log(f"Data: {data_dir} ({cohort.spec['name']}), {len(labels)} beats x "
+        f"{cohort.beats.shape[1]} leads x {cohort.beats.shape[2]} samples; task {task}: "
+        f"{', '.join(class_names)}")
+    for name, idx in parts.items():
+        log(split_summary(name, labels[idx], cohort.patient_ids[idx], len(labels)))
+    split_record = {
+        "seed": config["SEED"], "test_size": config["TEST_SIZE"], "val_size": config["VAL_SIZE"],
+        "task": task, "data_dir": data_dir, "data_fingerprint": cohort.fingerprint(),
+        "patient_ids_given": cohort.patient_ids_given,
+        **{name: sorted(set(cohort.patient_ids[idx].tolist())) for name, idx in parts.items()}}
+
+    generator = torch.Generator().manual_seed(config["SEED"])
+    train_loader = batch_loader(ECGDataset.from_arrays(*tensors["train"]), config["BATCH_SIZE"],
+                                shuffle=True, generator=generator,
+                                num_workers=config["NUM_WORKERS"],
+                                pin_memory=device.type == "cuda")
+    criterion = LabelSmoothingLoss(len(class_names), config["LABEL_SMOOTHING"])
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    history = {key: [] for key in HISTORY_KEYS}
+    best_val_acc, best_epoch, first_epoch = -1.0, 0, 1
+    last_path = os.path.join(output_dir, LAST_CHECKPOINT)
+    best_path = os.path.join(output_dir, BEST_CHECKPOINT)
+
+    if config["RESUME"]:
+        model, state = checked_resume_state(last_path, config)
+        model.to(device)
+    else:
+        model = build_model(num_classes=len(class_names), experiment=config["EXPERIMENT"],
+                            in_channels=cohort.beats.shape[1], dropout_rate=config["DROPOUT"],
+                            input_length=cohort.beats.shape[2]).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["LR"],
+                                  weight_decay=config["WEIGHT_DECAY"])
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
+    if config["RESUME"]:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = {key: list(state["history"][key]) for key in HISTORY_KEYS}
+        best_val_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
+        first_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+        log(f"Resuming {output_dir} after epoch {state['epoch']} (best so far: epoch "
+            f"{best_epoch}, validation accuracy {best_val_acc:.4f})")
+    else:
+        write_json_atomic(os.path.join(output_dir, "split.json"), split_record)
+    log(f"Model: {config['EXPERIMENT']} ({parameter_count(model):,} parameters) on {device}; "
+        f"{config['EPOCHS']} epochs, batch {config['BATCH_SIZE']}, AdamW lr {config['LR']}")
+
+    x_val, y_val = tensors["val"]
+    for epoch in range(first_epoch, config["EPOCHS"] + 1):
+        epoch_start = time.time()
+        train_loss, train_acc = train_one_epoch(
+            model, train_loader, criterion, optimizer, device, config["GRAD_CLIP"], scaler,
+            description=f"epoch {epoch}/{config['EPOCHS']}")
+        val_logits = predict_logits(model, x_val, config["BATCH_SIZE"], device)
+        val_loss = criterion(val_logits, y_val).item()
+        val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
+        scheduler.step(val_acc)
+        for key, value in zip(HISTORY_KEYS, (train_acc, train_loss, val_acc, val_loss)):
+            history[key].append(value)
+        improved = val_acc > best_val_acc
+        if improved:
+            best_val_acc, best_epoch = val_acc, epoch
+            save_checkpoint(best_path, model, epoch=epoch, val_acc=val_acc,
+                            class_names=class_names, task=task)
+        save_checkpoint(last_path, model, epoch=epoch, run_config=config,
+                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        history=history, best_val_acc=best_val_acc, best_epoch=best_epoch,
+                        torch_rng=torch.get_rng_state(), loader_rng=generator.get_state())
+        log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
+            f" | val loss {val_loss:.4f} acc {val_acc:.4f} | lr {optimizer.param_groups[0]['lr']:.1e}"
+            f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
+
+    for key in HISTORY_KEYS:
+        save_npy_atomic(os.path.join(output_dir, f"{key}.npy"), np.asarray(history[key]))
+    from plot_training_curves import plot_confusion_matrix, plot_roc_curve, plot_training_curves
+    plot_training_curves(output_dir, *(history[key] for key in HISTORY_KEYS), best_epoch=best_epoch)
+
+    best_model, _ = load_checkpoint(best_path, map_location=device)
+    x_test, y_test = tensors["test"]
+    prob = torch.softmax(predict_logits(best_model, x_test, config["BATCH_SIZE"], device), 1).numpy()
+    test_ids = cohort.patient_ids[parts["test"]]
+    report = test_report(y_test.numpy(), prob, test_ids, class_names, config["BOOTSTRAP"],
+                         config["SEED"])
+    report.update({"best_epoch": best_epoch, "best_val_acc": best_val_acc,
+                   "class_names": class_names})
+    write_json_atomic(os.path.join(output_dir, "test_eval_results.json"), report)
+    plot_roc_curve(os.path.join(output_dir, "test_roc_curve.png"), report["fpr"], report["tpr"],
+                   report["roc_auc"], class_names)
+    plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),
+                          report["confusion_matrix"], class_names)
+    wall = time.time() - start_time
+    write_json_atomic(os.path.join(output_dir, "run.json"), {
+        "config": config, "command": sys.argv, "data_dir": data_dir,
+        "data_fingerprint": cohort.fingerprint(), "data_files": cohort.files,
+        "demo_data": cohort.spec.get("ground_truth", {}) is not None
+        and bool((cohort.spec.get("ground_truth") or {}).get("synthetic")),
+        "device": str(device), "cuda_device": torch.cuda.get_device_name(device)
+        if device.type == "cuda" else None, "torch_threads": torch.get_num_threads(),
+        "versions": library_versions(), "wall_time_s": round(wall, 2),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds")})
+    log_test_summary(report, class_names, output_dir, wall, log)
+    return report
+
+
+def format_ci(ci):
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[n/a]"
+
+
+def log_test_summary(report, class_names, output_dir, wall, log):
+    head = headline_metrics(report)
+    log(f"\nTest set ({report['n_patients']} patients, {report['n_beats']} beats), best checkpoint "
+        f"from epoch {report['best_epoch']}; 95% CIs resample patients:")
+    for name in ("roc_auc", "accuracy", "f1", "sensitivity", "specificity"):
+        value = head[name]
+        label = "AUC (macro one-vs-rest)" if name == "roc_auc" and len(class_names) > 2 else name
+        log(f"  {label:<24} {value:.4f}  {format_ci(report.get(f'{name}_ci95'))}"
+            if value is not None else f"  {label:<24} n/a")
+    if "patient_level" in report:
+        level = headline_metrics(report["patient_level"])
+        auc = level["roc_auc"]
+        log(f"  patient level: AUC {auc:.4f} {format_ci(report['patient_level'].get('roc_auc_ci95'))}"
+            f", accuracy {level['accuracy']:.4f}" if auc is not None else
+            f"  patient level: accuracy {level['accuracy']:.4f}")
+    log(f"Results in {output_dir}/ (test_eval_results.json, figures, best_model.pth) "
+        f"after {wall / 60:.1f} min.")

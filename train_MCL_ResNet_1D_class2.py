@@ -1,0 +1,40 @@
+"""Train and test the 2-class model (LVR vs no LVR) on the cohort in DATA_DIR.
+
+Without data of your own it trains on the synthetic demo cohort. Every constant below can be
+overridden as --lower_case_name=value; --help lists them.
+"""
+from cli import configure, run_script
+
+DATA_DIR = "data"                 # cohort folder (README: 'Data format'); default: the demo cohort
+OUTPUT_DIR = "results_class2"     # an earlier run found here is kept as OUTPUT_DIR.<timestamp>
+TASK = "binary"                   # label mapping of the cohort: binary or multiclass
+NUM_CLASSES = 2                   # classes of the model's head
+CLASS_NAMES = ()                  # empty: the cohort's names (seed: Normal, Abnormal)
+EXPERIMENT = "ca_ms_v2"           # model variant (model.EXPERIMENTS)
+DROPOUT = 0.5                     # dropout before the classifier
+EPOCHS = 50                       # training epochs
+BATCH_SIZE = 32                   # beats per batch
+LR = 1e-4                         # AdamW learning rate
+WEIGHT_DECAY = 1e-3               # AdamW weight decay
+LABEL_SMOOTHING = 0.1             # label-smoothing factor e of the loss
+GRAD_CLIP = 1.0                   # gradient clipping (max norm)
+LR_FACTOR = 0.5                   # plateau scheduler: factor on validation accuracy
+LR_PATIENCE = 3                   # plateau scheduler: epochs without improvement
+TEST_SIZE = 0.1                   # share of patients in the test set
+VAL_SIZE = 0.2                    # share of patients in the validation set (7:2:1)
+SEED = 42                         # fixes the split, the initialisation and the batches
+BOOTSTRAP = 1000                  # patient-bootstrap resamples for the 95% CIs
+DEVICE = "auto"                   # auto (CUDA if present, with mixed precision), cpu, cuda, cuda:1
+NUM_WORKERS = 0                   # DataLoader worker processes
+RESUME = False                    # continue an interrupted run in OUTPUT_DIR from its last epoch
+ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
+
+
+def main():
+    config = configure(globals())
+    from para_define import run_training
+    run_training(config)
+
+
+if __name__ == "__main__":
+    run_script(main)
