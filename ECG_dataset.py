@@ -174,6 +174,14 @@ def file_sha256(path):
 def npy_array(path, allow_pickle=False, what="beat"):
     """np.load with a clear error for everything that is not a plain numpy array file."""
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError as error:
+        raise CohortError(f"cannot read {path} ({error.strerror})") from None
+    if magic != b"\x93NUMPY":
+        raise CohortError(f"{path} is not a readable .npy file (it does not start with the numpy "
+                          f"file header); save the array with np.save")
+    try:
         return np.load(path, allow_pickle=allow_pickle)
     except ValueError as error:
         if "allow_pickle" in str(error):

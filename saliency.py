@@ -1,0 +1,179 @@
+"""SmoothGrad saliency of an ECG classifier, as defined by the original analysis.
+
+SmoothGrad (Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise",
+arXiv:1706.03825) averages a gradient map over noisy copies of the input. The original project
+differentiates the cross-entropy loss of the true label (not a logit) and takes absolute values:
+
+    S(x) = 1/N * sum_i | d CE(f(x + e_i), y) / dx |,   e_i ~ N(0, sigma^2 I),
+
+with sigma an absolute standard deviation in the units of the per-lead standardised beat
+(0.1 in the original) and N = 10 copies.
+"""
+import torch
+import torch.nn.functional as F
+
+DEFAULT_CHUNK_ROWS = 256  # noisy beats per forward/backward pass; bounds memory
+
+
+def _check_eval_mode(model):
+    training = [name or type(model).__name__ for name, module in model.named_modules()
+                if module.training]
+    if training:
+        raise ValueError("model must be in eval mode (call model.eval()); modules in training "
+                         f"mode: {training[:5]}")
+
+
+def _model_device(model, fallback):
+    parameter = next(model.parameters(), None)
+    return fallback if parameter is None else parameter.device
+
+
+def _checked_inputs(x, target):
+    x = torch.as_tensor(x)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (B, C, T), got {tuple(x.shape)}")
+    target = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+    if target.shape[0] != x.shape[0]:
+        raise ValueError(f"target has {target.shape[0]} labels for a batch of {x.shape[0]} beats")
+    return x.detach().float(), target
+
+
+def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None,
+               chunk_size=None, noise=None):
+    """SmoothGrad of the cross-entropy loss of the true label, all noisy copies batched.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Classifier returning logits (B, K). Must be in eval mode (every submodule), otherwise
+        ValueError: batch-norm statistics and dropout would mix or randomise the copies. The
+        caller's mode is never changed.
+    x : torch.Tensor, shape (B, C, T)
+        Beats, standardised per lead; moved to the model's device.
+    target : torch.Tensor, shape (B,)
+        True labels; the loss of this label is differentiated.
+    num_samples : int
+        Number of noisy copies N per beat (10 in the original).
+    noise_level : float
+        Absolute noise standard deviation sigma in standardised units (0.1 in the original).
+        ``num_samples=1, noise_level=0`` gives the plain absolute loss gradient.
+    generator : torch.Generator, optional
+        Source of the noise, drawn as one standard normal tensor (N, B, C, T) on the generator's
+        device and scaled by ``noise_level``; torch's global generator when None.
+    chunk_size : int, optional
+        Most noisy beats per forward/backward pass (default 256). The result does not depend
+        on it beyond float rounding.
+    noise : torch.Tensor, shape (N, B, C, T), optional
+        The additive noise itself (already scaled; ``noise_level`` and ``generator`` are then
+        ignored). For tests and for comparisons with :func:`smoothgrad_seed_loop`.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, C, T)
+        Mean absolute input gradient, float32 on the CPU, detached.
+
+    Notes
+    -----
+    The loss is summed over the chunk (``reduction='sum'``), so each beat's input gradient is
+    the gradient of its own loss; the original used the batch mean, which divides it by the
+    batch size (see :func:`smoothgrad_seed_loop`). Gradients
+    are taken with ``torch.autograd.grad`` with respect to the input only; parameter ``.grad``
+    is left untouched.
+    """
+    _check_eval_mode(model)
+    x, target = _checked_inputs(x, target)
+    batch, channels, length = x.shape
+    if noise is None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        device = generator.device if generator is not None else torch.device("cpu")
+        noise = torch.randn((num_samples, batch, channels, length), generator=generator,
+                            device=device) * float(noise_level)
+    elif tuple(noise.shape[1:]) != (batch, channels, length):
+        raise ValueError(f"noise must have shape (num_samples, {batch}, {channels}, {length}), "
+                         f"got {tuple(noise.shape)}")
+    num_samples = noise.shape[0]
+    chunk_size = DEFAULT_CHUNK_ROWS if chunk_size is None else int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+
+    device = _model_device(model, x.device)
+    x, target = x.to(device), target.to(device)
+    flat_noise = noise.detach().reshape(num_samples * batch, channels, length)
+    total = torch.zeros((batch, channels, length), device=device)
+    for start in range(0, num_samples * batch, chunk_size):
+        rows = torch.arange(start, min(start + chunk_size, num_samples * batch), device=device)
+        beat = rows % batch  # row s*B + b holds copy s of beat b
+        noisy = (x[beat] + flat_noise[start:start + len(rows)].to(device, torch.float32))
+        noisy.requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(noisy), target[beat], reduction="sum")
+            (gradient,) = torch.autograd.grad(loss, noisy)
+        total.index_add_(0, beat, gradient.abs())
+    return (total / num_samples).detach().float().cpu()
+
+
+def smoothgrad_seed_loop(model, x, target, noise):
+    """The original's SmoothGrad loop, kept as the reference for tests and benchmarks.
+
+    One forward/backward pass per noisy copy s of the whole batch: ``x + noise[s]``, the batch
+    *mean* cross-entropy of the true labels, ``backward()`` (which, as in the original, also
+    computes every parameter gradient), absolute input gradient, averaged over copies.
+
+    Because the loss is a batch mean, each beat's gradient is divided by the batch size B: the
+    original's saliency scale depended on the size of the batch a beat happened to fall in.
+    :func:`smoothgrad` differentiates each beat's own loss, so
+    ``smoothgrad(...) == B * smoothgrad_seed_loop(...)`` for the same noise.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Classifier in eval mode (ValueError otherwise).
+    x : torch.Tensor, shape (B, C, T)
+    target : torch.Tensor, shape (B,)
+    noise : torch.Tensor, shape (N, B, C, T)
+        Additive noise, already scaled.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, C, T), float32 on the CPU. Parameter ``.grad`` are restored.
+    """
+    _check_eval_mode(model)
+    x, target = _checked_inputs(x, target)
+    if tuple(noise.shape[1:]) != tuple(x.shape):
+        raise ValueError(f"noise must have shape (num_samples, {', '.join(map(str, x.shape))}), "
+                         f"got {tuple(noise.shape)}")
+    device = _model_device(model, x.device)
+    x, target = x.to(device), target.to(device)
+    parameters = list(model.parameters())
+    saved_grads = [p.grad for p in parameters]
+    total = torch.zeros(x.shape, device=device)
+    try:
+        for s in range(noise.shape[0]):
+            model.zero_grad(set_to_none=True)
+            noisy = (x + noise[s].to(device, torch.float32)).requires_grad_(True)
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(noisy), target)
+                loss.backward()
+            total += noisy.grad.abs()
+    finally:
+        for p, grad in zip(parameters, saved_grads):
+            p.grad = grad
+    return (total / noise.shape[0]).detach().float().cpu()
+
+
+def lead_importance(saliency):
+    """Per-lead importance (B, C): saliency averaged over time, as in the original."""
+    return _checked_saliency(saliency).mean(dim=2)
+
+
+def time_importance(saliency):
+    """Per-time-step importance (B, T): saliency averaged over leads, as in the original."""
+    return _checked_saliency(saliency).mean(dim=1)
+
+
+def _checked_saliency(saliency):
+    saliency = torch.as_tensor(saliency)
+    if saliency.ndim != 3:
+        raise ValueError(f"saliency must have shape (B, C, T), got {tuple(saliency.shape)}")
+    return saliency

@@ -1,0 +1,224 @@
+"""The residual 1D CNN variants and their checkpoint files."""
+import os
+
+import pytest
+import torch
+
+from cli import UserError
+from model import (EXPERIMENTS, CheckpointError, ResNet1D, build_model, load_checkpoint,
+                   parameter_count, save_checkpoint)
+from model import MCL_ResNet1D_2, MCL_ResNet1D_4
+
+# Keep in sync with the README table (12 leads in, 2 classes out).
+README_PARAMETER_COUNTS = {
+    "baseline": 580_994,
+    "ca": 592_542,
+    "ms": 626_050,
+    "ca_ms": 637_598,
+    "ca_ms_v2": 642_113,
+}
+
+VARIANTS = list(EXPERIMENTS)
+
+
+def beats(batch=2, leads=12, length=500, seed=0):
+    return torch.randn(batch, leads, length, generator=torch.Generator().manual_seed(seed))
+
+
+def seeded_model(num_classes=2, experiment="ca_ms_v2", seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return build_model(num_classes, experiment=experiment, **kwargs).eval()
+
+
+def test_experiments_are_the_readme_ones():
+    assert set(README_PARAMETER_COUNTS) == set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", VARIANTS)
+def test_parameter_count_matches_readme(experiment):
+    assert parameter_count(build_model(2, experiment)) == README_PARAMETER_COUNTS[experiment]
+
+
+@pytest.mark.parametrize("experiment", VARIANTS)
+@pytest.mark.parametrize("module", [MCL_ResNet1D_2, MCL_ResNet1D_4], ids=["2class", "4class"])
+def test_output_shape_for_any_beat_length(module, experiment):
+    model = module.ResNet1D(in_channels=12, experiment=experiment).eval()
+    classes = 2 if module is MCL_ResNet1D_2 else 4
+    with torch.no_grad():
+        for length in (250, 500, 1000, 5000):
+            assert model(beats(length=length)).shape == (2, classes)
+
+
+def test_published_interface():
+    model = MCL_ResNet1D_4.ResNet1D(in_channels=12, experiment="ca_ms_v2")
+    assert isinstance(model, torch.nn.Module)
+    assert model.config["num_classes"] == 4
+    assert MCL_ResNet1D_2.EXPERIMENTS is EXPERIMENTS
+    assert MCL_ResNet1D_2.ResNet1D().config["num_classes"] == 2
+
+
+@pytest.mark.parametrize("experiment", VARIANTS)
+def test_input_gradient_reaches_every_lead(experiment):
+    model = seeded_model(experiment=experiment)
+    x = beats(batch=4).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    per_lead = x.grad.abs().sum(dim=(0, 2))
+    assert torch.all(per_lead > 0), per_lead
+
+
+@pytest.mark.parametrize("experiment", VARIANTS)
+def test_eval_mode_is_deterministic(experiment):
+    model = seeded_model(experiment=experiment)
+    x = beats()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_other_lead_counts():
+    model = seeded_model(4, in_channels=8)
+    assert model(beats(leads=8)).shape == (2, 4)
+    assert model.lead_weights(beats(leads=8)).shape == (2, 8)
+    with pytest.raises(ValueError, match=r"\(batch, 8, time\)"):
+        model(beats(leads=12))
+
+
+def test_lead_gate_starts_neutral():
+    assert torch.allclose(seeded_model().lead_weights(beats()), torch.ones(2, 12))
+
+
+def test_input_length_is_enforced_when_given():
+    model = seeded_model(input_length=500)
+    assert model(beats(length=500)).shape == (2, 2)
+    with pytest.raises(ValueError, match="500 samples"):
+        model(beats(length=1000))
+
+
+def test_unknown_experiment_lists_valid_names():
+    with pytest.raises(ValueError, match="ca_ms_v2") as caught:
+        build_model(2, experiment="resnet50")
+    assert isinstance(caught.value, UserError)
+
+
+def test_config_is_a_copy_of_the_experiment():
+    model = build_model(2, "ms")
+    model.config["architecture"]["widths"] = (1,)
+    assert EXPERIMENTS["ms"]["widths"] != (1,)
+    assert build_model(2, "ms").config["architecture"] == EXPERIMENTS["ms"]
+
+
+def trained_a_little(model, steps=2):
+    """Move weights and BatchNorm statistics away from their initial values."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for step in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(beats(batch=4, seed=step)),
+                                          torch.tensor([0, 1, 1, 0])).backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("experiment", VARIANTS)
+def test_checkpoint_round_trip_from_the_file_alone(tmp_path, experiment):
+    model = trained_a_little(seeded_model(4, experiment, dropout_rate=0.3))
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, epoch=7, metrics={"auc": 0.91, "per_fold": [0.9, 0.92]})
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+    loaded, checkpoint = load_checkpoint(path)
+    assert checkpoint["epoch"] == 7 and checkpoint["metrics"]["auc"] == 0.91
+    assert loaded.config == model.config
+    assert not loaded.training
+    reference, restored = model.state_dict(), loaded.state_dict()
+    assert reference.keys() == restored.keys()
+    assert all(torch.equal(reference[key], restored[key]) for key in reference)
+    x = beats(length=750)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_checkpoint_survives_a_changed_experiment_table(tmp_path, monkeypatch):
+    model = seeded_model(2, "ca")
+    save_checkpoint(tmp_path / "m.pt", model)
+    monkeypatch.setitem(EXPERIMENTS, "ca", dict(EXPERIMENTS["ca"], widths=(8, 8, 8, 8)))
+    loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    assert parameter_count(loaded) == README_PARAMETER_COUNTS["ca"]
+
+
+def test_checkpoint_with_optimizer_state(tmp_path):
+    model = seeded_model()
+    optimizer = torch.optim.Adam(model.parameters())
+    torch.nn.functional.cross_entropy(model(beats()), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    save_checkpoint(tmp_path / "m.pt", model, optimizer=optimizer.state_dict())
+    _, checkpoint = load_checkpoint(tmp_path / "m.pt")
+    optimizer.load_state_dict(checkpoint["optimizer"])
+
+
+def test_save_refuses_non_plain_extras_and_keeps_the_old_file(tmp_path):
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, seeded_model(), epoch=1)
+    with pytest.raises(TypeError, match=r"metrics\['auc'\]"):
+        save_checkpoint(path, seeded_model(), epoch=2, metrics={"auc": np.float64(0.9)})
+    with pytest.raises(ValueError, match="state_dict"):
+        save_checkpoint(path, seeded_model(), state_dict={})
+    assert load_checkpoint(path)[1]["epoch"] == 1
+    assert os.listdir(tmp_path) == ["m.pt"]
+
+
+def test_old_style_state_dict_needs_the_experiment(tmp_path):
+    model = trained_a_little(MCL_ResNet1D_4.ResNet1D(experiment="ca_ms"))
+    path = tmp_path / "old.pt"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"old-style.*experiment=\.\.\."):
+        load_checkpoint(path)
+    loaded, checkpoint = load_checkpoint(path, experiment="ca_ms")
+    assert loaded.config["num_classes"] == 4 and checkpoint["format"] == "mcl-resnet1d-v1"
+    x = beats()
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    with pytest.raises(CheckpointError, match=r"missing.*unexpected"):
+        load_checkpoint(path, experiment="baseline")
+    with pytest.raises(CheckpointError, match=r"shape mismatch: stem\.0\.weight"):
+        load_checkpoint(path, experiment="ca_ms", in_channels=8)
+
+
+def test_num_classes_must_agree_with_the_checkpoint(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", seeded_model(2))
+    with pytest.raises(CheckpointError, match="num_classes=2.*num_classes=4"):
+        load_checkpoint(tmp_path / "m.pt", num_classes=4)
+    assert load_checkpoint(tmp_path / "m.pt", num_classes=2)[0].config["num_classes"] == 2
+
+
+def test_unreadable_files_give_clear_errors(tmp_path):
+    path = tmp_path / "m.pt"
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(path)
+
+    save_checkpoint(path, seeded_model())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"m\.pt.*truncated or corrupt") as caught:
+        load_checkpoint(path)
+    assert isinstance(caught.value, UserError)
+
+    path.write_text("not a torch file")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_foreign_files_give_clear_errors(tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save({"model_state": {"w": torch.zeros(2)}, "epoch": 3}, path)
+    with pytest.raises(CheckpointError, match="neither a mcl-resnet1d-v1 checkpoint nor a state"):
+        load_checkpoint(path)
+
+    torch.save({"format": "mcl-resnet1d-v9", "config": {}, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="format 'mcl-resnet1d-v9'.*reads only"):
+        load_checkpoint(path)
+
+    torch.save({"when": torch.nn.Identity()}, path)
+    with pytest.raises(CheckpointError, match="weights_only=False"):
+        load_checkpoint(path)
