@@ -1,0 +1,193 @@
+"""Explain the 2-class model: SmoothGrad saliency per lead and time on the run's test patients,
+per-sample figures, and lead-importance statistics (key leads, ANOVA, Friedman, consistency, ICC).
+
+Reads the model and the test split of a training run (TRAIN_DIR); the data must be the data that
+run was trained on. Every constant below can be overridden as --lower_case_name=value.
+"""
+import json
+import os
+import time
+
+import numpy as np
+
+from cli import UserError, configure, run_script
+from lead_stats import compute_icc, ground_truth_check, subgroup_lead_statistics  # noqa: F401
+
+DATA_DIR = "data"                    # cohort folder the model was trained on (default: demo)
+TRAIN_DIR = "results_class2"         # 2-class training run: best_model.pth and split.json
+OUTPUT_DIR = "output_saliencyana2"   # an earlier analysis found here is kept as OUTPUT_DIR.<timestamp>
+NUM_SAMPLES = 10                     # SmoothGrad noisy copies per beat (1 with NOISE_LEVEL=0: gradient)
+NOISE_LEVEL = 0.1                    # SmoothGrad noise sd, in standardised units
+BATCH_SIZE = 32                      # beats per SmoothGrad batch
+SEED = 42                            # seeds the SmoothGrad noise
+DEVICE = "auto"                      # auto (CUDA if present), cpu, cuda
+MAX_FIGURES = None                   # per-sample figures to draw (None: all test beats)
+FIG_DPI = 150                        # resolution of the per-sample figures
+FIGURE_WORKERS = 2                   # processes drawing figures (1: draw in this process)
+ALLOW_PICKLE = False                 # load pickled (object) arrays: only for files you trust
+
+
+def checked_training_run(train_dir):
+    """The run's split record and the path of its best checkpoint, or a clear error."""
+    split_path = os.path.join(train_dir, "split.json")
+    model_path = os.path.join(train_dir, "best_model.pth")
+    for path in (model_path, split_path):
+        if not os.path.exists(path):
+            raise UserError(f"{path} not found: TRAIN_DIR must be a finished run of "
+                            f"train_MCL_ResNet_1D_class2.py (run it first, or pass --train_dir=...)")
+    with open(split_path, encoding="utf-8") as handle:
+        split = json.load(handle)
+    return split, model_path
+
+
+def test_set(cohort, split, data_dir, train_dir):
+    """Indices of the run's test beats in the cohort, after checking it is the run's data."""
+    if cohort.fingerprint() != split["data_fingerprint"]:
+        raise UserError(f"the data in {data_dir} is not the data the run in {train_dir} was "
+                        f"trained on (fingerprint differs; the run used {split['data_dir']}). "
+                        f"Pass --data_dir={split['data_dir']} or retrain on this data")
+    index = np.flatnonzero(np.isin(cohort.patient_ids, np.asarray(split["test"], dtype=str)))
+    if index.size == 0:
+        raise UserError(f"none of the test patients of {train_dir}/split.json are in {data_dir}")
+    return index
+
+
+def saliency_maps(model, x, y, config, device):
+    """SmoothGrad maps (N, leads, T) and class probabilities (N, classes) of the test beats."""
+    import torch
+    from tqdm import tqdm
+    from saliency import smoothgrad
+    generator = torch.Generator().manual_seed(config["SEED"])
+    maps, probs = [], []
+    batches = range(0, len(x), config["BATCH_SIZE"])
+    for start in tqdm(batches, desc="SmoothGrad", disable=None, dynamic_ncols=True):
+        xb = torch.from_numpy(x[start:start + config["BATCH_SIZE"]])
+        yb = torch.from_numpy(y[start:start + config["BATCH_SIZE"]])
+        maps.append(smoothgrad(model, xb, yb, config["NUM_SAMPLES"], config["NOISE_LEVEL"],
+                               generator=generator).numpy())
+        with torch.inference_mode():
+            probs.append(torch.softmax(model(xb.to(device)).float(), 1).cpu().numpy())
+    return np.concatenate(maps), np.concatenate(probs)
+
+
+def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_dir):
+    """One job per figure: plain arrays and labels that a worker process can draw from."""
+    spec = cohort.spec
+    vmax = float(np.percentile(maps, 99.5))
+    limit = len(x) if config["MAX_FIGURES"] is None else min(len(x), int(config["MAX_FIGURES"]))
+    jobs = []
+    for i in range(limit):
+        subtype = spec["group_names"][spec["groups"][groups[i]]]
+        pred = int(prob[i].argmax())
+        jobs.append({
+            "beat": x[i], "saliency": maps[i], "lead_names": list(spec["leads"]),
+            "fs": spec["sampling_rate"], "r_peak_sample": spec.get("r_peak_sample"),
+            "index": i, "subtype": subtype, "true_name": class_names[int(y[i])],
+            "pred_name": class_names[pred], "prob": float(prob[i, pred]), "vmin": 0.0,
+            "vmax": vmax, "dpi": config["FIG_DPI"],
+            "path": os.path.join(output_dir, subtype, f"saliency_analysis_{subtype}_sample_{i}.png")})
+    return jobs
+
+
+def quantitative_analysis(maps, groups, y, cohort):
+    """Per analysis subgroup (LVR-positive beats of a group): lead statistics and truth check."""
+    spec = cohort.spec
+    lead_names = list(spec["leads"])
+    truth = (spec.get("ground_truth") or {}).get("lvr_leads")
+    importance = maps.mean(axis=2)
+    results, arrays = {}, {}
+    for name, group in (spec.get("analysis_subgroups") or {}).items():
+        members = (groups == spec["groups"].index(group)) & (y == 1)
+        values = importance[members]
+        arrays[name] = values / np.maximum(values.sum(1, keepdims=True), 1e-12)
+        if len(values) == 0:
+            results[name] = {"sample_count": 0, "status": "no samples in the test set"}
+            continue
+        results[name] = subgroup_lead_statistics(values, lead_names)
+        if truth:
+            results[name]["ground_truth_check"] = ground_truth_check(values, lead_names, truth)
+    return results, arrays
+
+
+def log_subgroup(name, stats, log):
+    count = stats.get("sample_count", 0)
+    if stats.get("status", "ok") != "ok":
+        log(f"\n[{name} LVR] {count} samples: {stats['status']}")
+        return
+    log(f"\n[{name} LVR] {count} samples; key leads {', '.join(stats['top3_leads'])} "
+        f"({', '.join(f'{s:.3f}' for s in stats['top3_scores'])})")
+    log(f"  one-way ANOVA over 12 leads (original): F={stats['anova_f']:.2f}, "
+        f"p={stats['anova_p']:.2e}; Friedman (repeated measures): chi2={stats['friedman_chi2']:.1f},"
+        f" p={stats['friedman_p']:.2e}")
+    log(f"  consistency: strict {stats['strict_consistency_percentage']:.1f}%, loose "
+        f"{stats['loose_consistency_percentage']:.1f}%, key leads in a sample's top 3: "
+        f"{stats['avg_key_in_top3']:.2f}/3")
+    log(f"  {stats['icc_form_name']}: {stats['icc']:.3f} "
+        f"(95% CI {stats['icc_ci_lower']:.3f} to {stats['icc_ci_upper']:.3f})")
+    check = stats.get("ground_truth_check")
+    if check:
+        log(f"  ground truth: {check['true_leads_in_top3']} of the true LVR leads in the top 3 "
+            f"({', '.join(check['true_leads_found']) or 'none'}); "
+            f"{100 * check['share_samples_top3_has_2_true']:.0f}% of samples have 2 of them in "
+            f"their own top 3")
+
+
+def main():
+    config = configure(globals())
+    start = time.time()
+    import torch
+    from tqdm import tqdm
+    from ECG_dataset import load_cohort, resolve_data_dir, set_seed, standardize_beats
+    from model import load_checkpoint
+    from para_define import prepare_output_dir, resolve_device, write_json_atomic
+    from saliency_figures import (draw_sample_figures, plot_lead_importance_comparison,
+                                  plot_lead_importance_heatmap)
+
+    split, model_path = checked_training_run(TRAIN_DIR)
+    data_dir = resolve_data_dir(DATA_DIR)
+    cohort = load_cohort(data_dir, allow_pickle=ALLOW_PICKLE)
+    index = test_set(cohort, split, data_dir, TRAIN_DIR)
+    device = resolve_device(DEVICE)
+    model, checkpoint = load_checkpoint(model_path, map_location=device)
+    if model.config["num_classes"] != 2:
+        raise UserError(f"{model_path} is a {model.config['num_classes']}-class model; this "
+                        f"analysis explains the 2-class (LVR) model")
+    model.eval()
+    set_seed(SEED)
+    prepare_output_dir(OUTPUT_DIR, resume=False)
+
+    x = standardize_beats(cohort.beats[index])
+    y = cohort.labels("binary")[index]
+    groups = cohort.group_index[index]
+    class_names = list(checkpoint.get("class_names") or cohort.class_names("binary"))
+    print(f"Explaining {model_path} ({model.config['experiment']}) on {len(index)} test beats of "
+          f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; SmoothGrad "
+          f"{NUM_SAMPLES} copies, noise {NOISE_LEVEL}, on {device}")
+    maps, prob = saliency_maps(model, x, y, config, device)
+
+    jobs = figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, OUTPUT_DIR)
+    with tqdm(total=len(jobs), desc="figures", disable=None, dynamic_ncols=True) as progress:
+        for _ in draw_sample_figures(jobs, FIGURE_WORKERS, progress):
+            pass
+    print(f"Per-sample figures: {len(jobs)} in {OUTPUT_DIR}/<subtype>/")
+
+    results, arrays = quantitative_analysis(maps, groups, y, cohort)
+    for name, stats in results.items():
+        log_subgroup(name, stats, print)
+    write_json_atomic(os.path.join(OUTPUT_DIR, "quantitative_consistency_analysis.json"), results)
+    lead_names = list(cohort.spec["leads"])
+    plot_lead_importance_comparison(os.path.join(OUTPUT_DIR, "lead_importance_comparison.png"),
+                                    arrays, lead_names)
+    plot_lead_importance_heatmap(os.path.join(OUTPUT_DIR, "lead_importance_heatmap.png"),
+                                 arrays, lead_names)
+    write_json_atomic(os.path.join(OUTPUT_DIR, "saliency_run.json"), {
+        "config": config, "train_dir": TRAIN_DIR, "data_dir": data_dir,
+        "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),
+        "device": str(device), "torch": torch.__version__,
+        "wall_time_s": round(time.time() - start, 2)})
+    print(f"\nDone in {time.time() - start:.0f} s: {OUTPUT_DIR}/quantitative_consistency_analysis."
+          f"json, lead_importance_comparison.png, lead_importance_heatmap.png")
+
+
+if __name__ == "__main__":
+    run_script(main)

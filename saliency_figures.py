@@ -1,0 +1,187 @@
+"""Saliency figures: the per-sample three-row figure and the two subgroup figures.
+
+Only numpy and matplotlib are imported here, so worker processes that draw figures start fast.
+"""
+import os
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 15,
+    "axes.titlesize": 17,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 15,
+    "axes.labelweight": "bold",
+    "xtick.labelsize": 13,
+    "ytick.labelsize": 13,
+    "legend.fontsize": 12,
+}
+WAVE_COLOURS = {"P": "#17becf", "PR": "#e377c2", "QRS": "#2ca02c", "ST": "#bcbd22", "T": "#ff7f0e"}
+TOP_K = 6
+
+
+def r_peak_index(beat, fs, expected=None, search_ms=120):
+    """Index of the R peak: the QRS is where the summed squared slope of all leads peaks.
+
+    Looked for within `search_ms` of `expected` when the cohort says where R should be,
+    otherwise anywhere; then refined to the largest absolute value of the lead with the biggest
+    QRS within 30 ms. Works for any R position, unlike a fixed sample window.
+    """
+    slope = (np.diff(beat, axis=1) ** 2).sum(axis=0)
+    width = max(1, int(0.02 * fs))
+    energy = np.convolve(slope, np.ones(width) / width, mode="same")
+    lo, hi = 0, len(energy)
+    if expected is not None:
+        half = int(search_ms / 1000 * fs)
+        lo, hi = max(0, expected - half), min(len(energy), expected + half)
+    centre = lo + int(np.argmax(energy[lo:hi]))
+    half = int(0.03 * fs)
+    a, b = max(0, centre - half), min(beat.shape[1], centre + half + 1)
+    lead = int(np.argmax(np.ptp(beat[:, a:b], axis=1)))
+    return a + int(np.argmax(np.abs(beat[lead, a:b])))
+
+
+def draw_sample_figure(job):
+    """The original's three-row figure for one beat; `job` is a dict of plain arrays/values."""
+    beat, sal = job["beat"], job["saliency"]
+    leads, fs = job["lead_names"], job["fs"]
+    n_leads, n_samples = beat.shape
+    importance = sal.mean(axis=1)
+    share = importance / max(importance.sum(), 1e-12)
+    top = np.argsort(importance)[::-1][:min(TOP_K, n_leads)]
+    best = int(top[0])
+    t_ms = np.arange(n_samples) / fs * 1000.0
+    r_idx = r_peak_index(beat, fs, job.get("r_peak_sample"))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(3, 1, figsize=(13, 16), gridspec_kw={"hspace": 0.42})
+        ax = axes[0]
+        for row, lead in enumerate(top[::-1]):
+            signal = beat[lead]
+            normed = (signal - signal.mean()) / (signal.std() + 1e-6)
+            ax.plot(t_ms, normed + 4 * row, lw=1.4,
+                    label=f"{leads[lead]}: {100 * share[lead]:.1f}% of importance")
+        ax.set_yticks([4 * r for r in range(len(top))], [leads[i] for i in top[::-1]])
+        ax.set_ylabel("Lead")
+        ax.set_xlim(0, t_ms[-1])
+        ax.set_xlabel("Time (ms)")
+        ax.set_title(f"Top-{len(top)} leads  |  {job['subtype']} sample {job['index']}  |  "
+                     f"true: {job['true_name']}, predicted: {job['pred_name']} "
+                     f"(p={job['prob']:.2f})", fontsize=15)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  frameon=False)
+        ax.grid(alpha=0.3)
+
+        ax = axes[1]
+        image = ax.imshow(sal, aspect="auto", cmap="viridis", interpolation="nearest",
+                          extent=[0, t_ms[-1], n_leads - 0.5, -0.5], vmin=job.get("vmin"),
+                          vmax=job.get("vmax"))
+        for wave, (start, end) in (job.get("segments") or {}).items():
+            ax.axvspan(start / fs * 1000, end / fs * 1000, ymin=0.0, ymax=0.03,
+                       color=WAVE_COLOURS.get(wave, "white"))
+            ax.text((start + end) / 2 / fs * 1000, n_leads - 0.5, wave, ha="center", va="top",
+                    fontsize=11, color=WAVE_COLOURS.get(wave, "black"), fontweight="bold")
+        ax.set_yticks(range(n_leads), leads)
+        ax.set_xlabel("Time (ms)")
+        ax.set_ylabel("Lead")
+        ax.set_title("Saliency per lead and time")
+        bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+        bar.set_label("|d loss / d input|")
+
+        ax = axes[2]
+        sal_best = sal[best]
+        sal_norm = (sal_best - sal_best.min()) / (np.ptp(sal_best) + 1e-12)
+        ax.plot(t_ms, sal_norm, color="#2ca02c", lw=1.6, label="Saliency (min-max)")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("Saliency")
+        ax.set_xlabel("Time (ms)")
+        ax.set_xlim(0, t_ms[-1])
+        twin = ax.twinx()
+        lead_signal = beat[best] / (beat[best].std() + 1e-6)
+        twin.plot(t_ms, lead_signal, color="#1f77b4", lw=1.4, alpha=0.85,
+                  label=f"Lead {leads[best]} (standardised)")
+        twin.set_yticks([])
+        ax.axvline(t_ms[r_idx], color="black", ls="--", lw=1.2)
+        ax.text(t_ms[r_idx] + 8, 1.0, "R peak", va="top", fontsize=13)
+        ax.set_title(f"Most important lead {leads[best]}: saliency over the beat")
+        lines = ax.get_legend_handles_labels()
+        lines_twin = twin.get_legend_handles_labels()
+        ax.legend(lines[0] + lines_twin[0], lines[1] + lines_twin[1], loc="upper right")
+        ax.grid(alpha=0.3)
+        os.makedirs(os.path.dirname(job["path"]), exist_ok=True)
+        tmp = job["path"] + ".tmp.png"
+        fig.savefig(tmp, dpi=job.get("dpi", 150), bbox_inches="tight")
+        plt.close(fig)
+        os.replace(tmp, job["path"])
+    return job["path"]
+
+
+def draw_sample_figures(jobs, workers, progress=None):
+    """Draw every job's figure, in `workers` processes (1: in this process, in order)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield draw_sample_figure(job)
+            if progress:
+                progress.update()
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for path in pool.map(draw_sample_figure, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
+            if progress:
+                progress.update()
+            yield path
+
+
+def plot_lead_importance_comparison(path, subgroups, lead_names, dpi=200):
+    """Mean +/- sd normalised importance per lead, one panel per subgroup, top 3 in red."""
+    names = list(subgroups)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, max(1, len(names)), figsize=(7.5 * max(1, len(names)), 5.5),
+                                 squeeze=False)
+        for ax, name in zip(axes[0], names):
+            values = subgroups[name]
+            if len(values) == 0:
+                ax.text(0.5, 0.5, f"{name}: no samples", ha="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            mean, sd = values.mean(0), values.std(0)
+            top3 = np.argsort(mean)[::-1][:3]
+            colours = ["#d62728" if i in top3 else "#4c72b0" for i in range(len(mean))]
+            ax.bar(range(len(mean)), mean, yerr=sd, capsize=4, color=colours, edgecolor="black",
+                   alpha=0.85)
+            ax.set_xticks(range(len(lead_names)), lead_names)
+            ax.set_ylabel("Normalised importance")
+            ax.set_title(f"{name} LVR (n={len(values)}), top 3 in red")
+            ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+
+
+def plot_lead_importance_heatmap(path, subgroups, lead_names, dpi=200):
+    """Samples x leads normalised importance, one panel per subgroup."""
+    names = list(subgroups)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, max(1, len(names)), figsize=(7.5 * max(1, len(names)), 7),
+                                 squeeze=False)
+        for ax, name, cmap in zip(axes[0], names, ("YlOrRd", "YlGn", "PuBu", "OrRd")):
+            values = subgroups[name]
+            if len(values) == 0:
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest")
+            ax.set_xticks(range(len(lead_names)), lead_names)
+            ax.set_xlabel("Lead")
+            ax.set_ylabel("Sample")
+            ax.set_title(f"{name} LVR (n={len(values)})")
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03).set_label("Normalised importance")
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
