@@ -404,23 +404,24 @@ def patient_split_indices(labels, patient_ids, test_size=0.1, val_size=0.2, rand
     Each class's patients are shuffled with `random_state` and divided so that roughly
     `test_size` and `val_size` of them (at least one each) go to test and validation.
     """
-    if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
+    if not (0 <= test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
         raise UserError(f"test_size ({test_size}) and val_size ({val_size}) must be in (0, 1) "
                         f"and leave room for training")
+    needed = 3 if test_size > 0 else 2
     patients, classes, inverse = patient_classes(labels, patient_ids)
     rng = np.random.default_rng(random_state)
     split_of_patient = np.empty(len(patients), dtype=np.int64)  # 0 train, 1 val, 2 test
     for cls in np.unique(classes):
         members = np.flatnonzero(classes == cls)
-        if len(members) < 3:
+        if len(members) < needed:
             raise CohortError(
-                f"class {cls} has only {len(members)} patient(s); a patient-level train/val/test "
-                f"split needs at least 3 (one per split). Add patients of that class")
+                f"class {cls} has only {len(members)} patient(s); a patient-level split needs at "
+                f"least {needed} (one per split). Add patients of that class")
         members = rng.permutation(members)
-        n_test = max(1, int(round(test_size * len(members))))
+        n_test = max(1, int(round(test_size * len(members)))) if test_size > 0 else 0
         n_val = max(1, int(round(val_size * len(members))))
         if n_test + n_val >= len(members):
-            n_test, n_val = 1, 1
+            n_test, n_val = needed - 2, 1
         split_of_patient[members[:n_test]] = 2
         split_of_patient[members[n_test:n_test + n_val]] = 1
         split_of_patient[members[n_test + n_val:]] = 0

@@ -154,7 +154,7 @@ def main():
                         f"analysis explains the 2-class (LVR) model")
     model.eval()
     set_seed(SEED)
-    prepare_output_dir(OUTPUT_DIR, resume=False)
+    prepare_output_dir(OUTPUT_DIR, finished_file=None)
 
     x = standardize_beats(cohort.beats[index])
     y = cohort.labels("binary")[index]

@@ -26,11 +26,11 @@ from cli import UserError, configure, run_script
 
 OUTPUT_DIR = os.path.join("data", "demo")  # folder the cohort is written to
 SEED = 2024                                # generator seed: same seed, same cohort
-N_PATIENTS = 75                            # patients per group
+N_PATIENTS = 100                           # patients per group
 BEATS_PER_PATIENT = (2, 7)                 # beats per patient, drawn uniformly in [lo, hi]
 LVR_LEADS = ("V2", "V3", "V4")             # leads that carry the LVR effect
 LVR_WAVE = "T"                             # wave that carries it: T or QRS
-LVR_STRENGTH = (0.15, 1.4)                 # per-patient effect size range (fraction of the wave)
+LVR_STRENGTH = (0.1, 1.0)                  # per-patient effect size range (fraction of the wave)
 FS = 500                                   # sampling rate (Hz)
 WINDOW_S = 1.0                             # beat window length (s)
 R_PEAK_S = 0.3                             # R peak position in the window (s)
@@ -38,7 +38,7 @@ NOISE_MV = 0.02                            # white noise standard deviation (mV)
 WANDER_MV = 0.08                           # baseline wander amplitude (mV)
 OVERWRITE = False                          # replace an existing cohort in OUTPUT_DIR
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
 PRECORDIAL_ANGLES = np.deg2rad([115, 95, 75, 55, 30, 0])   # V1..V6 in the horizontal plane
@@ -48,7 +48,7 @@ WAVES = {
     "Q": (-24.0, 7.0, 0.22, (-0.55, 0.1, 0.85)),
     "R": (0.0, 11.0, 1.5, (0.75, 0.55, -0.38)),
     "S": (26.0, 9.0, 0.45, (-0.45, -0.35, -0.75)),
-    "T": (285.0, 42.0, 0.33, (0.7, 0.5, 0.45)),
+    "T": (285.0, 42.0, 0.33, (0.55, 0.45, 0.75)),
 }
 QRS_WAVES = ("Q", "R", "S")
 

@@ -21,8 +21,8 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 from tqdm import tqdm
 
 from cli import UserError
-from ECG_dataset import (ECGDataset, load_cohort, patient_split_indices, resolve_data_dir,
-                         set_seed, standardize_beats)
+from ECG_dataset import (ECGDataset, load_cohort, patient_kfold_indices, patient_split_indices,
+                         resolve_data_dir, set_seed, standardize_beats)
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 BEST_CHECKPOINT = "best_model.pth"
@@ -89,11 +89,12 @@ def library_versions():
             "matplotlib": matplotlib.__version__, "platform": platform.platform()}
 
 
-def prepare_output_dir(output_dir, resume, log=print):
+def prepare_output_dir(output_dir, resume=False, log=print, finished_file="test_eval_results.json"):
     """Make `output_dir` ready for a new run without losing an earlier one.
 
     A non-empty folder is renamed to `<output_dir>.<timestamp>` (never deleted); with resume it
-    must hold the interrupted run's last checkpoint.
+    must hold the interrupted run's last checkpoint. `finished_file` marks a finished training
+    run (None: not a training folder).
     """
     if resume:
         if not os.path.exists(os.path.join(output_dir, LAST_CHECKPOINT)):
@@ -108,7 +109,7 @@ def prepare_output_dir(output_dir, resume, log=print):
             moved = f"{output_dir.rstrip('/')}.{stamp:%Y%m%d-%H%M%S}-{suffix}"
             suffix += 1
         os.replace(output_dir, moved)
-        unfinished = not os.path.exists(os.path.join(moved, "test_eval_results.json"))
+        unfinished = finished_file and not os.path.exists(os.path.join(moved, finished_file))
         log(f"An earlier run in {output_dir} was kept as {moved}"
             + (" (it had not finished: resume it with --resume=True after moving it back)"
                if unfinished else ""))
@@ -349,25 +350,89 @@ def checked_resume_state(path, config):
 
 
 def run_training(config, log=print):
-    """Train, select and test one model as configured; returns the test report."""
-    from model import build_model, load_checkpoint, parameter_count, save_checkpoint
+    """Train, select and test as configured: one split, or CV_FOLDS patient-level folds.
+
+    Returns the test report (with CV: the cross-validation summary).
+    """
     start_time = time.time()
     task = config["TASK"]
-    output_dir = config["OUTPUT_DIR"]
-    device = resolve_device(config["DEVICE"])
     data_dir, cohort = cohort_for_run(config, log)
     labels = cohort.labels(task)
     class_names = class_names_for(config, cohort, task)
-    prepare_output_dir(output_dir, config["RESUME"], log)
-
-    set_seed(config["SEED"])
-    parts = patient_split_indices(labels, cohort.patient_ids, config["TEST_SIZE"],
-                                  config["VAL_SIZE"], config["SEED"])
-    x_all = torch.from_numpy(standardize_beats(cohort.beats))
-    tensors = {name: (x_all[idx], torch.from_numpy(labels[idx])) for name, idx in parts.items()}
+    folds = int(config.get("CV_FOLDS") or 0)
+    output_dir = config["OUTPUT_DIR"]
+    if folds and config["RESUME"]:
+        if not os.path.isdir(output_dir):
+            raise UserError(f"--resume=True but {output_dir} does not exist; start without --resume")
+    else:
+        prepare_output_dir(output_dir, config["RESUME"], log,
+                           finished_file="cv_summary.json" if folds else "test_eval_results.json")
     log(f"Data: {data_dir} ({cohort.spec['name']}), {len(labels)} beats x "
         f"{cohort.beats.shape[1]} leads x {cohort.beats.shape[2]} samples; task {task}: "
         f"{', '.join(class_names)}")
+    x_all = torch.from_numpy(standardize_beats(cohort.beats))
+    if not folds:
+        parts = patient_split_indices(labels, cohort.patient_ids, config["TEST_SIZE"],
+                                      config["VAL_SIZE"], config["SEED"])
+        return train_and_test(config, cohort, data_dir, x_all, labels, class_names, parts,
+                              output_dir, config["RESUME"], start_time, log)
+    if folds < 2:
+        raise UserError(f"CV_FOLDS must be 0 (one split) or at least 2, got {folds}")
+    fold_indices = patient_kfold_indices(labels, cohort.patient_ids, folds, config["SEED"])
+    reports = []
+    for k, test_idx in enumerate(fold_indices):
+        fold_dir = os.path.join(output_dir, f"fold_{k + 1}")
+        if os.path.exists(os.path.join(fold_dir, "test_eval_results.json")):
+            with open(os.path.join(fold_dir, "test_eval_results.json"), encoding="utf-8") as f:
+                reports.append(json.load(f))
+            log(f"fold {k + 1}/{folds}: finished earlier, kept")
+            continue
+        rest = np.setdiff1d(np.arange(len(labels)), test_idx)
+        inner = patient_split_indices(labels[rest], cohort.patient_ids[rest], 0.0,
+                                      config["VAL_SIZE"] / (1 - 1 / folds), config["SEED"] + k)
+        parts = {"train": rest[inner["train"]], "val": rest[inner["val"]], "test": test_idx}
+        log(f"\n===== fold {k + 1}/{folds} =====")
+        resume = os.path.exists(os.path.join(fold_dir, LAST_CHECKPOINT))
+        os.makedirs(fold_dir, exist_ok=True)
+        reports.append(train_and_test(dict(config, SEED=config["SEED"] + k), cohort, data_dir,
+                                      x_all, labels, class_names, parts, fold_dir, resume,
+                                      time.time(), log))
+    summary = cross_validation_summary(reports)
+    summary.update({"folds": folds, "fold_dirs": [f"fold_{k + 1}" for k in range(folds)],
+                    "config": config, "data_fingerprint": cohort.fingerprint(),
+                    "wall_time_s": round(time.time() - start_time, 2)})
+    write_json_atomic(os.path.join(output_dir, "cv_summary.json"), summary)
+    log(f"\n{folds}-fold cross-validation (patient-level, stratified), mean +/- sd over folds:")
+    for name, stats in summary["metrics"].items():
+        if stats["mean"] is not None:
+            log(f"  {name:<12} {stats['mean']:.4f} +/- {stats['sd']:.4f}  "
+                f"(min {stats['min']:.4f}, max {stats['max']:.4f})")
+    log(f"Per-fold results in {output_dir}/fold_*/, summary in {output_dir}/cv_summary.json")
+    return summary
+
+
+def cross_validation_summary(reports):
+    """Mean, sd (ddof=1), min and max over folds of each headline metric."""
+    metrics = {}
+    for name in headline_metrics(reports[0]):
+        values = [headline_metrics(r)[name] for r in reports]
+        values = [v for v in values if v is not None]
+        metrics[name] = ({"mean": float(np.mean(values)),
+                          "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                          "min": float(np.min(values)), "max": float(np.max(values)),
+                          "per_fold": values} if values else
+                         {"mean": None, "sd": None, "min": None, "max": None, "per_fold": []})
+    return {"metrics": metrics}
+
+
+def train_and_test(config, cohort, data_dir, x_all, labels, class_names, parts, output_dir,
+                   resume, start_time, log):
+    """Train on parts['train'], select on parts['val'], test on parts['test'] in output_dir."""
+    from model import build_model, load_checkpoint, parameter_count, save_checkpoint
+    task = config["TASK"]
+    device = resolve_device(config["DEVICE"])
+    set_seed(config["SEED"])
+    tensors = {name: (x_all[idx], torch.from_numpy(labels[idx])) for name, idx in parts.items()}
     for name, idx in parts.items():
         log(split_summary(name, labels[idx], cohort.patient_ids[idx], len(labels)))
     split_record = {
@@ -388,7 +453,7 @@ def run_training(config, log=print):
     last_path = os.path.join(output_dir, LAST_CHECKPOINT)
     best_path = os.path.join(output_dir, BEST_CHECKPOINT)
 
-    if config["RESUME"]:
+    if resume:
         model, state = checked_resume_state(last_path, config)
         model.to(device)
     else:
@@ -399,7 +464,7 @@ def run_training(config, log=print):
                                   weight_decay=config["WEIGHT_DECAY"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
-    if config["RESUME"]:
+    if resume:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = {key: list(state["history"][key]) for key in HISTORY_KEYS}

@@ -23,6 +23,7 @@ LR_PATIENCE = 3                   # plateau scheduler: epochs without improvemen
 TEST_SIZE = 0.1                   # share of patients in the test set
 VAL_SIZE = 0.2                    # share of patients in the validation set (7:2:1)
 SEED = 42                         # fixes the split, the initialisation and the batches
+CV_FOLDS = 0                      # 0: one train/val/test split; k: k-fold CV at patient level
 BOOTSTRAP = 1000                  # patient-bootstrap resamples for the 95% CIs
 DEVICE = "auto"                   # auto (CUDA if present, with mixed precision), cpu, cuda, cuda:1
 NUM_WORKERS = 0                   # DataLoader worker processes

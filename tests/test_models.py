@@ -9,14 +9,21 @@ from model import (EXPERIMENTS, CheckpointError, ResNet1D, build_model, load_che
                    parameter_count, save_checkpoint)
 from model import MCL_ResNet1D_2, MCL_ResNet1D_4
 
-# Keep in sync with the README table (12 leads in, 2 classes out).
-README_PARAMETER_COUNTS = {
-    "baseline": 580_994,
-    "ca": 592_542,
-    "ms": 626_050,
-    "ca_ms": 637_598,
-    "ca_ms_v2": 642_113,
-}
+
+
+def readme_parameter_counts():
+    """variant -> parameters, read from the README's model table (12 leads in, 2 classes out)."""
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    counts = {}
+    with open(readme, encoding="utf-8") as handle:
+        for line in handle:
+            cells = [c.strip(" `") for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 3 and cells[0] in EXPERIMENTS and cells[1].replace(",", "").isdigit():
+                counts[cells[0]] = int(cells[1].replace(",", ""))
+    return counts
+
+
+README_PARAMETER_COUNTS = readme_parameter_counts()
 
 VARIANTS = list(EXPERIMENTS)
 

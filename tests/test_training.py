@@ -205,3 +205,20 @@ def test_two_class_model_cannot_train_on_four_classes(small_cohort_dir, tmp_path
     with pytest.raises(pd_.UserError, match="NUM_CLASSES=2"):
         pd_.run_training(tiny_config(small_cohort_dir, tmp_path / "x", TASK="multiclass"),
                          log=quiet)
+
+
+def test_cross_validation_reports_mean_and_spread(small_cohort_dir, tmp_path):
+    output_dir = tmp_path / "cv"
+    summary = pd_.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1, CV_FOLDS=3),
+                               log=quiet)
+    saved = json.loads((output_dir / "cv_summary.json").read_text())
+    assert saved["folds"] == 3 and summary["metrics"]["roc_auc"]["mean"] is not None
+    aucs = saved["metrics"]["roc_auc"]["per_fold"]
+    assert len(aucs) == 3 and saved["metrics"]["roc_auc"]["mean"] == pytest.approx(np.mean(aucs))
+    assert saved["metrics"]["roc_auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
+    tests = [set(json.loads((output_dir / f"fold_{k}" / "split.json").read_text())["test"])
+             for k in (1, 2, 3)]
+    assert not (tests[0] & tests[1]) and not (tests[1] & tests[2]) and not (tests[0] & tests[2])
+    for k in (1, 2, 3):
+        split = json.loads((output_dir / f"fold_{k}" / "split.json").read_text())
+        assert not set(split["train"]) & set(split["test"]) and split["val"]

@@ -1,0 +1,481 @@
+"""Tests of prepare_data.py on real PTB-XL records (tests/data/ptbxl) and on WFDB records
+written here from them (shuffled leads, other sampling rates, broken inputs)."""
+import importlib
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import wfdb
+import wfdb.processing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import signal
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import prepare_data  # noqa: E402
+from cli import UserError  # noqa: E402
+
+DATA = ROOT / "tests" / "data" / "ptbxl"
+SHARED_PTBXL = Path("/work/shared/datasets/ptbxl500")
+LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+RECORDS = sorted(p.with_suffix("") for p in (DATA / "records500" / "00000").glob("*.hea"))
+OPTIONS = prepare_data.Options()
+R = OPTIONS.pre_samples
+
+
+def record_path(ecg_id):
+    return DATA / "records500" / "00000" / f"{ecg_id:05d}_hr"
+
+
+def physical(path):
+    """(signal in mV, lead names, fs) of a WFDB record."""
+    record = wfdb.rdrecord(str(path))
+    return record.p_signal, list(record.sig_name), record.fs
+
+
+def write_record(folder, name, x, names, fs):
+    """Write x (samples, leads) in mV as a 16-bit WFDB record, 1 unit = 1 uV; return its path."""
+    wfdb.wrsamp(name, fs=fs, units=["mV"] * len(names), sig_name=list(names), p_signal=x,
+                fmt=["16"] * len(names), adc_gain=[1000.0] * len(names),
+                baseline=[0] * len(names), write_dir=str(folder))
+    return Path(folder) / name
+
+
+def xqrs_heart_rate(path):
+    """Heart rate from wfdb's XQRS on lead II: an estimate independent of our detector."""
+    x, names, fs = physical(path)
+    peaks = wfdb.processing.xqrs_detect(x[:, names.index("II")], fs=fs, verbose=False)
+    return 60.0 * fs / np.median(np.diff(peaks))
+
+
+def reason_of(path, options=OPTIONS):
+    result, reason = prepare_data.prepared_record((str(path), options))
+    assert result is None, f"{path} was expected to be rejected"
+    return reason
+
+
+@pytest.fixture(scope="module")
+def shipped_beats():
+    return {path.name: prepare_data.record_beats(path) for path in RECORDS}
+
+
+def run_main(monkeypatch, *args):
+    """prepare_data.main() in this process with fresh constants and the given options."""
+    module = importlib.reload(prepare_data)
+    monkeypatch.setattr(sys, "argv", ["prepare_data.py", *args])
+    module.main()
+    return module
+
+
+# ------------------------------------------------------------------ beats of real records
+
+def test_beats_per_record_fit_the_heart_rate(shipped_beats):
+    assert len(RECORDS) >= 6
+    for path in RECORDS:
+        result = shipped_beats[path.name]
+        rate = xqrs_heart_rate(path)
+        assert result.info["heart_rate_bpm"] == pytest.approx(rate, rel=0.1), path.name
+        usable = result.info["duration_s"] - OPTIONS.pre - OPTIONS.post
+        expected = usable * rate / 60.0
+        assert abs(len(result.beats) - expected) <= 1.5, (path.name, len(result.beats), expected)
+        assert result.beats.shape[1:] == (12, OPTIONS.window_samples)
+        assert result.beats.dtype == np.float32
+
+
+def test_r_peak_sits_at_the_configured_offset(shipped_beats):
+    # Beats are aligned on the dominant QRS deflection of lead II, its sign chosen per record:
+    # that extreme sits at R, and it is (about) the largest |value| near R.
+    near = slice(R - 25, R + 26)
+    for name, result in shipped_beats.items():
+        lead = result.beats[:, LEADS.index("II")]
+        sign = np.sign(np.median(lead[:, R]))
+        where = (sign * lead[:, near]).argmax(axis=1) + near.start
+        assert np.mean(np.abs(where - R) <= 2) >= 0.9, (name, where)
+        largest = np.abs(lead[:, near]).max(axis=1)
+        assert np.all(np.abs(lead[:, R]) >= 0.5 * largest), name
+        median_beat = np.median(lead, axis=0)
+        assert abs(int(np.abs(median_beat[near]).argmax()) + near.start - R) <= 12, name
+    exact = np.concatenate([np.abs(r.beats[:, 1, near]).argmax(axis=1) + near.start - R
+                            for r in shipped_beats.values()])
+    assert np.mean(np.abs(exact) <= 3) >= 0.85
+
+
+def test_r_peak_offset_follows_pre_and_fs():
+    options = prepare_data.Options(fs=250, pre=0.25, post=0.5)
+    result = prepare_data.record_beats(record_path(1), options)
+    r = options.pre_samples
+    assert result.beats.shape[2] == round(0.75 * 250) and r == round(0.25 * 250)
+    lead = np.median(result.beats[:, 1], axis=0)
+    assert abs(int(np.abs(lead[r - 12:r + 13]).argmax()) - 12) <= 1
+
+
+def test_windows_are_cut_from_the_filtered_record_at_the_reported_r_peaks():
+    x, _, fs = physical(record_path(108))
+    filtered = prepare_data.bandpassed(x, fs, OPTIONS.bandpass, OPTIONS.bandpass_order,
+                                       OPTIONS.notch_hz)
+    result = prepare_data.record_beats(record_path(108))
+    assert np.all(np.diff(result.r_peaks) > 0)
+    assert list(result.beat_index) == list(range(len(result.beats)))
+    for beat, peak in zip(result.beats, result.r_peaks):
+        np.testing.assert_allclose(beat, filtered[peak - R:peak - R + OPTIONS.window_samples].T,
+                                   atol=1e-5)
+
+
+def test_slow_rhythms_do_not_count_t_waves_as_beats():
+    # neurokit's detector alone marks T-wave bumps in these bradycardic records (about 50 bpm)
+    for ecg_id in (240, 289):
+        result = prepare_data.record_beats(record_path(ecg_id))
+        assert result.info["heart_rate_bpm"] < 55
+        amplitude = np.abs(result.beats[:, 1, R])
+        assert amplitude.min() > 0.5 * np.median(amplitude)
+
+
+def test_beat_selection_modes():
+    every = prepare_data.record_beats(record_path(270))
+    first = prepare_data.record_beats(record_path(270), prepare_data.Options(beats="first:3"))
+    np.testing.assert_array_equal(first.beats, every.beats[:3])
+    drawn = [prepare_data.record_beats(record_path(270),
+                                       prepare_data.Options(beats="random:4", seed=seed))
+             for seed in (1, 1, 2)]
+    assert list(drawn[0].beat_index) == list(drawn[1].beat_index) == sorted(drawn[0].beat_index)
+    np.testing.assert_array_equal(drawn[0].beats, every.beats[drawn[0].beat_index])
+    assert list(drawn[0].beat_index) != list(drawn[2].beat_index)
+    median = prepare_data.record_beats(record_path(270), prepare_data.Options(beats="median"))
+    assert median.beats.shape == (1, 12, OPTIONS.window_samples)
+    np.testing.assert_allclose(median.beats[0], np.median(every.beats, axis=0), atol=1e-6)
+    with pytest.raises(UserError, match="first:K"):
+        prepare_data.beat_selection("some")
+
+
+# ------------------------------------------------------------------ lead names and order
+
+@settings(max_examples=50, deadline=None)
+@given(order=st.permutations(range(12)), upper=st.lists(st.booleans(), min_size=12, max_size=12),
+       extra=st.booleans())
+def test_standard_lead_order_any_order_and_case(order, upper, extra):
+    names = [LEADS[i].upper() if up else LEADS[i].lower() for i, up in zip(order, upper)]
+    if extra:
+        names.insert(3, "RESP")
+    columns, ignored = prepare_data.standard_lead_order(names)
+    assert [names[c].upper() for c in columns] == [lead.upper() for lead in LEADS]
+    assert ignored == (["RESP"] if extra else [])
+
+
+def test_shuffled_and_recased_leads_give_the_original_order(tmp_path):
+    x, names, fs = physical(record_path(1))
+    order = [7, 3, 11, 0, 5, 9, 1, 4, 10, 2, 6, 8]
+    odd_names = ["v2", "avr", "v6", "i", "Avf", "V4", "ii", "aVl", "v5", "III", "V1", "v3"]
+    assert [n.upper() for n in odd_names] == [names[i].upper() for i in order]
+    extra = np.column_stack([x[:, order], 0.01 * np.sin(np.arange(len(x)) / 50)])
+    shuffled = write_record(tmp_path, "shuffled", extra, odd_names + ["EXTRA"], fs)
+
+    original = prepare_data.record_beats(record_path(1))
+    result = prepare_data.record_beats(shuffled)
+    np.testing.assert_allclose(result.beats, original.beats, atol=1e-5)
+    np.testing.assert_array_equal(result.r_peaks, original.r_peaks)
+    assert any("EXTRA" in note for note in result.info["notes"])
+    # Einthoven: III = II - I, on the output, up to the 1 uV quantisation
+    lead = {name: result.beats[:, i] for i, name in enumerate(LEADS)}
+    np.testing.assert_allclose(lead["III"], lead["II"] - lead["I"], atol=0.005)
+    np.testing.assert_allclose(lead["aVF"], (lead["II"] + lead["III"]) / 2, atol=0.005)
+
+
+# ------------------------------------------------------------------ sampling rates
+
+@pytest.mark.parametrize("fs_in", [100, 250, 1000])
+def test_other_sampling_rates_give_the_same_beats(tmp_path, fs_in):
+    x, names, fs = physical(record_path(1))
+    ratio = Fraction(fs_in, fs)
+    low = signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=0)
+    path = write_record(tmp_path, f"at{fs_in}", low, names, fs_in)
+    original = prepare_data.record_beats(record_path(1))
+    result = prepare_data.record_beats(path)
+    assert result.info["fs_in"] == fs_in
+    assert result.beats.shape[1:] == original.beats.shape[1:]
+    assert abs(len(result.beats) - len(original.beats)) <= 1
+    matched = 0
+    for beat, peak in zip(result.beats, result.r_peaks):
+        distance = np.abs(original.r_peaks - peak)
+        if distance.min() > 5:
+            continue
+        matched += 1
+        reference = original.beats[distance.argmin()]
+        correlation = np.corrcoef(beat.ravel(), reference.ravel())[0, 1]
+        assert correlation > 0.97, (fs_in, peak, correlation)
+    assert matched >= len(original.beats) - 1
+
+
+def test_resampled_handles_non_integer_ratios():
+    x = np.random.default_rng(0).standard_normal((3600, 2))
+    assert prepare_data.resampled(x, 360, 500).shape == (5000, 2)
+    assert prepare_data.resampled(x, 500.0, 500) is x
+
+
+# ------------------------------------------------------------------ rejected records
+
+def test_bad_records_are_rejected_with_clear_reasons(tmp_path):
+    x, names, fs = physical(record_path(1))
+    no_avf = write_record(tmp_path, "no_avf", np.delete(x, 5, axis=1), names[:5] + names[6:], fs)
+    assert reason_of(no_avf).startswith(
+        "missing lead: missing lead aVF (has: I, II, III, AVR, AVL, V1")
+
+    unknown = write_record(tmp_path, "unknown", x, [f"ch{i}" for i in range(12)], fs)
+    reason = reason_of(unknown)
+    assert reason.startswith("missing lead: missing lead I, II, III") and "(has: ch0, ch1" in reason
+
+    short = write_record(tmp_path, "short", x[:400], names, fs)
+    assert reason_of(short).startswith("too short: 0.80 s")
+
+    with_nan = x.copy()
+    with_nan[1000:1020, 4] = np.nan
+    assert reason_of(write_record(tmp_path, "nan", with_nan, names, fs)) == \
+        "NaN samples: missing (NaN) samples in lead(s) aVL (20)"
+
+    assert reason_of(tmp_path / "absent").startswith("unreadable: file not found")
+    (tmp_path / "broken.hea").write_text("this is not a header\n")
+    assert reason_of(tmp_path / "broken").startswith("unreadable: ")
+
+    doubled = write_record(tmp_path, "doubled", x, ["I", "i"] + names[2:], fs)
+    assert reason_of(doubled).startswith("duplicate lead: lead I appears twice")
+
+
+def test_flat_saturated_and_noisy_leads_are_rejected(tmp_path):
+    x, names, fs = physical(record_path(1))
+    flat = x.copy()
+    flat[:, 7] = 0.0
+    assert reason_of(write_record(tmp_path, "flat", flat, names, fs)).startswith(
+        "flat lead: lead V2")
+
+    clipped = x.copy()
+    clipped[2000:2300, 9] = x[:, 9].max()
+    assert reason_of(write_record(tmp_path, "clipped", clipped, names, fs)).startswith(
+        "saturated lead: lead V4 stays at its min/max value for 0.60 s")
+
+    noisy = x + 0.2 * np.random.default_rng(1).standard_normal(x.shape)
+    assert reason_of(write_record(tmp_path, "noisy", noisy, names, fs)).startswith("noisy: lead ")
+
+    # mains hum is removed by the notch and band-pass: the record keeps its beats
+    hum = x + 0.5 * np.sin(2 * np.pi * 50 * np.arange(len(x)) / fs)[:, None]
+    hum_path = write_record(tmp_path, "hum", hum, names, fs)
+    result, reason = prepare_data.prepared_record((str(hum_path), OPTIONS))
+    clean = prepare_data.record_beats(record_path(1))
+    assert reason is None and len(result.beats) == len(clean.beats)
+    assert np.corrcoef(result.beats.ravel(), clean.beats.ravel())[0, 1] > 0.99
+
+
+def test_implausible_heart_rate_is_rejected(tmp_path):
+    x, names, fs = physical(record_path(1))
+    too_slow = prepare_data.Options(heart_rate_bpm=(80.0, 220.0))
+    assert reason_of(record_path(1), too_slow).startswith("heart rate: median heart rate 64 bpm")
+    too_fast = prepare_data.Options(heart_rate_bpm=(30.0, 100.0))
+    assert reason_of(record_path(108), too_fast).startswith("heart rate: median heart rate 121 bpm")
+    t = np.arange(len(x)) / fs
+    spikes = sum(np.exp(-((t - c) / 0.012) ** 2) for c in (0.5, 3.5, 6.5, 9.5))  # 20 per minute
+    ecg = spikes[:, None] * np.linspace(0.5, 1.5, 12) + 0.05 * np.sin(2 * np.pi * 7 * t)[:, None]
+    reason = reason_of(write_record(tmp_path, "slow", ecg, names, fs))
+    assert reason.startswith("heart rate: median heart rate 20 bpm"), reason
+
+
+def test_a_failing_record_does_not_stop_the_others(monkeypatch):
+    real = prepare_data.record_beats
+
+    def explode_on_108(path, options):
+        if str(path).endswith("00108_hr"):
+            raise RuntimeError("boom")
+        return real(path, options)
+
+    monkeypatch.setattr(prepare_data, "record_beats", explode_on_108)
+    outcomes = list(prepare_data.prepared_records([(str(p), OPTIONS) for p in RECORDS], workers=1))
+    reasons = {p.name: reason for p, (_, reason) in zip(RECORDS, outcomes)}
+    assert reasons["00108_hr"] == "error: RuntimeError: boom"
+    assert all(result is not None
+               for p, (result, _) in zip(RECORDS, outcomes) if p.name != "00108_hr")
+
+
+# ------------------------------------------------------------------ tables and PTB-XL
+
+def test_ptbxl_table_on_the_shipped_slice():
+    table = prepare_data.ptbxl_table(DATA, "mi_norm")
+    assert dict(zip(table["ecg_id"], table["group"])) == {
+        1: "NORM", 108: "NORM", 289: "NORM", 240: "MI", 266: "MI", 270: "MI"}
+    assert table["patient_id"].dtype == np.int64
+    assert set(table["record"]) == {f"records500/00000/{i:05d}_hr"
+                                    for i in (1, 108, 289, 240, 266, 270)}
+    four = prepare_data.ptbxl_table(DATA, "superclass4")
+    assert dict(zip(four["ecg_id"], four["group"])) == {
+        1: "NORM", 108: "NORM", 289: "NORM", 240: "MI", 270: "MI", 22: "STTC", 32: "CD"}
+
+
+@pytest.mark.skipif(not SHARED_PTBXL.is_dir(), reason="shared PTB-XL subset not present")
+def test_ptbxl_table_counts_on_the_500_records():
+    counts = prepare_data.ptbxl_table(SHARED_PTBXL, "mi_norm")["group"].value_counts()
+    assert counts.to_dict() == {"NORM": 290, "MI": 73}
+
+
+def test_input_mistakes_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        prepare_data.records_table(tmp_path / "nope.csv", ["NORM", "MI"])
+    with pytest.raises(UserError, match="ptbxl_database.csv not found"):
+        prepare_data.ptbxl_table(tmp_path, "mi_norm")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("record,patient\nx,1\n")
+    with pytest.raises(UserError, match="missing column"):
+        prepare_data.records_table(bad, ["NORM", "MI"])
+    bad.write_text("record,patient_id,group\nx,1,NORM\ny,2,HYP\n")
+    with pytest.raises(UserError, match="HYP are not groups of this task"):
+        prepare_data.records_table(bad, ["NORM", "MI"])
+    with pytest.raises(UserError, match="task"):
+        prepare_data.task_labels("three_class")
+    with pytest.raises(UserError, match="detector_lead"):
+        prepare_data.checked_options({"DETECTOR_LEAD": "V7"})
+    assert prepare_data.checked_options({"DETECTOR_LEAD": "avf"}).detector_lead == "aVF"
+
+
+def test_patient_ids_keep_numbers_as_integers_and_text_as_fixed_width_strings():
+    ids = prepare_data.patient_id_values(pd.Series([15709.0, 13243.0]))
+    assert ids.dtype == np.int64
+    assert list(prepare_data.patient_id_values(pd.Series(["15709", "7.0"]))) == [15709, 7]
+    ids = prepare_data.patient_id_values(pd.Series(["P001", "P002"]))
+    assert ids.dtype.kind == "U"
+    assert list(prepare_data.patient_id_values(pd.Series(["007", "7"]))) == ["007", "7"]
+
+
+# ------------------------------------------------------------------ the script
+
+COHORT_KEYS = {"name", "groups", "group_names", "binary_labels", "binary_class_names",
+               "multiclass_labels", "multiclass_class_names", "analysis_subgroups", "leads",
+               "sampling_rate", "r_peak_sample", "source"}
+
+
+def test_cohort_folder_from_a_table(monkeypatch, tmp_path):
+    out = tmp_path / "cohort"
+    run_main(monkeypatch, f"--table={DATA / 'records.csv'}", f"--output_dir={out}", "--workers=1")
+    cohort = json.loads((out / "cohort.json").read_text())
+    assert set(cohort) == COHORT_KEYS
+    assert cohort["groups"] == ["NORM", "MI"]
+    assert cohort["binary_labels"] == {"NORM": 0, "MI": 1}
+    assert cohort["binary_class_names"] == ["NORM", "MI"]
+    assert cohort["group_names"] == {"NORM": "NORM", "MI": "MI"}
+    assert cohort["analysis_subgroups"] == {"MI": "MI"}
+    assert cohort["multiclass_labels"] is None and cohort["multiclass_class_names"] is None
+    assert cohort["sampling_rate"] == 500 and cohort["r_peak_sample"] == 150
+
+    manifest = pd.read_csv(out / "beats_manifest.csv")
+    assert list(manifest.columns) == ["group", "patient_id", "record", "beat_index",
+                                      "r_peak_sample", "row"]
+    table = pd.read_csv(DATA / "records.csv")
+    for group in cohort["groups"]:
+        beats = np.load(out / f"cut_{group}.npy", allow_pickle=False)
+        ids = np.load(out / f"cut_{group}_patient_ids.npy", allow_pickle=False)
+        assert beats.dtype == np.float32 and beats.shape[1:] == (12, 500)
+        assert ids.dtype == np.int64 and len(ids) == len(beats)
+        rows = manifest[manifest["group"] == group]
+        assert list(rows["row"]) == list(range(len(beats)))
+        assert list(rows["patient_id"]) == list(ids)
+        assert set(rows["patient_id"]) == set(table.loc[table["group"] == group, "patient_id"])
+    # the manifest's R peak leads back to the beat in the original record
+    first = manifest.iloc[0]
+    x, _, fs = physical(DATA / first["record"])
+    filtered = prepare_data.bandpassed(x, fs, (0.5, 40.0), 2, (50.0, 60.0))
+    beat = np.load(out / f"cut_{first['group']}.npy")[first["row"]]
+    start = first["r_peak_sample"] - 150
+    np.testing.assert_allclose(beat, filtered[start:start + 500].T, atol=1e-5)
+
+    summary = json.loads((out / "prepare_summary.json").read_text())
+    assert summary["records_read"] == 6 and summary["records_kept"] == 6
+    assert summary["beats_per_group"] == {g: int((manifest["group"] == g).sum())
+                                          for g in ("NORM", "MI")}
+    assert not list(out.glob(".*.part"))
+
+    # the project's loader accepts the folder as it is
+    dataset = pytest.importorskip("ECG_dataset")
+    loaded = dataset.load_cohort(str(out))
+    assert loaded.beats.shape == (len(manifest), 12, 500) and loaded.patient_ids_given
+    assert list(loaded.labels("binary")) == [cohort["binary_labels"][g] for g in manifest["group"]]
+
+
+def test_patients_in_two_classes_are_left_out(monkeypatch, tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text("record,patient_id,group\n"
+                     f"{record_path(1)},7,NORM\n{record_path(270)},7,MI\n"
+                     f"{record_path(108)},8,NORM\n{record_path(240)},9,MI\n")
+    out = tmp_path / "out"
+    run_main(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=1")
+    summary = json.loads((out / "prepare_summary.json").read_text())
+    assert summary["records_read"] == 4 and summary["records_kept"] == 2
+    rejected = {r["record"]: r["reason"] for r in summary["rejections"]}
+    assert set(rejected) == {str(record_path(1)), str(record_path(270))}
+    assert all(reason.startswith("patient in several classes: patient 7 has records in MI, NORM")
+               for reason in rejected.values())
+    assert set(np.load(out / "cut_NORM_patient_ids.npy")) == {8}
+    assert set(np.load(out / "cut_MI_patient_ids.npy")) == {9}
+
+
+def test_mixed_table_keeps_good_records_and_lists_rejections(monkeypatch, tmp_path):
+    x, names, fs = physical(record_path(1))
+    write_record(tmp_path, "no_avf", np.delete(x, 5, axis=1), names[:5] + names[6:], fs)
+    with_nan = x.copy()
+    with_nan[10, 0] = np.nan
+    write_record(tmp_path, "nan", with_nan, names, fs)
+    write_record(tmp_path, "short", x[:300], names, fs)
+    table = tmp_path / "table.csv"
+    table.write_text("record,patient_id,group\n"
+                     f"{record_path(1)},P1,NORM\n{record_path(270)},P2,MI\n"
+                     "no_avf,P3,MI\nnan,P4,NORM\nshort,P5,NORM\nmissing,P6,MI\n")
+    out = tmp_path / "out"
+    run_main(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=2")
+    summary = json.loads((out / "prepare_summary.json").read_text())
+    reasons = {r["record"]: r["reason"] for r in summary["rejections"]}
+    assert set(reasons) == {"no_avf", "nan", "short", "missing"}
+    assert reasons["no_avf"].startswith("missing lead: missing lead aVF")
+    assert summary["rejection_counts"] == {"missing lead": 1, "NaN samples": 1, "too short": 1,
+                                           "unreadable": 1}
+    assert summary["records_kept"] == 2
+    ids = np.load(out / "cut_NORM_patient_ids.npy", allow_pickle=False)
+    assert ids.dtype.kind == "U" and set(ids) == {"P1"}
+    assert len(np.load(out / "cut_MI.npy")) == summary["beats_per_group"]["MI"] > 10
+
+
+def test_superclass4_from_ptbxl_and_the_overwrite_rule(monkeypatch, tmp_path):
+    out = tmp_path / "four"
+    run_main(monkeypatch, f"--ptbxl_dir={DATA}", "--task=superclass4", f"--output_dir={out}",
+             "--workers=1", "--beats=first:2")
+    cohort = json.loads((out / "cohort.json").read_text())
+    assert set(cohort) == COHORT_KEYS and cohort["name"] == "ptbxl_superclass4"
+    assert cohort["groups"] == ["NORM", "MI", "STTC", "CD"]
+    assert cohort["multiclass_labels"] == {"NORM": 0, "MI": 1, "STTC": 2, "CD": 3}
+    assert cohort["multiclass_class_names"] == ["NORM", "MI", "STTC", "CD"]
+    assert cohort["binary_labels"] is None and cohort["analysis_subgroups"] is None
+    assert [len(np.load(out / f"cut_{g}.npy")) for g in cohort["groups"]] == [6, 4, 2, 2]
+
+    with pytest.raises(UserError, match="not empty.*--overwrite=True"):
+        run_main(monkeypatch, f"--ptbxl_dir={DATA}", "--task=mi_norm", f"--output_dir={out}")
+    (out / "notes.txt").write_text("mine")
+    run_main(monkeypatch, f"--ptbxl_dir={DATA}", "--task=mi_norm", f"--output_dir={out}",
+             "--overwrite=True", "--workers=1")
+    assert json.loads((out / "cohort.json").read_text())["groups"] == ["NORM", "MI"]
+    assert not (out / "cut_STTC.npy").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_script_end_to_end_and_missing_table_exit_codes(tmp_path):
+    out = tmp_path / "cohort"
+    done = subprocess.run([sys.executable, "prepare_data.py", f"--table={DATA / 'records.csv'}",
+                           f"--output_dir={out}", "--workers=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "NORM:" in done.stdout and "MI:" in done.stdout and str(out) in done.stdout
+    assert (out / "cut_MI_patient_ids.npy").is_file()
+
+    missing = subprocess.run([sys.executable, "prepare_data.py", f"--table={tmp_path / 'none.csv'}",
+                              f"--output_dir={tmp_path / 'x'}"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: --table=") and "Traceback" not in missing.stderr
+    assert not (tmp_path / "x").exists()
