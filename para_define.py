@@ -4,10 +4,13 @@
 (best checkpoint by validation accuracy, resumable) -> test metrics with patient-bootstrap
 confidence intervals -> figures and provenance files. The scripts only choose constants.
 """
+import contextlib
 import datetime
+import errno
 import json
 import os
 import platform
+import socket
 import sys
 import time
 
@@ -17,7 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score,
                              recall_score, roc_auc_score, roc_curve)
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+import torch.distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from cli import UserError
@@ -29,6 +33,7 @@ BEST_CHECKPOINT = "best_model.pth"
 HISTORY_KEYS = ("train_acc_list", "train_loss_list", "val_acc_list", "val_loss_list")
 # Options that may change when a run is resumed; every other option must match the checkpoint.
 RESUMABLE_CHANGES = {"EPOCHS", "RESUME", "DEVICE", "NUM_WORKERS"}
+LOCK_FILE = ".run.lock"
 
 
 class LabelSmoothingLoss(nn.Module):
@@ -96,6 +101,10 @@ def prepare_output_dir(output_dir, resume=False, log=print, finished_file="test_
     must hold the interrupted run's last checkpoint. `finished_file` marks a finished training
     run (None: not a training folder).
     """
+    holder = lock_holder(output_dir)
+    if holder:
+        raise UserError(f"{output_dir} is in use by another run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}); wait for it or choose another --output_dir")
     if resume:
         if not os.path.exists(os.path.join(output_dir, LAST_CHECKPOINT)):
             raise UserError(f"--resume=True but {output_dir} holds no {LAST_CHECKPOINT} to resume "
@@ -116,11 +125,109 @@ def prepare_output_dir(output_dir, resume=False, log=print, finished_file="test_
     os.makedirs(output_dir, exist_ok=True)
 
 
+def distributed_setup(device_name):
+    """Join the process group when launched by torchrun; returns (rank, world_size, device).
+
+    gloo on CPU, NCCL on CUDA; each process uses the GPU of its LOCAL_RANK. A plain
+    ``python script.py`` is one process and starts no group.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world_size == 1:
+        return 0, 1, device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
+
+
+def gathered(tensor, world_size):
+    """Concatenate each rank's tensor in rank order (identity in one process)."""
+    if world_size == 1:
+        return tensor
+    parts = [None] * world_size
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts)
+
+
+def barrier(world_size):
+    if world_size > 1:
+        dist.barrier()
+
+
+def lock_holder(output_dir):
+    """The live run holding `output_dir`'s lock, as a dict, or None."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            holder = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") == socket.gethostname():
+        try:
+            os.kill(int(holder.get("pid", -1)), 0)
+        except (ProcessLookupError, ValueError):
+            return None
+        except PermissionError:
+            pass
+    return holder
+
+
+@contextlib.contextmanager
+def output_lock(output_dir):
+    """Hold OUTPUT_DIR for this run: a second run pointed at it stops with a clear message."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    holder = lock_holder(output_dir)
+    if holder:
+        raise UserError(f"{output_dir} is in use by another run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}, since {holder.get('started')}); wait for it or "
+                        f"choose another --output_dir. If no such run exists, delete {path}")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)  # stale: its process is gone
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise UserError(f"{output_dir} was just taken by another run; choose another "
+                        f"--output_dir") from None
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": datetime.datetime.now().isoformat(timespec="seconds")}, handle)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+@contextlib.contextmanager
+def disk_space_guard(output_dir):
+    """Turn a full disk into a clear message; atomic writes left every earlier file intact."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        last = os.path.join(output_dir, LAST_CHECKPOINT)
+        raise UserError(f"no space left on the device while writing to {output_dir}. Files "
+                        f"written before are intact (last complete checkpoint: {last}); free "
+                        f"space, then continue with --resume=True") from None
+
+
 # ----------------------------------------------------------------------------- data
 
-def batch_loader(dataset, batch_size, shuffle, generator=None, num_workers=0, pin_memory=False):
-    """A DataLoader that fetches whole batches by tensor indexing (no per-item collate)."""
-    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+def batch_loader(dataset, batch_size, shuffle, seed=0, num_workers=0, pin_memory=False,
+                 rank=0, world_size=1):
+    """A DataLoader that fetches whole batches by tensor indexing (no per-item collate).
+
+    With shuffle, epoch e visits the beats in the order of a permutation seeded by seed + e
+    (call ``loader.sampler.sampler.set_epoch(e)``), split across `world_size` processes:
+    the union of the ranks' batches at a step is one batch of the single-process run.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                 seed=seed, drop_last=False)
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False),
                       batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
 
@@ -134,13 +241,14 @@ def split_summary(name, labels, patient_ids, total):
 # ----------------------------------------------------------------------------- engine
 
 def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scaler=None,
-                    description="train"):
-    """One pass over `loader`; returns (mean loss, accuracy) over the epoch's beats."""
+                    description="train", world_size=1, show_progress=True):
+    """One pass over `loader`; returns (mean loss, accuracy) over the epoch's beats (all ranks)."""
     model.train()
     total_loss = torch.zeros((), device=device)
     total_correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    progress = tqdm(loader, desc=description, leave=False, disable=None, dynamic_ncols=True)
+    progress = tqdm(loader, desc=description, leave=False, dynamic_ncols=True,
+                    disable=None if show_progress else True)
     for step, (x, y) in enumerate(progress):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
@@ -164,18 +272,29 @@ def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scal
         if not progress.disable and step % 5 == 0:
             progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
                                  acc=f"{total_correct.item() / seen:.3f}")
-    return total_loss.item() / seen, total_correct.item() / seen
+    totals = torch.stack([total_loss.double(), total_correct.double(),
+                          torch.tensor(float(seen), device=device, dtype=torch.float64)])
+    if world_size > 1:
+        dist.all_reduce(totals)
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
-def predict_logits(model, x, batch_size, device):
-    """Logits (N, C) on CPU for the tensor `x`, in eval mode without autograd."""
+def predict_logits(model, x, batch_size, device, rank=0, world_size=1):
+    """Logits (N, C) on CPU for the tensor `x`, in eval mode without autograd.
+
+    Under DDP each rank predicts one contiguous share and the shares are gathered in order,
+    so every rank gets all N rows.
+    """
     model.eval()
+    share = np.array_split(np.arange(len(x)), world_size)[rank]
+    x = x[share[0]:share[-1] + 1] if len(share) else x[:0]
+    step = max(batch_size, 256)
     outputs = []
     with torch.inference_mode():
-        for start in range(0, len(x), max(batch_size, 256)):
-            chunk = x[start:start + max(batch_size, 256)].to(device, non_blocking=True)
-            outputs.append(model(chunk).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0)
+        for start in range(0, len(x), step):
+            outputs.append(model(x[start:start + step].to(device, non_blocking=True)).float().cpu())
+    local = torch.cat(outputs) if outputs else torch.empty(0)
+    return gathered(local, world_size)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -352,32 +471,66 @@ def checked_resume_state(path, config):
 def run_training(config, log=print):
     """Train, select and test as configured: one split, or CV_FOLDS patient-level folds.
 
-    Returns the test report (with CV: the cross-validation summary).
+    Under torchrun every process runs this; only rank 0 prints and writes. Returns the test
+    report (with CV: the cross-validation summary).
     """
     start_time = time.time()
+    rank, world_size, device = distributed_setup(config["DEVICE"])
+    if rank != 0:
+        log = quiet_log
+    try:
+        return _run_training(config, log, rank, world_size, device, start_time)
+    finally:
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def quiet_log(*_):
+    pass
+
+
+def _run_training(config, log, rank, world_size, device, start_time):
     task = config["TASK"]
     data_dir, cohort = cohort_for_run(config, log)
     labels = cohort.labels(task)
     class_names = class_names_for(config, cohort, task)
+    if config["BATCH_SIZE"] % world_size:
+        raise UserError(f"BATCH_SIZE={config['BATCH_SIZE']} must be divisible by the "
+                        f"{world_size} processes (each takes an equal share of every batch)")
     folds = int(config.get("CV_FOLDS") or 0)
     output_dir = config["OUTPUT_DIR"]
-    if folds and config["RESUME"]:
-        if not os.path.isdir(output_dir):
-            raise UserError(f"--resume=True but {output_dir} does not exist; start without --resume")
-    else:
-        prepare_output_dir(output_dir, config["RESUME"], log,
-                           finished_file="cv_summary.json" if folds else "test_eval_results.json")
+    if rank == 0:
+        if folds and config["RESUME"]:
+            if not os.path.isdir(output_dir):
+                raise UserError(f"--resume=True but {output_dir} does not exist; start without "
+                                f"--resume")
+        else:
+            prepare_output_dir(output_dir, config["RESUME"], log,
+                               finished_file="cv_summary.json" if folds else "test_eval_results.json")
+    barrier(world_size)
     log(f"Data: {data_dir} ({cohort.spec['name']}), {len(labels)} beats x "
         f"{cohort.beats.shape[1]} leads x {cohort.beats.shape[2]} samples; task {task}: "
         f"{', '.join(class_names)}")
-    x_all = torch.from_numpy(standardize_beats(cohort.beats))
-    if not folds:
-        parts = patient_split_indices(labels, cohort.patient_ids, config["TEST_SIZE"],
-                                      config["VAL_SIZE"], config["SEED"])
-        return train_and_test(config, cohort, data_dir, x_all, labels, class_names, parts,
-                              output_dir, config["RESUME"], start_time, log)
+    if world_size > 1:
+        log(f"Distributed: {world_size} processes ({dist.get_backend()}), "
+            f"{config['BATCH_SIZE'] // world_size} beats per process per batch")
+    run = dict(cohort=cohort, data_dir=data_dir, labels=labels, class_names=class_names,
+               x_all=torch.from_numpy(standardize_beats(cohort.beats)), rank=rank,
+               world_size=world_size, device=device, log=log)
+    with (output_lock(output_dir) if rank == 0 else contextlib.nullcontext()), \
+            disk_space_guard(output_dir):
+        if not folds:
+            parts = patient_split_indices(labels, cohort.patient_ids, config["TEST_SIZE"],
+                                          config["VAL_SIZE"], config["SEED"])
+            return train_and_test(config, run, parts, output_dir, config["RESUME"], start_time)
+        return cross_validate(config, run, folds, output_dir, start_time)
+
+
+def cross_validate(config, run, folds, output_dir, start_time):
+    """k patient-level folds: each is the test set once; train/val come from the other folds."""
     if folds < 2:
         raise UserError(f"CV_FOLDS must be 0 (one split) or at least 2, got {folds}")
+    cohort, labels, log = run["cohort"], run["labels"], run["log"]
     fold_indices = patient_kfold_indices(labels, cohort.patient_ids, folds, config["SEED"])
     reports = []
     for k, test_idx in enumerate(fold_indices):
@@ -393,15 +546,16 @@ def run_training(config, log=print):
         parts = {"train": rest[inner["train"]], "val": rest[inner["val"]], "test": test_idx}
         log(f"\n===== fold {k + 1}/{folds} =====")
         resume = os.path.exists(os.path.join(fold_dir, LAST_CHECKPOINT))
-        os.makedirs(fold_dir, exist_ok=True)
-        reports.append(train_and_test(dict(config, SEED=config["SEED"] + k), cohort, data_dir,
-                                      x_all, labels, class_names, parts, fold_dir, resume,
-                                      time.time(), log))
+        if run["rank"] == 0:
+            os.makedirs(fold_dir, exist_ok=True)
+        reports.append(train_and_test(dict(config, SEED=config["SEED"] + k), run, parts,
+                                      fold_dir, resume, time.time()))
     summary = cross_validation_summary(reports)
     summary.update({"folds": folds, "fold_dirs": [f"fold_{k + 1}" for k in range(folds)],
                     "config": config, "data_fingerprint": cohort.fingerprint(),
                     "wall_time_s": round(time.time() - start_time, 2)})
-    write_json_atomic(os.path.join(output_dir, "cv_summary.json"), summary)
+    if run["rank"] == 0:
+        write_json_atomic(os.path.join(output_dir, "cv_summary.json"), summary)
     log(f"\n{folds}-fold cross-validation (patient-level, stratified), mean +/- sd over folds:")
     for name, stats in summary["metrics"].items():
         if stats["mean"] is not None:
@@ -425,27 +579,28 @@ def cross_validation_summary(reports):
     return {"metrics": metrics}
 
 
-def train_and_test(config, cohort, data_dir, x_all, labels, class_names, parts, output_dir,
-                   resume, start_time, log):
+def train_and_test(config, run, parts, output_dir, resume, start_time):
     """Train on parts['train'], select on parts['val'], test on parts['test'] in output_dir."""
     from model import build_model, load_checkpoint, parameter_count, save_checkpoint
+    cohort, labels, class_names, log = run["cohort"], run["labels"], run["class_names"], run["log"]
+    rank, world_size, device = run["rank"], run["world_size"], run["device"]
+    writer = rank == 0
     task = config["TASK"]
-    device = resolve_device(config["DEVICE"])
     set_seed(config["SEED"])
-    tensors = {name: (x_all[idx], torch.from_numpy(labels[idx])) for name, idx in parts.items()}
+    tensors = {name: (run["x_all"][idx], torch.from_numpy(labels[idx]))
+               for name, idx in parts.items()}
     for name, idx in parts.items():
         log(split_summary(name, labels[idx], cohort.patient_ids[idx], len(labels)))
     split_record = {
         "seed": config["SEED"], "test_size": config["TEST_SIZE"], "val_size": config["VAL_SIZE"],
-        "task": task, "data_dir": data_dir, "data_fingerprint": cohort.fingerprint(),
+        "task": task, "data_dir": run["data_dir"], "data_fingerprint": cohort.fingerprint(),
         "patient_ids_given": cohort.patient_ids_given,
         **{name: sorted(set(cohort.patient_ids[idx].tolist())) for name, idx in parts.items()}}
 
-    generator = torch.Generator().manual_seed(config["SEED"])
-    train_loader = batch_loader(ECGDataset.from_arrays(*tensors["train"]), config["BATCH_SIZE"],
-                                shuffle=True, generator=generator,
-                                num_workers=config["NUM_WORKERS"],
-                                pin_memory=device.type == "cuda")
+    train_loader = batch_loader(ECGDataset.from_arrays(*tensors["train"]),
+                                config["BATCH_SIZE"] // world_size, shuffle=True,
+                                seed=config["SEED"], num_workers=config["NUM_WORKERS"],
+                                pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
     criterion = LabelSmoothingLoss(len(class_names), config["LABEL_SMOOTHING"])
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     history = {key: [] for key in HISTORY_KEYS}
@@ -460,7 +615,11 @@ def train_and_test(config, cohort, data_dir, x_all, labels, class_names, parts, 
         model = build_model(num_classes=len(class_names), experiment=config["EXPERIMENT"],
                             in_channels=cohort.beats.shape[1], dropout_rate=config["DROPOUT"],
                             input_length=cohort.beats.shape[2]).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["LR"],
+    network = model
+    if world_size > 1:
+        network = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config["LR"],
                                   weight_decay=config["WEIGHT_DECAY"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
@@ -471,10 +630,9 @@ def train_and_test(config, cohort, data_dir, x_all, labels, class_names, parts, 
         best_val_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
         first_epoch = state["epoch"] + 1
         torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
         log(f"Resuming {output_dir} after epoch {state['epoch']} (best so far: epoch "
             f"{best_epoch}, validation accuracy {best_val_acc:.4f})")
-    else:
+    elif writer:
         write_json_atomic(os.path.join(output_dir, "split.json"), split_record)
     log(f"Model: {config['EXPERIMENT']} ({parameter_count(model):,} parameters) on {device}; "
         f"{config['EPOCHS']} epochs, batch {config['BATCH_SIZE']}, AdamW lr {config['LR']}")
@@ -482,10 +640,12 @@ def train_and_test(config, cohort, data_dir, x_all, labels, class_names, parts, 
     x_val, y_val = tensors["val"]
     for epoch in range(first_epoch, config["EPOCHS"] + 1):
         epoch_start = time.time()
+        train_loader.sampler.sampler.set_epoch(epoch)
         train_loss, train_acc = train_one_epoch(
-            model, train_loader, criterion, optimizer, device, config["GRAD_CLIP"], scaler,
-            description=f"epoch {epoch}/{config['EPOCHS']}")
-        val_logits = predict_logits(model, x_val, config["BATCH_SIZE"], device)
+            network, train_loader, criterion, optimizer, device, config["GRAD_CLIP"], scaler,
+            description=f"epoch {epoch}/{config['EPOCHS']}", world_size=world_size,
+            show_progress=writer)
+        val_logits = predict_logits(model, x_val, config["BATCH_SIZE"], device, rank, world_size)
         val_loss = criterion(val_logits, y_val).item()
         val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
         scheduler.step(val_acc)
@@ -494,46 +654,57 @@ def train_and_test(config, cohort, data_dir, x_all, labels, class_names, parts, 
         improved = val_acc > best_val_acc
         if improved:
             best_val_acc, best_epoch = val_acc, epoch
-            save_checkpoint(best_path, model, epoch=epoch, val_acc=val_acc,
-                            class_names=class_names, task=task)
-        save_checkpoint(last_path, model, epoch=epoch, run_config=config,
-                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        history=history, best_val_acc=best_val_acc, best_epoch=best_epoch,
-                        torch_rng=torch.get_rng_state(), loader_rng=generator.get_state())
+        if writer:
+            if improved:
+                save_checkpoint(best_path, model, epoch=epoch, val_acc=val_acc,
+                                class_names=class_names, task=task)
+            save_checkpoint(last_path, model, epoch=epoch, run_config=config,
+                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            history=history, best_val_acc=best_val_acc, best_epoch=best_epoch,
+                            torch_rng=torch.get_rng_state())
         log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
             f" | val loss {val_loss:.4f} acc {val_acc:.4f} | lr {optimizer.param_groups[0]['lr']:.1e}"
             f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
-
-    for key in HISTORY_KEYS:
-        save_npy_atomic(os.path.join(output_dir, f"{key}.npy"), np.asarray(history[key]))
-    from plot_training_curves import plot_confusion_matrix, plot_roc_curve, plot_training_curves
-    plot_training_curves(output_dir, *(history[key] for key in HISTORY_KEYS), best_epoch=best_epoch)
+    barrier(world_size)
 
     best_model, _ = load_checkpoint(best_path, map_location=device)
     x_test, y_test = tensors["test"]
-    prob = torch.softmax(predict_logits(best_model, x_test, config["BATCH_SIZE"], device), 1).numpy()
+    logits = predict_logits(best_model, x_test, config["BATCH_SIZE"], device, rank, world_size)
+    prob = torch.softmax(logits, 1).numpy()
     test_ids = cohort.patient_ids[parts["test"]]
     report = test_report(y_test.numpy(), prob, test_ids, class_names, config["BOOTSTRAP"],
                          config["SEED"])
     report.update({"best_epoch": best_epoch, "best_val_acc": best_val_acc,
-                   "class_names": class_names})
+                   "class_names": class_names, "processes": world_size})
+    if writer:
+        write_run_outputs(config, run, output_dir, history, best_epoch, report, start_time)
+    barrier(world_size)
+    return report
+
+
+def write_run_outputs(config, run, output_dir, history, best_epoch, report, start_time):
+    """Curves, test results, figures and run.json of a finished run (rank 0 only)."""
+    from plot_training_curves import plot_confusion_matrix, plot_roc_curve, plot_training_curves
+    class_names, cohort, device = run["class_names"], run["cohort"], run["device"]
+    for key in HISTORY_KEYS:
+        save_npy_atomic(os.path.join(output_dir, f"{key}.npy"), np.asarray(history[key]))
+    plot_training_curves(output_dir, *(history[key] for key in HISTORY_KEYS), best_epoch=best_epoch)
     write_json_atomic(os.path.join(output_dir, "test_eval_results.json"), report)
     plot_roc_curve(os.path.join(output_dir, "test_roc_curve.png"), report["fpr"], report["tpr"],
                    report["roc_auc"], class_names)
     plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),
                           report["confusion_matrix"], class_names)
     wall = time.time() - start_time
+    truth = cohort.spec.get("ground_truth") or {}
     write_json_atomic(os.path.join(output_dir, "run.json"), {
-        "config": config, "command": sys.argv, "data_dir": data_dir,
+        "config": config, "command": sys.argv, "data_dir": run["data_dir"],
         "data_fingerprint": cohort.fingerprint(), "data_files": cohort.files,
-        "demo_data": cohort.spec.get("ground_truth", {}) is not None
-        and bool((cohort.spec.get("ground_truth") or {}).get("synthetic")),
-        "device": str(device), "cuda_device": torch.cuda.get_device_name(device)
-        if device.type == "cuda" else None, "torch_threads": torch.get_num_threads(),
+        "demo_data": bool(truth.get("synthetic")), "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "processes": run["world_size"], "torch_threads": torch.get_num_threads(),
         "versions": library_versions(), "wall_time_s": round(wall, 2),
         "finished": datetime.datetime.now().isoformat(timespec="seconds")})
-    log_test_summary(report, class_names, output_dir, wall, log)
-    return report
+    log_test_summary(report, class_names, output_dir, wall, run["log"])
 
 
 def format_ci(ci):
