@@ -85,6 +85,19 @@ def save_npy_atomic(path, array):
     os.replace(tmp, path)
 
 
+def removed_temporary_files(output_dir):
+    """Delete half-written files an interrupted run left (atomic writes never renamed them).
+
+    Only called while this run holds the folder's lock, so no other writer owns them.
+    """
+    count = 0
+    for name in os.listdir(output_dir):
+        if name.endswith((".tmp", ".tmp.npy", ".tmp.png")):
+            os.remove(os.path.join(output_dir, name))
+            count += 1
+    return count
+
+
 def library_versions():
     import matplotlib
     import scipy
@@ -609,6 +622,10 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
     best_path = os.path.join(output_dir, BEST_CHECKPOINT)
 
     if resume:
+        if writer:
+            removed = removed_temporary_files(output_dir)
+            if removed:
+                log(f"Removed {removed} unfinished temporary file(s) of the interrupted run")
         model, state = checked_resume_state(last_path, config)
         model.to(device)
     else:
