@@ -314,7 +314,7 @@ def check_one_class_per_patient(cohort, task):
     hi = np.maximum.reduceat(labels_sorted, starts)
     mixed = np.flatnonzero(lo != hi)
     if mixed.size:
-        patient = ids[starts[mixed[0]]]
+        patient = str(ids[starts[mixed[0]]])
         groups = sorted({cohort.groups[g] for g in cohort.group_index[cohort.patient_ids == patient]})
         raise CohortError(
             f"{cohort.data_dir}: patient {patient!r} has beats in groups of different {task} "
@@ -392,7 +392,7 @@ def patient_classes(labels, patient_ids):
     first = np.full(len(patients), -1, dtype=np.int64)
     first[inverse[::-1]] = labels[::-1]
     if np.any(first[inverse] != labels):
-        bad = patients[inverse[np.flatnonzero(first[inverse] != labels)[0]]]
+        bad = str(patients[inverse[np.flatnonzero(first[inverse] != labels)[0]]])
         raise CohortError(f"patient {bad!r} has beats of different classes; "
                           f"a patient must belong to one class")
     return patients, first, inverse

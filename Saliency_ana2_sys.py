@@ -24,6 +24,12 @@ DEVICE = "auto"                      # auto (CUDA if present), cpu, cuda
 MAX_FIGURES = None                   # per-sample figures to draw (None: all test beats)
 FIG_DPI = 150                        # resolution of the per-sample figures
 FIGURE_WORKERS = 2                   # processes drawing figures (1: draw in this process)
+WAVE_IMPORTANCE = True               # share of each lead's saliency in its P, PR, QRS, ST, T waves
+SANITY_CHECK = True                  # Adebayo et al. 2018: saliency after randomising the weights
+SANITY_SAMPLES = 32                  # test beats the randomisation check uses (it reruns SmoothGrad)
+DELETION_TEST = True                 # remove each LVR beat's top-k leads vs k random leads
+DELETION_MAX_K = 6                   # largest number of leads removed
+DELETION_DRAWS = 10                  # random lead orders averaged per beat
 ALLOW_PICKLE = False                 # load pickled (object) arrays: only for files you trust
 
 
@@ -70,7 +76,8 @@ def saliency_maps(model, x, y, config, device):
     return np.concatenate(maps), np.concatenate(probs)
 
 
-def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_dir):
+def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_dir,
+                segments=None):
     """One job per figure: plain arrays and labels that a worker process can draw from."""
     spec = cohort.spec
     vmax = float(np.percentile(maps, 99.5))
@@ -85,6 +92,7 @@ def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_di
             "index": i, "subtype": subtype, "true_name": class_names[int(y[i])],
             "pred_name": class_names[pred], "prob": float(prob[i, pred]), "vmin": 0.0,
             "vmax": vmax, "dpi": config["FIG_DPI"],
+            "segments": segments[i] if segments else None,
             "path": os.path.join(output_dir, subtype, f"saliency_analysis_{subtype}_sample_{i}.png")})
     return jobs
 
@@ -107,6 +115,65 @@ def quantitative_analysis(maps, groups, y, cohort):
         if truth:
             results[name]["ground_truth_check"] = ground_truth_check(values, lead_names, truth)
     return results, arrays
+
+
+def explanation_checks_report(model, x, y, maps, groups, shares, cohort, config, log):
+    """Wave-level importance, randomisation sanity check and deletion test, as one dict."""
+    import torch
+    from explanation_checks import (deletion_test, sanity_check, smoothgrad_saliency_fn,
+                                    wave_importance_table)
+    spec = cohort.spec
+    lead_names = list(spec["leads"])
+    report, positive = {}, y == 1
+    if shares is not None:
+        report["wave_importance"] = {}
+        for name, group in (spec.get("analysis_subgroups") or {}).items():
+            members = (groups == spec["groups"].index(group)) & positive
+            if members.any():
+                report["wave_importance"][name] = wave_importance_table(shares[members], lead_names)
+    if config["SANITY_CHECK"]:
+        rng = np.random.default_rng(config["SEED"])
+        chosen = np.sort(rng.choice(len(x), min(len(x), config["SANITY_SAMPLES"]), replace=False))
+        saliency_fn = smoothgrad_saliency_fn(config["NUM_SAMPLES"], config["NOISE_LEVEL"],
+                                             config["SEED"])
+        sanity = sanity_check(model, torch.from_numpy(x[chosen]), torch.from_numpy(y[chosen]),
+                              saliency_fn, seed=config["SEED"])
+        sanity["sanity_sample_count"] = sanity.pop("sample_count")
+        report.update(sanity)
+    if config["DELETION_TEST"] and positive.any():
+        deletion = deletion_test(model, torch.from_numpy(x[positive]),
+                                 torch.from_numpy(y[positive]), maps[positive].mean(axis=2),
+                                 max_k=config["DELETION_MAX_K"],
+                                 random_draws=config["DELETION_DRAWS"], seed=config["SEED"])
+        deletion["deletion_count"] = deletion.pop("sample_count")
+        for per_sample in ("auc_top_per_sample", "auc_random_per_sample"):
+            deletion.pop(per_sample)
+        report.update(deletion)
+    return report
+
+
+def log_explanation_checks(report, log):
+    if "sanity_spearman" in report:
+        log(f"\nRandomisation sanity check ({report['sanity_sample_count']} beats): Spearman "
+            f"between the trained and a fully randomised model's maps "
+            f"{report['sanity_spearman']:.3f}")
+        if report["sanity_flag"]:
+            log(f"  WARNING: the saliency barely changes when the model's weights are randomised "
+                f"(>= {report['sanity_threshold']}); it does not explain this model")
+        stages = report.get("sanity_cascading", [])
+        if stages:
+            log("  cascading from the head: " + ", ".join(
+                f"{s['layers_randomised']} {s['spearman']:.2f}" for s in stages))
+    if "deletion_win_rate" in report:
+        curve = report["deletion_curve"]
+        log(f"Deletion test ({report['deletion_count']} LVR beats): removing the top leads beats "
+            f"removing random leads in {100 * report['deletion_win_rate']:.0f}% of beats; "
+            f"P(true class) after {curve['k'][-1]} leads: top {curve['top_mean'][-1]:.2f}, "
+            f"random {curve['random_mean'][-1]:.2f}")
+    for name, table in report.get("wave_importance", {}).items():
+        tops = ", ".join(f"{lead} {row['top_wave']}" for lead, row in table.items()
+                         if isinstance(row, dict) and "top_wave" in row)
+        log(f"Wave with the largest share of saliency, {name} LVR: {tops}")
 
 
 def log_subgroup(name, stats, log):
@@ -164,8 +231,19 @@ def main():
           f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; SmoothGrad "
           f"{NUM_SAMPLES} copies, noise {NOISE_LEVEL}, on {device}")
     maps, prob = saliency_maps(model, x, y, config, device)
+    segments = shares = None
+    if WAVE_IMPORTANCE:
+        from explanation_checks import WAVES, beat_segments_batch, wave_importance_shares
+        found = beat_segments_batch(cohort.beats[index], cohort.spec["sampling_rate"],
+                                    lead_names=list(cohort.spec["leads"]))
+        segments = [{w: seg[w] for w in WAVES} for seg in found]
+        shares = wave_importance_shares(maps, segments)
+        fallback = sum(seg["method"] == "fallback" for seg in found)
+        print(f"Wave delineation (neurokit2): {len(found) - fallback} of {len(found)} beats"
+              + (f"; {fallback} fell back to standard intervals around R" if fallback else ""))
 
-    jobs = figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, OUTPUT_DIR)
+    jobs = figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, OUTPUT_DIR,
+                       segments)
     with tqdm(total=len(jobs), desc="figures", disable=None, dynamic_ncols=True) as progress:
         for _ in draw_sample_figures(jobs, FIGURE_WORKERS, progress):
             pass
@@ -180,6 +258,23 @@ def main():
                                     arrays, lead_names)
     plot_lead_importance_heatmap(os.path.join(OUTPUT_DIR, "lead_importance_heatmap.png"),
                                  arrays, lead_names)
+    if WAVE_IMPORTANCE or SANITY_CHECK or DELETION_TEST:
+        from explanation_figures import (plot_deletion_curves, plot_sanity_check,
+                                         plot_wave_importance_heatmap)
+        checks = explanation_checks_report(model, x, y, maps, groups, shares, cohort, config, print)
+        log_explanation_checks(checks, print)
+        write_json_atomic(os.path.join(OUTPUT_DIR, "explanation_checks.json"), checks)
+        truth = cohort.spec.get("ground_truth") or {}
+        if shares is not None:
+            members = {name: shares[(groups == cohort.spec["groups"].index(group)) & (y == 1)]
+                       for name, group in (cohort.spec.get("analysis_subgroups") or {}).items()}
+            plot_wave_importance_heatmap(os.path.join(OUTPUT_DIR, "wave_importance_heatmap.png"),
+                                         members, lead_names, truth.get("lvr_leads", ()),
+                                         truth.get("lvr_wave"))
+        if "sanity_spearman" in checks:
+            plot_sanity_check(os.path.join(OUTPUT_DIR, "sanity_check.png"), checks)
+        if "deletion_win_rate" in checks:
+            plot_deletion_curves(os.path.join(OUTPUT_DIR, "deletion_curve.png"), checks)
     write_json_atomic(os.path.join(OUTPUT_DIR, "saliency_run.json"), {
         "config": config, "train_dir": TRAIN_DIR, "data_dir": data_dir,
         "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),

@@ -9,9 +9,12 @@ beat has noise and baseline wander. 1 s windows at 500 Hz with the R peak near s
 - STEMI groups carry ST elevation along the inferior axis (II, III, aVF up; aVL, aVR down);
   NSTEMI groups a slight lateral ST depression (V5, V6, I).
 - LVR groups differ from non-LVR ones only in LVR_LEADS (default V2-V4) and in the LVR_WAVE
-  window (default the T wave, flattened or inverted: persistent anterior T inversion after
-  infarction is a known marker of remodeling). Strength varies by patient, so some LVR patients
-  look normal: the task is learnable but not trivial.
+  window (default the T wave, scaled by 1 - s: flattened or, mostly, inverted; persistent
+  anterior T-wave inversion after infarction is a known marker of remodeling). A share of
+  non-LVR patients (NON_LVR_CHANGE) has a milder change of the same wave in the same leads, as
+  transient post-infarction T changes do, and DISCORDANT_SHARE of patients have an ECG that
+  contradicts their class (LVR without the sign, non-LVR with it), as an ECG predicts remodeling
+  only in part: learnable, not trivial.
 
 The ground truth (leads, wave, time window) is written into cohort.json.
 Run `python demo_cohort.py --output_dir=FOLDER --lvr_leads=I,aVL,V6` to make an unseen cohort.
@@ -30,7 +33,9 @@ N_PATIENTS = 100                           # patients per group
 BEATS_PER_PATIENT = (2, 7)                 # beats per patient, drawn uniformly in [lo, hi]
 LVR_LEADS = ("V2", "V3", "V4")             # leads that carry the LVR effect
 LVR_WAVE = "T"                             # wave that carries it: T or QRS
-LVR_STRENGTH = (0.1, 1.0)                  # per-patient effect size range (fraction of the wave)
+LVR_STRENGTH = (0.8, 2.2)                  # per-patient s: the LVR wave is scaled by 1 - s
+NON_LVR_CHANGE = (0.3, 0.0, 0.6)           # share of non-LVR patients with a milder s ~ U(lo, hi)
+DISCORDANT_SHARE = 0.06                    # patients whose ECG contradicts their class
 FS = 500                                   # sampling rate (Hz)
 WINDOW_S = 1.0                             # beat window length (s)
 R_PEAK_S = 0.3                             # R peak position in the window (s)
@@ -38,7 +43,7 @@ NOISE_MV = 0.02                            # white noise standard deviation (mV)
 WANDER_MV = 0.08                           # baseline wander amplitude (mV)
 OVERWRITE = False                          # replace an existing cohort in OUTPUT_DIR
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 4
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
 PRECORDIAL_ANGLES = np.deg2rad([115, 95, 75, 55, 30, 0])   # V1..V6 in the horizontal plane
@@ -99,7 +104,14 @@ def patient_beats(rng, group, n_beats, config):
     qt_shift = 0.12 * (rr_ms - 850)                         # Bazett-like: longer RR, later T
     gains = rng.uniform(0.85, 1.15, len(LEADS))
     lvr = group.endswith("_1")
-    lvr_strength = rng.uniform(*config["LVR_STRENGTH"]) if lvr else 0.0
+    share, lo, hi = config["NON_LVR_CHANGE"]
+    lvr_strength = rng.uniform(*config["LVR_STRENGTH"])
+    mild_strength = rng.uniform(lo, hi) if rng.random() < share else 0.0
+    discordant = rng.random() < config["DISCORDANT_SHARE"]
+    if lvr:
+        strength_of_patient = 0.0 if discordant else lvr_strength
+    else:
+        strength_of_patient = lvr_strength if discordant else mild_strength
     lvr_rows = [lead_index[name] for name in config["LVR_LEADS"]]
     stemi = group.startswith("ST")
     st_level = rng.uniform(0.12, 0.3) if stemi else -rng.uniform(0.0, 0.07)
@@ -120,11 +132,10 @@ def patient_beats(rng, group, n_beats, config):
         st = np.outer(heart @ st_direction, st_shape) * st_level
         wave_leads = {name: leads_from_vector(v) for name, v in waves.items()}
         signal = sum(wave_leads.values()) + leads_from_vector(st)
-        if lvr:
-            effect_waves = ("T",) if config["LVR_WAVE"] == "T" else QRS_WAVES
-            strength = lvr_strength * rng.uniform(0.9, 1.1)
-            for name in effect_waves:
-                signal[lvr_rows] -= strength * wave_leads[name][lvr_rows]
+        effect_waves = ("T",) if config["LVR_WAVE"] == "T" else QRS_WAVES
+        strength = strength_of_patient * rng.uniform(0.9, 1.1)
+        for name in effect_waves:
+            signal[lvr_rows] -= strength * wave_leads[name][lvr_rows]
         signal *= gains[:, None]
         wander_freq = rng.uniform(0.15, 0.5, (len(LEADS), 1))
         phase = rng.uniform(0, 2 * np.pi, (len(LEADS), 1))
@@ -182,7 +193,10 @@ def demo_cohort_spec(config):
             "lvr_wave": config["LVR_WAVE"],
             "lvr_window_ms": [round(lo), round(hi)],
             "lvr_effect": f"{config['LVR_WAVE']} wave scaled by (1 - s) in the LVR leads, "
-                          f"s ~ U{tuple(config['LVR_STRENGTH'])} per patient",
+                          f"s ~ U{tuple(config['LVR_STRENGTH'])} per LVR patient; "
+                          f"{config['NON_LVR_CHANGE'][0]:.0%} of non-LVR patients have "
+                          f"s ~ U{tuple(config['NON_LVR_CHANGE'][1:])}; "
+                          f"{config['DISCORDANT_SHARE']:.0%} of patients are discordant",
             "stemi_leads": ["II", "III", "aVF"],
             "stemi_wave": "ST",
         },
@@ -212,7 +226,8 @@ def write_demo_cohort(output_dir, config):
 def default_config():
     return {name: value for name, value in globals().items()
             if name in ("SEED", "N_PATIENTS", "BEATS_PER_PATIENT", "LVR_LEADS", "LVR_WAVE",
-                        "LVR_STRENGTH", "FS", "WINDOW_S", "R_PEAK_S", "NOISE_MV", "WANDER_MV")}
+                        "LVR_STRENGTH", "NON_LVR_CHANGE", "DISCORDANT_SHARE", "FS", "WINDOW_S",
+                        "R_PEAK_S", "NOISE_MV", "WANDER_MV")}
 
 
 def ensure_demo_cohort(output_dir=OUTPUT_DIR, log=print):

@@ -1,0 +1,162 @@
+"""Figures of the explanation checks (explanation_checks.py): wave-importance heatmap,
+randomisation sanity check and lead-deletion curves. Same style as saliency_figures.py; every
+figure is written to a temporary file in the target folder and renamed into place.
+"""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from saliency_figures import STYLE  # noqa: E402
+
+WAVES = ("P", "PR", "QRS", "ST", "T")
+
+
+def _save_atomic(fig, path, dpi):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    root, ext = os.path.splitext(os.path.basename(path))
+    temporary = os.path.join(folder, f".{root}.{os.getpid()}.tmp{ext or '.png'}")
+    try:
+        fig.savefig(temporary, dpi=dpi, bbox_inches="tight")
+        os.replace(temporary, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def plot_wave_importance_heatmap(path, subgroups, lead_names, true_leads=(), true_wave=None,
+                                 dpi=200):
+    """Lead x wave mean share of saliency (%), annotated, one panel per subgroup.
+
+    subgroups: {name: shares (N, C, 5)} from explanation_checks.wave_importance_shares. Each
+    lead's top wave is boxed; `true_leads` / `true_wave` (a known ground truth) are marked in
+    bold on the axes.
+    """
+    names = list(subgroups)
+    means = {name: np.asarray(subgroups[name], dtype=float).mean(axis=0) * 100
+             if len(subgroups[name]) else None for name in names}
+    finite = [m for m in means.values() if m is not None]
+    vmax = max((float(m.max()) for m in finite), default=1.0)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, max(1, len(names)), figsize=(6.2 * max(1, len(names)) + 1.2,
+                                                                0.62 * len(lead_names) + 2.6),
+                                 squeeze=False, layout="constrained")
+        image = None
+        for ax, name in zip(axes[0], names):
+            mean = means[name]
+            if mean is None:
+                ax.text(0.5, 0.5, f"{name}: no samples", ha="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(mean, aspect="auto", cmap="YlOrRd", vmin=0, vmax=vmax,
+                              interpolation="nearest")
+            top = mean.argmax(axis=1)
+            for c in range(mean.shape[0]):
+                for w in range(mean.shape[1]):
+                    dark = mean[c, w] > 0.6 * vmax
+                    ax.text(w, c, f"{mean[c, w]:.0f}", ha="center", va="center", fontsize=11,
+                            color="white" if dark else "black",
+                            fontweight="bold" if w == top[c] else "normal")
+                ax.add_patch(plt.Rectangle((top[c] - 0.5, c - 0.5), 1, 1, fill=False,
+                                           edgecolor="black", lw=2.4))
+            ax.set_xticks(range(len(WAVES)), WAVES)
+            ax.set_yticks(range(len(lead_names)), lead_names)
+            for label in ax.get_xticklabels():
+                label.set_fontweight("bold" if label.get_text() == true_wave else "normal")
+            for label in ax.get_yticklabels():
+                label.set_fontweight("bold" if label.get_text() in true_leads else "normal")
+            ax.set_xlabel("Wave")
+            ax.set_ylabel("Lead")
+            ax.set_title(f"{name} (n={len(subgroups[name])})")
+        if image is not None:
+            bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.035, pad=0.03)
+            bar.set_label("Mean share of the lead's saliency (%)")
+        note = "Box: each lead's top wave"
+        if true_leads or true_wave:
+            note += f"; bold: ground truth ({', '.join(true_leads)}{', ' if true_leads else ''}"
+            note += f"{true_wave or ''})"
+        fig.suptitle(f"Saliency share per wave. {note}", fontsize=14)
+        return _save_atomic(fig, path, dpi)
+
+
+def plot_sanity_check(path, result, dpi=200):
+    """Spearman (trained vs randomised map) per cascading stage and for full randomisation.
+
+    result: the dict of explanation_checks.sanity_check. Stage i randomises everything from the
+    head down to its block; the dashed line is the flag threshold.
+    """
+    stages = result.get("sanity_cascading") or []
+    labels = [f"+ {s['layers_randomised']}" for s in stages] + ["all (full)"]
+    values = [s["spearman"] for s in stages] + [result["sanity_spearman"]]
+    threshold = result.get("sanity_threshold", 0.5)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(max(7.0, 0.85 * len(labels) + 3), 5.8),
+                               layout="constrained")
+        positions = np.arange(len(labels))
+        colours = ["#4c72b0"] * len(stages) + ["#d62728" if result.get("sanity_flag")
+                                                 else "#2ca02c"]
+        ax.bar(positions, np.nan_to_num(values), color=colours, edgecolor="black", alpha=0.9)
+        if stages:
+            ax.plot(positions[:-1], [s["spearman"] for s in stages], color="#1f3b73", lw=1.5,
+                    marker="o")
+        for p, v in zip(positions, values):
+            v = float("nan") if v is None else float(v)
+            below = np.isfinite(v) and v < 0
+            ax.text(p, np.nan_to_num(v) + (-0.03 if below else 0.03),
+                    f"{v:.2f}" if np.isfinite(v) else "n/a", ha="center",
+                    va="top" if below else "bottom", fontsize=11)
+        ax.axhline(threshold, color="black", ls="--", lw=1.3,
+                   label=f"flag threshold {threshold:g}: map barely changes")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(positions, labels, rotation=40, ha="right")
+        lowest = np.nanmin(np.array([np.nan if v is None else v for v in values] + [0.0], float))
+        ax.set_ylim(min(-0.2, lowest - 0.12), 1.12)
+        ax.set_ylabel("Spearman rank correlation")
+        ax.set_xlabel("Parameters randomised (cascading from the head)")
+        ax.set_title(f"Randomisation sanity check (n={result.get('sanity_sample_count', result.get('sample_count', '?'))})")
+        ax.legend(loc="upper right", frameon=False)
+        ax.grid(alpha=0.3, axis="y")
+        return _save_atomic(fig, path, dpi)
+
+
+def plot_deletion_curves(path, results, dpi=200):
+    """True-class probability vs leads removed: saliency order vs random order, mean +/- sd.
+
+    results: {name: dict of explanation_checks.deletion_test}, one panel each (or one dict).
+    """
+    if "deletion_curve" in results:
+        results = {"": results}
+    names = list(results)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(names), figsize=(6.8 * len(names), 6.0), squeeze=False,
+                                 sharey=True, layout="constrained")
+        for ax, name in zip(axes[0], names):
+            result = results[name]
+            curve = result["deletion_curve"]
+            k = np.asarray(curve["k"])
+            for key, colour, label in (("top", "#d62728", "most important leads first"),
+                                       ("random", "#4c72b0", "random leads")):
+                mean = np.asarray(curve[f"{key}_mean"])
+                sd = np.asarray(curve[f"{key}_sd"])
+                ax.plot(k, mean, color=colour, lw=2.2, marker="o", label=label)
+                ax.fill_between(k, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1),
+                                color=colour, alpha=0.15)
+            ax.set_xticks(k)
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel("Leads removed (k)")
+            ax.set_title(f"{name + ': ' if name else ''}win rate "
+                         f"{result['deletion_win_rate']:.2f} (n={result.get('deletion_count', result.get('sample_count'))})")
+            ax.text(0.03, 0.04, f"area: top {result['deletion_auc_top']:.2f}, random "
+                    f"{result['deletion_auc_random']:.2f}", transform=ax.transAxes, fontsize=12)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("P(true class)")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
+        fig.suptitle("Lead deletion test (mean +/- sd over beats)", fontsize=16)
+        return _save_atomic(fig, path, dpi)
