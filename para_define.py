@@ -593,7 +593,11 @@ def cross_validation_summary(reports):
 
 
 def train_and_test(config, run, parts, output_dir, resume, start_time):
-    """Train on parts['train'], select on parts['val'], test on parts['test'] in output_dir."""
+    """Train on parts['train'], select on parts['val'], test on parts['test'] in output_dir.
+
+    The best checkpoint has the highest validation accuracy; a tie goes to the lower
+    validation loss (the original kept the earliest epoch of a tie).
+    """
     from model import build_model, load_checkpoint, parameter_count, save_checkpoint
     cohort, labels, class_names, log = run["cohort"], run["labels"], run["class_names"], run["log"]
     rank, world_size, device = run["rank"], run["world_size"], run["device"]
@@ -617,7 +621,7 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
     criterion = LabelSmoothingLoss(len(class_names), config["LABEL_SMOOTHING"])
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     history = {key: [] for key in HISTORY_KEYS}
-    best_val_acc, best_epoch, first_epoch = -1.0, 0, 1
+    best_val_acc, best_val_loss, best_epoch, first_epoch = -1.0, float("inf"), 0, 1
     last_path = os.path.join(output_dir, LAST_CHECKPOINT)
     best_path = os.path.join(output_dir, BEST_CHECKPOINT)
 
@@ -645,6 +649,7 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
         scheduler.load_state_dict(state["scheduler"])
         history = {key: list(state["history"][key]) for key in HISTORY_KEYS}
         best_val_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
+        best_val_loss = state["best_val_loss"]
         first_epoch = state["epoch"] + 1
         torch.set_rng_state(state["torch_rng"])
         log(f"Resuming {output_dir} after epoch {state['epoch']} (best so far: epoch "
@@ -668,16 +673,17 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
         scheduler.step(val_acc)
         for key, value in zip(HISTORY_KEYS, (train_acc, train_loss, val_acc, val_loss)):
             history[key].append(value)
-        improved = val_acc > best_val_acc
+        improved = val_acc > best_val_acc or (val_acc == best_val_acc and val_loss < best_val_loss)
         if improved:
-            best_val_acc, best_epoch = val_acc, epoch
+            best_val_acc, best_val_loss, best_epoch = val_acc, val_loss, epoch
         if writer:
             if improved:
                 save_checkpoint(best_path, model, epoch=epoch, val_acc=val_acc,
                                 class_names=class_names, task=task)
             save_checkpoint(last_path, model, epoch=epoch, run_config=config,
                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            history=history, best_val_acc=best_val_acc, best_epoch=best_epoch,
+                            history=history, best_val_acc=best_val_acc,
+                            best_val_loss=best_val_loss, best_epoch=best_epoch,
                             torch_rng=torch.get_rng_state())
         log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
             f" | val loss {val_loss:.4f} acc {val_acc:.4f} | lr {optimizer.param_groups[0]['lr']:.1e}"

@@ -83,15 +83,23 @@ def draw_sample_figure(job):
         image = ax.imshow(sal, aspect="auto", cmap="viridis", interpolation="nearest",
                           extent=[0, t_ms[-1], n_leads - 0.5, -0.5], vmin=job.get("vmin"),
                           vmax=job.get("vmax"))
-        for wave, (start, end) in (job.get("segments") or {}).items():
-            ax.axvspan(start / fs * 1000, end / fs * 1000, ymin=0.0, ymax=0.03,
-                       color=WAVE_COLOURS.get(wave, "white"))
-            ax.text((start + end) / 2 / fs * 1000, n_leads - 0.5, wave, ha="center", va="top",
-                    fontsize=11, color=WAVE_COLOURS.get(wave, "black"), fontweight="bold")
+        segments = job.get("segments") or {}
+        if segments:
+            waves = ax.secondary_xaxis("top")
+            waves.set_xticks([(s + e) / 2 / fs * 1000 for s, e in segments.values()],
+                             list(segments))
+            waves.tick_params(length=0, labelsize=12)
+            for label, wave in zip(waves.get_xticklabels(), segments):
+                label.set_color(WAVE_COLOURS.get(wave, "black"))
+                label.set_fontweight("bold")
+            for start, end in segments.values():
+                for edge in (start, end):
+                    ax.axvline(edge / fs * 1000, color="white", lw=0.8, ls="--", alpha=0.7)
         ax.set_yticks(range(n_leads), leads)
         ax.set_xlabel("Time (ms)")
         ax.set_ylabel("Lead")
-        ax.set_title("Saliency per lead and time")
+        ax.set_title("Saliency per lead and time" + (" (waves from neurokit2 delineation)"
+                                                     if segments else ""), pad=24 if segments else 6)
         bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
         bar.set_label("|d loss / d input|")
 

@@ -17,9 +17,10 @@ def readme_parameter_counts():
     counts = {}
     with open(readme, encoding="utf-8") as handle:
         for line in handle:
-            cells = [c.strip(" `") for c in line.strip().strip("|").split("|")]
-            if len(cells) >= 3 and cells[0] in EXPERIMENTS and cells[1].replace(",", "").isdigit():
-                counts[cells[0]] = int(cells[1].replace(",", ""))
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            name = cells[0].split(" ")[0].strip("`") if cells else ""
+            if len(cells) >= 3 and name in EXPERIMENTS and cells[1].replace(",", "").isdigit():
+                counts[name] = int(cells[1].replace(",", ""))
     return counts
 
 
