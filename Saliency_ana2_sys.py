@@ -173,15 +173,21 @@ def log_explanation_checks(report, log):
     for name, table in report.get("wave_importance", {}).items():
         tops = ", ".join(f"{lead} {row['top_wave']}" for lead, row in table.items()
                          if isinstance(row, dict) and "top_wave" in row)
-        log(f"Wave with the largest share of saliency, {name} LVR: {tops}")
+        log(f"Wave with the largest share of saliency, {name}: {tops}")
 
 
-def log_subgroup(name, stats, log):
+def subgroup_label(name, spec):
+    """'STEMI LVR' for the original's groups; the plain subgroup name for other cohorts."""
+    seed_groups = spec["groups"] == ["NS_0", "NS_1", "ST_0", "ST_1"]
+    return f"{name} LVR" if seed_groups else name
+
+
+def log_subgroup(label, stats, log):
     count = stats.get("sample_count", 0)
     if stats.get("status", "ok") != "ok":
-        log(f"\n[{name} LVR] {count} samples: {stats['status']}")
+        log(f"\n[{label}] {count} samples: {stats['status']}")
         return
-    log(f"\n[{name} LVR] {count} samples; key leads {', '.join(stats['top3_leads'])} "
+    log(f"\n[{label}] {count} samples; key leads {', '.join(stats['top3_leads'])} "
         f"({', '.join(f'{s:.3f}' for s in stats['top3_scores'])})")
     log(f"  one-way ANOVA over 12 leads (original): F={stats['anova_f']:.2f}, "
         f"p={stats['anova_p']:.2e}; Friedman (repeated measures): chi2={stats['friedman_chi2']:.1f},"
@@ -251,13 +257,14 @@ def main():
 
     results, arrays = quantitative_analysis(maps, groups, y, cohort)
     for name, stats in results.items():
-        log_subgroup(name, stats, print)
+        log_subgroup(subgroup_label(name, cohort.spec), stats, print)
     write_json_atomic(os.path.join(OUTPUT_DIR, "quantitative_consistency_analysis.json"), results)
     lead_names = list(cohort.spec["leads"])
+    labelled = {subgroup_label(name, cohort.spec): values for name, values in arrays.items()}
     plot_lead_importance_comparison(os.path.join(OUTPUT_DIR, "lead_importance_comparison.png"),
-                                    arrays, lead_names)
+                                    labelled, lead_names)
     plot_lead_importance_heatmap(os.path.join(OUTPUT_DIR, "lead_importance_heatmap.png"),
-                                 arrays, lead_names)
+                                 labelled, lead_names)
     if WAVE_IMPORTANCE or SANITY_CHECK or DELETION_TEST:
         from explanation_figures import (plot_deletion_curves, plot_sanity_check,
                                          plot_wave_importance_heatmap)

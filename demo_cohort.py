@@ -45,7 +45,7 @@ OVERWRITE = False                          # replace an existing cohort in OUTPU
 
 GENERATOR_VERSION = 4
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
+GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")  # the original's groups, as in ECG_dataset.SEED_COHORT
 PRECORDIAL_ANGLES = np.deg2rad([115, 95, 75, 55, 30, 0])   # V1..V6 in the horizontal plane
 # wave: (centre ms from R, width ms, amplitude mV, direction x=left, y=inferior, z=anterior)
 WAVES = {
@@ -173,18 +173,13 @@ def demo_cohort_arrays(config):
 
 
 def demo_cohort_spec(config):
+    """cohort.json of the demo: the original's four groups and labels, plus the ground truth."""
+    from ECG_dataset import SEED_COHORT
     lo, hi = effect_window_ms(config)
     return {
+        **SEED_COHORT,
         "name": "demo (synthetic)",
         "description": "Synthetic beats from demo_cohort.py; not patient data.",
-        "groups": list(GROUPS),
-        "group_names": {"NS_0": "NSTEMI_0", "NS_1": "NSTEMI_1", "ST_0": "STEMI_0", "ST_1": "STEMI_1"},
-        "binary_labels": {"NS_0": 0, "NS_1": 1, "ST_0": 0, "ST_1": 1},
-        "binary_class_names": ["Normal", "Abnormal"],
-        "multiclass_labels": {"NS_0": 0, "NS_1": 1, "ST_0": 2, "ST_1": 3},
-        "multiclass_class_names": ["NSTEMI non-LVR", "NSTEMI LVR", "STEMI non-LVR", "STEMI LVR"],
-        "analysis_subgroups": {"STEMI": "ST_1", "NSTEMI": "NS_1"},
-        "leads": list(LEADS),
         "sampling_rate": config["FS"],
         "r_peak_sample": int(round(config["R_PEAK_S"] * config["FS"])),
         "ground_truth": {

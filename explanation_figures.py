@@ -119,7 +119,8 @@ def plot_sanity_check(path, result, dpi=200):
         ax.set_ylim(min(-0.2, lowest - 0.12), 1.12)
         ax.set_ylabel("Spearman rank correlation")
         ax.set_xlabel("Parameters randomised (cascading from the head)")
-        ax.set_title(f"Randomisation sanity check (n={result.get('sanity_sample_count', result.get('sample_count', '?'))})")
+        count = result.get("sanity_sample_count", result.get("sample_count", "?"))
+        ax.set_title(f"Randomisation sanity check (n={count})")
         ax.legend(loc="upper right", frameon=False)
         ax.grid(alpha=0.3, axis="y")
         return _save_atomic(fig, path, dpi)
@@ -150,8 +151,9 @@ def plot_deletion_curves(path, results, dpi=200):
             ax.set_xticks(k)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("Leads removed (k)")
+            count = result.get("deletion_count", result.get("sample_count"))
             ax.set_title(f"{name + ': ' if name else ''}win rate "
-                         f"{result['deletion_win_rate']:.2f} (n={result.get('deletion_count', result.get('sample_count'))})")
+                         f"{result['deletion_win_rate']:.2f} (n={count})")
             ax.text(0.03, 0.04, f"area: top {result['deletion_auc_top']:.2f}, random "
                     f"{result['deletion_auc_random']:.2f}", transform=ax.transAxes, fontsize=12)
             ax.grid(alpha=0.3)
