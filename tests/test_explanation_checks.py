@@ -171,11 +171,14 @@ def test_cascading_layer_names_of_the_resnet_run_from_head_to_input():
 # ----------------------------------------------------------------------------- segments
 
 @pytest.fixture(scope="module")
-def demo_beats(small_cohort_dir):
-    with open(os.path.join(small_cohort_dir, "cohort.json"), encoding="utf-8") as handle:
+def demo_beats(tmp_path_factory):
+    """Demo beats in the default 1 s window (the shared small cohort's 0.6 s clips the T wave)."""
+    from conftest import write_small_cohort
+    folder = write_small_cohort(tmp_path_factory.mktemp("full_window"), N_PATIENTS=3,
+                                WINDOW_S=1.0, R_PEAK_S=0.3)
+    with open(os.path.join(folder, "cohort.json"), encoding="utf-8") as handle:
         spec = json.load(handle)
-    beats = np.concatenate([beats_of(small_cohort_dir, "NS_1")[:4],
-                            beats_of(small_cohort_dir, "ST_0")[:4]])
+    beats = np.concatenate([beats_of(folder, "NS_1")[:4], beats_of(folder, "ST_0")[:4]])
     return beats, spec
 
 
