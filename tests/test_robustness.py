@@ -158,13 +158,15 @@ def test_torchrun_two_processes_match_one(tmp_path):
     Each step sees the same 32 beats in both runs (the sampler's permutation is seeded by
     seed + epoch and split between ranks), so the runs differ only where a step is not a plain
     average over its batch: batch-norm statistics are computed per process (16 beats each
-    instead of 32) and float sums are ordered differently. We accept 0.03 in test AUC and 0.06
-    in accuracy (about 3 of the ~140 test beats).
+    instead of 32) and float sums are ordered differently. We accept 0.04 (about 15%) in the first epoch's
+    training loss, 0.03 in test AUC and 0.06 in accuracy (about 8 of the ~140 test beats). The
+    cohort has no discordant patients: with label noise the validation accuracy plateaus at
+    once and the two runs may pick checkpoints of different epochs, which says nothing about DDP.
     """
     import demo_cohort
     data_dir = tmp_path / "demo"
     config = demo_cohort.default_config()
-    config.update(N_PATIENTS=50, SEED=11)
+    config.update(N_PATIENTS=50, SEED=11, DISCORDANT_SHARE=0.0)
     demo_cohort.write_demo_cohort(str(data_dir), config)
     common = [f"--data_dir={data_dir}", "--experiment=baseline", "--epochs=5", "--bootstrap=20",
               "--device=cpu", "--lr=0.001"]
@@ -182,6 +184,8 @@ def test_torchrun_two_processes_match_one(tmp_path):
     one = json.loads((tmp_path / "one" / "test_eval_results.json").read_text())
     two = json.loads((tmp_path / "two" / "test_eval_results.json").read_text())
     assert two["processes"] == 2 and one["processes"] == 1
+    first_loss = [np.load(tmp_path / run / "train_loss_list.npy")[0] for run in ("one", "two")]
+    assert abs(first_loss[0] - first_loss[1]) <= 0.04
     assert abs(one["roc_auc"] - two["roc_auc"]) <= 0.03
     assert abs(one["accuracy"] - two["accuracy"]) <= 0.06
     assert sorted(os.listdir(tmp_path)) == ["demo", "one", "two"]
