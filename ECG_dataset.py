@@ -474,8 +474,8 @@ class ECGDataset(Dataset):
             y = np.array([item[1] for item in data])
             if len(data[0]) == 3:
                 patient_ids = np.array([item[2] for item in data])
-        self.x_data = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        self.y_data = torch.as_tensor(np.asarray(y)).long()
+        self.x_data = torch.as_tensor(x, dtype=torch.float32)  # no copy for float32 tensors
+        self.y_data = torch.as_tensor(y).long()
         self.patient_ids = None if patient_ids is None else np.asarray(patient_ids)
         self.has_patient_ids = self.patient_ids is not None
         self.len = len(self.y_data)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cli import UserError
-from model import (EXPERIMENTS, CheckpointError, ResNet1D, build_model, load_checkpoint,
-                   parameter_count, save_checkpoint)
+from model import (EXPERIMENTS, CheckpointError, build_model, load_checkpoint, parameter_count,
+                   save_checkpoint)
 from model import MCL_ResNet1D_2, MCL_ResNet1D_4
 
 
