@@ -493,6 +493,52 @@ class ECGDataset(Dataset):
         return self.len
 
 
+class LeadDropout(Dataset):
+    """Training augmentation: each lead of each beat is zeroed with probability `p`.
+
+    Zero is the lead's mean in standardised units, the same value a missing lead or the
+    deletion test (explanation_checks.deletion_test) puts there. A model that has seen zeroed
+    leads in both classes reads them as "no information" instead of as a flat, unusual signal
+    (a flat lead looks like a flattened T wave), so it tolerates missing leads and lead
+    deletion measures what a lead contributed (Hooker et al. 2019 on why removal must stay in
+    the training distribution). A beat never loses all its leads (such a draw drops none).
+
+    The mask of beat i in epoch e depends only on (seed, e, i): the same under resume, with
+    DataLoader workers, and in every process of a torchrun job. Call ``set_epoch(e)`` before
+    each epoch. Indexing with a list or tensor of indices returns a batch, like ECGDataset.
+    """
+
+    def __init__(self, dataset, p, seed=0):
+        if not 0.0 <= float(p) < 1.0:
+            raise UserError(f"LEAD_DROPOUT must be in [0, 1), got {p}")
+        self.dataset, self.p, self.seed = dataset, float(p), int(seed)
+        self.n_leads = dataset.x_data.shape[1]
+        self.epoch, self._masks = 0, None
+
+    def set_epoch(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self._masks = int(epoch), None
+
+    def masks(self):
+        """(N, leads) bool: True where this epoch zeroes the lead."""
+        if self._masks is None:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            masks = torch.rand((len(self.dataset), self.n_leads), generator=generator) < self.p
+            masks[masks.all(dim=1)] = False
+            self._masks = masks
+        return self._masks
+
+    def __getitem__(self, index):
+        items = self.dataset[index]
+        if self.p == 0.0:
+            return items
+        dropped = self.masks()[index]
+        return (items[0].masked_fill(dropped.unsqueeze(-1), 0.0), *items[1:])
+
+    def __len__(self):
+        return len(self.dataset)
+
+
 def package_dataset(data, labels, patient_ids=None):
     """The seed's packaging: (dataset, channels, data_length, classes), dataset tensor-backed."""
     dataset = ECGDataset.from_arrays(data, labels, patient_ids)

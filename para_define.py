@@ -25,8 +25,8 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from cli import UserError
-from ECG_dataset import (ECGDataset, load_cohort, patient_kfold_indices, patient_split_indices,
-                         resolve_data_dir, set_seed, standardize_beats)
+from ECG_dataset import (ECGDataset, LeadDropout, load_cohort, patient_kfold_indices,
+                         patient_split_indices, resolve_data_dir, set_seed, standardize_beats)
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 BEST_CHECKPOINT = "best_model.pth"
@@ -614,7 +614,9 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
         "patient_ids_given": cohort.patient_ids_given,
         **{name: sorted(set(cohort.patient_ids[idx].tolist())) for name, idx in parts.items()}}
 
-    train_loader = batch_loader(ECGDataset.from_arrays(*tensors["train"]),
+    train_set = LeadDropout(ECGDataset.from_arrays(*tensors["train"]),
+                            config.get("LEAD_DROPOUT", 0.0), config["SEED"])
+    train_loader = batch_loader(train_set,
                                 config["BATCH_SIZE"] // world_size, shuffle=True,
                                 seed=config["SEED"], num_workers=config["NUM_WORKERS"],
                                 pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
@@ -663,6 +665,7 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
     for epoch in range(first_epoch, config["EPOCHS"] + 1):
         epoch_start = time.time()
         train_loader.sampler.sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
         train_loss, train_acc = train_one_epoch(
             network, train_loader, criterion, optimizer, device, config["GRAD_CLIP"], scaler,
             description=f"epoch {epoch}/{config['EPOCHS']}", world_size=world_size,

@@ -12,6 +12,7 @@ NUM_CLASSES = 2                   # classes of the model's head
 CLASS_NAMES = ()                  # empty: the cohort's names (seed: Normal, Abnormal)
 EXPERIMENT = "ca_ms_v2"           # model variant (model.EXPERIMENTS)
 DROPOUT = 0.5                     # dropout before the classifier
+LEAD_DROPOUT = 0.3                # training: chance each lead of a beat is zeroed (README: Model)
 EPOCHS = 50                       # training epochs
 BATCH_SIZE = 32                   # beats per batch
 LR = 1e-4                         # AdamW learning rate

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from sklearn.preprocessing import StandardScaler
 
 import ECG_dataset as ds
@@ -244,6 +245,45 @@ def test_kfold_folds_are_disjoint_patients_covering_everything():
         for j in range(i + 1, 5):
             assert not set(ids[folds[i]]) & set(ids[folds[j]])
         assert set(labels[folds[i]]) == {0, 1, 2}
+
+
+# ----------------------------------------------------------------------------- lead dropout
+
+def lead_dropout_set(p=0.3, seed=3, n=400):
+    x = torch.randn(n, 12, 20) + 5.0  # no zero values of its own
+    return ds.LeadDropout(ds.ECGDataset.from_arrays(x, torch.arange(n) % 2), p, seed), x
+
+
+def test_lead_dropout_zeroes_whole_leads_at_its_rate_and_never_all():
+    dropout, x = lead_dropout_set()
+    out, y = dropout[torch.arange(len(x))]
+    zeroed = (out == 0).all(dim=2)
+    assert torch.equal(zeroed, dropout.masks())
+    assert torch.equal(out[~zeroed], x[~zeroed]) and torch.equal(y, torch.arange(len(x)) % 2)
+    assert abs(zeroed.float().mean().item() - 0.3) < 0.02
+    assert not zeroed.all(dim=1).any()
+    dense = ds.LeadDropout(dropout.dataset, 0.95, 0)
+    assert not dense.masks().all(dim=1).any()  # a full draw keeps every lead instead
+
+
+def test_lead_dropout_mask_depends_on_seed_epoch_and_beat_only():
+    dropout, _ = lead_dropout_set()
+    index = torch.tensor([7, 3, 250])
+    first = dropout[index][0]
+    assert torch.equal(first[1], dropout[torch.tensor([3])][0][0])  # batch-independent
+    assert torch.equal(dropout.masks(), lead_dropout_set()[0].masks())  # same seed and epoch
+    dropout.set_epoch(1)
+    changed = dropout.masks().clone()
+    dropout.set_epoch(0)
+    assert not torch.equal(changed, dropout.masks())
+    assert not torch.equal(lead_dropout_set(seed=4)[0].masks(), dropout.masks())
+
+
+def test_lead_dropout_zero_is_the_identity_and_bad_rates_are_refused():
+    dropout, x = lead_dropout_set(p=0.0)
+    assert torch.equal(dropout[torch.arange(5)][0], x[:5])
+    with pytest.raises(ds.UserError, match="LEAD_DROPOUT must be in"):
+        lead_dropout_set(p=1.0)
 
 
 # ----------------------------------------------------------------------------- demo cohort
