@@ -176,6 +176,21 @@ def log_explanation_checks(report, log):
         log(f"Wave with the largest share of saliency, {name}: {tops}")
 
 
+def write_wave_importance_csv(path, tables):
+    """wave_importance as rows: subgroup, lead, wave, mean share, sd share, beats."""
+    import csv
+    from explanation_checks import WAVES
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subgroup", "lead", "wave", "mean_share", "sd_share", "beats"])
+        for name, table in tables.items():
+            for lead, row in table.items():
+                if isinstance(row, dict):
+                    writer.writerows([name, lead, wave, f"{row[wave]['mean']:.4f}",
+                                      f"{row[wave]['sd']:.4f}", table["sample_count"]]
+                                     for wave in (*WAVES, "other"))
+
+
 def subgroup_label(name, spec):
     """'STEMI LVR' for the original's groups; the plain subgroup name for other cohorts."""
     seed_groups = spec["groups"] == ["NS_0", "NS_1", "ST_0", "ST_1"]
@@ -208,11 +223,11 @@ def log_subgroup(label, stats, log):
 def main():
     config = configure(globals())
     start = time.time()
-    import torch
     from tqdm import tqdm
     from ECG_dataset import load_cohort, resolve_data_dir, set_seed, standardize_beats
     from model import load_checkpoint
-    from para_define import prepare_output_dir, resolve_device, write_json_atomic
+    from para_define import (library_versions, prepare_output_dir, resolve_device,
+                             write_json_atomic)
     from saliency_figures import (draw_sample_figures, plot_lead_importance_comparison,
                                   plot_lead_importance_heatmap)
 
@@ -271,6 +286,9 @@ def main():
         checks = explanation_checks_report(model, x, y, maps, groups, shares, cohort, config, print)
         log_explanation_checks(checks, print)
         write_json_atomic(os.path.join(OUTPUT_DIR, "explanation_checks.json"), checks)
+        if checks.get("wave_importance"):
+            write_wave_importance_csv(os.path.join(OUTPUT_DIR, "wave_importance.csv"),
+                                      checks["wave_importance"])
         truth = cohort.spec.get("ground_truth") or {}
         if shares is not None:
             members = {name: shares[(groups == cohort.spec["groups"].index(group)) & (y == 1)]
@@ -285,10 +303,11 @@ def main():
     write_json_atomic(os.path.join(OUTPUT_DIR, "saliency_run.json"), {
         "config": config, "train_dir": TRAIN_DIR, "data_dir": data_dir,
         "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),
-        "device": str(device), "torch": torch.__version__,
+        "test_patients": split["test"], "device": str(device), "versions": library_versions(),
         "wall_time_s": round(time.time() - start, 2)})
-    print(f"\nDone in {time.time() - start:.0f} s: {OUTPUT_DIR}/quantitative_consistency_analysis."
-          f"json, lead_importance_comparison.png, lead_importance_heatmap.png")
+    written = sorted(name for name in os.listdir(OUTPUT_DIR)
+                     if os.path.isfile(os.path.join(OUTPUT_DIR, name)))
+    print(f"\nDone in {time.time() - start:.0f} s: {OUTPUT_DIR}/ holds {', '.join(written)}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ differentiates the cross-entropy loss of the true label (not a logit) and takes 
 with sigma an absolute standard deviation in the units of the per-lead standardised beat
 (0.1 in the original) and N = 10 copies.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -61,8 +63,8 @@ def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None
         Source of the noise, drawn as one standard normal tensor (N, B, C, T) on the generator's
         device and scaled by ``noise_level``; torch's global generator when None.
     chunk_size : int, optional
-        Most noisy beats per forward/backward pass (default 256). The result does not depend
-        on it beyond float rounding.
+        Most noisy beats per forward/backward pass (default: the fewest passes of at most 256,
+        all of equal size). The result does not depend on it beyond float rounding.
     noise : torch.Tensor, shape (N, B, C, T), optional
         The additive noise itself (already scaled; ``noise_level`` and ``generator`` are then
         ignored). For tests and for comparisons with :func:`smoothgrad_seed_loop`.
@@ -78,7 +80,9 @@ def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None
     the gradient of its own loss; the original used the batch mean, which divides it by the
     batch size (see :func:`smoothgrad_seed_loop`). Gradients
     are taken with ``torch.autograd.grad`` with respect to the input only; parameter ``.grad``
-    is left untouched.
+    is left untouched. A model with an ``inference_copy()`` method (ResNet1D: BatchNorm folded
+    into the convs, parameters frozen) is differentiated through that copy, which gives the
+    same gradients to float rounding, about 10% faster.
     """
     _check_eval_mode(model)
     x, target = _checked_inputs(x, target)
@@ -93,21 +97,27 @@ def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None
         raise ValueError(f"noise must have shape (num_samples, {batch}, {channels}, {length}), "
                          f"got {tuple(noise.shape)}")
     num_samples = noise.shape[0]
-    chunk_size = DEFAULT_CHUNK_ROWS if chunk_size is None else int(chunk_size)
+    rows_total = num_samples * batch
+    if chunk_size is None:  # equal passes: a small last pass costs nearly as much as a full one
+        chunk_size = math.ceil(rows_total / math.ceil(rows_total / DEFAULT_CHUNK_ROWS))
+    chunk_size = int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
 
     device = _model_device(model, x.device)
     x, target = x.to(device), target.to(device)
+    # A copy with BatchNorm folded into the convs, when the model offers one: same gradients
+    # to float rounding, fewer passes over the activations.
+    network = model.inference_copy() if hasattr(model, "inference_copy") else model
     flat_noise = noise.detach().reshape(num_samples * batch, channels, length)
     total = torch.zeros((batch, channels, length), device=device)
-    for start in range(0, num_samples * batch, chunk_size):
-        rows = torch.arange(start, min(start + chunk_size, num_samples * batch), device=device)
+    for start in range(0, rows_total, chunk_size):
+        rows = torch.arange(start, min(start + chunk_size, rows_total), device=device)
         beat = rows % batch  # row s*B + b holds copy s of beat b
         noisy = (x[beat] + flat_noise[start:start + len(rows)].to(device, torch.float32))
         noisy.requires_grad_(True)
         with torch.enable_grad():
-            loss = F.cross_entropy(model(noisy), target[beat], reduction="sum")
+            loss = F.cross_entropy(network(noisy), target[beat], reduction="sum")
             (gradient,) = torch.autograd.grad(loss, noisy)
         total.index_add_(0, beat, gradient.abs())
     return (total / num_samples).detach().float().cpu()

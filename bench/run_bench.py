@@ -26,7 +26,6 @@ the full run takes ~5 min, of which the end-to-end demo ~3.
 """
 import argparse
 import datetime
-import inspect
 import json
 import os
 import platform
@@ -45,9 +44,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ECG_dataset import ECGDataset, standardize_beats  # noqa: E402
+from ECG_dataset import ECGDataset, LeadDropout, standardize_beats  # noqa: E402
 from model import build_model  # noqa: E402
-from para_define import LabelSmoothingLoss, batch_loader, train_one_epoch  # noqa: E402
+from para_define import (LabelSmoothingLoss, batch_loader, build_optimizer,  # noqa: E402
+                         train_one_epoch)
 
 EXPERIMENT = "ca_ms_v2"        # model of the training scripts
 NUM_CLASSES = 2                # 2-class task
@@ -57,6 +57,7 @@ TRAIN_BEATS = 1024             # beats in the benchmark epoch (--quick: QUICK_TR
 QUICK_TRAIN_BEATS = 256
 LR, WEIGHT_DECAY = 1e-4, 1e-3  # AdamW, as in the scripts
 LABEL_SMOOTHING = 0.1          # 2-class script
+LEAD_DROPOUT = 0.3             # training augmentation, as in the scripts
 GRAD_CLIP = 1.0                # max gradient norm, as in the scripts
 NUM_SAMPLES = 10               # SmoothGrad copies
 NOISE_LEVEL = 0.1              # SmoothGrad noise sd (standardised units)
@@ -172,29 +173,24 @@ def adamw(model):
 
 
 def pipeline_optimizer(model):
-    """The pipeline's optimiser: para_define.build_optimizer when it exists, else `adamw`."""
-    import para_define
-    build = getattr(para_define, "build_optimizer", None)
-    if build is None:
-        return adamw(model)
-    return build(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    """The pipeline's optimiser (para_define.build_optimizer: fused AdamW)."""
+    return build_optimizer(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
 
 
 # ----------------------------------------------------------------------------- training
 
 def pipeline_loader(dataset, seed=SEED):
     """The training scripts' loader: para_define.batch_loader, shuffled, built once per run."""
-    if "seed" in inspect.signature(batch_loader).parameters:
-        return batch_loader(dataset, BATCH_SIZE, shuffle=True, seed=seed)
-    return batch_loader(dataset, BATCH_SIZE, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    return batch_loader(dataset, BATCH_SIZE, shuffle=True, seed=seed)
 
 
 def our_epoch(model, optimizer, loader, epoch):
-    """One epoch of the pipeline: the scripts' loader (new order per epoch) + train_one_epoch."""
-    set_epoch = getattr(getattr(loader.sampler, "sampler", None), "set_epoch", None)
-    if set_epoch is not None:
-        set_epoch(epoch)
+    """One epoch of the pipeline: the scripts' loader (new order and lead-dropout masks per
+    epoch) + train_one_epoch."""
+    for part in (getattr(loader.sampler, "sampler", None), loader.dataset):
+        set_epoch = getattr(part, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
     criterion = LabelSmoothingLoss(NUM_CLASSES, LABEL_SMOOTHING)
     return train_one_epoch(model, loader, criterion, optimizer, torch.device("cpu"), GRAD_CLIP)
 
@@ -267,7 +263,7 @@ def training_times(x, y, reps, warmup=1, experiment=EXPERIMENT):
     optimizers = {name: (adamw if name == "seed_loop" else pipeline_optimizer)(model)
                   for name, model in models.items()}
     generators = {name: torch.Generator().manual_seed(SEED) for name in models}
-    loader = pipeline_loader(ECGDataset.from_arrays(x, y))
+    loader = pipeline_loader(LeadDropout(ECGDataset.from_arrays(x, y), LEAD_DROPOUT, SEED))
     epochs = iter(range(1, 1_000_000))
     items = seed_items(x, y)
     batches = presliced_batches(x_t, y_t, generators["bare"])

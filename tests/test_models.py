@@ -83,6 +83,34 @@ def test_eval_mode_is_deterministic(experiment):
         assert torch.equal(model(x), model(x))
 
 
+@pytest.mark.parametrize("experiment", VARIANTS)
+def test_inference_copy_folds_batchnorm_without_changing_outputs_or_input_gradients(experiment):
+    model = seeded_model(experiment=experiment).train()
+    with torch.no_grad():  # trained-looking BatchNorm statistics and affine parameters
+        for _ in range(3):
+            model(beats(16, seed=1) * 2 + 0.5)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    # float64: in float32 a ReLU input within rounding of 0 may switch sides after folding,
+    # which moves single gradient values; in float64 the comparison is exact to 1e-10.
+    model.eval().double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = model.inference_copy()
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.modules())
+    assert not any(p.requires_grad for p in folded.parameters()) and not folded.training
+    x = beats(4, seed=2).double().requires_grad_(True)
+    reference = model(x)
+    (grad_reference,) = torch.autograd.grad(reference[:, 1].sum(), x)
+    output = folded(x)
+    (grad_folded,) = torch.autograd.grad(output[:, 1].sum(), x)
+    assert torch.allclose(output, reference, atol=1e-12, rtol=1e-10)
+    assert torch.allclose(grad_folded, grad_reference, atol=1e-12, rtol=1e-10)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_other_lead_counts():
     model = seeded_model(4, in_channels=8)
     assert model(beats(leads=8)).shape == (2, 4)

@@ -49,6 +49,16 @@ def test_saliency_script_writes_figures_and_statistics(trained):
         assert stats["sample_count"] >= 0
     for name in ("lead_importance_comparison.png", "lead_importance_heatmap.png"):
         assert (out / name).stat().st_size > 10_000
+    checks = json.loads((out / "explanation_checks.json").read_text())
+    for key in ("sanity_spearman", "sanity_cascading", "deletion_curve", "deletion_win_rate",
+                "wave_importance"):
+        assert key in checks
+    rows = (out / "wave_importance.csv").read_text().splitlines()
+    assert rows[0] == "subgroup,lead,wave,mean_share,sd_share,beats"
+    assert len(rows) == 1 + len(checks["wave_importance"]) * 12 * 6
+    run_record = json.loads((out / "saliency_run.json").read_text())
+    split = json.loads((root / "run" / "split.json").read_text())
+    assert run_record["test_patients"] == split["test"] and "torch" in run_record["versions"]
 
 
 def test_saliency_refuses_data_that_is_not_the_runs(trained, tmp_path):

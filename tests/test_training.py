@@ -95,6 +95,164 @@ def test_bootstrap_resamples_patients_not_beats():
     assert lo <= 0.34 and hi >= 0.99
 
 
+def reference_bootstrap_ci(y_true, prob, patient_ids, class_names, n_boot=1000, seed=0,
+                           level=0.95):
+    """patient_bootstrap_ci as it was before it was vectorised: one scikit-learn call per
+    resample."""
+    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = {name: [] for name in pd_.headline_metrics(pd_.classification_metrics(
+        y_true, prob, class_names))}
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, len(patients), len(patients)),
+                             minlength=len(patients))
+        weight = counts[inverse].astype(float)
+        keep = weight > 0
+        values = pd_.headline_metrics(pd_.classification_metrics(
+            np.asarray(y_true)[keep], np.asarray(prob)[keep], class_names, weight[keep]))
+        for name, value in values.items():
+            if value is not None and np.isfinite(value):
+                draws[name].append(value)
+    tail = (1 - level) / 2 * 100
+    key_suffix = f"_ci{int(round(level * 100))}"
+    return {f"{name}{key_suffix}": ([float(np.percentile(v, tail)),
+                                     float(np.percentile(v, 100 - tail))]
+                                    if len(v) >= 10 else None)
+            for name, v in draws.items()}
+
+
+def assert_same_cis(new, reference):
+    assert list(new) == list(reference)
+    for name, ci in reference.items():
+        assert (new[name] is None) == (ci is None), name
+        if ci is not None:
+            assert np.allclose(new[name], ci, rtol=1e-12, atol=1e-12), name
+
+
+def beats_of_patients(rng, n_patients, n_beats):
+    """Patient IDs of `n_beats` beats, every patient with at least one beat, unevenly."""
+    extra = rng.integers(0, n_patients, n_beats - n_patients)
+    return np.sort(np.concatenate([np.arange(n_patients), extra]))
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def four_class_data(rng, n_patients, n_beats):
+    ids = beats_of_patients(rng, n_patients, n_beats)
+    y = rng.integers(0, 4, n_patients)[ids]
+    # logits on a coarse grid: identical rows (tied scores) and tied maxima (argmax takes the first)
+    logits = rng.integers(-2, 3, (n_beats, 4)) * 0.5 + np.eye(4)[y]
+    return ids, y, softmax(logits)
+
+
+def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_binary(monkeypatch):
+    rng = np.random.default_rng(3)
+    ids = beats_of_patients(rng, 40, 183)
+    y = rng.integers(0, 2, 40)[ids]
+    p1 = np.round(np.clip(0.3 * y + rng.uniform(0, 0.7, 183), 0, 1), 1)  # many ties
+    prob = np.stack([1 - p1, p1], 1)
+    reference = reference_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4)
+    assert all(ci is not None for ci in reference.values())
+    assert_same_cis(pd_.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4),
+                    reference)
+    # resamples in chunks of 7 give the same draws
+    monkeypatch.setattr(pd_, "BOOTSTRAP_CHUNK_BYTES", 8 * 183 * 7)
+    assert_same_cis(pd_.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4),
+                    reference)
+
+
+def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_four_classes():
+    rng = np.random.default_rng(5)
+    ids, y, prob = four_class_data(rng, 40, 183)
+    ids = np.array([f"P{i:03d}" for i in ids])
+    reference = reference_bootstrap_ci(y, prob, ids, list("abcd"), n_boot=200, seed=6)
+    assert all(ci is not None for ci in reference.values())
+    assert_same_cis(pd_.patient_bootstrap_ci(y, prob, ids, list("abcd"), n_boot=200, seed=6),
+                    reference)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_when_resamples_lack_a_class(n_classes):
+    # six patients, one (binary) or two (four classes) of them alone in their class: many
+    # resamples lack a class, their AUC (binary: and sensitivity) is undefined and left out
+    y_patient = np.array([0, 0, 0, 0, 1, 0]) if n_classes == 2 else np.array([0, 0, 1, 1, 2, 3])
+    rng = np.random.default_rng(7)
+    ids = beats_of_patients(rng, 6, 15)
+    y = y_patient[ids]
+    prob = softmax(rng.integers(-2, 3, (15, n_classes)) * 0.5 + np.eye(n_classes)[y])
+    names = list("abcd")[:n_classes]
+    undefined_auc_only = 0
+    for n_boot in (0, 5, 12, 15, 25, 60):
+        new = pd_.patient_bootstrap_ci(y, prob, ids, names, n_boot=n_boot, seed=8)
+        assert_same_cis(new, reference_bootstrap_ci(y, prob, ids, names, n_boot=n_boot, seed=8))
+        _, inverse = np.unique(ids.astype(str), return_inverse=True)
+        weights = pd_.resampled_patient_weights(np.random.default_rng(8), inverse, 6, n_boot)
+        draws = pd_.bootstrap_headline_metrics(y, prob, weights, n_classes)
+        for name, values in draws.items():
+            assert (new[f"{name}_ci95"] is None) == (np.isfinite(values).sum() < 10)
+        undefined_auc_only += new["roc_auc_ci95"] is None and new["accuracy_ci95"] is not None
+        if n_boot == 60:
+            assert 10 <= np.isfinite(draws["roc_auc"]).sum() < 60
+    assert new["roc_auc_ci95"] is not None and undefined_auc_only >= 2
+
+
+def test_bootstrap_weights_repeat_one_draw_per_resample():
+    for n_patients in (1, 6, 7, 40):
+        inverse = np.repeat(np.arange(n_patients), 2)
+        loop_rng, rng = np.random.default_rng(9), np.random.default_rng(9)
+        expected = [np.bincount(loop_rng.integers(0, n_patients, n_patients),
+                                minlength=n_patients)[inverse] for _ in range(7)]
+        chunks = [pd_.resampled_patient_weights(rng, inverse, n_patients, size)
+                  for size in (3, 0, 4)]
+        assert np.array_equal(np.concatenate(chunks), np.array(expected, dtype=float))
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_vectorised_metrics_equal_sklearn_for_explicit_weights(n_classes):
+    rng = np.random.default_rng(10)
+    n = 60
+    y = rng.integers(0, n_classes, n)
+    prob = softmax(rng.integers(-2, 3, (n, n_classes)) * 0.5 + np.eye(n_classes)[y])
+    pred = prob.argmax(1)
+    labels = list(range(n_classes))
+    weights = np.array([
+        np.ones(n),
+        rng.integers(0, 4, n),  # zero weights: beats left out
+        rng.uniform(0.1, 3, n),  # not counts
+        np.where(y == 1, 0, rng.integers(1, 3, n)),  # class 1 absent: its AUC undefined
+        np.where(pred == 0, 0, 1),  # class 0 never predicted: its precision counts 0
+        np.where(y == pred, 0, 2),  # nothing right
+    ], dtype=float)
+    got = pd_.bootstrap_headline_metrics(y, prob, weights, n_classes)
+    assert set(got) == {"roc_auc", "accuracy", "precision", "recall", "f1", "sensitivity",
+                        "specificity"}
+    for i, w in enumerate(weights):
+        keep = w > 0
+        yk, pk, predk, wk = y[keep], prob[keep], pred[keep], w[keep]
+        expected = {
+            "accuracy": accuracy_score(yk, predk, sample_weight=wk),
+            "precision": precision_score(yk, predk, labels=labels, average="macro",
+                                         zero_division=0, sample_weight=wk),
+            "recall": recall_score(yk, predk, labels=labels, average="macro", zero_division=0,
+                                   sample_weight=wk),
+            "f1": f1_score(yk, predk, labels=labels, average="macro", zero_division=0,
+                           sample_weight=wk)}
+        aucs = [roc_auc_score(yk == k, pk[:, k], sample_weight=wk)
+                if 0 < (yk == k).sum() < len(yk) else np.nan for k in labels]
+        expected["roc_auc"] = aucs[1] if n_classes == 2 else np.mean(aucs)
+        point = pd_.headline_metrics(pd_.classification_metrics(yk, pk, labels, wk))
+        expected["sensitivity"] = point["sensitivity"]
+        expected["specificity"] = point["specificity"]
+        for name, value in expected.items():
+            assert np.allclose(got[name][i], value, rtol=1e-12, atol=1e-12, equal_nan=True), \
+                (i, name)
+    assert np.isnan(got["roc_auc"][3]) and not np.isnan(got["roc_auc"][:3]).any()
+    assert got["accuracy"][5] == 0 and got["f1"][5] == 0
+
+
 def test_patient_level_arrays_average_beat_probabilities():
     prob = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
     patients, y, mean_prob = pd_.patient_level_arrays(np.array([0, 0, 1]), prob,
