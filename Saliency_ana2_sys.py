@@ -15,6 +15,7 @@ from lead_stats import compute_icc, ground_truth_check, subgroup_lead_statistics
 
 DATA_DIR = "data"                    # cohort folder the model was trained on (default: demo)
 TRAIN_DIR = "results_class2"         # 2-class training run: best_model.pth and split.json
+CHECKPOINT = "best_model.pth"        # model file in TRAIN_DIR (last_checkpoint.pth: final epoch)
 OUTPUT_DIR = "output_saliencyana2"   # an earlier analysis found here is kept as OUTPUT_DIR.<timestamp>
 NUM_SAMPLES = 10                     # SmoothGrad noisy copies per beat (1 with NOISE_LEVEL=0: gradient)
 NOISE_LEVEL = 0.1                    # SmoothGrad noise sd, in standardised units
@@ -33,10 +34,10 @@ DELETION_DRAWS = 10                  # random lead orders averaged per beat
 ALLOW_PICKLE = False                 # load pickled (object) arrays: only for files you trust
 
 
-def checked_training_run(train_dir):
-    """The run's split record and the path of its best checkpoint, or a clear error."""
+def checked_training_run(train_dir, checkpoint="best_model.pth"):
+    """The run's split record and the path of its checkpoint file, or a clear error."""
     split_path = os.path.join(train_dir, "split.json")
-    model_path = os.path.join(train_dir, "best_model.pth")
+    model_path = os.path.join(train_dir, checkpoint)
     for path in (model_path, split_path):
         if not os.path.exists(path):
             raise UserError(f"{path} not found: TRAIN_DIR must be a finished run of "
@@ -117,7 +118,8 @@ def quantitative_analysis(maps, groups, y, cohort):
     return results, arrays
 
 
-def explanation_checks_report(model, x, y, maps, groups, shares, cohort, config, log):
+def explanation_checks_report(model, x, y, maps, groups, shares, cohort, config, log,
+                              density=None):
     """Wave-level importance, randomisation sanity check and deletion test, as one dict."""
     import torch
     from explanation_checks import (deletion_test, sanity_check, smoothgrad_saliency_fn,
@@ -130,7 +132,8 @@ def explanation_checks_report(model, x, y, maps, groups, shares, cohort, config,
         for name, group in (spec.get("analysis_subgroups") or {}).items():
             members = (groups == spec["groups"].index(group)) & positive
             if members.any():
-                report["wave_importance"][name] = wave_importance_table(shares[members], lead_names)
+                report["wave_importance"][name] = wave_importance_table(
+                    shares[members], lead_names, None if density is None else density[members])
     if config["SANITY_CHECK"]:
         rng = np.random.default_rng(config["SEED"])
         chosen = np.sort(rng.choice(len(x), min(len(x), config["SANITY_SAMPLES"]), replace=False))
@@ -152,7 +155,7 @@ def explanation_checks_report(model, x, y, maps, groups, shares, cohort, config,
     return report
 
 
-def log_explanation_checks(report, log):
+def log_explanation_checks(report, log, positive_name="LVR"):
     if "sanity_spearman" in report:
         log(f"\nRandomisation sanity check ({report['sanity_sample_count']} beats): Spearman "
             f"between the trained and a fully randomised model's maps "
@@ -166,8 +169,9 @@ def log_explanation_checks(report, log):
                 f"{s['layers_randomised']} {s['spearman']:.2f}" for s in stages))
     if "deletion_win_rate" in report:
         curve = report["deletion_curve"]
-        log(f"Deletion test ({report['deletion_count']} LVR beats): removing the top leads beats "
-            f"removing random leads in {100 * report['deletion_win_rate']:.0f}% of beats; "
+        log(f"Deletion test ({report['deletion_count']} {positive_name} beats): removing the top "
+            f"leads beats removing random leads in {100 * report['deletion_win_rate']:.0f}% of "
+            f"beats; "
             f"P(true class) after {curve['k'][-1]} leads: top {curve['top_mean'][-1]:.2f}, "
             f"random {curve['random_mean'][-1]:.2f}")
     for name, table in report.get("wave_importance", {}).items():
@@ -177,18 +181,28 @@ def log_explanation_checks(report, log):
 
 
 def write_wave_importance_csv(path, tables):
-    """wave_importance as rows: subgroup, lead, wave, mean share, sd share, beats."""
+    """wave_importance as rows: subgroup, lead, wave, share and density (mean, sd), beats."""
     import csv
     from explanation_checks import WAVES
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["subgroup", "lead", "wave", "mean_share", "sd_share", "beats"])
+        writer.writerow(["subgroup", "lead", "wave", "mean_share", "sd_share", "mean_density",
+                         "sd_density", "beats"])
         for name, table in tables.items():
             for lead, row in table.items():
-                if isinstance(row, dict):
-                    writer.writerows([name, lead, wave, f"{row[wave]['mean']:.4f}",
-                                      f"{row[wave]['sd']:.4f}", table["sample_count"]]
-                                     for wave in (*WAVES, "other"))
+                if not isinstance(row, dict):
+                    continue
+                for wave in (*WAVES, "other"):
+                    dens = row.get("density", {}).get(wave, {})
+                    writer.writerow([name, lead, wave,
+                                     *(plain(row[wave][k]) for k in ("mean", "sd")),
+                                     *(plain(dens.get(k)) for k in ("mean", "sd")),
+                                     table["sample_count"]])
+
+
+def plain(value):
+    """A CSV cell: 4 decimals, empty for a missing value."""
+    return "" if value is None else f"{value:.4f}"
 
 
 def subgroup_label(name, spec):
@@ -231,7 +245,7 @@ def main():
     from saliency_figures import (draw_sample_figures, plot_lead_importance_comparison,
                                   plot_lead_importance_heatmap)
 
-    split, model_path = checked_training_run(TRAIN_DIR)
+    split, model_path = checked_training_run(TRAIN_DIR, CHECKPOINT)
     data_dir = resolve_data_dir(DATA_DIR)
     cohort = load_cohort(data_dir, allow_pickle=ALLOW_PICKLE)
     index = test_set(cohort, split, data_dir, TRAIN_DIR)
@@ -252,13 +266,15 @@ def main():
           f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; SmoothGrad "
           f"{NUM_SAMPLES} copies, noise {NOISE_LEVEL}, on {device}")
     maps, prob = saliency_maps(model, x, y, config, device)
-    segments = shares = None
+    segments = shares = density = None
     if WAVE_IMPORTANCE:
-        from explanation_checks import WAVES, beat_segments_batch, wave_importance_shares
+        from explanation_checks import (WAVES, beat_segments_batch, wave_importance_density,
+                                        wave_importance_shares)
         found = beat_segments_batch(cohort.beats[index], cohort.spec["sampling_rate"],
                                     lead_names=list(cohort.spec["leads"]))
         segments = [{w: seg[w] for w in WAVES} for seg in found]
         shares = wave_importance_shares(maps, segments)
+        density = wave_importance_density(shares, segments, maps.shape[2])
         fallback = sum(seg["method"] == "fallback" for seg in found)
         print(f"Wave delineation (neurokit2): {len(found) - fallback} of {len(found)} beats"
               + (f"; {fallback} fell back to standard intervals around R" if fallback else ""))
@@ -283,8 +299,9 @@ def main():
     if WAVE_IMPORTANCE or SANITY_CHECK or DELETION_TEST:
         from explanation_figures import (plot_deletion_curves, plot_sanity_check,
                                          plot_wave_importance_heatmap)
-        checks = explanation_checks_report(model, x, y, maps, groups, shares, cohort, config, print)
-        log_explanation_checks(checks, print)
+        checks = explanation_checks_report(model, x, y, maps, groups, shares, cohort, config, print,
+                                           density)
+        log_explanation_checks(checks, print, class_names[1])
         write_json_atomic(os.path.join(OUTPUT_DIR, "explanation_checks.json"), checks)
         if checks.get("wave_importance"):
             write_wave_importance_csv(os.path.join(OUTPUT_DIR, "wave_importance.csv"),

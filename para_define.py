@@ -517,13 +517,39 @@ def patient_bootstrap_ci(y_true, prob, patient_ids, class_names, n_boot=1000, se
         y_true, prob, resampled_patient_weights(rng, inverse, len(patients), size), prob.shape[1])
         for size in sizes]
     draws = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    draws = {name: v[np.isfinite(v)] for name, v in draws.items()}
+    return percentile_cis({name: v[np.isfinite(v)] for name, v in draws.items()}, level)
+
+
+def percentile_cis(draws, level):
+    """{"<metric>_ci95": [lo, hi]} percentile intervals of each metric's finite draws (None
+    with fewer than 10 draws)."""
     tail = (1 - level) / 2 * 100
     key_suffix = f"_ci{int(round(level * 100))}"
     return {f"{name}{key_suffix}": ([float(np.percentile(v, tail)),
                                      float(np.percentile(v, 100 - tail))]
                                     if len(v) >= 10 else None)
             for name, v in draws.items()}
+
+
+def patient_bootstrap_ci_loop(y_true, prob, patient_ids, class_names, n_boot=1000, seed=0,
+                              level=0.95):
+    """patient_bootstrap_ci as it was first written, one scikit-learn call per resample: the
+    reference for tests (same intervals) and bench/run_bench.py (speed)."""
+    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = {name: [] for name in headline_metrics(classification_metrics(y_true, prob,
+                                                                           class_names))}
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, len(patients), len(patients)),
+                             minlength=len(patients))
+        weight = counts[inverse].astype(float)
+        keep = weight > 0
+        values = headline_metrics(classification_metrics(
+            np.asarray(y_true)[keep], np.asarray(prob)[keep], class_names, weight[keep]))
+        for name, value in values.items():
+            if value is not None and np.isfinite(value):
+                draws[name].append(value)
+    return percentile_cis(draws, level)
 
 
 def patient_level_arrays(y_true, prob, patient_ids):

@@ -15,6 +15,7 @@ repeats each ratio with the fastest repetition of each side.
 | train_seed_loop_vs_bare_step | the original's loop | the bare step: the ceiling of train_speedup_vs_seed_loop |
 | smoothgrad_speedup_vs_seed_loop | `saliency.smoothgrad` | `saliency.smoothgrad_seed_loop`, same noise |
 | smoothgrad_speedup_vs_captum | `saliency.smoothgrad` | captum NoiseTunnel(Saliency) at its fastest chunking |
+| bootstrap_speedup_vs_sklearn_loop | `patient_bootstrap_ci` (vectorised) | `patient_bootstrap_ci_loop` (scikit-learn per resample) |
 | figures_speedup_vs_sequential | `draw_sample_figures(jobs, 2)` | `draw_sample_figures(jobs, 1)` |
 | demo_end_to_end_s | demo cohort + 2-class training + saliency script, defaults, in a temp dir | |
 | train_flops_fraction_of_peak | achieved training FLOP/s / fp32 matmul FLOP/s of this machine | |
@@ -67,6 +68,8 @@ N_FIGURES = 24                 # per-sample figures drawn
 FIG_DPI = 150                  # Saliency_ana2_sys.FIG_DPI
 FIGURE_WORKERS = 2             # Saliency_ana2_sys.FIGURE_WORKERS
 MATMUL_N = 2048                # side of the square fp32 matmul that measures peak FLOP/s
+BOOTSTRAP = 1000               # patient-bootstrap resamples, as in the scripts
+BOOTSTRAP_PATIENTS = 40        # test patients (2-7 beats each), as in the demo's test set
 SEED = 0
 
 
@@ -352,6 +355,27 @@ def smoothgrad_times(x, y, reps, warmup=1, experiment=EXPERIMENT, captum_chunks=
     return times, maps, prob
 
 
+# ----------------------------------------------------------------------------- bootstrap
+
+def test_set_predictions(n_patients=BOOTSTRAP_PATIENTS, seed=SEED):
+    """(labels, P(class 1) as (n, 2), patient IDs) of a demo-sized binary test set."""
+    rng = np.random.default_rng(seed)
+    ids = np.repeat(np.arange(n_patients), rng.integers(2, 8, n_patients))
+    y = (ids % 2).astype(np.int64)
+    p1 = np.clip(0.7 * y + 0.15 + rng.normal(0, 0.2, len(y)), 0, 1)
+    return y, np.stack([1 - p1, p1], axis=1), ids
+
+
+def bootstrap_times(reps, n_boot=BOOTSTRAP):
+    """Seconds per patient-bootstrap CI call: ours (vectorised) and the scikit-learn loop."""
+    from para_define import patient_bootstrap_ci, patient_bootstrap_ci_loop
+    y, prob, ids = test_set_predictions()
+    names = ["Normal", "Abnormal"]
+    candidates = {"ours": lambda: patient_bootstrap_ci(y, prob, ids, names, n_boot),
+                  "sklearn_loop": lambda: patient_bootstrap_ci_loop(y, prob, ids, names, n_boot)}
+    return interleaved_times(candidates, reps, warmup=0)
+
+
 # ----------------------------------------------------------------------------- figures
 
 def wave_segments(raw_beats, spec):
@@ -435,7 +459,8 @@ def ratio(times, slow, fast, statistic=median):
 
 
 def run_bench(quick=False, train_beats=None, train_reps=None, saliency_beats=BATCH_SIZE,
-              saliency_reps=None, n_figures=N_FIGURES, figure_reps=None, experiment=EXPERIMENT,
+              saliency_reps=None, n_figures=N_FIGURES, figure_reps=None, bootstrap_reps=2,
+              bootstrap_resamples=BOOTSTRAP, experiment=EXPERIMENT,
               length=LENGTH, captum_chunks=CAPTUM_CHUNKS, matmul_n=MATMUL_N, end_to_end=None,
               log=print):
     """Run every pair; returns the result dict (ratios, medians, raw times, machine).
@@ -493,6 +518,16 @@ def run_bench(quick=False, train_beats=None, train_reps=None, saliency_beats=BAT
     best["smoothgrad_speedup_vs_captum"] = min(min(v) for k, v in sal.items()
                                                if k.startswith("captum")) / min(sal["ours"])
 
+    log(f"patient bootstrap: {bootstrap_resamples} resamples of {BOOTSTRAP_PATIENTS} patients, "
+        f"{bootstrap_reps} reps")
+    with OtherLoad() as load:
+        boot = bootstrap_times(bootstrap_reps, bootstrap_resamples)
+    other["bootstrap"] = load.fraction
+    boot_med = {k: median(v) for k, v in boot.items()}
+    result.update({"bootstrap_speedup_vs_sklearn_loop": boot_med["sklearn_loop"] / boot_med["ours"],
+                   "bootstrap_s": boot_med, "bootstrap_resamples": bootstrap_resamples})
+    best["bootstrap_speedup_vs_sklearn_loop"] = ratio(boot, "sklearn_loop", "ours", min)
+
     log(f"figures: {n_figures} at {FIG_DPI} dpi, {FIGURE_WORKERS} workers vs 1, "
         f"{figure_reps} reps")
     # Figures from beats outside the SmoothGrad batch get that batch's maps: same arrays, same cost.
@@ -521,7 +556,8 @@ def run_bench(quick=False, train_beats=None, train_reps=None, saliency_beats=BAT
         result["demo_end_to_end_s"] = None
     result["best_of_ratios"] = best
     result["other_cpu_fraction"] = other
-    result["raw_times_s"] = {"train": train, "smoothgrad": sal, "figures": figs}
+    result["raw_times_s"] = {"train": train, "smoothgrad": sal, "figures": figs,
+                             "bootstrap": boot}
     return result
 
 
@@ -545,6 +581,9 @@ def markdown(result):
         "smoothgrad_speedup_vs_captum": f"batch {sal[captum_key]:.3f} s (captum "
             f"nt_samples_batch_size={result['captum_best_nt_samples_batch_size']}) / "
             f"{sal['ours']:.3f} s",
+        "bootstrap_speedup_vs_sklearn_loop": f"{result['bootstrap_resamples']} resamples "
+            f"{result['bootstrap_s']['sklearn_loop']:.2f} s / "
+            f"{result['bootstrap_s']['ours']:.4f} s",
         "figures_speedup_vs_sequential": f"{result['n_figures']} figures "
             f"{figs['sequential']:.1f} s / {figs['parallel']:.1f} s",
         "train_flops_fraction_of_peak": f"{result['train_achieved_gflops']:.1f} GFLOP/s / "

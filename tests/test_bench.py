@@ -23,14 +23,16 @@ def test_bench_harness_reports_every_key(tmp_path):
     torch.set_num_threads(1)  # tiny ops on a busy 2-core machine stall in multi-thread barriers
     try:
         result = bench.run_bench(quick=True, train_beats=40, train_reps=1, saliency_beats=4,
-                                 saliency_reps=1, n_figures=2, figure_reps=1,
+                                 saliency_reps=1, n_figures=2, figure_reps=1, bootstrap_reps=1,
+                                 bootstrap_resamples=20,
                                  experiment="baseline", length=300, captum_chunks=(None, 2),
                                  matmul_n=256, log=lambda *_: None)
     finally:
         torch.set_num_threads(threads)
     ratios = ("train_speedup_vs_seed_loop", "train_overhead_vs_bare_step",
               "train_seed_loop_vs_bare_step", "smoothgrad_speedup_vs_seed_loop",
-              "smoothgrad_speedup_vs_captum", "figures_speedup_vs_sequential",
+              "smoothgrad_speedup_vs_captum", "bootstrap_speedup_vs_sklearn_loop",
+              "figures_speedup_vs_sequential",
               "train_flops_fraction_of_peak")
     for key in ratios:
         assert math.isfinite(result[key]) and result[key] > 0, (key, result[key])

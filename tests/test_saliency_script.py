@@ -54,11 +54,23 @@ def test_saliency_script_writes_figures_and_statistics(trained):
                 "wave_importance"):
         assert key in checks
     rows = (out / "wave_importance.csv").read_text().splitlines()
-    assert rows[0] == "subgroup,lead,wave,mean_share,sd_share,beats"
+    assert rows[0] == "subgroup,lead,wave,mean_share,sd_share,mean_density,sd_density,beats"
     assert len(rows) == 1 + len(checks["wave_importance"]) * 12 * 6
     run_record = json.loads((out / "saliency_run.json").read_text())
     split = json.loads((root / "run" / "split.json").read_text())
     assert run_record["test_patients"] == split["test"] and "torch" in run_record["versions"]
+
+
+def test_saliency_explains_the_final_epoch_on_request(trained, tmp_path):
+    root, data_dir = trained
+    run = run_saliency(f"--data_dir={data_dir}", f"--train_dir={root / 'run'}",
+                       f"--output_dir={tmp_path / 'out'}", "--checkpoint=last_checkpoint.pth",
+                       "--max_figures=1", "--num_samples=2", "--wave_importance=False",
+                       "--sanity_check=False", "--deletion_test=False")
+    assert run.returncode == 0, run.stderr
+    assert f"Explaining {root / 'run' / 'last_checkpoint.pth'}" in run.stdout
+    record = json.loads((tmp_path / "out" / "saliency_run.json").read_text())
+    assert record["config"]["CHECKPOINT"] == "last_checkpoint.pth"
 
 
 def test_saliency_refuses_data_that_is_not_the_runs(trained, tmp_path):

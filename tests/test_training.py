@@ -95,32 +95,6 @@ def test_bootstrap_resamples_patients_not_beats():
     assert lo <= 0.34 and hi >= 0.99
 
 
-def reference_bootstrap_ci(y_true, prob, patient_ids, class_names, n_boot=1000, seed=0,
-                           level=0.95):
-    """patient_bootstrap_ci as it was before it was vectorised: one scikit-learn call per
-    resample."""
-    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    draws = {name: [] for name in pd_.headline_metrics(pd_.classification_metrics(
-        y_true, prob, class_names))}
-    for _ in range(n_boot):
-        counts = np.bincount(rng.integers(0, len(patients), len(patients)),
-                             minlength=len(patients))
-        weight = counts[inverse].astype(float)
-        keep = weight > 0
-        values = pd_.headline_metrics(pd_.classification_metrics(
-            np.asarray(y_true)[keep], np.asarray(prob)[keep], class_names, weight[keep]))
-        for name, value in values.items():
-            if value is not None and np.isfinite(value):
-                draws[name].append(value)
-    tail = (1 - level) / 2 * 100
-    key_suffix = f"_ci{int(round(level * 100))}"
-    return {f"{name}{key_suffix}": ([float(np.percentile(v, tail)),
-                                     float(np.percentile(v, 100 - tail))]
-                                    if len(v) >= 10 else None)
-            for name, v in draws.items()}
-
-
 def assert_same_cis(new, reference):
     assert list(new) == list(reference)
     for name, ci in reference.items():
@@ -154,7 +128,7 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_binary(monkeypatch):
     y = rng.integers(0, 2, 40)[ids]
     p1 = np.round(np.clip(0.3 * y + rng.uniform(0, 0.7, 183), 0, 1), 1)  # many ties
     prob = np.stack([1 - p1, p1], 1)
-    reference = reference_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4)
+    reference = pd_.patient_bootstrap_ci_loop(y, prob, ids, ["a", "b"], n_boot=300, seed=4)
     assert all(ci is not None for ci in reference.values())
     assert_same_cis(pd_.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4),
                     reference)
@@ -168,7 +142,7 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_four_classes():
     rng = np.random.default_rng(5)
     ids, y, prob = four_class_data(rng, 40, 183)
     ids = np.array([f"P{i:03d}" for i in ids])
-    reference = reference_bootstrap_ci(y, prob, ids, list("abcd"), n_boot=200, seed=6)
+    reference = pd_.patient_bootstrap_ci_loop(y, prob, ids, list("abcd"), n_boot=200, seed=6)
     assert all(ci is not None for ci in reference.values())
     assert_same_cis(pd_.patient_bootstrap_ci(y, prob, ids, list("abcd"), n_boot=200, seed=6),
                     reference)
@@ -187,7 +161,8 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_when_resamples_lack_a_c
     undefined_auc_only = 0
     for n_boot in (0, 5, 12, 15, 25, 60):
         new = pd_.patient_bootstrap_ci(y, prob, ids, names, n_boot=n_boot, seed=8)
-        assert_same_cis(new, reference_bootstrap_ci(y, prob, ids, names, n_boot=n_boot, seed=8))
+        assert_same_cis(new, pd_.patient_bootstrap_ci_loop(y, prob, ids, names, n_boot=n_boot,
+                                                           seed=8))
         _, inverse = np.unique(ids.astype(str), return_inverse=True)
         weights = pd_.resampled_patient_weights(np.random.default_rng(8), inverse, 6, n_boot)
         draws = pd_.bootstrap_headline_metrics(y, prob, weights, n_classes)
