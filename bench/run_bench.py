@@ -7,6 +7,7 @@ median(reference) / median(ours): above 1 means ours is faster. The "best of rep
 repeats each ratio with the fastest repetition of each side.
 
     python bench/run_bench.py [--json PATH] [--quick]
+    python bench/run_bench.py --profile      # where the time goes, per op (torch.profiler)
 
 | key | ours | reference |
 |---|---|---|
@@ -438,6 +439,40 @@ def demo_end_to_end(python=sys.executable, timeout=1200):
     return seconds
 
 
+# ----------------------------------------------------------------------------- profile
+
+def profile_tables(steps=8, rows=12):
+    """torch.profiler tables (self CPU time per op) of `steps` training steps of our pipeline
+    and of one SmoothGrad batch: where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+    from saliency import smoothgrad
+    x, y, *_ = demo_beats(steps * BATCH_SIZE)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    model = fresh_model().train()
+    optimizer = pipeline_optimizer(model)
+    criterion = LabelSmoothingLoss(NUM_CLASSES, LABEL_SMOOTHING)
+    batches = [(x[i:i + BATCH_SIZE], y[i:i + BATCH_SIZE]) for i in range(0, len(y), BATCH_SIZE)]
+
+    def train_steps():
+        for xb, yb in batches:
+            optimizer.zero_grad(set_to_none=True)
+            criterion(model(xb), yb).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            optimizer.step()
+
+    def saliency_batch():
+        smoothgrad(model.eval(), x[:BATCH_SIZE], y[:BATCH_SIZE], NUM_SAMPLES, NOISE_LEVEL,
+                   generator=torch.Generator().manual_seed(SEED))
+
+    tables = {}
+    for name, work in (("training steps", train_steps), ("SmoothGrad batch", saliency_batch)):
+        work()  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            work()
+        tables[name] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return tables
+
+
 # ----------------------------------------------------------------------------- the bench
 
 def machine_info():
@@ -623,7 +658,14 @@ def main():
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true",
                         help="smaller epoch, fewer repetitions, no end-to-end demo (~1 min)")
+    parser.add_argument("--profile", action="store_true",
+                        help="only print where a training step and a SmoothGrad batch spend "
+                             "their time (torch.profiler)")
     args = parser.parse_args()
+    if args.profile:
+        for name, table in profile_tables().items():
+            print(f"\n{name} ({BATCH_SIZE} beats a batch)\n{table}")
+        return
     start = time.perf_counter()
     result = run_bench(quick=args.quick)
     result["bench_wall_s"] = round(time.perf_counter() - start, 1)

@@ -45,3 +45,9 @@ def test_bench_harness_reports_every_key(tmp_path):
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(result))
     assert set(ratios) <= set(json.loads(path.read_text()))
+
+
+def test_profile_tables_name_the_convolutions():
+    tables = load_bench().profile_tables(steps=1, rows=5)
+    assert set(tables) == {"training steps", "SmoothGrad batch"}
+    assert all("convolution" in table for table in tables.values())
