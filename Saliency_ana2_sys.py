@@ -26,6 +26,7 @@ MAX_FIGURES = None                   # per-sample figures to draw (None: all tes
 FIG_DPI = 150                        # resolution of the per-sample figures
 FIGURE_WORKERS = 2                   # processes drawing figures (1: draw in this process)
 WAVE_IMPORTANCE = True               # share of each lead's saliency in its P, PR, QRS, ST, T waves
+DELINEATION_LEADS = "all"            # leads combined for wave boundaries: all, or II,V2,V5 (faster)
 SANITY_CHECK = True                  # Adebayo et al. 2018: saliency after randomising the weights
 SANITY_SAMPLES = 32                  # test beats the randomisation check uses (it reruns SmoothGrad)
 DELETION_TEST = True                 # remove each LVR beat's top-k leads vs k random leads
@@ -180,6 +181,18 @@ def log_explanation_checks(report, log, positive_name="LVR"):
         log(f"Wave with the largest share of saliency, {name}: {tops}")
 
 
+def delineation_leads(option, spec):
+    """"all", or the named leads of DELINEATION_LEADS after checking they are the cohort's."""
+    if option.strip().lower() == "all":
+        return "all"
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    unknown = [name for name in names if name not in spec["leads"]]
+    if unknown or not names:
+        raise UserError(f"DELINEATION_LEADS={option!r}: {', '.join(unknown) or 'no lead'} is not "
+                        f"a lead of this cohort; use all or some of {', '.join(spec['leads'])}")
+    return tuple(names)
+
+
 def write_wave_importance_csv(path, tables):
     """wave_importance as rows: subgroup, lead, wave, share and density (mean, sd), beats."""
     import csv
@@ -249,6 +262,7 @@ def main():
     data_dir = resolve_data_dir(DATA_DIR)
     cohort = load_cohort(data_dir, allow_pickle=ALLOW_PICKLE)
     index = test_set(cohort, split, data_dir, TRAIN_DIR)
+    wave_leads = delineation_leads(DELINEATION_LEADS, cohort.spec) if WAVE_IMPORTANCE else None
     device = resolve_device(DEVICE)
     model, checkpoint = load_checkpoint(model_path, map_location=device)
     if model.config["num_classes"] != 2:
@@ -271,12 +285,15 @@ def main():
         from explanation_checks import (WAVES, beat_segments_batch, wave_importance_density,
                                         wave_importance_shares)
         found = beat_segments_batch(cohort.beats[index], cohort.spec["sampling_rate"],
-                                    lead_names=list(cohort.spec["leads"]))
+                                    lead_names=list(cohort.spec["leads"]),
+                                    leads=wave_leads, progress=True)
         segments = [{w: seg[w] for w in WAVES} for seg in found]
         shares = wave_importance_shares(maps, segments)
         density = wave_importance_density(shares, segments, maps.shape[2])
         fallback = sum(seg["method"] == "fallback" for seg in found)
-        print(f"Wave delineation (neurokit2): {len(found) - fallback} of {len(found)} beats"
+        print(f"Wave delineation (neurokit2, median over "
+              f"{'all leads' if wave_leads == 'all' else ', '.join(wave_leads)}): "
+              f"{len(found) - fallback} of {len(found)} beats"
               + (f"; {fallback} fell back to standard intervals around R" if fallback else ""))
 
     jobs = figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, OUTPUT_DIR,

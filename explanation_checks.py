@@ -20,6 +20,7 @@ import zlib
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from saliency import _check_eval_mode
 from saliency_figures import r_peak_index
@@ -118,14 +119,15 @@ def _segments_from_boundaries(found, r, fs, length, delineated):
 
 
 def beat_segments_batch(beats, fs, r_peak_samples=None, leads=DELINEATION_LEADS,
-                        lead_names=LEADS):
+                        lead_names=LEADS, progress=False):
     """Wave segments of many beats at once; see :func:`beat_segments` (one dict per beat).
 
     beats: (N, C, T), preferably raw in mV (neurokit2's heuristics mix amplitude and time, so
     standardised beats give slightly different boundaries). r_peak_samples: (N,) R-peak
     indices, or None to find them with saliency_figures.r_peak_index. One neurokit2 call per
     delineation lead for all beats that show a QRS in it; if a call fails, each beat is tried
-    alone, and a beat that still fails in every lead falls back.
+    alone, and a beat that still fails in every lead falls back. `progress`: a progress bar
+    over the leads.
     """
     beats = np.asarray(beats, dtype=float)
     if beats.ndim != 3:
@@ -147,7 +149,9 @@ def beat_segments_batch(beats, fs, r_peak_samples=None, leads=DELINEATION_LEADS,
                              f"{r_peak_samples}")
     per_lead = np.full((len(leads), n, len(BOUNDARIES)), np.nan)
     delineated = np.zeros(n, dtype=bool)
-    for row, lead in enumerate(leads):
+    bar = tqdm(leads, desc="wave delineation", unit="lead", dynamic_ncols=True,
+               disable=None if progress else True)
+    for row, lead in enumerate(bar):
         signals = np.stack([_detrended(b, fs) for b in beats[:, lead_names.index(lead)]])
         usable = np.array([_qrs_to_noise(s, r, fs) >= MIN_QRS_TO_NOISE
                            for s, r in zip(signals, r_peaks)], dtype=bool)
@@ -181,7 +185,8 @@ def beat_segments(beat, fs, r_peak_sample=None, lead_names=LEADS, leads=DELINEAT
     beat is laid end to end with copies of itself). A boundary outside PLAUSIBLE_MS around R
     counts as not found; each boundary is the median over the leads that found it (on the demo
     cohort lead II alone put the T segment on the T peak in 69% of beats, the median of
-    II, V2, V5 in 96%, of all 12 leads in 99%). Segments are cut at the boundaries
+    II, V2, V5 in 96%, of all 12 leads in 99%; the saliency script uses all 12). Segments are
+    cut at the boundaries
     P onset | P offset | QRS onset | QRS offset | T onset | T offset:
     P = [P_on, P_off), PR = [P_off, QRS_on), QRS = [QRS_on, QRS_off), ST = [QRS_off, T_on),
     T = [T_on, T_off); they are ordered, contiguous and never overlap (a boundary earlier than

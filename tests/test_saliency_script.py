@@ -82,6 +82,14 @@ def test_saliency_refuses_data_that_is_not_the_runs(trained, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_unknown_delineation_lead_is_refused_before_any_work(trained, tmp_path):
+    root, data_dir = trained
+    run = run_saliency(f"--data_dir={data_dir}", f"--train_dir={root / 'run'}",
+                       f"--output_dir={tmp_path / 'out'}", "--delineation_leads=II,V7")
+    assert run.returncode == 2 and "V7 is not a lead" in run.stderr
+    assert "Traceback" not in run.stderr and "SmoothGrad" not in run.stdout
+
+
 def test_saliency_needs_a_finished_training_run(tmp_path):
     run = run_saliency(f"--train_dir={tmp_path / 'none'}", f"--output_dir={tmp_path / 'out'}")
     assert run.returncode == 2 and "best_model.pth not found" in run.stderr
