@@ -172,9 +172,8 @@ def log_explanation_checks(report, log, positive_name="LVR"):
         curve = report["deletion_curve"]
         log(f"Deletion test ({report['deletion_count']} {positive_name} beats): removing the top "
             f"leads beats removing random leads in {100 * report['deletion_win_rate']:.0f}% of "
-            f"beats; "
-            f"P(true class) after {curve['k'][-1]} leads: top {curve['top_mean'][-1]:.2f}, "
-            f"random {curve['random_mean'][-1]:.2f}")
+            f"beats; P(true class) after {curve['k'][-1]} leads: top "
+            f"{curve['top_mean'][-1]:.2f}, random {curve['random_mean'][-1]:.2f}")
     for name, table in report.get("wave_importance", {}).items():
         tops = ", ".join(f"{lead} {row['top_wave']}" for lead, row in table.items()
                          if isinstance(row, dict) and "top_wave" in row)
