@@ -25,7 +25,7 @@ Two torch threads on a 2-core machine that other processes also use stall in the
 (times grow up to tenfold); `other_cpu_fraction` in the output measures that load per pair, and
 the table says DISTURBED when it exceeds 0.1: rerun on an idle machine.
 `--quick` uses a 256-beat epoch, 2 figure repetitions and skips the end-to-end demo (~1 min);
-the full run takes ~5 min, of which the end-to-end demo ~3.
+the full run takes ~6 min, of which the end-to-end demo ~4.
 """
 import argparse
 import datetime
