@@ -1,245 +1,31 @@
-"""Synthetic demo cohort: realistic 12-lead beats with a known LVR signal, in the data contract.
+"""Write a synthetic cohort with a known LVR signal (lvr/demo.py describes the simulation).
 
-Each beat comes from a heart vector (P, septal Q, R, S and T waves, each a Gaussian bump in time
-with a direction in space) projected onto the 12 lead axes, so the limb leads obey Einthoven's and
-Goldberger's relations and the precordial R wave progresses from V1 to V6. Patients differ in
-axis, amplitudes, electrode gains, QT and heart rate; beats of one patient differ slightly; every
-beat has noise and baseline wander. 1 s windows at 500 Hz with the R peak near sample 150.
-
-- STEMI groups carry ST elevation along the inferior axis (II, III, aVF up; aVL, aVR down);
-  NSTEMI groups a slight lateral ST depression (V5, V6, I).
-- LVR groups differ from non-LVR ones only in LVR_LEADS (default V2-V4) and in the LVR_WAVE
-  window (default the T wave, scaled by 1 - s: flattened or, mostly, inverted; persistent
-  anterior T-wave inversion after infarction is a known marker of remodeling). A share of
-  non-LVR patients (NON_LVR_CHANGE) has a milder change of the same wave in the same leads, as
-  transient post-infarction T changes do, and DISCORDANT_SHARE of patients have an ECG that
-  contradicts their class (LVR without the sign, non-LVR with it), as an ECG predicts remodeling
-  only in part: learnable, not trivial.
-
-The ground truth (leads, wave, time window) is written into cohort.json.
-Run `python demo_cohort.py --output_dir=FOLDER --lvr_leads=I,aVL,V6` to make an unseen cohort.
+The defaults are the demo cohort the scripts use when data/ holds none; change LVR_LEADS, SEED or
+the others to make an unseen cohort, e.g.
+    python demo_cohort.py --output_dir=data/other --lvr_leads=I,aVL,V6 --seed=7
+Every constant below can be overridden as --lower_case_name=value; --help lists them.
 """
-import json
 import os
 import time
 
-import numpy as np
+from lvr.config import UserError, configure, run_script
+from lvr.demo import DEMO_CONFIG as DEMO, write_demo_cohort
 
-from cli import UserError, configure, run_script
-
-OUTPUT_DIR = os.path.join("data", "demo")  # folder the cohort is written to
-SEED = 2024                                # generator seed: same seed, same cohort
-N_PATIENTS = 100                           # patients per group
-BEATS_PER_PATIENT = (2, 7)                 # beats per patient, drawn uniformly in [lo, hi]
-LVR_LEADS = ("V2", "V3", "V4")             # leads that carry the LVR effect
-LVR_WAVE = "T"                             # wave that carries it: T or QRS
-LVR_STRENGTH = (0.8, 2.2)                  # per-patient s: the LVR wave is scaled by 1 - s
-NON_LVR_CHANGE = (0.3, 0.0, 0.6)           # share of non-LVR patients with a milder s ~ U(lo, hi)
-DISCORDANT_SHARE = 0.06                    # patients whose ECG contradicts their class
-FS = 500                                   # sampling rate (Hz)
-WINDOW_S = 1.0                             # beat window length (s)
-R_PEAK_S = 0.3                             # R peak position in the window (s)
-NOISE_MV = 0.02                            # white noise standard deviation (mV)
-WANDER_MV = 0.08                           # baseline wander amplitude (mV)
-OVERWRITE = False                          # replace an existing cohort in OUTPUT_DIR
-
-GENERATOR_VERSION = 4
-LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")  # the original's groups, as in ECG_dataset.SEED_COHORT
-PRECORDIAL_ANGLES = np.deg2rad([115, 95, 75, 55, 30, 0])   # V1..V6 in the horizontal plane
-# wave: (centre ms from R, width ms, amplitude mV, direction x=left, y=inferior, z=anterior)
-WAVES = {
-    "P": (-165.0, 22.0, 0.15, (0.6, 0.75, 0.15)),
-    "Q": (-24.0, 7.0, 0.22, (-0.55, 0.1, 0.85)),
-    "R": (0.0, 11.0, 1.5, (0.75, 0.55, -0.38)),
-    "S": (26.0, 9.0, 0.45, (-0.45, -0.35, -0.75)),
-    "T": (285.0, 42.0, 0.33, (0.55, 0.45, 0.75)),
-}
-QRS_WAVES = ("Q", "R", "S")
-
-
-def unit(v):
-    v = np.asarray(v, dtype=float)
-    return v / np.linalg.norm(v)
-
-
-def rotation(rng, max_deg):
-    """A random 3-D rotation by up to max_deg degrees about each axis."""
-    ax, ay, az = np.deg2rad(rng.uniform(-max_deg, max_deg, 3))
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def leads_from_vector(vector):
-    """12 leads (12, T) from a heart vector (3, T): I and II by projection, the rest derived."""
-    x, y, z = vector
-    lead_i = x
-    lead_ii = 0.5 * x + np.sqrt(3) / 2 * y
-    limb = [lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2,
-            lead_i - lead_ii / 2, lead_ii - lead_i / 2]
-    chest = [1.3 * (np.cos(a) * x + np.sin(a) * z + 0.1 * y) for a in PRECORDIAL_ANGLES]
-    return np.stack(limb + chest)
-
-
-def gaussian(t, centre, width, skew=0.0):
-    """A bump in time; skew > 0 makes the rising side slower (T waves rise slowly, fall fast)."""
-    w = np.where(t < centre, width * (1 + skew), width * (1 - skew / 2))
-    return np.exp(-0.5 * ((t - centre) / w) ** 2)
-
-
-def sigmoid_plateau(t, start, end, edge):
-    return 1 / (1 + np.exp(-(t - start) / edge)) * 1 / (1 + np.exp((t - end) / edge))
-
-
-def patient_beats(rng, group, n_beats, config):
-    """Beats (n_beats, 12, T) of one synthetic patient of `group`."""
-    fs, n = config["FS"], int(round(config["WINDOW_S"] * config["FS"]))
-    r_sample = int(round(config["R_PEAK_S"] * fs))
-    lead_index = {name: i for i, name in enumerate(LEADS)}
-    heart = rotation(rng, 18)
-    amp = {w: rng.uniform(0.75, 1.3) for w in WAVES}
-    rr_ms = rng.uniform(650, 1100)
-    qt_shift = 0.12 * (rr_ms - 850)                         # Bazett-like: longer RR, later T
-    gains = rng.uniform(0.85, 1.15, len(LEADS))
-    lvr = group.endswith("_1")
-    share, lo, hi = config["NON_LVR_CHANGE"]
-    lvr_strength = rng.uniform(*config["LVR_STRENGTH"])
-    mild_strength = rng.uniform(lo, hi) if rng.random() < share else 0.0
-    discordant = rng.random() < config["DISCORDANT_SHARE"]
-    if lvr:
-        strength_of_patient = 0.0 if discordant else lvr_strength
-    else:
-        strength_of_patient = lvr_strength if discordant else mild_strength
-    lvr_rows = [lead_index[name] for name in config["LVR_LEADS"]]
-    stemi = group.startswith("ST")
-    st_level = rng.uniform(0.12, 0.3) if stemi else -rng.uniform(0.0, 0.07)
-    st_direction = unit((0.05, 1.0, 0.0)) if stemi else unit((0.8, 0.25, 0.3))
-    beats = np.empty((n_beats, len(LEADS), n), dtype=np.float32)
-    for b in range(n_beats):
-        jitter = int(rng.integers(-3, 4))
-        t = (np.arange(n) - r_sample - jitter) / fs * 1000.0  # ms from this beat's R peak
-        waves = {}
-        for name, (centre, width, amplitude, direction) in WAVES.items():
-            if name == "T":
-                centre += qt_shift
-            centre += rng.normal(0, 2.0 if name in QRS_WAVES else 5.0)
-            scale = amplitude * amp[name] * rng.uniform(0.95, 1.05)
-            shape = gaussian(t, centre, width * rng.uniform(0.95, 1.05), 0.35 if name == "T" else 0)
-            waves[name] = np.outer(heart @ unit(direction), shape) * scale
-        st_shape = sigmoid_plateau(t, 40.0, 200.0 + qt_shift, 12.0)
-        st = np.outer(heart @ st_direction, st_shape) * st_level
-        wave_leads = {name: leads_from_vector(v) for name, v in waves.items()}
-        signal = sum(wave_leads.values()) + leads_from_vector(st)
-        effect_waves = ("T",) if config["LVR_WAVE"] == "T" else QRS_WAVES
-        strength = strength_of_patient * rng.uniform(0.9, 1.1)
-        for name in effect_waves:
-            signal[lvr_rows] -= strength * wave_leads[name][lvr_rows]
-        signal *= gains[:, None]
-        wander_freq = rng.uniform(0.15, 0.5, (len(LEADS), 1))
-        phase = rng.uniform(0, 2 * np.pi, (len(LEADS), 1))
-        seconds = np.arange(n) / fs
-        signal += config["WANDER_MV"] * rng.uniform(0.3, 1.0, (len(LEADS), 1)) * \
-            np.sin(2 * np.pi * wander_freq * seconds + phase)
-        signal += rng.normal(0, config["NOISE_MV"], signal.shape)
-        beats[b] = signal
-    return beats
-
-
-def effect_window_ms(config):
-    """Where the LVR effect lies in the window (ms from window start), wave centre +/- 2.5 widths."""
-    r_ms = config["R_PEAK_S"] * 1000
-    if config["LVR_WAVE"] == "T":
-        centre, width = WAVES["T"][0], WAVES["T"][1]
-        return [r_ms + centre - 0.12 * 200 - 2.5 * width * 1.35, r_ms + centre + 0.12 * 250 + 2.5 * width]
-    return [r_ms + WAVES["Q"][0] - 3 * WAVES["Q"][1], r_ms + WAVES["S"][0] + 3 * WAVES["S"][1]]
-
-
-def demo_cohort_arrays(config):
-    """group -> (beats float32 (N, 12, T), patient IDs int64 (N,)), deterministic for SEED."""
-    rng = np.random.default_rng(config["SEED"])
-    arrays, next_id = {}, 1
-    for group in GROUPS:
-        beats, ids = [], []
-        for _ in range(config["N_PATIENTS"]):
-            n_beats = int(rng.integers(config["BEATS_PER_PATIENT"][0],
-                                       config["BEATS_PER_PATIENT"][1] + 1))
-            beats.append(patient_beats(rng, group, n_beats, config))
-            ids.append(np.full(n_beats, next_id, dtype=np.int64))
-            next_id += 1
-        arrays[group] = (np.concatenate(beats), np.concatenate(ids))
-    return arrays
-
-
-def demo_cohort_spec(config):
-    """cohort.json of the demo: the original's four groups and labels, plus the ground truth."""
-    from ECG_dataset import SEED_COHORT
-    lo, hi = effect_window_ms(config)
-    return {
-        **SEED_COHORT,
-        "name": "demo (synthetic)",
-        "description": "Synthetic beats from demo_cohort.py; not patient data.",
-        "sampling_rate": config["FS"],
-        "r_peak_sample": int(round(config["R_PEAK_S"] * config["FS"])),
-        "ground_truth": {
-            "synthetic": True,
-            "lvr_leads": list(config["LVR_LEADS"]),
-            "lvr_wave": config["LVR_WAVE"],
-            "lvr_window_ms": [round(lo), round(hi)],
-            "lvr_effect": f"{config['LVR_WAVE']} wave scaled by (1 - s) in the LVR leads, "
-                          f"s ~ U{tuple(config['LVR_STRENGTH'])} per LVR patient; "
-                          f"{config['NON_LVR_CHANGE'][0]:.0%} of non-LVR patients have "
-                          f"s ~ U{tuple(config['NON_LVR_CHANGE'][1:])}; "
-                          f"{config['DISCORDANT_SHARE']:.0%} of patients are discordant",
-            "stemi_leads": ["II", "III", "aVF"],
-            "stemi_wave": "ST",
-        },
-        "source": {"generator": "demo_cohort.py", "generator_version": GENERATOR_VERSION,
-                   "config": {k: (list(v) if isinstance(v, tuple) else v)
-                              for k, v in config.items()}},
-    }
-
-
-def write_demo_cohort(output_dir, config):
-    """Generate the cohort and write cut_<GROUP>.npy, patient-ID files and cohort.json."""
-    unknown = sorted(set(config["LVR_LEADS"]) - set(LEADS))
-    if unknown or not config["LVR_LEADS"]:
-        raise UserError(f"LVR_LEADS must name leads among {', '.join(LEADS)}; got {unknown}")
-    if config["LVR_WAVE"] not in ("T", "QRS"):
-        raise UserError(f"LVR_WAVE must be T or QRS, got {config['LVR_WAVE']!r}")
-    os.makedirs(output_dir, exist_ok=True)
-    arrays = demo_cohort_arrays(config)
-    for group, (beats, ids) in arrays.items():
-        np.save(os.path.join(output_dir, f"cut_{group}.npy"), beats)
-        np.save(os.path.join(output_dir, f"cut_{group}_patient_ids.npy"), ids)
-    with open(os.path.join(output_dir, "cohort.json"), "w", encoding="utf-8") as handle:
-        json.dump(demo_cohort_spec(config), handle, indent=2)
-    return {g: len(b) for g, (b, _) in arrays.items()}
-
-
-def default_config():
-    return {name: value for name, value in globals().items()
-            if name in ("SEED", "N_PATIENTS", "BEATS_PER_PATIENT", "LVR_LEADS", "LVR_WAVE",
-                        "LVR_STRENGTH", "NON_LVR_CHANGE", "DISCORDANT_SHARE", "FS", "WINDOW_S",
-                        "R_PEAK_S", "NOISE_MV", "WANDER_MV")}
-
-
-def ensure_demo_cohort(output_dir=OUTPUT_DIR, log=print):
-    """Generate the default demo cohort into `output_dir` unless it is already there."""
-    spec_path = os.path.join(output_dir, "cohort.json")
-    if os.path.exists(spec_path):
-        with open(spec_path, encoding="utf-8") as handle:
-            source = json.load(handle).get("source", {})
-        if source.get("generator_version") == GENERATOR_VERSION \
-                and source.get("config") == demo_cohort_spec(default_config())["source"]["config"]:
-            return False
-        log(f"The demo cohort in {output_dir} was made by another generator version; remaking it.")
-    start = time.time()
-    counts = write_demo_cohort(output_dir, default_config())
-    log(f"Generated the synthetic demo cohort in {output_dir} ({sum(counts.values())} beats, "
-        f"{default_config()['N_PATIENTS']} patients per group) in {time.time() - start:.1f} s.")
-    return True
+OUTPUT_DIR = os.path.join("data", "demo")       # folder the cohort is written to
+OVERWRITE = False                               # replace an existing cohort in OUTPUT_DIR
+SEED = DEMO["SEED"]                             # generator seed: same seed, same cohort
+N_PATIENTS = DEMO["N_PATIENTS"]                 # patients per group
+BEATS_PER_PATIENT = DEMO["BEATS_PER_PATIENT"]   # beats per patient, drawn uniformly in [lo, hi]
+LVR_LEADS = DEMO["LVR_LEADS"]                   # leads that carry the LVR effect
+LVR_WAVE = DEMO["LVR_WAVE"]                     # wave that carries it: T or QRS
+LVR_STRENGTH = DEMO["LVR_STRENGTH"]             # per-patient s: the LVR wave is scaled by 1 - s
+NON_LVR_CHANGE = DEMO["NON_LVR_CHANGE"]         # share of non-LVR patients with a milder s ~ U(lo, hi)
+DISCORDANT_SHARE = DEMO["DISCORDANT_SHARE"]     # patients whose ECG contradicts their class
+FS = DEMO["FS"]                                 # sampling rate (Hz)
+WINDOW_S = DEMO["WINDOW_S"]                     # beat window length (s)
+R_PEAK_S = DEMO["R_PEAK_S"]                     # R peak position in the window (s)
+NOISE_MV = DEMO["NOISE_MV"]                     # white noise standard deviation (mV)
+WANDER_MV = DEMO["WANDER_MV"]                   # baseline wander amplitude (mV)
 
 
 def main():
@@ -248,8 +34,7 @@ def main():
         raise UserError(f"{OUTPUT_DIR} already holds a cohort; choose another --output_dir or "
                         f"pass --overwrite=True to replace it")
     start = time.time()
-    generator_config = {k: config[k] for k in default_config()}
-    counts = write_demo_cohort(OUTPUT_DIR, generator_config)
+    counts = write_demo_cohort(OUTPUT_DIR, {name: config[name] for name in DEMO})
     print(f"Wrote {sum(counts.values())} beats ({', '.join(f'{g}: {n}' for g, n in counts.items())})"
           f" to {OUTPUT_DIR} in {time.time() - start:.1f} s; LVR signal in "
           f"{', '.join(LVR_LEADS)} ({LVR_WAVE} wave).")

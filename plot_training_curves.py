@@ -1,107 +1,43 @@
-"""Figures of a training run: accuracy/loss curves, ROC curves and the confusion matrix.
+"""Redraw the figures of a finished training run from the files it wrote: the accuracy/loss
+curves (from the four *_list.npy files), the ROC curve and the confusion matrix (from
+test_eval_results.json). The drawing functions are lvr/figures/training.py; the original's
+`from plot_training_curves import plot_training_curves` keeps working.
 
-Each function draws one figure from plain arrays and writes it to a PNG; none of them computes a
-metric (those come from para_define). DejaVu Sans ships with matplotlib, so text renders the same
-on every machine.
+    python plot_training_curves.py --train_dir=results_class2
 """
+import json
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from lvr.config import UserError, configure, run_script
+from lvr.figures.training import (plot_confusion_matrix, plot_roc_curve,  # noqa: F401
+                                  plot_training_curves)
+from lvr.training import HISTORY_KEYS
 
-FIG_DPI = 200
-STYLE = {
-    "font.family": "DejaVu Sans",
-    "font.size": 12,
-    "axes.titlesize": 13,
-    "axes.titleweight": "bold",
-    "axes.labelsize": 12,
-    "legend.fontsize": 10,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-}
+TRAIN_DIR = "results_class2"      # a finished run of train_MCL_ResNet_1D_class2.py or _class4.py
 
 
-def save_figure(fig, path, dpi=FIG_DPI):
-    """Write atomically: a figure is either complete on disk or not there."""
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+def main():
+    configure(globals())
+    paths = {key: os.path.join(TRAIN_DIR, f"{key}.npy") for key in HISTORY_KEYS}
+    results_path = os.path.join(TRAIN_DIR, "test_eval_results.json")
+    missing = [p for p in (*paths.values(), results_path) if not os.path.exists(p)]
+    if missing:
+        raise UserError(f"{', '.join(missing)} not found: --train_dir must be a finished run of a "
+                        f"training script")
+    with open(results_path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    history = {key: np.load(path) for key, path in paths.items()}
+    plot_training_curves(TRAIN_DIR, *(history[key] for key in HISTORY_KEYS),
+                         best_epoch=report.get("best_epoch"))
+    plot_roc_curve(os.path.join(TRAIN_DIR, "test_roc_curve.png"), report["fpr"], report["tpr"],
+                   report["roc_auc"], report["class_names"])
+    plot_confusion_matrix(os.path.join(TRAIN_DIR, "test_confusion_matrix.png"),
+                          report["confusion_matrix"], report["class_names"])
+    print(f"Redrew ACC_Loss_Curve.png, test_roc_curve.png and test_confusion_matrix.png in "
+          f"{TRAIN_DIR}/")
 
 
-def plot_training_curves(output_dir, train_acc_list, train_loss_list, val_acc_list, val_loss_list,
-                         best_epoch=None, filename="ACC_Loss_Curve.png"):
-    """Accuracy curves (left) and loss curves (right) per epoch, as the original drew them."""
-    epochs = np.arange(1, len(train_acc_list) + 1)
-    with plt.rc_context(STYLE):
-        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
-        ax_acc.plot(epochs, train_acc_list, "o-", color="#2ca02c", ms=3, lw=1.5, label="Training")
-        ax_acc.plot(epochs, val_acc_list, "^--", color="#1f77b4", ms=4, lw=1.5, label="Validation")
-        ax_loss.plot(epochs, train_loss_list, "o-", color="#d62728", ms=3, lw=1.5, label="Training")
-        ax_loss.plot(epochs, val_loss_list, "^--", color="#9467bd", ms=4, lw=1.5,
-                     label="Validation")
-        for ax, title, ylabel in ((ax_acc, "Accuracy", "Accuracy"), (ax_loss, "Loss", "Loss")):
-            if best_epoch:
-                ax.axvline(best_epoch, color="grey", ls=":", lw=1.2,
-                           label=f"Best checkpoint (epoch {best_epoch})")
-            ax.set_title(f"Training & validation {title.lower()}")
-            ax.set_xlabel("Epoch")
-            ax.set_ylabel(ylabel)
-            ax.set_xlim(0.5, max(len(epochs), 1) + 0.5)
-            ax.grid(alpha=0.3)
-        ax_acc.legend(loc="lower right")
-        ax_loss.legend(loc="upper right")
-        fig.tight_layout()
-        save_figure(fig, os.path.join(output_dir, filename))
-
-
-def plot_roc_curve(path, fpr, tpr, auc, class_names, title="ROC curve (test set)"):
-    """ROC curve(s): `fpr`/`tpr` are flat lists (binary) or one list per class (one-vs-rest)."""
-    binary = not isinstance(fpr[0], (list, tuple, np.ndarray))
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(6.2, 6))
-        if binary:
-            ax.plot(fpr, tpr, lw=2, color="#1f77b4", label=f"{class_names[-1]} (AUC = {auc:.3f})")
-        else:
-            for k, name in enumerate(class_names):
-                ax.plot(fpr[k], tpr[k], lw=2, label=f"{name} (AUC = {auc[f'class_{k}']:.3f})")
-            ax.plot([], [], " ", label=f"Macro AUC = {auc['macro']:.3f}")
-        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="Chance")
-        ax.set_xlim(-0.01, 1.01)
-        ax.set_ylim(-0.01, 1.01)
-        ax.set_aspect("equal")
-        ax.set_xlabel("False positive rate (1 - specificity)")
-        ax.set_ylabel("True positive rate (sensitivity)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-        fig.tight_layout()
-        save_figure(fig, path)
-
-
-def plot_confusion_matrix(path, matrix, class_names, title="Confusion matrix (test set)"):
-    """Counts with row percentages (share of each true class)."""
-    matrix = np.asarray(matrix)
-    row_share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = 2.2 + 1.3 * len(class_names)
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
-        image = ax.imshow(row_share, cmap="Blues", vmin=0, vmax=1)
-        for i in range(matrix.shape[0]):
-            for j in range(matrix.shape[1]):
-                ax.text(j, i, f"{matrix[i, j]}\n{100 * row_share[i, j]:.1f}%", ha="center",
-                        va="center", fontsize=11,
-                        color="white" if row_share[i, j] > 0.6 else "black")
-        ax.set_xticks(range(len(class_names)), class_names, rotation=20, ha="right")
-        ax.set_yticks(range(len(class_names)), class_names)
-        ax.set_xlabel("Predicted class")
-        ax.set_ylabel("True class")
-        ax.set_title(title)
-        colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        colorbar.set_label("Share of true class")
-        fig.tight_layout()
-        save_figure(fig, path)
+if __name__ == "__main__":
+    run_script(main)

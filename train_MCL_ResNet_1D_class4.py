@@ -3,7 +3,7 @@
 Without data of your own it trains on the synthetic demo cohort. Every constant below can be
 overridden as --lower_case_name=value; --help lists them.
 """
-from cli import configure, run_script
+from lvr.config import configure, run_script
 
 DATA_DIR = "data"                 # cohort folder (README: 'Data format'); default: the demo cohort
 OUTPUT_DIR = "results_class4"     # an earlier run found here is kept as OUTPUT_DIR.<timestamp>
@@ -34,7 +34,8 @@ ALLOW_PICKLE = False              # load pickled (object) arrays: only for files
 
 def main():
     config = configure(globals())
-    from para_define import run_training
+    # imported once the options are checked: --help and a bad option answer before torch loads
+    from lvr.engine import run_training
     run_training(config)
 
 

@@ -31,7 +31,9 @@ import argparse
 import datetime
 import json
 import os
+import pickle
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,15 +44,27 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 # Run as a script from anywhere: the repository root holds the pipeline's modules.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ECG_dataset import ECGDataset, LeadDropout, standardize_beats  # noqa: E402
+from captum.attr import NoiseTunnel, Saliency  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from lvr import demo  # noqa: E402
+from lvr.cohort import ECGDataset, LeadDropout, standardize_beats  # noqa: E402
+from lvr.delineation import beat_segments_batch  # noqa: E402
+from lvr.explain import figure_jobs  # noqa: E402
+from lvr.figures.saliency import draw_sample_figure  # noqa: E402
+from lvr.leads import WAVES  # noqa: E402
+from lvr.metrics import patient_bootstrap_ci, patient_bootstrap_ci_loop  # noqa: E402
+from lvr.smoothgrad import smoothgrad, smoothgrad_seed_loop  # noqa: E402
+from lvr.training import (LabelSmoothingLoss, batch_loader, build_optimizer,  # noqa: E402
+                          train_one_epoch)
 from model import build_model  # noqa: E402
-from para_define import (LabelSmoothingLoss, batch_loader, build_optimizer,  # noqa: E402
-                         train_one_epoch)
 
 EXPERIMENT = "ca_ms_v2"        # model of the training scripts
 NUM_CLASSES = 2                # 2-class task
@@ -102,7 +116,6 @@ def median(values):
 
 def cpu_seconds():
     """(CPU seconds used by the whole machine, by this process and its finished children)."""
-    import resource
     try:
         with open("/proc/stat", encoding="utf-8") as handle:
             fields = [int(v) for v in handle.readline().split()[1:]]
@@ -142,17 +155,16 @@ def demo_beats(n_beats, length=LENGTH, seed=SEED):
     Beats of the synthetic demo cohort (demo_cohort.py) with enough patients for `n_beats`,
     groups interleaved so any prefix holds all four groups.
     """
-    import demo_cohort
-    config = demo_cohort.default_config()
+    config = demo.default_config()
     config.update(SEED=seed, WINDOW_S=length / config["FS"],
                   N_PATIENTS=max(1, int(np.ceil(n_beats / 4 / 4.5)) + 1))
-    spec = demo_cohort.demo_cohort_spec(config)
-    arrays = demo_cohort.demo_cohort_arrays(config)
+    spec = demo.demo_cohort_spec(config)
+    arrays = demo.demo_cohort_arrays(config)
     beats = [arrays[g][0] for g in spec["groups"]]
     shortest = min(len(b) for b in beats)
     while 4 * shortest < n_beats:  # unlucky draw of beats per patient
         config["N_PATIENTS"] += 2
-        arrays = demo_cohort.demo_cohort_arrays(config)
+        arrays = demo.demo_cohort_arrays(config)
         beats = [arrays[g][0] for g in spec["groups"]]
         shortest = min(len(b) for b in beats)
     x = np.stack([b[:shortest] for b in beats], axis=1).reshape(-1, 12, length)[:n_beats]
@@ -217,7 +229,6 @@ def seed_loop_epoch(model, optimizer, items, generator):
     stacked into a float64 tensor per batch), `.float()` for the model, forward, label-smoothing
     loss, backward, clip, step, and per-batch `.item()` sums for the epoch's loss and accuracy.
     """
-    from tqdm import tqdm
     loader = torch.utils.data.DataLoader(items, batch_size=BATCH_SIZE, shuffle=True,
                                          generator=generator)
     criterion = LabelSmoothingLoss(NUM_CLASSES, LABEL_SMOOTHING)
@@ -287,7 +298,6 @@ def training_flops_per_beat(experiment=EXPERIMENT, length=LENGTH, batch=BATCH_SI
     Counted by torch.utils.flop_counter.FlopCounterMode: convolutions, matmuls and their
     backward; element-wise ops, norms and the optimiser step are not counted.
     """
-    from torch.utils.flop_counter import FlopCounterMode
     model = fresh_model(experiment, length)
     model.train()
     xb = torch.randn(batch, 12, length)
@@ -321,7 +331,6 @@ def log_softmax_model(model):
 
 
 def captum_smoothgrad(wrapped, x, y, chunk):
-    from captum.attr import NoiseTunnel, Saliency
     return NoiseTunnel(Saliency(wrapped)).attribute(
         x, nt_type="smoothgrad", nt_samples=NUM_SAMPLES, stdevs=NOISE_LEVEL, target=y,
         nt_samples_batch_size=chunk)
@@ -333,7 +342,6 @@ def smoothgrad_times(x, y, reps, warmup=1, experiment=EXPERIMENT, captum_chunks=
     "ours" draws its noise from a seeded generator (like the saliency script); "ours_given_noise"
     gets the same noise tensor as the seed loop.
     """
-    from saliency import smoothgrad, smoothgrad_seed_loop
     model = fresh_model(experiment, x.shape[2]).eval()
     wrapped = log_softmax_model(model)
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
@@ -369,7 +377,6 @@ def test_set_predictions(n_patients=BOOTSTRAP_PATIENTS, seed=SEED):
 
 def bootstrap_times(reps, n_boot=BOOTSTRAP):
     """Seconds per patient-bootstrap CI call: ours (vectorised) and the scikit-learn loop."""
-    from para_define import patient_bootstrap_ci, patient_bootstrap_ci_loop
     y, prob, ids = test_set_predictions()
     names = ["Normal", "Abnormal"]
     candidates = {"ours": lambda: patient_bootstrap_ci(y, prob, ids, names, n_boot),
@@ -381,10 +388,6 @@ def bootstrap_times(reps, n_boot=BOOTSTRAP):
 
 def wave_segments(raw_beats, spec):
     """The saliency script's default wave segments per beat (WAVE_IMPORTANCE), or None."""
-    try:
-        from explanation_checks import WAVES, beat_segments_batch
-    except ImportError:
-        return None
     found = beat_segments_batch(raw_beats, spec["sampling_rate"], lead_names=list(spec["leads"]))
     return [{w: seg[w] for w in WAVES} for seg in found]
 
@@ -392,7 +395,6 @@ def wave_segments(raw_beats, spec):
 def sample_figure_jobs(x, maps, prob, y, groups, spec, n_figures, output_dir, dpi=FIG_DPI,
                        segments=None):
     """Jobs exactly as Saliency_ana2_sys.figure_jobs builds them."""
-    from Saliency_ana2_sys import figure_jobs
     cohort = SimpleNamespace(spec=spec)
     config = {"MAX_FIGURES": n_figures, "FIG_DPI": dpi}
     extra = {"segments": segments} if segments is not None else {}
@@ -403,20 +405,29 @@ def sample_figure_jobs(x, maps, prob, y, groups, spec, n_figures, output_dir, dp
 def figure_times(jobs, reps, workers=FIGURE_WORKERS):
     """Seconds to draw all jobs in `workers` processes (pool start-up included) and in one.
 
-    Spawned workers import the parent's main module; in the saliency script that is
-    Saliency_ana2_sys, so it stands in for this (heavier) bench module while the pair runs.
+    Timed in a child Python started with -c: spawned figure workers import the parent's main
+    file, and this bench module (torch, captum) is far heavier than the saliency script, whose
+    top imports only lvr.config. A -c parent has no main file, as close to the script as it gets.
     """
-    import Saliency_ana2_sys
-    from saliency_figures import draw_sample_figure, draw_sample_figures
-    draw_sample_figure(jobs[0])  # warm this process: font cache, first-figure set-up
-    candidates = {"parallel": lambda: list(draw_sample_figures(jobs, workers)),
-                  "sequential": lambda: list(draw_sample_figures(jobs, 1))}
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = Saliency_ana2_sys
-    try:
-        return interleaved_times(candidates, reps, warmup=0)
-    finally:
-        sys.modules["__main__"] = main
+    draw_sample_figure(jobs[0])  # the font cache, built once per machine, is not timed
+    with tempfile.TemporaryDirectory(prefix="bench_figures_") as folder:
+        jobs_path = os.path.join(folder, "jobs.pkl")
+        with open(jobs_path, "wb") as handle:
+            pickle.dump(jobs, handle)
+        code = (f"import json, pickle, sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'bench')!r}]\n"
+                f"from run_bench import interleaved_times\n"
+                f"from lvr.figures.saliency import draw_sample_figure, draw_sample_figures\n"
+                f"jobs = pickle.load(open({jobs_path!r}, 'rb'))\n"
+                f"draw_sample_figure(jobs[0])\n"
+                f"times = interleaved_times({{'parallel': lambda: list(draw_sample_figures(jobs, "
+                f"{workers})), 'sequential': lambda: list(draw_sample_figures(jobs, 1))}}, "
+                f"{reps}, warmup=0)\n"
+                f"print(json.dumps(times))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=False)
+    if done.returncode:
+        raise RuntimeError(f"figure timing failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -444,8 +455,6 @@ def demo_end_to_end(python=sys.executable, timeout=1200):
 def profile_tables(steps=8, rows=12):
     """torch.profiler tables (self CPU time per op) of `steps` training steps of our pipeline
     and of one SmoothGrad batch: where the time goes."""
-    from torch.profiler import ProfilerActivity, profile
-    from saliency import smoothgrad
     x, y, *_ = demo_beats(steps * BATCH_SIZE)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     model = fresh_model().train()

@@ -19,8 +19,6 @@ import copy
 import torch
 from torch import nn
 
-from cli import UserError
-
 # Shared by every experiment; the experiments below change only the flags that differ.
 BASELINE = {
     "stem_channels": 32,          # stem conv output channels
@@ -50,7 +48,7 @@ EXPERIMENTS = {
 }
 
 
-class ArchitectureError(UserError, ValueError):
+class ArchitectureError(ValueError):
     """An unknown experiment name or an inconsistent architecture dict."""
 
 

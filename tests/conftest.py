@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import demo_cohort  # noqa: E402
+from lvr import demo as demo_cohort  # noqa: E402
 
 
 def small_cohort_config(**overrides):

@@ -1,6 +1,6 @@
 import pytest
 
-from cli import UserError, configure, converted_value
+from lvr.config import UserError, configure, converted_value
 
 
 def namespace():

@@ -8,7 +8,9 @@ import pytest
 import torch
 from sklearn.preprocessing import StandardScaler
 
-import ECG_dataset as ds
+import ECG_dataset
+import lvr.cohort as ds
+from lvr import demo
 from conftest import ROOT, beats_of
 
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
@@ -29,9 +31,9 @@ def test_load_cohort_returns_float32_beats_labels_ids_and_groups(small_cohort_di
 
 
 def test_seed_loaders_read_data_dir(monkeypatch, small_cohort_dir):
-    monkeypatch.setattr(ds, "DATA_DIR", small_cohort_dir)
-    data, labels, ids = ds.load_and_process_data()
-    data2, labels2, ids2 = ds.load_and_process_data_binary()
+    monkeypatch.setattr(ECG_dataset, "DATA_DIR", small_cohort_dir)
+    data, labels, ids = ECG_dataset.load_and_process_data()
+    data2, labels2, ids2 = ECG_dataset.load_and_process_data_binary()
     assert data.shape == data2.shape and data.dtype == np.float32
     assert set(labels) == {0, 1, 2, 3} and set(labels2) == {0, 1}
     assert np.array_equal(labels2, np.isin(labels, [1, 3]).astype(int))
@@ -188,11 +190,11 @@ def test_default_data_dir_without_files_uses_the_demo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     messages = []
-    folder = ds.resolve_data_dir("data", log=messages.append)
-    assert folder == ds.DEMO_DIR and os.path.exists(os.path.join(folder, "cut_ST_1.npy"))
+    folder = demo.resolve_data_dir("data", log=messages.append)
+    assert folder == demo.DEMO_DIR and os.path.exists(os.path.join(folder, "cut_ST_1.npy"))
     assert any("DEMO DATA" in m for m in messages)
     (tmp_path / "data" / "cut_NS_0.npy").write_bytes(b"")
-    assert ds.resolve_data_dir("data", log=messages.append) == "data"
+    assert demo.resolve_data_dir("data", log=messages.append) == "data"
 
 
 # ----------------------------------------------------------------------------- split
@@ -282,7 +284,7 @@ def test_lead_dropout_mask_depends_on_seed_epoch_and_beat_only():
 def test_lead_dropout_zero_is_the_identity_and_bad_rates_are_refused():
     dropout, x = lead_dropout_set(p=0.0)
     assert torch.equal(dropout[torch.arange(5)][0], x[:5])
-    with pytest.raises(ds.UserError, match="LEAD_DROPOUT must be in"):
+    with pytest.raises(ds.CohortError.__base__, match="LEAD_DROPOUT must be in"):
         lead_dropout_set(p=1.0)
 
 

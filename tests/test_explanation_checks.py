@@ -8,10 +8,11 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-import explanation_checks as ec
+import lvr.explanation_checks as ec
+import lvr.delineation as dl
 from conftest import beats_of
 from model import build_model
-from saliency_figures import r_peak_index
+from lvr.delineation import r_peak_index
 
 C, T = 12, 64
 
@@ -186,7 +187,7 @@ def test_segments_of_demo_beats_are_ordered_and_on_their_waves(demo_beats):
     beats, spec = demo_beats
     fs = spec["sampling_rate"]
     lo, hi = (round(ms * fs / 1000) for ms in spec["ground_truth"]["lvr_window_ms"])
-    segments = ec.beat_segments_batch(beats, fs)
+    segments = dl.beat_segments_batch(beats, fs)
     assert sum(s["method"] != "fallback" for s in segments) == len(beats)
     for beat, segment in zip(beats, segments):
         spans = [segment[w] for w in ec.WAVES]
@@ -198,7 +199,7 @@ def test_segments_of_demo_beats_are_ordered_and_on_their_waves(demo_beats):
         assert segment["QRS"][0] <= r < segment["QRS"][1]
         assert segment["T"][0] < hi and segment["T"][1] > lo    # T overlaps the LVR window
         assert segment["T"][1] - segment["T"][0] > 0.05 * fs
-    one = ec.beat_segments(beats[0], fs)
+    one = dl.beat_segments(beats[0], fs)
     assert one["method"] != "fallback"
     assert one["QRS"][0] <= one["r_peak"] < one["QRS"][1]
 
@@ -208,13 +209,13 @@ def test_segments_fall_back_to_standard_intervals_and_say_so(kind):
     fs, length, r = 500, 500, 150
     beat = np.zeros((C, length)) if kind == "flat" else \
         np.random.default_rng(0).normal(size=(C, length))
-    segment = ec.beat_segments(beat, fs, r_peak_sample=r)
+    segment = dl.beat_segments(beat, fs, r_peak_sample=r)
     assert segment["method"] == "fallback"
-    assert segment["fallback_boundaries"] == list(ec.BOUNDARIES)
+    assert segment["fallback_boundaries"] == list(dl.BOUNDARIES)
     ms = {w: tuple((edge - r) * 1000 / fs for edge in segment[w]) for w in ec.WAVES}
     assert ms == {"P": (-200.0, -120.0), "PR": (-120.0, -40.0), "QRS": (-40.0, 60.0),
                   "ST": (60.0, 160.0), "T": (160.0, 420.0)}
-    clipped = ec.beat_segments(beat, fs, r_peak_sample=20)      # R near the start: clipped
+    clipped = dl.beat_segments(beat, fs, r_peak_sample=20)      # R near the start: clipped
     assert clipped["P"] == (0, 0) and clipped["QRS"] == (0, 50)
 
 
@@ -241,7 +242,7 @@ def test_saliency_in_the_t_window_puts_t_on_top():
     shares = ec.wave_importance_shares(saliency, segments)
     assert np.all(shares.sum(axis=2) <= 1 + 1e-12)
     density = ec.wave_importance_density(shares, segments, T)
-    table = ec.wave_importance_table(shares, list(ec.LEADS), density)
+    table = ec.wave_importance_table(shares, list(dl.LEAD_NAMES), density)
     json.dumps(table)
     for lead in ("V2", "V3", "V4"):
         assert table[lead]["top_wave"] == "T"
@@ -256,11 +257,11 @@ def test_saliency_in_the_t_window_puts_t_on_top():
 # ----------------------------------------------------------------------------- figures
 
 def test_figures_are_written(tmp_path):
-    import explanation_figures as ef
+    import lvr.figures.checks as ef
     shares = ec.wave_importance_shares(np.random.default_rng(0).random((4, C, T)), SEGMENT)
     paths = [
         ef.plot_wave_importance_heatmap(tmp_path / "waves.png", {"A": shares, "B": shares[:0]},
-                                        list(ec.LEADS), ("V2",), "T", dpi=40),
+                                        list(dl.LEAD_NAMES), ("V2",), "T", dpi=40),
         ef.plot_sanity_check(tmp_path / "sanity.png", {
             "sanity_spearman": 0.1, "sanity_flag": False, "sanity_threshold": 0.5,
             "sample_count": 4, "sanity_cascading": [{"layers_randomised": "head",

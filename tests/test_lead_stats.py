@@ -8,7 +8,7 @@ import pingouin as pg
 import pytest
 from scipy import stats
 
-from lead_stats import (ICC_FORMS, compute_icc, ground_truth_check, icc_all_forms,
+from lvr.lead_stats import (ICC_FORMS, compute_icc, ground_truth_check, icc_all_forms,
                         subgroup_lead_statistics)
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]

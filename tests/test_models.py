@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 
-from cli import UserError
-from model import (EXPERIMENTS, CheckpointError, build_model, load_checkpoint, parameter_count,
-                   save_checkpoint)
+from lvr.config import UserError
+from lvr.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from model import EXPERIMENTS, ArchitectureError, build_model, parameter_count
 from model import MCL_ResNet1D_2, MCL_ResNet1D_4
 
 
@@ -133,7 +133,7 @@ def test_input_length_is_enforced_when_given():
 def test_unknown_experiment_lists_valid_names():
     with pytest.raises(ValueError, match="ca_ms_v2") as caught:
         build_model(2, experiment="resnet50")
-    assert isinstance(caught.value, UserError)
+    assert isinstance(caught.value, ArchitectureError)
 
 
 def test_config_is_a_copy_of_the_experiment():

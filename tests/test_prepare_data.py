@@ -18,14 +18,25 @@ from scipy import signal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import dataclasses  # noqa: E402
+
+import lvr.prepare as prepare  # noqa: E402
 import prepare_data  # noqa: E402
-from cli import UserError  # noqa: E402
+from lvr.config import UserError, config_names  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "ptbxl"
 SHARED_PTBXL = Path("/work/shared/datasets/ptbxl500")
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 RECORDS = sorted(p.with_suffix("") for p in (DATA / "records500" / "00000").glob("*.hea"))
-OPTIONS = prepare_data.Options()
+SCRIPT_DEFAULTS = {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))}
+OPTIONS = prepare.checked_options(SCRIPT_DEFAULTS)  # the script's constants as Options
+
+
+def options(**changes):
+    """The script's default Options with some fields changed."""
+    return dataclasses.replace(OPTIONS, **changes)
+
+
 R = OPTIONS.pre_samples
 
 
@@ -55,14 +66,14 @@ def xqrs_heart_rate(path):
 
 
 def reason_of(path, options=OPTIONS):
-    result, reason = prepare_data.prepared_record((str(path), options))
+    result, reason = prepare.prepared_record((str(path), options))
     assert result is None, f"{path} was expected to be rejected"
     return reason
 
 
 @pytest.fixture(scope="module")
 def shipped_beats():
-    return {path.name: prepare_data.record_beats(path) for path in RECORDS}
+    return {path.name: prepare.record_beats(path, OPTIONS) for path in RECORDS}
 
 
 def run_main(monkeypatch, *args):
@@ -107,9 +118,9 @@ def test_r_peak_sits_at_the_configured_offset(shipped_beats):
 
 
 def test_r_peak_offset_follows_pre_and_fs():
-    options = prepare_data.Options(fs=250, pre=0.25, post=0.5)
-    result = prepare_data.record_beats(record_path(1), options)
-    r = options.pre_samples
+    changed = options(fs=250, pre=0.25, post=0.5)
+    result = prepare.record_beats(record_path(1), changed)
+    r = changed.pre_samples
     assert result.beats.shape[2] == round(0.75 * 250) and r == round(0.25 * 250)
     lead = np.median(result.beats[:, 1], axis=0)
     assert abs(int(np.abs(lead[r - 12:r + 13]).argmax()) - 12) <= 1
@@ -117,9 +128,9 @@ def test_r_peak_offset_follows_pre_and_fs():
 
 def test_windows_are_cut_from_the_filtered_record_at_the_reported_r_peaks():
     x, _, fs = physical(record_path(108))
-    filtered = prepare_data.bandpassed(x, fs, OPTIONS.bandpass, OPTIONS.bandpass_order,
+    filtered = prepare.bandpassed(x, fs, OPTIONS.bandpass, OPTIONS.bandpass_order,
                                        OPTIONS.notch_hz)
-    result = prepare_data.record_beats(record_path(108))
+    result = prepare.record_beats(record_path(108), OPTIONS)
     assert np.all(np.diff(result.r_peaks) > 0)
     assert list(result.beat_index) == list(range(len(result.beats)))
     for beat, peak in zip(result.beats, result.r_peaks):
@@ -130,27 +141,27 @@ def test_windows_are_cut_from_the_filtered_record_at_the_reported_r_peaks():
 def test_slow_rhythms_do_not_count_t_waves_as_beats():
     # neurokit's detector alone marks T-wave bumps in these bradycardic records (about 50 bpm)
     for ecg_id in (240, 289):
-        result = prepare_data.record_beats(record_path(ecg_id))
+        result = prepare.record_beats(record_path(ecg_id), OPTIONS)
         assert result.info["heart_rate_bpm"] < 55
         amplitude = np.abs(result.beats[:, 1, R])
         assert amplitude.min() > 0.5 * np.median(amplitude)
 
 
 def test_beat_selection_modes():
-    every = prepare_data.record_beats(record_path(270))
-    first = prepare_data.record_beats(record_path(270), prepare_data.Options(beats="first:3"))
+    every = prepare.record_beats(record_path(270), OPTIONS)
+    first = prepare.record_beats(record_path(270), options(beats="first:3"))
     np.testing.assert_array_equal(first.beats, every.beats[:3])
-    drawn = [prepare_data.record_beats(record_path(270),
-                                       prepare_data.Options(beats="random:4", seed=seed))
+    drawn = [prepare.record_beats(record_path(270),
+                                       options(beats="random:4", seed=seed))
              for seed in (1, 1, 2)]
     assert list(drawn[0].beat_index) == list(drawn[1].beat_index) == sorted(drawn[0].beat_index)
     np.testing.assert_array_equal(drawn[0].beats, every.beats[drawn[0].beat_index])
     assert list(drawn[0].beat_index) != list(drawn[2].beat_index)
-    median = prepare_data.record_beats(record_path(270), prepare_data.Options(beats="median"))
+    median = prepare.record_beats(record_path(270), options(beats="median"))
     assert median.beats.shape == (1, 12, OPTIONS.window_samples)
     np.testing.assert_allclose(median.beats[0], np.median(every.beats, axis=0), atol=1e-6)
     with pytest.raises(UserError, match="first:K"):
-        prepare_data.beat_selection("some")
+        prepare.beat_selection("some")
 
 
 # ------------------------------------------------------------------ lead names and order
@@ -162,7 +173,7 @@ def test_standard_lead_order_any_order_and_case(order, upper, extra):
     names = [LEADS[i].upper() if up else LEADS[i].lower() for i, up in zip(order, upper)]
     if extra:
         names.insert(3, "RESP")
-    columns, ignored = prepare_data.standard_lead_order(names)
+    columns, ignored = prepare.standard_lead_order(names)
     assert [names[c].upper() for c in columns] == [lead.upper() for lead in LEADS]
     assert ignored == (["RESP"] if extra else [])
 
@@ -175,8 +186,8 @@ def test_shuffled_and_recased_leads_give_the_original_order(tmp_path):
     extra = np.column_stack([x[:, order], 0.01 * np.sin(np.arange(len(x)) / 50)])
     shuffled = write_record(tmp_path, "shuffled", extra, odd_names + ["EXTRA"], fs)
 
-    original = prepare_data.record_beats(record_path(1))
-    result = prepare_data.record_beats(shuffled)
+    original = prepare.record_beats(record_path(1), OPTIONS)
+    result = prepare.record_beats(shuffled, OPTIONS)
     np.testing.assert_allclose(result.beats, original.beats, atol=1e-5)
     np.testing.assert_array_equal(result.r_peaks, original.r_peaks)
     assert any("EXTRA" in note for note in result.info["notes"])
@@ -194,8 +205,8 @@ def test_other_sampling_rates_give_the_same_beats(tmp_path, fs_in):
     ratio = Fraction(fs_in, fs)
     low = signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=0)
     path = write_record(tmp_path, f"at{fs_in}", low, names, fs_in)
-    original = prepare_data.record_beats(record_path(1))
-    result = prepare_data.record_beats(path)
+    original = prepare.record_beats(record_path(1), OPTIONS)
+    result = prepare.record_beats(path, OPTIONS)
     assert result.info["fs_in"] == fs_in
     assert result.beats.shape[1:] == original.beats.shape[1:]
     assert abs(len(result.beats) - len(original.beats)) <= 1
@@ -213,8 +224,8 @@ def test_other_sampling_rates_give_the_same_beats(tmp_path, fs_in):
 
 def test_resampled_handles_non_integer_ratios():
     x = np.random.default_rng(0).standard_normal((3600, 2))
-    assert prepare_data.resampled(x, 360, 500).shape == (5000, 2)
-    assert prepare_data.resampled(x, 500.0, 500) is x
+    assert prepare.resampled(x, 360, 500).shape == (5000, 2)
+    assert prepare.resampled(x, 500.0, 500) is x
 
 
 # ------------------------------------------------------------------ rejected records
@@ -263,17 +274,17 @@ def test_flat_saturated_and_noisy_leads_are_rejected(tmp_path):
     # mains hum is removed by the notch and band-pass: the record keeps its beats
     hum = x + 0.5 * np.sin(2 * np.pi * 50 * np.arange(len(x)) / fs)[:, None]
     hum_path = write_record(tmp_path, "hum", hum, names, fs)
-    result, reason = prepare_data.prepared_record((str(hum_path), OPTIONS))
-    clean = prepare_data.record_beats(record_path(1))
+    result, reason = prepare.prepared_record((str(hum_path), OPTIONS))
+    clean = prepare.record_beats(record_path(1), OPTIONS)
     assert reason is None and len(result.beats) == len(clean.beats)
     assert np.corrcoef(result.beats.ravel(), clean.beats.ravel())[0, 1] > 0.99
 
 
 def test_implausible_heart_rate_is_rejected(tmp_path):
     x, names, fs = physical(record_path(1))
-    too_slow = prepare_data.Options(heart_rate_bpm=(80.0, 220.0))
+    too_slow = options(heart_rate_bpm=(80.0, 220.0))
     assert reason_of(record_path(1), too_slow).startswith("heart rate: median heart rate 64 bpm")
-    too_fast = prepare_data.Options(heart_rate_bpm=(30.0, 100.0))
+    too_fast = options(heart_rate_bpm=(30.0, 100.0))
     assert reason_of(record_path(108), too_fast).startswith("heart rate: median heart rate 121 bpm")
     t = np.arange(len(x)) / fs
     spikes = sum(np.exp(-((t - c) / 0.012) ** 2) for c in (0.5, 3.5, 6.5, 9.5))  # 20 per minute
@@ -283,15 +294,15 @@ def test_implausible_heart_rate_is_rejected(tmp_path):
 
 
 def test_a_failing_record_does_not_stop_the_others(monkeypatch):
-    real = prepare_data.record_beats
+    real = prepare.record_beats
 
     def explode_on_108(path, options):
         if str(path).endswith("00108_hr"):
             raise RuntimeError("boom")
         return real(path, options)
 
-    monkeypatch.setattr(prepare_data, "record_beats", explode_on_108)
-    outcomes = list(prepare_data.prepared_records([(str(p), OPTIONS) for p in RECORDS], workers=1))
+    monkeypatch.setattr(prepare, "record_beats", explode_on_108)
+    outcomes = list(prepare.prepared_records([(str(p), OPTIONS) for p in RECORDS], workers=1))
     reasons = {p.name: reason for p, (_, reason) in zip(RECORDS, outcomes)}
     assert reasons["00108_hr"] == "error: RuntimeError: boom"
     assert all(result is not None
@@ -301,49 +312,49 @@ def test_a_failing_record_does_not_stop_the_others(monkeypatch):
 # ------------------------------------------------------------------ tables and PTB-XL
 
 def test_ptbxl_table_on_the_shipped_slice():
-    table = prepare_data.ptbxl_table(DATA, "mi_norm")
+    table = prepare.ptbxl_table(DATA, "mi_norm")
     assert dict(zip(table["ecg_id"], table["group"])) == {
         1: "NORM", 108: "NORM", 289: "NORM", 240: "MI", 266: "MI", 270: "MI"}
     assert table["patient_id"].dtype == np.int64
     assert set(table["record"]) == {f"records500/00000/{i:05d}_hr"
                                     for i in (1, 108, 289, 240, 266, 270)}
-    four = prepare_data.ptbxl_table(DATA, "superclass4")
+    four = prepare.ptbxl_table(DATA, "superclass4")
     assert dict(zip(four["ecg_id"], four["group"])) == {
         1: "NORM", 108: "NORM", 289: "NORM", 240: "MI", 270: "MI", 22: "STTC", 32: "CD"}
 
 
 @pytest.mark.skipif(not SHARED_PTBXL.is_dir(), reason="shared PTB-XL subset not present")
 def test_ptbxl_table_counts_on_the_500_records():
-    counts = prepare_data.ptbxl_table(SHARED_PTBXL, "mi_norm")["group"].value_counts()
+    counts = prepare.ptbxl_table(SHARED_PTBXL, "mi_norm")["group"].value_counts()
     assert counts.to_dict() == {"NORM": 290, "MI": 73}
 
 
 def test_input_mistakes_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="file not found"):
-        prepare_data.records_table(tmp_path / "nope.csv", ["NORM", "MI"])
+        prepare.records_table(tmp_path / "nope.csv", ["NORM", "MI"])
     with pytest.raises(UserError, match="ptbxl_database.csv not found"):
-        prepare_data.ptbxl_table(tmp_path, "mi_norm")
+        prepare.ptbxl_table(tmp_path, "mi_norm")
     bad = tmp_path / "bad.csv"
     bad.write_text("record,patient\nx,1\n")
     with pytest.raises(UserError, match="missing column"):
-        prepare_data.records_table(bad, ["NORM", "MI"])
+        prepare.records_table(bad, ["NORM", "MI"])
     bad.write_text("record,patient_id,group\nx,1,NORM\ny,2,HYP\n")
     with pytest.raises(UserError, match="HYP are not groups of this task"):
-        prepare_data.records_table(bad, ["NORM", "MI"])
+        prepare.records_table(bad, ["NORM", "MI"])
     with pytest.raises(UserError, match="task"):
-        prepare_data.task_labels("three_class")
+        prepare.task_labels("three_class")
     with pytest.raises(UserError, match="detector_lead"):
-        prepare_data.checked_options({"DETECTOR_LEAD": "V7"})
-    assert prepare_data.checked_options({"DETECTOR_LEAD": "avf"}).detector_lead == "aVF"
+        prepare.checked_options({**SCRIPT_DEFAULTS, "DETECTOR_LEAD": "V7"})
+    assert prepare.checked_options({**SCRIPT_DEFAULTS, "DETECTOR_LEAD": "avf"}).detector_lead == "aVF"
 
 
 def test_patient_ids_keep_numbers_as_integers_and_text_as_fixed_width_strings():
-    ids = prepare_data.patient_id_values(pd.Series([15709.0, 13243.0]))
+    ids = prepare.patient_id_values(pd.Series([15709.0, 13243.0]))
     assert ids.dtype == np.int64
-    assert list(prepare_data.patient_id_values(pd.Series(["15709", "7.0"]))) == [15709, 7]
-    ids = prepare_data.patient_id_values(pd.Series(["P001", "P002"]))
+    assert list(prepare.patient_id_values(pd.Series(["15709", "7.0"]))) == [15709, 7]
+    ids = prepare.patient_id_values(pd.Series(["P001", "P002"]))
     assert ids.dtype.kind == "U"
-    assert list(prepare_data.patient_id_values(pd.Series(["007", "7"]))) == ["007", "7"]
+    assert list(prepare.patient_id_values(pd.Series(["007", "7"]))) == ["007", "7"]
 
 
 # ------------------------------------------------------------------ the script
@@ -382,7 +393,7 @@ def test_cohort_folder_from_a_table(monkeypatch, tmp_path):
     # the manifest's R peak leads back to the beat in the original record
     first = manifest.iloc[0]
     x, _, fs = physical(DATA / first["record"])
-    filtered = prepare_data.bandpassed(x, fs, (0.5, 40.0), 2, (50.0, 60.0))
+    filtered = prepare.bandpassed(x, fs, (0.5, 40.0), 2, (50.0, 60.0))
     beat = np.load(out / f"cut_{first['group']}.npy")[first["row"]]
     start = first["r_peak_sample"] - 150
     np.testing.assert_allclose(beat, filtered[start:start + 500].T, atol=1e-5)

@@ -11,14 +11,25 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+import wfdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import ECG_dataset as ds
-import para_define as pd_
+import lvr.cohort as ds
+import lvr.config as config
+import lvr.engine as engine
+import lvr.prepare as prepare
+import lvr.run_folder as run_folder
+import lvr.training as training
+import prepare_data
 from conftest import ROOT
+from lvr import demo as demo_cohort
+from lvr.config import config_names
 from test_training import quiet, tiny_config
+
+PREPARE_OPTIONS = prepare.checked_options(
+    {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))})
 
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
 CLI_OPTIONS = ["--experiment=baseline", "--epochs=3", "--batch_size=16", "--bootstrap=50",
@@ -96,11 +107,11 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(driver, uninterrupted
 def test_a_second_run_on_a_busy_output_folder_is_refused(small_cohort_dir, tmp_path):
     output_dir = tmp_path / "busy"
     output_dir.mkdir()
-    (output_dir / pd_.LOCK_FILE).write_text(json.dumps(
+    (output_dir / run_folder.LOCK_FILE).write_text(json.dumps(
         {"pid": os.getpid(), "host": __import__("socket").gethostname(), "started": "now"}))
-    with pytest.raises(pd_.UserError, match="in use by another run"):
-        pd_.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
-    assert os.listdir(output_dir) == [pd_.LOCK_FILE]
+    with pytest.raises(config.UserError, match="in use by another run"):
+        engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
+    assert os.listdir(output_dir) == [run_folder.LOCK_FILE]
 
 
 def test_a_stale_lock_does_not_block(small_cohort_dir, tmp_path):
@@ -108,17 +119,17 @@ def test_a_stale_lock_does_not_block(small_cohort_dir, tmp_path):
     output_dir.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (output_dir / pd_.LOCK_FILE).write_text(json.dumps(
+    (output_dir / run_folder.LOCK_FILE).write_text(json.dumps(
         {"pid": dead.pid, "host": __import__("socket").gethostname(), "started": "then"}))
-    pd_.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
+    engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
     assert (output_dir / "test_eval_results.json").exists()
-    assert not (output_dir / pd_.LOCK_FILE).exists()
+    assert not (output_dir / run_folder.LOCK_FILE).exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "foreign", "not_torch"])
 def test_corrupt_or_foreign_checkpoint_gets_a_clear_error(damage, small_cohort_dir, tmp_path):
     output_dir = tmp_path / "run"
-    pd_.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
+    engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
     path = output_dir / "last_checkpoint.pth"
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[:5000])
@@ -133,9 +144,8 @@ def test_corrupt_or_foreign_checkpoint_gets_a_clear_error(damage, small_cohort_d
 
 def test_full_disk_ends_with_a_message_and_keeps_the_last_checkpoint(small_cohort_dir, tmp_path,
                                                                      monkeypatch):
-    import model
     output_dir = tmp_path / "full"
-    real_save, calls = model.save_checkpoint, []
+    real_save, calls = training.save_checkpoint, []
 
     def save(path, *args, **kwargs):
         calls.append(path)
@@ -143,13 +153,13 @@ def test_full_disk_ends_with_a_message_and_keeps_the_last_checkpoint(small_cohor
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_save(path, *args, **kwargs)
 
-    monkeypatch.setattr(model, "save_checkpoint", save)
-    with pytest.raises(pd_.UserError, match="no space left") as error:
-        pd_.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=3), log=quiet)
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    with pytest.raises(config.UserError, match="no space left") as error:
+        engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=3), log=quiet)
     assert "--resume=True" in str(error.value)
     state = torch.load(output_dir / "last_checkpoint.pth", weights_only=True)
     assert state["epoch"] == 1
-    assert not (output_dir / pd_.LOCK_FILE).exists()
+    assert not (output_dir / run_folder.LOCK_FILE).exists()
 
 
 def test_torchrun_two_processes_match_one(tmp_path):
@@ -163,7 +173,6 @@ def test_torchrun_two_processes_match_one(tmp_path):
     cohort has no discordant patients: with label noise the validation accuracy plateaus at
     once and the two runs may pick checkpoints of different epochs, which says nothing about DDP.
     """
-    import demo_cohort
     data_dir = tmp_path / "demo"
     config = demo_cohort.default_config()
     config.update(N_PATIENTS=50, SEED=11, DISCORDANT_SHARE=0.0)
@@ -266,8 +275,6 @@ def test_fuzzed_patient_id_files_load_or_fail_clearly(tmp_path, ids):
        defect=st.sampled_from(["none", "nan", "flat", "saturated", "noise", "spikes"]),
        seed=st.integers(0, 10_000))
 def test_fuzzed_wfdb_records_give_beats_or_a_stated_rejection(tmp_path, seconds, fs, defect, seed):
-    import wfdb
-    import prepare_data
     rng = np.random.default_rng(seed)
     n = max(2, int(seconds * fs))
     t = np.arange(n) / fs
@@ -290,8 +297,8 @@ def test_fuzzed_wfdb_records_give_beats_or_a_stated_rejection(tmp_path, seconds,
     wfdb.wrsamp("r", fs=fs, units=["mV"] * 12, sig_name=names, p_signal=signal_mv,
                 fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(folder))
     try:
-        result = prepare_data.record_beats(str(folder / "r"))
-    except prepare_data.RecordRejected as rejected:
+        result = prepare.record_beats(str(folder / "r"), PREPARE_OPTIONS)
+    except prepare.RecordRejected as rejected:
         assert str(rejected)
         return
     assert result.beats.ndim == 3 and result.beats.shape[1:] == (12, 500)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from captum.attr import NoiseTunnel, Saliency
 
-from saliency import lead_importance, smoothgrad, smoothgrad_seed_loop, time_importance
+from lvr.smoothgrad import lead_importance, smoothgrad, smoothgrad_seed_loop, time_importance
 
 B, C, T = 4, 12, 64
 

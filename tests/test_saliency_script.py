@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-import para_define as pd_
+import lvr.engine as engine
 from conftest import ROOT, write_small_cohort
-from saliency_figures import r_peak_index
+from lvr.delineation import r_peak_index
 from test_training import quiet, tiny_config
 
 SEED_KEYS = ("top3_leads", "top3_scores", "anova_f", "anova_p", "strict_consistency_percentage",
@@ -19,7 +19,7 @@ SEED_KEYS = ("top3_leads", "top3_scores", "anova_f", "anova_p", "strict_consiste
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
     data_dir = write_small_cohort(root / "data", N_PATIENTS=14)
-    pd_.run_training(tiny_config(data_dir, root / "run", EPOCHS=2), log=quiet)
+    engine.run_training(tiny_config(data_dir, root / "run", EPOCHS=2), log=quiet)
     return root, data_dir
 
 

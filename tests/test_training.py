@@ -10,7 +10,10 @@ import torch.nn.functional as F
 from sklearn.metrics import (accuracy_score, f1_score, precision_score, recall_score,
                              roc_auc_score)
 
-import para_define as pd_
+import lvr.config as config
+import lvr.engine as engine
+import lvr.metrics as metrics
+import lvr.training as training
 from conftest import ROOT
 
 
@@ -35,8 +38,8 @@ def test_label_smoothing_loss_equals_its_formula_and_cross_entropy_at_zero():
     log_p = F.log_softmax(logits, 1)
     e = 0.1
     expected = ((1 - e) * -log_p[torch.arange(7), target] + e * -log_p.mean(1)).mean()
-    assert torch.allclose(pd_.LabelSmoothingLoss(4, e)(logits, target), expected)
-    assert torch.allclose(pd_.LabelSmoothingLoss(4, 0.0)(logits, target),
+    assert torch.allclose(training.LabelSmoothingLoss(4, e)(logits, target), expected)
+    assert torch.allclose(training.LabelSmoothingLoss(4, 0.0)(logits, target),
                           F.cross_entropy(logits, target))
 
 
@@ -45,7 +48,7 @@ def test_binary_metrics_agree_with_sklearn():
     y = rng.integers(0, 2, 200)
     p1 = np.clip(y * 0.3 + rng.uniform(0, 0.7, 200), 0, 1)
     prob = np.stack([1 - p1, p1], 1)
-    m = pd_.classification_metrics(y, prob, ["a", "b"])
+    m = metrics.classification_metrics(y, prob, ["a", "b"])
     pred = prob.argmax(1)
     assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
     assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro"))
@@ -62,7 +65,7 @@ def test_multiclass_metrics_agree_with_sklearn():
     y = rng.integers(0, 4, 300)
     logits = rng.normal(size=(300, 4)) + 1.5 * np.eye(4)[y]
     prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    m = pd_.classification_metrics(y, prob, list("abcd"))
+    m = metrics.classification_metrics(y, prob, list("abcd"))
     assert m["roc_auc"]["macro"] == pytest.approx(roc_auc_score(y, prob, multi_class="ovr"))
     for k in range(4):
         assert m["roc_auc"][f"class_{k}"] == pytest.approx(roc_auc_score(y == k, prob[:, k]))
@@ -77,8 +80,8 @@ def test_bootstrap_ci_brackets_the_estimate():
     y = np.repeat(rng.integers(0, 2, 60), 3)
     p1 = np.clip(0.35 * y + rng.uniform(0, 0.65, 180), 0, 1)
     prob = np.stack([1 - p1, p1], 1)
-    point = pd_.classification_metrics(y, prob, ["a", "b"])
-    ci = pd_.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=0)
+    point = metrics.classification_metrics(y, prob, ["a", "b"])
+    ci = metrics.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=0)
     for name in ("roc_auc", "accuracy", "f1"):
         lo, hi = ci[f"{name}_ci95"]
         assert lo <= point[name] <= hi and hi - lo > 0.01
@@ -91,7 +94,7 @@ def test_bootstrap_resamples_patients_not_beats():
     p1 = np.repeat([0.2, 0.3, 0.9], 50)
     prob = np.stack([1 - p1, p1], 1)
     ids = np.repeat(["A", "B", "C"], 50)
-    lo, hi = pd_.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=400, seed=1)["accuracy_ci95"]
+    lo, hi = metrics.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=400, seed=1)["accuracy_ci95"]
     assert lo <= 0.34 and hi >= 0.99
 
 
@@ -128,13 +131,13 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_binary(monkeypatch):
     y = rng.integers(0, 2, 40)[ids]
     p1 = np.round(np.clip(0.3 * y + rng.uniform(0, 0.7, 183), 0, 1), 1)  # many ties
     prob = np.stack([1 - p1, p1], 1)
-    reference = pd_.patient_bootstrap_ci_loop(y, prob, ids, ["a", "b"], n_boot=300, seed=4)
+    reference = metrics.patient_bootstrap_ci_loop(y, prob, ids, ["a", "b"], n_boot=300, seed=4)
     assert all(ci is not None for ci in reference.values())
-    assert_same_cis(pd_.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4),
+    assert_same_cis(metrics.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4),
                     reference)
     # resamples in chunks of 7 give the same draws
-    monkeypatch.setattr(pd_, "BOOTSTRAP_CHUNK_BYTES", 8 * 183 * 7)
-    assert_same_cis(pd_.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4),
+    monkeypatch.setattr(metrics, "BOOTSTRAP_CHUNK_BYTES", 8 * 183 * 7)
+    assert_same_cis(metrics.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4),
                     reference)
 
 
@@ -142,9 +145,9 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_four_classes():
     rng = np.random.default_rng(5)
     ids, y, prob = four_class_data(rng, 40, 183)
     ids = np.array([f"P{i:03d}" for i in ids])
-    reference = pd_.patient_bootstrap_ci_loop(y, prob, ids, list("abcd"), n_boot=200, seed=6)
+    reference = metrics.patient_bootstrap_ci_loop(y, prob, ids, list("abcd"), n_boot=200, seed=6)
     assert all(ci is not None for ci in reference.values())
-    assert_same_cis(pd_.patient_bootstrap_ci(y, prob, ids, list("abcd"), n_boot=200, seed=6),
+    assert_same_cis(metrics.patient_bootstrap_ci(y, prob, ids, list("abcd"), n_boot=200, seed=6),
                     reference)
 
 
@@ -160,12 +163,12 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_when_resamples_lack_a_c
     names = list("abcd")[:n_classes]
     undefined_auc_only = 0
     for n_boot in (0, 5, 12, 15, 25, 60):
-        new = pd_.patient_bootstrap_ci(y, prob, ids, names, n_boot=n_boot, seed=8)
-        assert_same_cis(new, pd_.patient_bootstrap_ci_loop(y, prob, ids, names, n_boot=n_boot,
+        new = metrics.patient_bootstrap_ci(y, prob, ids, names, n_boot=n_boot, seed=8)
+        assert_same_cis(new, metrics.patient_bootstrap_ci_loop(y, prob, ids, names, n_boot=n_boot,
                                                            seed=8))
         _, inverse = np.unique(ids.astype(str), return_inverse=True)
-        weights = pd_.resampled_patient_weights(np.random.default_rng(8), inverse, 6, n_boot)
-        draws = pd_.bootstrap_headline_metrics(y, prob, weights, n_classes)
+        weights = metrics.resampled_patient_weights(np.random.default_rng(8), inverse, 6, n_boot)
+        draws = metrics.bootstrap_headline_metrics(y, prob, weights, n_classes)
         for name, values in draws.items():
             assert (new[f"{name}_ci95"] is None) == (np.isfinite(values).sum() < 10)
         undefined_auc_only += new["roc_auc_ci95"] is None and new["accuracy_ci95"] is not None
@@ -180,7 +183,7 @@ def test_bootstrap_weights_repeat_one_draw_per_resample():
         loop_rng, rng = np.random.default_rng(9), np.random.default_rng(9)
         expected = [np.bincount(loop_rng.integers(0, n_patients, n_patients),
                                 minlength=n_patients)[inverse] for _ in range(7)]
-        chunks = [pd_.resampled_patient_weights(rng, inverse, n_patients, size)
+        chunks = [metrics.resampled_patient_weights(rng, inverse, n_patients, size)
                   for size in (3, 0, 4)]
         assert np.array_equal(np.concatenate(chunks), np.array(expected, dtype=float))
 
@@ -201,7 +204,7 @@ def test_vectorised_metrics_equal_sklearn_for_explicit_weights(n_classes):
         np.where(pred == 0, 0, 1),  # class 0 never predicted: its precision counts 0
         np.where(y == pred, 0, 2),  # nothing right
     ], dtype=float)
-    got = pd_.bootstrap_headline_metrics(y, prob, weights, n_classes)
+    got = metrics.bootstrap_headline_metrics(y, prob, weights, n_classes)
     assert set(got) == {"roc_auc", "accuracy", "precision", "recall", "f1", "sensitivity",
                         "specificity"}
     for i, w in enumerate(weights):
@@ -218,7 +221,7 @@ def test_vectorised_metrics_equal_sklearn_for_explicit_weights(n_classes):
         aucs = [roc_auc_score(yk == k, pk[:, k], sample_weight=wk)
                 if 0 < (yk == k).sum() < len(yk) else np.nan for k in labels]
         expected["roc_auc"] = aucs[1] if n_classes == 2 else np.mean(aucs)
-        point = pd_.headline_metrics(pd_.classification_metrics(yk, pk, labels, wk))
+        point = metrics.headline_metrics(metrics.classification_metrics(yk, pk, labels, wk))
         expected["sensitivity"] = point["sensitivity"]
         expected["specificity"] = point["specificity"]
         for name, value in expected.items():
@@ -230,14 +233,14 @@ def test_vectorised_metrics_equal_sklearn_for_explicit_weights(n_classes):
 
 def test_patient_level_arrays_average_beat_probabilities():
     prob = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
-    patients, y, mean_prob = pd_.patient_level_arrays(np.array([0, 0, 1]), prob,
+    patients, y, mean_prob = metrics.patient_level_arrays(np.array([0, 0, 1]), prob,
                                                       np.array(["p", "p", "q"]))
     assert list(patients) == ["p", "q"] and list(y) == [0, 1]
     assert np.allclose(mean_prob, [[0.7, 0.3], [0.2, 0.8]])
 
 
 def test_roc_figure_draws_the_whole_curve(tmp_path, monkeypatch):
-    import plot_training_curves as plots
+    import lvr.figures.training as plots
     drawn = {}
 
     def capture(fig, path, dpi=None):
@@ -255,7 +258,7 @@ def test_roc_figure_draws_the_whole_curve(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def finished_run(small_cohort_dir, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("runs") / "full"
-    report = pd_.run_training(tiny_config(small_cohort_dir, output_dir), log=quiet)
+    report = engine.run_training(tiny_config(small_cohort_dir, output_dir), log=quiet)
     return output_dir, report
 
 
@@ -283,7 +286,7 @@ def test_resume_after_interruption_gives_the_same_result(finished_run, small_coh
     _, full_report = finished_run
     output_dir = tmp_path / "interrupted"
     config = tiny_config(small_cohort_dir, output_dir)
-    real_epoch = pd_.train_one_epoch
+    real_epoch = training.train_one_epoch
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -292,12 +295,12 @@ def test_resume_after_interruption_gives_the_same_result(finished_run, small_coh
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(pd_, "train_one_epoch", interrupted)
+    monkeypatch.setattr(training, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        pd_.run_training(config, log=quiet)
+        engine.run_training(config, log=quiet)
     assert not (output_dir / "test_eval_results.json").exists()
-    monkeypatch.setattr(pd_, "train_one_epoch", real_epoch)
-    resumed = pd_.run_training(dict(config, RESUME=True), log=quiet)
+    monkeypatch.setattr(training, "train_one_epoch", real_epoch)
+    resumed = engine.run_training(dict(config, RESUME=True), log=quiet)
     assert resumed["roc_auc"] == full_report["roc_auc"]
     assert resumed["accuracy"] == full_report["accuracy"]
     assert resumed["best_epoch"] == full_report["best_epoch"]
@@ -305,18 +308,18 @@ def test_resume_after_interruption_gives_the_same_result(finished_run, small_coh
 
 def test_resume_refuses_changed_options(finished_run, small_cohort_dir, tmp_path):
     output_dir = tmp_path / "run"
-    pd_.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
-    with pytest.raises(pd_.UserError, match="LR"):
-        pd_.run_training(tiny_config(small_cohort_dir, output_dir, LR=0.5, RESUME=True), log=quiet)
+    engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
+    with pytest.raises(config.UserError, match="LR"):
+        engine.run_training(tiny_config(small_cohort_dir, output_dir, LR=0.5, RESUME=True), log=quiet)
 
 
 def test_second_run_keeps_the_first(small_cohort_dir, tmp_path):
     output_dir = tmp_path / "results"
     config = tiny_config(small_cohort_dir, output_dir, EPOCHS=1)
-    pd_.run_training(config, log=quiet)
+    engine.run_training(config, log=quiet)
     first = (output_dir / "test_eval_results.json").read_text()
     messages = []
-    pd_.run_training(config, log=messages.append)
+    engine.run_training(config, log=messages.append)
     kept = [p for p in os.listdir(tmp_path) if p.startswith("results.")]
     assert len(kept) == 1 and (tmp_path / kept[0] / "test_eval_results.json").read_text() == first
     assert any("kept as" in m for m in messages)
@@ -335,14 +338,14 @@ def test_four_class_script_end_to_end(small_cohort_dir, tmp_path):
 
 
 def test_two_class_model_cannot_train_on_four_classes(small_cohort_dir, tmp_path):
-    with pytest.raises(pd_.UserError, match="NUM_CLASSES=2"):
-        pd_.run_training(tiny_config(small_cohort_dir, tmp_path / "x", TASK="multiclass"),
+    with pytest.raises(config.UserError, match="NUM_CLASSES=2"):
+        engine.run_training(tiny_config(small_cohort_dir, tmp_path / "x", TASK="multiclass"),
                          log=quiet)
 
 
 def test_cross_validation_reports_mean_and_spread(small_cohort_dir, tmp_path):
     output_dir = tmp_path / "cv"
-    summary = pd_.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1, CV_FOLDS=3),
+    summary = engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1, CV_FOLDS=3),
                                log=quiet)
     saved = json.loads((output_dir / "cv_summary.json").read_text())
     assert saved["folds"] == 3 and summary["metrics"]["roc_auc"]["mean"] is not None

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 DEFAULT_CHUNK_ROWS = 256  # noisy beats per forward/backward pass; bounds memory
 
 
-def _check_eval_mode(model):
+def check_eval_mode(model):
     training = [name or type(model).__name__ for name, module in model.named_modules()
                 if module.training]
     if training:
@@ -84,7 +84,7 @@ def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None
     into the convs, parameters frozen) is differentiated through that copy, which gives the
     same gradients to float rounding, about 10% faster.
     """
-    _check_eval_mode(model)
+    check_eval_mode(model)
     x, target = _checked_inputs(x, target)
     batch, channels, length = x.shape
     if noise is None:
@@ -148,7 +148,7 @@ def smoothgrad_seed_loop(model, x, target, noise):
     -------
     torch.Tensor, shape (B, C, T), float32 on the CPU. Parameter ``.grad`` are restored.
     """
-    _check_eval_mode(model)
+    check_eval_mode(model)
     x, target = _checked_inputs(x, target)
     if tuple(noise.shape[1:]) != tuple(x.shape):
         raise ValueError(f"noise must have shape (num_samples, {', '.join(map(str, x.shape))}), "

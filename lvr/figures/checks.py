@@ -1,33 +1,11 @@
-"""Figures of the explanation checks (explanation_checks.py): wave-importance heatmap,
-randomisation sanity check and lead-deletion curves. Same style as saliency_figures.py; every
-figure is written to a temporary file in the target folder and renamed into place.
+"""Figures of the explanation checks (lvr/explanation_checks.py): wave-importance heatmap,
+randomisation sanity check and lead-deletion curves, in the style of the saliency figures.
 """
-import os
+import matplotlib.pyplot as plt
+import numpy as np
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from saliency_figures import STYLE  # noqa: E402
-
-WAVES = ("P", "PR", "QRS", "ST", "T")
-
-
-def _save_atomic(fig, path, dpi):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    root, ext = os.path.splitext(os.path.basename(path))
-    temporary = os.path.join(folder, f".{root}.{os.getpid()}.tmp{ext or '.png'}")
-    try:
-        fig.savefig(temporary, dpi=dpi, bbox_inches="tight")
-        os.replace(temporary, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+from lvr.figures import STYLE, save_figure
+from lvr.leads import WAVES
 
 
 def plot_wave_importance_heatmap(path, subgroups, lead_names, true_leads=(), true_wave=None,
@@ -82,7 +60,7 @@ def plot_wave_importance_heatmap(path, subgroups, lead_names, true_leads=(), tru
             note += f"; bold: ground truth ({', '.join(true_leads)}{', ' if true_leads else ''}"
             note += f"{true_wave or ''})"
         fig.suptitle(f"Saliency share per wave. {note}", fontsize=14)
-        return _save_atomic(fig, path, dpi)
+        return save_figure(fig, path, dpi)
 
 
 def plot_sanity_check(path, result, dpi=200):
@@ -123,7 +101,7 @@ def plot_sanity_check(path, result, dpi=200):
         ax.set_title(f"Randomisation sanity check (n={count})")
         ax.legend(loc="upper right", frameon=False)
         ax.grid(alpha=0.3, axis="y")
-        return _save_atomic(fig, path, dpi)
+        return save_figure(fig, path, dpi)
 
 
 def plot_deletion_curves(path, results, dpi=200):
@@ -161,4 +139,4 @@ def plot_deletion_curves(path, results, dpi=200):
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
         fig.suptitle("Lead deletion test (mean +/- sd over beats)", fontsize=16)
-        return _save_atomic(fig, path, dpi)
+        return save_figure(fig, path, dpi)

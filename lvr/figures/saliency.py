@@ -1,51 +1,17 @@
 """Saliency figures: the per-sample three-row figure and the two subgroup figures.
 
-Only numpy and matplotlib are imported here, so worker processes that draw figures start fast.
+A per-sample figure is drawn from a job dict of plain arrays, so worker processes can draw them.
 """
-import os
-from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from lvr.delineation import r_peak_index
+from lvr.figures import STYLE, WAVE_COLOURS, save_figure
 
-STYLE = {
-    "font.family": "DejaVu Sans",
-    "font.size": 15,
-    "axes.titlesize": 17,
-    "axes.titleweight": "bold",
-    "axes.labelsize": 15,
-    "axes.labelweight": "bold",
-    "xtick.labelsize": 13,
-    "ytick.labelsize": 13,
-    "legend.fontsize": 12,
-}
-WAVE_COLOURS = {"P": "#17becf", "PR": "#e377c2", "QRS": "#2ca02c", "ST": "#bcbd22", "T": "#ff7f0e"}
 TOP_K = 6
-
-
-def r_peak_index(beat, fs, expected=None, search_ms=120):
-    """Index of the R peak: the QRS is where the summed squared slope of all leads peaks.
-
-    Looked for within `search_ms` of `expected` when the cohort says where R should be,
-    otherwise anywhere; then refined to the largest absolute value of the lead with the biggest
-    QRS within 30 ms. Works for any R position, unlike a fixed sample window.
-    """
-    slope = (np.diff(beat, axis=1) ** 2).sum(axis=0)
-    width = max(1, int(0.02 * fs))
-    energy = np.convolve(slope, np.ones(width) / width, mode="same")
-    lo, hi = 0, len(energy)
-    if expected is not None:
-        half = int(search_ms / 1000 * fs)
-        lo, hi = max(0, expected - half), min(len(energy), expected + half)
-    centre = lo + int(np.argmax(energy[lo:hi]))
-    half = int(0.03 * fs)
-    a, b = max(0, centre - half), min(beat.shape[1], centre + half + 1)
-    lead = int(np.argmax(np.ptp(beat[:, a:b], axis=1)))
-    return a + int(np.argmax(np.abs(beat[lead, a:b])))
 
 
 def draw_sample_figure(job):
@@ -123,12 +89,7 @@ def draw_sample_figure(job):
         lines_twin = twin.get_legend_handles_labels()
         ax.legend(lines[0] + lines_twin[0], lines[1] + lines_twin[1], loc="upper right")
         ax.grid(alpha=0.3)
-        os.makedirs(os.path.dirname(job["path"]), exist_ok=True)
-        tmp = job["path"] + ".tmp.png"
-        fig.savefig(tmp, dpi=job.get("dpi", 150), bbox_inches="tight")
-        plt.close(fig)
-        os.replace(tmp, job["path"])
-    return job["path"]
+        return save_figure(fig, job["path"], job.get("dpi", 150))
 
 
 def draw_sample_figures(jobs, workers, progress=None):
@@ -169,8 +130,7 @@ def plot_lead_importance_comparison(path, subgroups, lead_names, dpi=200):
             ax.set_title(f"{name} (n={len(values)}), top 3 in red")
             ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
+        save_figure(fig, path, dpi)
 
 
 def plot_lead_importance_heatmap(path, subgroups, lead_names, dpi=200):
@@ -191,5 +151,4 @@ def plot_lead_importance_heatmap(path, subgroups, lead_names, dpi=200):
             ax.set_title(f"{name} (n={len(values)})")
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03).set_label("Normalised importance")
         fig.tight_layout()
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
+        save_figure(fig, path, dpi)

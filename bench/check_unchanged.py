@@ -1,0 +1,135 @@
+"""Check that a code change left the results unchanged: run the scripts on the demo cohort (CPU,
+fixed seeds) and compare their JSON outputs with those recorded in tests/data/golden/.
+
+    python bench/check_unchanged.py              # quick configuration (about 1 min; also a test)
+    python bench/check_unchanged.py --readme     # the README's demo commands (about 8 min)
+    python bench/check_unchanged.py --record     # record the golden files from the current code
+
+Only the scripts' command lines are used, so the same check runs against any version of the code.
+Numbers must agree to RTOL/ATOL; keys that describe the run rather than the result (wall time,
+paths, versions) are not compared.
+"""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "data" / "golden"
+RTOL = 1e-5                 # CPU results are deterministic; this allows last-digit float noise
+ATOL = 1e-7
+QUICK_TRAIN = ["--epochs=2", "--bootstrap=200", "--device=cpu"]
+QUICK_SALIENCY = ["--max_figures=1", "--num_samples=3", "--sanity_samples=8",
+                  "--deletion_draws=3", "--delineation_leads=II,V2,V5", "--device=cpu",
+                  "--figure_workers=1"]
+# (script, options, output folder, JSON files compared); folders are relative to the work dir
+RUNS = {
+    "quick": [
+        ("train_MCL_ResNet_1D_class2.py", QUICK_TRAIN, "results_class2", ["test_eval_results.json"]),
+        ("Saliency_ana2_sys.py", QUICK_SALIENCY + ["--train_dir=results_class2"],
+         "output_saliencyana2",
+         ["quantitative_consistency_analysis.json", "explanation_checks.json"]),
+        ("train_MCL_ResNet_1D_class4.py", ["--epochs=1", "--bootstrap=200", "--device=cpu"],
+         "results_class4", ["test_eval_results.json"]),
+    ],
+    "readme": [
+        ("train_MCL_ResNet_1D_class2.py", [], "results_class2", ["test_eval_results.json"]),
+        ("Saliency_ana2_sys.py", [], "output_saliencyana2",
+         ["quantitative_consistency_analysis.json", "explanation_checks.json"]),
+        ("train_MCL_ResNet_1D_class4.py", [], "results_class4", ["test_eval_results.json"]),
+    ],
+}
+
+
+def run_scripts(mode, work_dir, log=print):
+    """Run the mode's scripts in `work_dir` (a copy of the scripts' view of the repo)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="0")
+    for script, options, _, _ in RUNS[mode]:
+        log(f"  python {script} {' '.join(options)}")
+        done = subprocess.run([sys.executable, str(ROOT / script), *options], cwd=work_dir,
+                              env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def differences(expected, actual, where=""):
+    """Paths at which two JSON values differ beyond RTOL/ATOL."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        found = [f"{where}/{k}: missing" for k in expected if k not in actual]
+        found += [f"{where}/{k}: unexpected" for k in actual if k not in expected]
+        for key in expected.keys() & actual.keys():
+            found += differences(expected[key], actual[key], f"{where}/{key}")
+        return found
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{where}: length {len(expected)} -> {len(actual)}"]
+        return [d for i, (e, a) in enumerate(zip(expected, actual))
+                for d in differences(e, a, f"{where}[{i}]")]
+    numbers = (int, float)
+    if (isinstance(expected, numbers) and isinstance(actual, numbers)
+            and not isinstance(expected, bool) and not isinstance(actual, bool)):
+        if math.isnan(expected) and math.isnan(actual):
+            return []
+        if math.isclose(expected, actual, rel_tol=RTOL, abs_tol=ATOL):
+            return []
+        return [f"{where}: {expected!r} -> {actual!r}"]
+    return [] if expected == actual else [f"{where}: {expected!r} -> {actual!r}"]
+
+
+def outputs(mode, work_dir):
+    """{golden file name: JSON} of the outputs the mode compares."""
+    found = {}
+    for script, _, folder, names in RUNS[mode]:
+        for name in names:
+            with open(Path(work_dir) / folder / name, encoding="utf-8") as handle:
+                found[f"{Path(script).stem}__{name}"] = json.load(handle)
+    return found
+
+
+def check(mode="quick", record=False, log=print):
+    """Run and compare (or record); returns the list of differences (empty: unchanged)."""
+    golden_dir = GOLDEN / mode
+    with tempfile.TemporaryDirectory(prefix="lvr-unchanged-") as work_dir:
+        log(f"Running the {mode} configuration in {work_dir}:")
+        run_scripts(mode, work_dir, log)
+        found = outputs(mode, work_dir)
+    if record:
+        if golden_dir.exists():
+            shutil.rmtree(golden_dir)
+        golden_dir.mkdir(parents=True)
+        for name, payload in found.items():
+            with open(golden_dir / name, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle, indent=1, sort_keys=True)
+        log(f"Recorded {len(found)} files in {golden_dir}")
+        return []
+    problems = []
+    for name, payload in found.items():
+        with open(golden_dir / name, encoding="utf-8") as handle:
+            problems += [f"{name}{d}" for d in differences(json.load(handle), payload)]
+    return problems
+
+
+def main():
+    args = sys.argv[1:]
+    unknown = [a for a in args if a not in ("--readme", "--record")]
+    if unknown:
+        print(f"error: unknown option(s) {' '.join(unknown)}; valid: --readme, --record",
+              file=sys.stderr)
+        raise SystemExit(2)
+    mode = "readme" if "--readme" in args else "quick"
+    problems = check(mode, record="--record" in args)
+    if problems:
+        print(f"CHANGED: {len(problems)} value(s) differ from {GOLDEN / mode}:")
+        for line in problems[:40]:
+            print(f"  {line}")
+        raise SystemExit(1)
+    if "--record" not in args:
+        print(f"Unchanged: every compared value equals {GOLDEN / mode} (rtol {RTOL}).")
+
+
+if __name__ == "__main__":
+    main()

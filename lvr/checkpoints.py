@@ -1,0 +1,191 @@
+"""Checkpoint files: a model's config and weights plus plain extra values, written atomically.
+
+A checkpoint is a torch file holding ``{"format": "mcl-resnet1d-v1", "config": model.config,
+"state_dict": model.state_dict(), **extra}``: the config alone rebuilds the network, so a
+file stays loadable after EXPERIMENTS changes. Files are read with ``weights_only=True``.
+"""
+import collections
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from lvr.config import UserError
+from lvr.run_folder import atomic_write
+from model import EXPERIMENTS, ResNet1D
+
+CHECKPOINT_FORMAT = "mcl-resnet1d-v1"
+RESERVED_KEYS = ("format", "config", "state_dict")
+CONFIG_KEYS = ("experiment", "num_classes", "in_channels", "input_length", "dropout_rate",
+               "architecture")
+PLAIN_LEAVES = (str, int, float, bool, type(None))
+PLAIN_CONTAINERS = (dict, collections.OrderedDict, list, tuple)
+
+
+class CheckpointError(UserError):
+    """A checkpoint file that cannot be read or does not fit the model asked for."""
+
+
+def non_plain_value(value, where):
+    """The location and type of the first value torch.load(weights_only=True) would refuse."""
+    if type(value) in PLAIN_LEAVES or isinstance(value, torch.Tensor):
+        return None
+    if type(value) not in PLAIN_CONTAINERS:
+        return f"{where} ({type(value).__name__})"
+    if isinstance(value, dict):
+        items = [(f"{where}[{key!r}]", v) for key, v in value.items()]
+        items += [(f"key {key!r} in {where}", key) for key in value]
+    else:
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    for place, item in items:
+        found = non_plain_value(item, place)
+        if found:
+            return found
+    return None
+
+
+def save_checkpoint(path, model, **extra):
+    """Write `model` (config + weights) and `extra` plain values to `path`, atomically.
+
+    `extra` may hold str, int, float, bool, None, tensors and dicts, lists and tuples of them
+    (epoch, metrics, an optimizer state dict); anything else (numpy scalars, custom objects)
+    is refused up front, since such a file would need weights_only=False to load.
+    """
+    clash = [key for key in RESERVED_KEYS if key in extra]
+    if clash:
+        raise ValueError(f"save_checkpoint: {', '.join(clash)} are written by save_checkpoint "
+                         f"itself; rename the extra entries")
+    for key, value in extra.items():
+        found = non_plain_value(value, key)
+        if found:
+            raise TypeError(f"save_checkpoint: {found} is not a plain type; convert it "
+                            f"(float(), int(), .tolist(), dict()) before saving")
+    payload = {"format": CHECKPOINT_FORMAT, "config": model.config,
+               "state_dict": model.state_dict(), **extra}
+    with atomic_write(path) as temporary:
+        with open(temporary, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_checkpoint_file(path, map_location):
+    """The object stored in `path`, loaded with weights_only=True, or a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path, or train a "
+                              f"model first")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        message = str(error)
+        if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in message:
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects that torch.load refuses with "
+                f"weights_only=True; if you trust the file, load it with weights_only=False and "
+                f"re-save it with lvr.checkpoints.save_checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch file (truncated or corrupt: "
+            f"{load_error_detail(error)}); copy or save it again") from None
+
+
+def load_error_detail(error):
+    """One line on why torch.load failed, without its paragraphs of advice on weights_only."""
+    message = str(error)
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", message)
+    line = unpickler.group(1) if unpickler else (message.strip().splitlines() or ["no detail"])[0]
+    return f"{type(error).__name__}: {line.split('. ')[0][:160]}"
+
+
+def is_state_dict(obj):
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in obj.items())
+
+
+def state_dict_problems(model, state_dict):
+    """Missing keys, unexpected keys and shape mismatches of `state_dict` against `model`."""
+    expected = model.state_dict()
+    problems = []
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    shapes = [f"{key} {tuple(state_dict[key].shape)} vs model {tuple(value.shape)}"
+              for key, value in expected.items()
+              if key in state_dict and state_dict[key].shape != value.shape]
+    for label, items in (("missing", missing), ("unexpected", unexpected),
+                         ("shape mismatch", shapes)):
+        if items:
+            shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+            problems.append(f"{label}: {shown}")
+    return problems
+
+
+def load_checkpoint(path, map_location="cpu", experiment=None, num_classes=None, in_channels=12,
+                    dropout_rate=0.5):
+    """(model in eval mode, checkpoint dict) from a file written by save_checkpoint.
+
+    The model is rebuilt from the config stored in the file; `experiment` and `num_classes`,
+    when given, must agree with it, and `in_channels` and `dropout_rate` are ignored. An
+    old-style file holding only a state dict is rebuilt from `experiment` (required),
+    `num_classes` (read from the head's weight when None), `in_channels` and `dropout_rate`;
+    its checkpoint dict is returned in the new format.
+    """
+    path = Path(path)
+    stored = read_checkpoint_file(path, map_location)
+    if isinstance(stored, dict) and stored.get("format") == CHECKPOINT_FORMAT:
+        config = stored.get("config")
+        if not isinstance(config, dict) or any(key not in config for key in CONFIG_KEYS) or (
+                not is_state_dict(stored.get("state_dict"))):
+            raise CheckpointError(f"checkpoint {path} says {CHECKPOINT_FORMAT} but lacks a "
+                                  f"complete config or state_dict; save it again")
+        for name, asked in (("experiment", experiment), ("num_classes", num_classes)):
+            if asked is not None and asked != config[name]:
+                raise CheckpointError(f"checkpoint {path} holds a model with {name}="
+                                      f"{config[name]!r}, but {name}={asked!r} was asked for; "
+                                      f"pass the matching value or another checkpoint")
+        build_args = dict(num_classes=config["num_classes"], in_channels=config["in_channels"],
+                          experiment=config["experiment"], dropout_rate=config["dropout_rate"],
+                          input_length=config["input_length"], architecture=config["architecture"])
+        checkpoint = stored
+    elif is_state_dict(stored):
+        if experiment is None:
+            raise CheckpointError(f"checkpoint {path} is an old-style file holding only a state "
+                                  f"dict; it needs experiment=... (one of "
+                                  f"{', '.join(EXPERIMENTS)}) to rebuild the model")
+        if num_classes is None:
+            if "head.weight" not in stored:
+                raise CheckpointError(f"old-style checkpoint {path} has no head.weight; pass "
+                                      f"num_classes=...")
+            num_classes = stored["head.weight"].shape[0]
+        build_args = dict(num_classes=num_classes, in_channels=in_channels,
+                          experiment=experiment, dropout_rate=dropout_rate)
+        checkpoint = None
+    elif isinstance(stored, dict) and "format" in stored:
+        raise CheckpointError(f"checkpoint {path} has format {stored['format']!r}, but this code "
+                              f"reads only {CHECKPOINT_FORMAT}; save the model again with "
+                              f"lvr.checkpoints.save_checkpoint")
+    else:
+        found = (f"a dict with keys {sorted(map(str, stored))[:8]}" if isinstance(stored, dict)
+                 else f"a {type(stored).__name__}")
+        raise CheckpointError(f"checkpoint {path} holds {found}, neither a {CHECKPOINT_FORMAT} "
+                              f"checkpoint nor a state dict; save the model with "
+                              f"lvr.checkpoints.save_checkpoint")
+
+    try:
+        model = ResNet1D(**build_args)
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model ({error})") from None
+    state_dict = stored["state_dict"] if checkpoint is not None else stored
+    problems = state_dict_problems(model, state_dict)
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit a {build_args['experiment']} model with "
+            f"num_classes={build_args['num_classes']}, in_channels={build_args['in_channels']} "
+            f"({'; '.join(problems)}); pass the experiment and sizes it was trained with")
+    model.load_state_dict(state_dict)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    model.eval()
+    if checkpoint is None:
+        checkpoint = {"format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": stored}
+    return model, checkpoint

@@ -1,0 +1,501 @@
+"""Cohort data layer: beat files -> validated arrays -> standardised tensors -> patient-level split.
+
+A cohort folder (``DATA_DIR``) holds one file per group, ``cut_<GROUP>.npy`` of shape
+(N, 12, T), optionally ``cut_<GROUP>_patient_ids.npy`` (length N) and ``cohort.json`` describing
+the groups; without ``cohort.json`` the original project's four groups and label mapping apply.
+The README section "Data format" is the full contract. Every problem with the files raises
+``CohortError`` naming the file, what is wrong and what to do.
+"""
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lvr.config import UserError
+from lvr.leads import LEAD_NAMES
+
+FORMAT_HELP = "see README.md, section 'Data format'"
+
+SEED_COHORT = {
+    "name": "seed (NSTEMI/STEMI without/with LVR)",
+    "groups": ["NS_0", "NS_1", "ST_0", "ST_1"],
+    "group_names": {"NS_0": "NSTEMI_0", "NS_1": "NSTEMI_1", "ST_0": "STEMI_0", "ST_1": "STEMI_1"},
+    "binary_labels": {"NS_0": 0, "NS_1": 1, "ST_0": 0, "ST_1": 1},
+    "binary_class_names": ["Normal", "Abnormal"],
+    "multiclass_labels": {"NS_0": 0, "NS_1": 1, "ST_0": 2, "ST_1": 3},
+    "multiclass_class_names": ["NSTEMI non-LVR", "NSTEMI LVR", "STEMI non-LVR", "STEMI LVR"],
+    "analysis_subgroups": {"STEMI": "ST_1", "NSTEMI": "NS_1"},
+    "leads": list(LEAD_NAMES),
+    "sampling_rate": 500,
+    "r_peak_sample": None,
+    "ground_truth": None,
+}
+COHORT_KEYS = set(SEED_COHORT) | {"source", "description"}
+TASKS = ("binary", "multiclass")
+
+
+class CohortError(UserError):
+    """The cohort folder or one of its files is not usable as it is."""
+
+
+@dataclass
+class Cohort:
+    """A loaded, validated cohort: raw beats (not standardised) and what each beat is."""
+    data_dir: str
+    spec: dict
+    beats: np.ndarray            # float32 (N, leads, T), as stored
+    group_index: np.ndarray      # int64 (N,), index into spec["groups"]
+    patient_ids: np.ndarray      # str (N,)
+    patient_ids_given: bool      # False: every beat is its own patient (the seed's behaviour)
+    files: dict = field(default_factory=dict)  # file name -> sha256
+
+    @property
+    def groups(self):
+        return self.spec["groups"]
+
+    def labels(self, task):
+        """Integer class of every beat for `task` ('binary' or 'multiclass')."""
+        mapping = task_mapping(self.spec, task, self.data_dir)
+        lookup = np.array([mapping[g] for g in self.groups], dtype=np.int64)
+        return lookup[self.group_index]
+
+    def class_names(self, task):
+        mapping = task_mapping(self.spec, task, self.data_dir)
+        names = self.spec.get(f"{task}_class_names")
+        n_classes = max(mapping.values()) + 1
+        return list(names) if names else [f"class_{i}" for i in range(n_classes)]
+
+    @property
+    def is_demo(self):
+        """True for a cohort written by the demo generator (its beats are simulated)."""
+        source = self.spec.get("source")
+        return isinstance(source, dict) and source.get("generator") == "demo_cohort.py"
+
+    def fingerprint(self):
+        """One sha256 over every file of the cohort, in a fixed order."""
+        digest = hashlib.sha256()
+        for name in sorted(self.files):
+            digest.update(f"{name}:{self.files[name]}\n".encode())
+        return digest.hexdigest()
+
+
+def set_seed(seed=42):
+    """Seed Python, NumPy and torch (CPU and CUDA) and make cuDNN deterministic."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+# ----------------------------------------------------------------------------- cohort.json
+
+def cohort_spec(data_dir):
+    """The cohort description: DATA_DIR/cohort.json checked and completed, else the seed's."""
+    path = os.path.join(data_dir, "cohort.json")
+    if not os.path.exists(path):
+        return dict(SEED_COHORT)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            given = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CohortError(f"{path} is not valid JSON ({error}); {FORMAT_HELP}") from None
+    if not isinstance(given, dict):
+        raise CohortError(f"{path} must hold a JSON object; {FORMAT_HELP}")
+    unknown = sorted(set(given) - COHORT_KEYS)
+    if unknown:
+        raise CohortError(f"{path}: unknown key(s) {unknown}; valid keys are {sorted(COHORT_KEYS)}")
+    groups = given.get("groups")
+    if (not isinstance(groups, list) or not groups or len(set(groups)) != len(groups)
+            or not all(isinstance(g, str) and g and "/" not in g for g in groups)):
+        raise CohortError(f"{path}: 'groups' must be a non-empty list of distinct group names "
+                          f"(the <GROUP> of cut_<GROUP>.npy)")
+    spec = {key: None for key in SEED_COHORT}
+    spec.update({"name": os.path.basename(os.path.normpath(data_dir)), "leads": list(LEAD_NAMES),
+                 "sampling_rate": 500, "binary_class_names": None,
+                 "multiclass_class_names": None})
+    spec.update(given)
+    spec["group_names"] = {g: (given.get("group_names") or {}).get(g, g) for g in groups}
+    for task in TASKS:
+        mapping = spec.get(f"{task}_labels")
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict) or set(mapping) != set(groups):
+            raise CohortError(f"{path}: '{task}_labels' must map every group in 'groups' to a class "
+                              f"number (or be null when the cohort has no {task} task)")
+        classes = sorted(set(mapping.values()))
+        if not all(isinstance(c, int) for c in classes) or classes != list(range(len(classes))):
+            raise CohortError(f"{path}: '{task}_labels' classes must be 0, 1, ... without gaps; "
+                              f"found {classes}")
+        names = spec.get(f"{task}_class_names")
+        if names is not None and len(names) != len(classes):
+            raise CohortError(f"{path}: '{task}_class_names' has {len(names)} names for "
+                              f"{len(classes)} classes")
+    if not isinstance(spec["leads"], list) or not spec["leads"]:
+        raise CohortError(f"{path}: 'leads' must be a list of lead names")
+    subgroups = spec.get("analysis_subgroups")
+    if subgroups is None and spec.get("binary_labels"):
+        subgroups = {spec["group_names"][g]: g for g in groups if spec["binary_labels"][g] == 1}
+    if subgroups and not set(subgroups.values()) <= set(groups):
+        raise CohortError(f"{path}: 'analysis_subgroups' names groups that are not in 'groups'")
+    spec["analysis_subgroups"] = subgroups
+    return spec
+
+
+def task_mapping(spec, task, data_dir="."):
+    """group -> class for `task`; a clear error when the cohort does not define that task."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    mapping = spec.get(f"{task}_labels")
+    if not mapping:
+        raise CohortError(f"the cohort in {data_dir} defines no '{task}_labels', so it cannot be "
+                          f"used for the {task} task; add the mapping to cohort.json")
+    return mapping
+
+
+# ----------------------------------------------------------------------------- files
+
+def expected_files(spec):
+    return [f"cut_{g}.npy" for g in spec["groups"]]
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def npy_array(path, allow_pickle=False, what="beat"):
+    """np.load with a clear error for everything that is not a plain numpy array file."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError as error:
+        raise CohortError(f"cannot read {path} ({error.strerror})") from None
+    if magic != b"\x93NUMPY":
+        raise CohortError(f"{path} is not a readable .npy file (it does not start with the numpy "
+                          f"file header); save the array with np.save")
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise CohortError(
+                f"{path} holds an object (pickled) array. Loading it would run code stored in "
+                f"the file, so it is refused by default. Save the {what}s as a plain numeric "
+                f"array (np.save(path, np.asarray(x, dtype=np.float32))), or, only if you trust "
+                f"the file, set ALLOW_PICKLE=True (--allow_pickle=True)") from None
+        raise CohortError(f"{path} is not a readable .npy file ({error})") from None
+    except (OSError, EOFError) as error:
+        raise CohortError(f"{path} is not a readable .npy file ({error}); save it with np.save") \
+            from None
+    except Exception as error:  # pickle errors when allow_pickle=True on a non-npy file
+        raise CohortError(f"{path} is not a readable .npy file ({type(error).__name__}: {error})") \
+            from None
+
+
+def checked_beats(path, n_leads, allow_pickle=False):
+    """The beats of one group file as float32 (N, leads, T), or a CohortError saying why not."""
+    beats = npy_array(path, allow_pickle)
+    if not isinstance(beats, np.ndarray) or beats.dtype == object:
+        if allow_pickle and isinstance(beats, np.ndarray):
+            try:
+                beats = np.asarray(beats.tolist(), dtype=np.float32)
+            except (ValueError, TypeError) as error:
+                raise CohortError(f"{path}: its objects do not form a numeric (N, {n_leads}, T) "
+                                  f"array ({error})") from None
+        else:
+            raise CohortError(f"{path} does not hold a numeric array")
+    if not (np.issubdtype(beats.dtype, np.floating) or np.issubdtype(beats.dtype, np.integer)):
+        raise CohortError(f"{path} has dtype {beats.dtype}; expected real numbers "
+                          f"(float32/float64 or integers)")
+    if beats.ndim != 3:
+        raise CohortError(f"{path} has shape {beats.shape} ({beats.ndim} dimensions); expected "
+                          f"(N beats, {n_leads} leads, T samples); {FORMAT_HELP}")
+    if beats.shape[0] == 0:
+        raise CohortError(f"{path} holds no beats (shape {beats.shape}); every group needs beats")
+    if beats.shape[1] != n_leads:
+        hint = ""
+        if beats.shape[2] == n_leads:
+            hint = (f" It looks like (N, T, {n_leads}): leads last. Transpose it yourself with "
+                    f"np.save(path, np.transpose(x, (0, 2, 1))); it is never transposed silently.")
+        raise CohortError(f"{path} has shape {beats.shape}: {beats.shape[1]} leads on axis 1, "
+                          f"expected {n_leads} (N, {n_leads}, T).{hint}")
+    beats = beats.astype(np.float32, copy=False)
+    finite = np.isfinite(beats).all(axis=(1, 2))
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise CohortError(f"{path}: {bad.size} of {beats.shape[0]} beats contain NaN or Inf "
+                          f"(first: beat {bad[0]}); clean or drop them before training")
+    return beats
+
+
+def checked_patient_ids(path, n_beats, allow_pickle=False):
+    ids = npy_array(path, allow_pickle, what="patient ID")
+    if ids.dtype == object:
+        ids = np.asarray([str(v) for v in ids.ravel()]).reshape(ids.shape)
+    if ids.ndim != 1:
+        raise CohortError(f"{path} has shape {ids.shape}; expected a 1-D array of {n_beats} "
+                          f"patient IDs")
+    if ids.shape[0] != n_beats:
+        raise CohortError(f"{path} has {ids.shape[0]} patient IDs but its beat file has "
+                          f"{n_beats} beats; they must match one to one")
+    if np.issubdtype(ids.dtype, np.floating):
+        if not np.isfinite(ids).all() or not np.all(ids == np.round(ids)):
+            raise CohortError(f"{path}: patient IDs must be integers or strings, found "
+                              f"non-integer floats")
+        ids = ids.astype(np.int64)
+    if not (np.issubdtype(ids.dtype, np.integer) or ids.dtype.kind in "US"):
+        raise CohortError(f"{path} has dtype {ids.dtype}; patient IDs must be integers or strings")
+    return ids.astype(str)
+
+
+def load_cohort(data_dir, allow_pickle=False):
+    """Read and validate every file of the cohort in `data_dir`."""
+    if not os.path.isdir(data_dir):
+        raise CohortError(f"data folder {data_dir!r} does not exist. Put your beat files there "
+                          f"({', '.join(expected_files(SEED_COHORT))}, or those named in "
+                          f"cohort.json); {FORMAT_HELP}")
+    spec = cohort_spec(data_dir)
+    missing = [name for name in expected_files(spec)
+               if not os.path.exists(os.path.join(data_dir, name))]
+    if missing:
+        raise CohortError(f"{data_dir} lacks {', '.join(missing)}; a cohort needs "
+                          f"{', '.join(expected_files(spec))}; {FORMAT_HELP}")
+    n_leads = len(spec["leads"])
+    files, beats, id_arrays = {}, [], []
+    for group in spec["groups"]:
+        path = os.path.join(data_dir, f"cut_{group}.npy")
+        beats.append(checked_beats(path, n_leads, allow_pickle))
+        files[os.path.basename(path)] = file_sha256(path)
+        id_path = os.path.join(data_dir, f"cut_{group}_patient_ids.npy")
+        if os.path.exists(id_path):
+            id_arrays.append(checked_patient_ids(id_path, beats[-1].shape[0], allow_pickle))
+            files[os.path.basename(id_path)] = file_sha256(id_path)
+        else:
+            id_arrays.append(None)
+    if os.path.exists(os.path.join(data_dir, "cohort.json")):
+        files["cohort.json"] = file_sha256(os.path.join(data_dir, "cohort.json"))
+    lengths = {g: b.shape[2] for g, b in zip(spec["groups"], beats)}
+    if len(set(lengths.values())) > 1:
+        raise CohortError(f"beats in {data_dir} differ in length between groups "
+                          f"({', '.join(f'cut_{g}.npy: T={t}' for g, t in lengths.items())}); "
+                          f"cut all beats to the same window")
+    given = [ids is not None for ids in id_arrays]
+    if any(given) and not all(given):
+        lacking = [f"cut_{g}_patient_ids.npy" for g, ok in zip(spec["groups"], given) if not ok]
+        raise CohortError(f"{data_dir} has patient-ID files for some groups but lacks "
+                          f"{', '.join(lacking)}; give IDs for every group or for none")
+    if not all(given):
+        id_arrays = [np.array([f"{g}:{i}" for i in range(b.shape[0])])
+                     for g, b in zip(spec["groups"], beats)]
+    group_index = np.concatenate([np.full(b.shape[0], i, dtype=np.int64)
+                                  for i, b in enumerate(beats)])
+    cohort = Cohort(data_dir=data_dir, spec=spec, beats=np.concatenate(beats, axis=0),
+                    group_index=group_index, patient_ids=np.concatenate(id_arrays),
+                    patient_ids_given=all(given), files=files)
+    for task in TASKS:
+        if spec.get(f"{task}_labels"):
+            check_one_class_per_patient(cohort, task)
+    return cohort
+
+
+def check_one_class_per_patient(cohort, task):
+    labels = cohort.labels(task)
+    order = np.argsort(cohort.patient_ids, kind="stable")
+    ids, labels_sorted = cohort.patient_ids[order], labels[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    lo = np.minimum.reduceat(labels_sorted, starts)
+    hi = np.maximum.reduceat(labels_sorted, starts)
+    mixed = np.flatnonzero(lo != hi)
+    if mixed.size:
+        patient = str(ids[starts[mixed[0]]])
+        groups = sorted({cohort.groups[g] for g in cohort.group_index[cohort.patient_ids == patient]})
+        raise CohortError(
+            f"{cohort.data_dir}: patient {patient!r} has beats in groups of different {task} "
+            f"class ({', '.join(f'cut_{g}_patient_ids.npy' for g in groups)}); "
+            f"{mixed.size} patient(s) affected. A patient must belong to one class")
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+def standardize_beats(beats):
+    """Each beat, lead by lead, to zero mean and unit variance over time (float32).
+
+    Matches sklearn's StandardScaler applied per sample to sample.T, as the original did; a flat
+    lead (zero variance) becomes zeros, never NaN.
+    """
+    beats = np.asarray(beats, dtype=np.float32)
+    mean = beats.mean(axis=-1, keepdims=True, dtype=np.float64)
+    std = beats.std(axis=-1, keepdims=True, dtype=np.float64)
+    std[std < 10 * np.finfo(np.float64).eps] = 1.0
+    return ((beats - mean) / std).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- split
+
+def patient_classes(labels, patient_ids):
+    """Unique patients and each patient's class (a patient with two classes is an error)."""
+    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    labels = np.asarray(labels)
+    first = np.full(len(patients), -1, dtype=np.int64)
+    first[inverse[::-1]] = labels[::-1]
+    if np.any(first[inverse] != labels):
+        bad = str(patients[inverse[np.flatnonzero(first[inverse] != labels)[0]]])
+        raise CohortError(f"patient {bad!r} has beats of different classes; "
+                          f"a patient must belong to one class")
+    return patients, first, inverse
+
+
+def patient_split_indices(labels, patient_ids, test_size=0.1, val_size=0.2, random_state=42):
+    """Beat indices of train/val/test, split by patient and stratified by class.
+
+    Each class's patients are shuffled with `random_state` and divided so that roughly
+    `test_size` and `val_size` of them (at least one each) go to test and validation.
+    """
+    if not (0 <= test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
+        raise UserError(f"test_size ({test_size}) and val_size ({val_size}) must be in (0, 1) "
+                        f"and leave room for training")
+    needed = 3 if test_size > 0 else 2
+    patients, classes, inverse = patient_classes(labels, patient_ids)
+    rng = np.random.default_rng(random_state)
+    split_of_patient = np.empty(len(patients), dtype=np.int64)  # 0 train, 1 val, 2 test
+    for cls in np.unique(classes):
+        members = np.flatnonzero(classes == cls)
+        if len(members) < needed:
+            raise CohortError(
+                f"class {cls} has only {len(members)} patient(s); a patient-level split needs at "
+                f"least {needed} (one per split). Add patients of that class")
+        members = rng.permutation(members)
+        n_test = max(1, int(round(test_size * len(members)))) if test_size > 0 else 0
+        n_val = max(1, int(round(val_size * len(members))))
+        if n_test + n_val >= len(members):
+            n_test, n_val = needed - 2, 1
+        split_of_patient[members[:n_test]] = 2
+        split_of_patient[members[n_test:n_test + n_val]] = 1
+        split_of_patient[members[n_test + n_val:]] = 0
+    beat_split = split_of_patient[inverse]
+    return {name: np.flatnonzero(beat_split == code)
+            for code, name in enumerate(("train", "val", "test"))}
+
+
+def patient_kfold_indices(labels, patient_ids, n_folds, random_state=42):
+    """k folds of beat indices, each fold a disjoint set of patients, stratified by class."""
+    patients, classes, inverse = patient_classes(labels, patient_ids)
+    rng = np.random.default_rng(random_state)
+    fold_of_patient = np.empty(len(patients), dtype=np.int64)
+    offset = 0
+    for cls in np.unique(classes):
+        members = rng.permutation(np.flatnonzero(classes == cls))
+        if len(members) < n_folds:
+            raise CohortError(f"class {cls} has {len(members)} patient(s), fewer than the "
+                              f"{n_folds} folds asked for; lower CV_FOLDS")
+        fold_of_patient[members] = (np.arange(len(members)) + offset) % n_folds
+        offset += len(members)
+    return [np.flatnonzero(fold_of_patient[inverse] == k) for k in range(n_folds)]
+
+
+def split_dataset_by_patients(data, labels, patient_ids, test_size=0.1, val_size=0.2,
+                              random_state=42):
+    """The seed's split, now stratified by class at patient level.
+
+    Returns (X_train, y_train, X_val, y_val, X_test, y_test, patient_ids_test) like the original.
+    """
+    patient_ids = np.asarray(patient_ids)
+    parts = patient_split_indices(labels, patient_ids, test_size, val_size, random_state)
+    data, labels = np.asarray(data), np.asarray(labels)
+    train, val, test = parts["train"], parts["val"], parts["test"]
+    return (data[train], labels[train], data[val], labels[val], data[test], labels[test],
+            patient_ids[test])
+
+
+# ----------------------------------------------------------------------------- tensors
+
+class ECGDataset(Dataset):
+    """Beats and labels (and optional patient IDs) held as tensors, built once.
+
+    Accepts the seed's list of [x, y] or [x, y, patient_id] items, or arrays via `from_arrays`.
+    """
+
+    def __init__(self, data=None, *, x=None, y=None, patient_ids=None):
+        if data is not None:
+            x = np.stack([np.asarray(item[0], dtype=np.float32) for item in data])
+            y = np.array([item[1] for item in data])
+            if len(data[0]) == 3:
+                patient_ids = np.array([item[2] for item in data])
+        self.x_data = torch.as_tensor(x, dtype=torch.float32)  # no copy for float32 tensors
+        self.y_data = torch.as_tensor(y).long()
+        self.patient_ids = None if patient_ids is None else np.asarray(patient_ids)
+        self.has_patient_ids = self.patient_ids is not None
+        self.len = len(self.y_data)
+
+    @classmethod
+    def from_arrays(cls, x, y, patient_ids=None):
+        return cls(x=x, y=y, patient_ids=patient_ids)
+
+    def __getitem__(self, index):
+        if self.has_patient_ids:
+            return self.x_data[index], self.y_data[index], self.patient_ids[index]
+        return self.x_data[index], self.y_data[index]
+
+    def __len__(self):
+        return self.len
+
+
+class LeadDropout(Dataset):
+    """Training augmentation: each lead of each beat is zeroed with probability `p`.
+
+    Zero is the lead's mean in standardised units, the same value a missing lead or the
+    deletion test (explanation_checks.deletion_test) puts there. A model that has seen zeroed
+    leads in both classes reads them as "no information" instead of as a flat, unusual signal
+    (a flat lead looks like a flattened T wave), so it tolerates missing leads and lead
+    deletion measures what a lead contributed (Hooker et al. 2019 on why removal must stay in
+    the training distribution). A beat never loses all its leads (such a draw drops none).
+
+    The mask of beat i in epoch e depends only on (seed, e, i): the same under resume, with
+    DataLoader workers, and in every process of a torchrun job. Call ``set_epoch(e)`` before
+    each epoch. Indexing with a list or tensor of indices returns a batch, like ECGDataset.
+    """
+
+    def __init__(self, dataset, p, seed=0):
+        if not 0.0 <= float(p) < 1.0:
+            raise UserError(f"LEAD_DROPOUT must be in [0, 1), got {p}")
+        self.dataset, self.p, self.seed = dataset, float(p), int(seed)
+        self.n_leads = dataset.x_data.shape[1]
+        self.epoch, self._masks = 0, None
+
+    def set_epoch(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self._masks = int(epoch), None
+
+    def masks(self):
+        """(N, leads) bool: True where this epoch zeroes the lead."""
+        if self._masks is None:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            masks = torch.rand((len(self.dataset), self.n_leads), generator=generator) < self.p
+            masks[masks.all(dim=1)] = False
+            self._masks = masks
+        return self._masks
+
+    def __getitem__(self, index):
+        items = self.dataset[index]
+        if self.p == 0.0:
+            return items
+        dropped = self.masks()[index]
+        return (items[0].masked_fill(dropped.unsqueeze(-1), 0.0), *items[1:])
+
+    def __len__(self):
+        return len(self.dataset)
+
+
+def package_dataset(data, labels, patient_ids=None):
+    """The seed's packaging: (dataset, channels, data_length, classes), dataset tensor-backed."""
+    dataset = ECGDataset.from_arrays(data, labels, patient_ids)
+    return dataset, dataset.x_data.shape[1], dataset.x_data.shape[2], len(np.unique(labels))

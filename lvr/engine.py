@@ -1,0 +1,285 @@
+"""A training script's whole job: cohort -> split -> fit -> evaluate -> write.
+
+`run_training(config)` runs one patient-level split (or CV_FOLDS folds): it trains with
+lvr.training.fit, tests the best checkpoint with lvr.metrics.test_report, and writes the
+figures and provenance files. The scripts only choose constants.
+"""
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from lvr.checkpoints import load_checkpoint
+from lvr.cohort import (load_cohort, patient_kfold_indices, patient_split_indices,
+                        standardize_beats)
+from lvr.config import UserError
+from lvr.demo import resolve_data_dir
+from lvr.distributed import barrier, distributed_setup
+from lvr.figures.training import plot_confusion_matrix, plot_roc_curve, plot_training_curves
+from lvr.metrics import headline_metrics, test_report
+from lvr.run_folder import (disk_space_guard, library_versions, output_lock, prepare_output_dir,
+                            save_npy_atomic, write_json_atomic)
+from lvr.training import (BEST_CHECKPOINT, HISTORY_KEYS, LAST_CHECKPOINT, fit,
+                          predict_logits)
+
+TEST_RESULTS = "test_eval_results.json"
+CV_SUMMARY = "cv_summary.json"
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What every split of one run shares: the cohort, its labels, and where this process runs."""
+    cohort: object                  # lvr.cohort.Cohort
+    data_dir: str
+    labels: np.ndarray              # class of every beat for the run's task
+    class_names: list
+    x_all: torch.Tensor             # every beat, standardised
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    log: object = print
+
+    @property
+    def writer(self):
+        """Only rank 0 writes files."""
+        return self.rank == 0
+
+
+def run_training(config, log=print):
+    """Train, select and test as configured: one split, or CV_FOLDS patient-level folds.
+
+    Under torchrun every process runs this; only rank 0 prints and writes. Returns the test
+    report (with CV: the cross-validation summary).
+    """
+    start_time = time.time()
+    rank, world_size, device = distributed_setup(config["DEVICE"])
+    if rank != 0:
+        log = quiet_log
+    try:
+        run = run_context(config, log, rank, world_size, device)
+        output_dir, folds = config["OUTPUT_DIR"], config["CV_FOLDS"]
+        if run.writer:
+            prepare_run_folder(config, log)
+        barrier(world_size)
+        with (output_lock(output_dir) if run.writer else contextlib.nullcontext()), \
+                disk_space_guard(output_dir, f"last complete checkpoint: "
+                                             f"{os.path.join(output_dir, LAST_CHECKPOINT)}"):
+            if folds:
+                return cross_validate(config, run, folds, output_dir, start_time)
+            parts = patient_split_indices(run.labels, run.cohort.patient_ids, config["TEST_SIZE"],
+                                          config["VAL_SIZE"], config["SEED"])
+            return train_and_test(config, run, parts, output_dir, config["RESUME"], start_time)
+    finally:
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def quiet_log(*_):
+    pass
+
+
+def run_context(config, log, rank, world_size, device):
+    """Load the cohort and describe the run; checks that need the cohort happen here."""
+    task = config["TASK"]
+    data_dir = resolve_data_dir(config["DATA_DIR"], log=log)
+    cohort = load_cohort(data_dir, allow_pickle=config["ALLOW_PICKLE"])
+    if not cohort.patient_ids_given:
+        log("warning: no cut_<GROUP>_patient_ids.npy files, so every beat counts as its own "
+            "patient and the split is per beat (beats of one patient may land in train and test)")
+    labels = cohort.labels(task)
+    class_names = class_names_for(config, cohort, task)
+    if config["BATCH_SIZE"] % world_size:
+        raise UserError(f"BATCH_SIZE={config['BATCH_SIZE']} must be divisible by the "
+                        f"{world_size} processes (each takes an equal share of every batch)")
+    log(f"Data: {data_dir} ({cohort.spec['name']}), {len(labels)} beats x "
+        f"{cohort.beats.shape[1]} leads x {cohort.beats.shape[2]} samples; task {task}: "
+        f"{', '.join(class_names)}")
+    if world_size > 1:
+        log(f"Distributed: {world_size} processes ({dist.get_backend()}), "
+            f"{config['BATCH_SIZE'] // world_size} beats per process per batch")
+    return RunContext(cohort=cohort, data_dir=data_dir, labels=labels, class_names=class_names,
+                      x_all=torch.from_numpy(standardize_beats(cohort.beats)), device=device,
+                      rank=rank, world_size=world_size, log=log)
+
+
+def prepare_run_folder(config, log):
+    """OUTPUT_DIR ready for this run (rank 0): an earlier run is kept, a resumed one checked."""
+    output_dir = config["OUTPUT_DIR"]
+    if config["CV_FOLDS"] and config["RESUME"]:
+        if not os.path.isdir(output_dir):
+            raise UserError(f"--resume=True but {output_dir} does not exist; start without "
+                            f"--resume")
+        return
+    prepare_output_dir(output_dir, config["RESUME"], log, finished_file=CV_SUMMARY
+                       if config["CV_FOLDS"] else TEST_RESULTS, resume_file=LAST_CHECKPOINT)
+
+
+def class_names_for(config, cohort, task):
+    names = list(config["CLASS_NAMES"] or cohort.class_names(task))
+    n_classes = int(cohort.labels(task).max()) + 1
+    if len(names) != n_classes or n_classes != config["NUM_CLASSES"]:
+        raise UserError(f"the cohort's {task} task has {n_classes} classes ({names}) but this "
+                        f"script trains NUM_CLASSES={config['NUM_CLASSES']}; use the other "
+                        f"training script or fix cohort.json")
+    return names
+
+
+def cross_validate(config, run, folds, output_dir, start_time):
+    """k patient-level folds: each is the test set once; train/val come from the other folds."""
+    cohort, labels, log = run.cohort, run.labels, run.log
+    fold_indices = patient_kfold_indices(labels, cohort.patient_ids, folds, config["SEED"])
+    reports = []
+    for k, test_idx in enumerate(fold_indices):
+        fold_dir = os.path.join(output_dir, f"fold_{k + 1}")
+        finished = os.path.join(fold_dir, TEST_RESULTS)
+        if os.path.exists(finished):
+            with open(finished, encoding="utf-8") as handle:
+                reports.append(json.load(handle))
+            log(f"fold {k + 1}/{folds}: finished earlier, kept")
+            continue
+        rest = np.setdiff1d(np.arange(len(labels)), test_idx)
+        inner = patient_split_indices(labels[rest], cohort.patient_ids[rest], 0.0,
+                                      config["VAL_SIZE"] / (1 - 1 / folds), config["SEED"] + k)
+        parts = {"train": rest[inner["train"]], "val": rest[inner["val"]], "test": test_idx}
+        log(f"\n===== fold {k + 1}/{folds} =====")
+        resume = os.path.exists(os.path.join(fold_dir, LAST_CHECKPOINT))
+        if run.writer:
+            os.makedirs(fold_dir, exist_ok=True)
+        reports.append(train_and_test(dict(config, SEED=config["SEED"] + k), run, parts,
+                                      fold_dir, resume, time.time()))
+    summary = cross_validation_summary(reports)
+    summary.update({"folds": folds, "fold_dirs": [f"fold_{k + 1}" for k in range(folds)],
+                    "config": config, "data_fingerprint": cohort.fingerprint(),
+                    "wall_time_s": round(time.time() - start_time, 2)})
+    if run.writer:
+        write_json_atomic(os.path.join(output_dir, CV_SUMMARY), summary)
+    log(f"\n{folds}-fold cross-validation (patient-level, stratified), mean +/- sd over folds:")
+    for name, stats in summary["metrics"].items():
+        if stats["mean"] is not None:
+            log(f"  {name:<12} {stats['mean']:.4f} +/- {stats['sd']:.4f}  "
+                f"(min {stats['min']:.4f}, max {stats['max']:.4f})")
+    log(f"Per-fold results in {output_dir}/fold_*/, summary in {output_dir}/{CV_SUMMARY}")
+    return summary
+
+
+def cross_validation_summary(reports):
+    """Mean, sd (ddof=1), min and max over folds of each headline metric."""
+    metrics = {}
+    for name in headline_metrics(reports[0]):
+        values = [headline_metrics(r)[name] for r in reports]
+        values = [v for v in values if v is not None]
+        metrics[name] = ({"mean": float(np.mean(values)),
+                          "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                          "min": float(np.min(values)), "max": float(np.max(values)),
+                          "per_fold": values} if values else
+                         {"mean": None, "sd": None, "min": None, "max": None, "per_fold": []})
+    return {"metrics": metrics}
+
+
+def train_and_test(config, run, parts, output_dir, resume, start_time):
+    """Train on parts['train'], select on parts['val'], test on parts['test'] in output_dir."""
+    cohort, labels = run.cohort, run.labels
+    for name, idx in parts.items():
+        run.log(split_summary(name, labels[idx], cohort.patient_ids[idx], len(labels)))
+    tensors = {name: (run.x_all[idx], torch.from_numpy(labels[idx]))
+               for name, idx in parts.items()}
+    if run.writer and not resume:
+        write_json_atomic(os.path.join(output_dir, "split.json"), split_record(config, run, parts))
+    outcome = fit(config, tensors["train"], tensors["val"], run.class_names, output_dir, resume,
+                  in_channels=cohort.beats.shape[1], input_length=cohort.beats.shape[2],
+                  device=run.device, rank=run.rank, world_size=run.world_size, log=run.log)
+    report = evaluate(config, run, tensors["test"], cohort.patient_ids[parts["test"]], output_dir)
+    report.update({"best_epoch": outcome.best_epoch, "best_val_acc": outcome.best_val_acc,
+                   "class_names": run.class_names, "processes": run.world_size})
+    if run.writer:
+        write_run_outputs(config, run, output_dir, outcome, report, start_time)
+    barrier(run.world_size)
+    return report
+
+
+def split_summary(name, labels, patient_ids, total):
+    counts = np.bincount(labels, minlength=int(labels.max()) + 1 if len(labels) else 0)
+    return (f"  {name:<5} {len(np.unique(patient_ids)):>5} patients {len(labels):>6} beats "
+            f"({100 * len(labels) / total:4.1f}%)  per class: {counts.tolist()}")
+
+
+def split_record(config, run, parts):
+    """split.json: the patients of each split and what they were drawn from."""
+    cohort = run.cohort
+    return {"seed": config["SEED"], "test_size": config["TEST_SIZE"],
+            "val_size": config["VAL_SIZE"], "task": config["TASK"], "data_dir": run.data_dir,
+            "data_fingerprint": cohort.fingerprint(),
+            "patient_ids_given": cohort.patient_ids_given,
+            **{name: sorted(set(cohort.patient_ids[idx].tolist())) for name, idx in parts.items()}}
+
+
+def evaluate(config, run, test, patient_ids, output_dir):
+    """Test metrics of the best checkpoint, with patient-bootstrap CIs and patient-level metrics."""
+    best_model, _ = load_checkpoint(os.path.join(output_dir, BEST_CHECKPOINT),
+                                    map_location=run.device)
+    x_test, y_test = test
+    logits = predict_logits(best_model, x_test, config["BATCH_SIZE"], run.device, run.rank,
+                            run.world_size)
+    prob = torch.softmax(logits, 1).numpy()
+    return test_report(y_test.numpy(), prob, patient_ids, run.class_names, config["BOOTSTRAP"],
+                       config["SEED"])
+
+
+def write_run_outputs(config, run, output_dir, outcome, report, start_time):
+    """Curves, test results, figures and run.json of a finished run (rank 0 only)."""
+    history = outcome.history
+    for key in HISTORY_KEYS:
+        save_npy_atomic(os.path.join(output_dir, f"{key}.npy"), np.asarray(history[key]))
+    plot_training_curves(output_dir, *(history[key] for key in HISTORY_KEYS),
+                         best_epoch=outcome.best_epoch)
+    write_json_atomic(os.path.join(output_dir, TEST_RESULTS), report)
+    plot_roc_curve(os.path.join(output_dir, "test_roc_curve.png"), report["fpr"], report["tpr"],
+                   report["roc_auc"], run.class_names)
+    plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),
+                          report["confusion_matrix"], run.class_names)
+    wall = time.time() - start_time
+    write_json_atomic(os.path.join(output_dir, "run.json"), run_record(config, run, wall))
+    log_test_summary(report, run.class_names, output_dir, wall, run.log)
+
+
+def run_record(config, run, wall):
+    """run.json: the configuration, data, machine and versions a run used."""
+    cohort, device = run.cohort, run.device
+    return {
+        "config": config, "command": sys.argv, "data_dir": run.data_dir,
+        "data_fingerprint": cohort.fingerprint(), "data_files": cohort.files,
+        "demo_data": cohort.is_demo, "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "processes": run.world_size, "torch_threads": torch.get_num_threads(),
+        "versions": library_versions(), "wall_time_s": round(wall, 2),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def format_ci(ci):
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[n/a]"
+
+
+def log_test_summary(report, class_names, output_dir, wall, log):
+    head = headline_metrics(report)
+    log(f"\nTest set ({report['n_patients']} patients, {report['n_beats']} beats), best checkpoint "
+        f"from epoch {report['best_epoch']}; 95% CIs resample patients:")
+    for name in ("roc_auc", "accuracy", "f1", "sensitivity", "specificity"):
+        value = head[name]
+        label = "AUC (macro one-vs-rest)" if name == "roc_auc" and len(class_names) > 2 else name
+        log(f"  {label:<24} {value:.4f}  {format_ci(report.get(f'{name}_ci95'))}"
+            if value is not None else f"  {label:<24} n/a")
+    if "patient_level" in report:
+        level = headline_metrics(report["patient_level"])
+        auc = level["roc_auc"]
+        log(f"  patient level: AUC {auc:.4f} {format_ci(report['patient_level'].get('roc_auc_ci95'))}"
+            f", accuracy {level['accuracy']:.4f}" if auc is not None else
+            f"  patient level: accuracy {level['accuracy']:.4f}")
+    log(f"Results in {output_dir}/ (test_eval_results.json, figures, best_model.pth) "
+        f"after {wall / 60:.1f} min.")

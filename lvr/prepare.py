@@ -1,0 +1,786 @@
+"""Cut raw 12-lead WFDB recordings into R-peak-aligned beats: the project's cohort folder.
+
+Input: a CSV table (columns record, patient_id, group; record = WFDB path relative to the CSV's
+folder, without extension), or PTB-XL itself (--ptbxl_dir=DIR builds the table from
+ptbxl_database.csv and scp_statements.csv). Each record is read, its leads put in the order
+I, II, III, aVR, aVL, aVF, V1-V6, converted to millivolts, resampled to FS, band-passed, checked
+(flat, saturated, noisy, implausible heart rate, NaN, too short) and cut into windows
+[r - PRE, r + POST) around the R peaks found on DETECTOR_LEAD.
+
+Output (OUTPUT_DIR): cut_<GROUP>.npy float32 (N, 12, T) in mV, filtered, not standardised;
+cut_<GROUP>_patient_ids.npy (N,), int64 or fixed-width text; cohort.json; beats_manifest.csv
+(group, patient_id, record, beat_index among the record's complete beats, r_peak_sample at FS
+in the whole record, row in cut_<GROUP>.npy; -1 for BEATS=median); prepare_summary.json (what
+was read, kept, rejected and why). Patients with records in groups of different class are left
+out whole: the training code needs one class per patient.
+
+    python prepare_data.py --ptbxl_dir=DIR --task=mi_norm --output_dir=OUT
+    python prepare_data.py --table=records.csv --task=binary:CONTROL,LVR --output_dir=OUT
+"""
+import ast
+import csv
+import re
+import time
+import warnings
+import zlib
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import signal
+
+import neurokit2 as nk
+import wfdb
+from tqdm import tqdm
+
+from lvr.config import UserError
+from lvr.leads import LEAD_NAMES
+from lvr.run_folder import atomic_write, library_versions, write_json_atomic
+
+LEAD_BY_KEY = {name.upper(): name for name in LEAD_NAMES}
+TO_MILLIVOLT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3}
+OUTPUT_FILES = ("cohort.json", "beats_manifest.csv", "prepare_summary.json")
+
+
+class RecordRejected(Exception):
+    """A record that cannot give beats: "kind: detail"; the summary counts reasons by kind."""
+
+    def __init__(self, kind, detail):
+        super().__init__(f"{kind}: {detail}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a worker needs to turn one record into beats: the per-record constants of
+    prepare_data.py, lower-cased (checked_options builds it from them)."""
+    fs: int
+    pre: float
+    post: float
+    beats: str
+    bandpass: tuple
+    bandpass_order: int
+    notch_hz: tuple
+    detector: str
+    detector_lead: str
+    r_refine_s: float
+    min_peak_ratio: float
+    heart_rate_bpm: tuple
+    reject_flat_mv: float
+    reject_saturation: float
+    reject_noise: float
+    seed: int
+
+    @property
+    def pre_samples(self):
+        return int(round(self.pre * self.fs))
+
+    @property
+    def window_samples(self):
+        return int(round((self.pre + self.post) * self.fs))
+
+
+class RecordBeats(NamedTuple):
+    beats: np.ndarray  # float32 (n, 12, T), mV
+    r_peaks: np.ndarray  # R peak of each beat, sample at FS in the whole record (-1: median beat)
+    beat_index: np.ndarray  # position among the record's complete beats (-1: median beat)
+    info: dict  # heart rate, counts, measures and notes
+
+
+# ---------------------------------------------------------------- options and task
+
+def beat_selection(text):
+    """(mode, k) from a BEATS value: all, median, first:K, random:K."""
+    word = text.strip().lower()
+    if word in ("all", "median"):
+        return word, None
+    match = re.fullmatch(r"(first|random):(\d+)", word)
+    if not match or int(match.group(2)) < 1:
+        raise UserError(f"--beats={text!r} is not understood: use all, median, first:K or random:K "
+                        f"with K >= 1 (e.g. first:8)")
+    return match.group(1), int(match.group(2))
+
+
+def checked_options(config):
+    """The per-record Options from a resolved configuration, each value checked once."""
+    names = {f.name for f in fields(Options)}
+    options = Options(**{name.lower(): value for name, value in config.items()
+                         if name.lower() in names})
+    low, high = (float(v) for v in options.bandpass)
+    if options.fs <= 0:
+        raise UserError(f"--fs must be positive, got {options.fs}")
+    if not 0 < low < high < options.fs / 2:
+        raise UserError(f"--bandpass={options.bandpass}: need 0 < low < high < FS/2 = "
+                        f"{options.fs / 2}")
+    if options.pre < 0 or options.post <= 0:
+        raise UserError(f"--pre must be >= 0 and --post > 0 (seconds), got {options.pre}, "
+                        f"{options.post}")
+    rate_low, rate_high = options.heart_rate_bpm
+    if not 0 < rate_low < rate_high:
+        raise UserError(f"--heart_rate_bpm={options.heart_rate_bpm}: need 0 < low < high")
+    lead = LEAD_BY_KEY.get(lead_key(options.detector_lead))
+    if lead is None:
+        raise UserError(f"--detector_lead={options.detector_lead!r} is not one of "
+                        f"{', '.join(LEAD_NAMES)}")
+    beat_selection(options.beats)
+    return Options(**{**asdict(options), "detector_lead": lead, "bandpass": (low, high)})
+
+
+def task_labels(task):
+    """The group and label part of cohort.json for a TASK value."""
+    kind, _, rest = task.partition(":")
+    if task == "mi_norm":
+        return {"groups": ["NORM", "MI"], "binary_labels": {"NORM": 0, "MI": 1},
+                "binary_class_names": ["NORM", "MI"], "multiclass_labels": None,
+                "multiclass_class_names": None, "analysis_subgroups": {"MI": "MI"}}
+    if task == "superclass4":
+        groups = ["NORM", "MI", "STTC", "CD"]
+        return {"groups": groups, "binary_labels": None, "binary_class_names": None,
+                "multiclass_labels": {g: i for i, g in enumerate(groups)},
+                "multiclass_class_names": groups, "analysis_subgroups": None}
+    groups = [g.strip() for g in rest.split(",") if g.strip()]
+    unusable = [g for g in groups if not re.fullmatch(r"[A-Za-z0-9_.\-]+", g)]
+    if unusable:
+        raise UserError(f"--task={task!r}: group name(s) {unusable} cannot be part of a file name "
+                        f"cut_<GROUP>.npy; use letters, digits, '_', '-', '.'")
+    if kind == "binary" and len(groups) == 2 and len(set(groups)) == 2:
+        negative, positive = groups
+        return {"groups": groups, "binary_labels": {negative: 0, positive: 1},
+                "binary_class_names": groups, "multiclass_labels": None,
+                "multiclass_class_names": None, "analysis_subgroups": {positive: positive}}
+    if kind == "multiclass" and len(groups) >= 2 and len(set(groups)) == len(groups):
+        return {"groups": groups, "binary_labels": None, "binary_class_names": None,
+                "multiclass_labels": {g: i for i, g in enumerate(groups)},
+                "multiclass_class_names": groups, "analysis_subgroups": None}
+    raise UserError(f"--task={task!r} is not understood: use mi_norm, superclass4, "
+                    f"binary:NEGATIVE,POSITIVE or multiclass:A,B,C (group names of your table)")
+
+
+def cohort_name(name, task, ptbxl_dir, table):
+    if name:
+        return name
+    if ptbxl_dir:
+        return f"ptbxl_{task}"
+    stem = Path(table).stem
+    return stem if ":" in task else f"{stem}_{task}"
+
+
+# ---------------------------------------------------------------- tables
+
+def ptbxl_superclasses(ptbxl_dir):
+    """ecg_id -> sorted diagnostic superclasses, plus the database table, from a PTB-XL folder."""
+    folder = Path(ptbxl_dir)
+    database, statements = folder / "ptbxl_database.csv", folder / "scp_statements.csv"
+    for path in (database, statements):
+        if not path.is_file():
+            raise UserError(f"--ptbxl_dir={ptbxl_dir}: {path.name} not found there; point it at "
+                            f"the PTB-XL folder that holds ptbxl_database.csv and "
+                            f"scp_statements.csv")
+    db = pd.read_csv(database, index_col="ecg_id")
+    scp = pd.read_csv(statements, index_col=0)
+    missing = {"patient_id", "scp_codes", "filename_hr"} - set(db.columns)
+    if missing or "diagnostic_class" not in scp.columns:
+        raise UserError(f"{database} / {statements}: not the PTB-XL layout (missing columns "
+                        f"{sorted(missing) or ['diagnostic_class']})")
+    diagnostic = scp[scp["diagnostic"] == 1]["diagnostic_class"].to_dict()
+    superclasses = db["scp_codes"].map(lambda codes: sorted(
+        {diagnostic[code] for code in ast.literal_eval(codes) if code in diagnostic}))
+    return superclasses, db
+
+
+def ptbxl_table(ptbxl_dir, task):
+    """PTB-XL's records as a table (record, patient_id, group, ecg_id) for mi_norm or superclass4.
+
+    mi_norm: NORM = the only diagnostic superclass is NORM; MI = MI among the superclasses.
+    superclass4: records with exactly one diagnostic superclass, one of NORM, MI, STTC, CD.
+    Records are the 500 Hz files (filename_hr); patient_id is PTB-XL's, as an integer.
+    """
+    if task not in ("mi_norm", "superclass4"):
+        raise UserError(f"--ptbxl_dir works with --task=mi_norm or superclass4, not {task!r}; "
+                        f"for other groupings write a table and pass --table")
+    superclasses, db = ptbxl_superclasses(ptbxl_dir)
+    if task == "mi_norm":
+        group = superclasses.map(lambda s: "MI" if "MI" in s else "NORM" if s == ["NORM"] else None)
+    else:
+        group = superclasses.map(lambda s: s[0] if len(s) == 1 and s[0] != "HYP" else None)
+    keep = group.notna()
+    return pd.DataFrame({"record": db.loc[keep, "filename_hr"].to_numpy(),
+                         "patient_id": db.loc[keep, "patient_id"].astype(np.int64).to_numpy(),
+                         "group": group[keep].to_numpy(),
+                         "ecg_id": db.index[keep].to_numpy()})
+
+
+def patient_id_values(column):
+    """Patient ids (text) as int64 when every one is a plain integer, else as fixed-width strings.
+
+    "15709" and "15709.0" become 15709; "007" stays text, so it cannot merge with "7".
+    """
+    text = column.astype(str).str.strip()
+    if text.str.fullmatch(r"-?(0|[1-9]\d*)(\.0*)?").all():
+        return text.str.replace(r"\.0*$", "", regex=True).astype(np.int64).to_numpy()
+    return np.asarray(text.to_numpy(), dtype=str)
+
+
+def records_table(table_path, groups):
+    """The user's table (record, patient_id, group), checked; record without extension."""
+    path = Path(table_path)
+    if not path.is_file():
+        raise UserError(f"--table={table_path}: file not found; give a CSV with columns record, "
+                        f"patient_id, group (or --ptbxl_dir=DIR for PTB-XL)")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"--table={table_path}: cannot be read as CSV ({error})") from None
+    missing = [c for c in ("record", "patient_id", "group") if c not in table.columns]
+    if missing:
+        raise UserError(f"--table={table_path}: missing column(s) {', '.join(missing)} "
+                        f"(has: {', '.join(map(str, table.columns))}); it needs record, "
+                        f"patient_id, group")
+    for column in ("record", "patient_id", "group"):
+        table[column] = table[column].str.strip()
+        empty = table.index[table[column] == ""]
+        if len(empty):
+            raise UserError(f"--table={table_path}: empty {column} in data row(s) "
+                            f"{', '.join(str(i + 1) for i in empty[:10])}; fill or remove them")
+    table["record"] = table["record"].str.replace(r"\.(hea|dat)$", "", regex=True)
+    unknown = sorted(set(table["group"]) - set(groups))
+    if unknown:
+        raise UserError(f"--table={table_path}: group(s) {', '.join(unknown)} are not groups of "
+                        f"this task ({', '.join(groups)}); remove those rows or choose "
+                        f"--task=binary:NEG,POS / multiclass:A,B,C with your group names")
+    duplicated = table["record"][table["record"].duplicated()].unique()
+    if len(duplicated):
+        raise UserError(f"--table={table_path}: record(s) listed twice: "
+                        f"{', '.join(duplicated[:5])}; each record may appear once")
+    table["patient_id"] = patient_id_values(table["patient_id"])
+    return table
+
+
+def patients_in_several_classes(table, labels):
+    """Patient ids whose records fall in groups of different class (binary or multiclass).
+
+    The training code needs one class per patient, so such patients are left out whole.
+    """
+    conflicted = set()
+    for mapping in (labels["binary_labels"], labels["multiclass_labels"]):
+        if mapping:
+            classes = table["group"].map(mapping).groupby(table["patient_id"]).nunique()
+            conflicted |= set(classes.index[classes > 1])
+    return conflicted
+
+
+def class_conflict_rejections(table, patients):
+    """A rejection entry for every record of `patients` (see patients_in_several_classes)."""
+    rows = table[table["patient_id"].isin(patients)]
+    groups = rows.groupby("patient_id")["group"].agg(lambda g: ", ".join(sorted(set(g))))
+    return [{"record": row.record, "group": row.group, "patient_id": to_json(row.patient_id),
+             "reason": f"patient in several classes: patient {row.patient_id} has records in "
+                       f"{groups[row.patient_id]}; all are left out (one class per patient)"}
+            for row in rows.itertuples(index=False)]
+
+
+def with_paths(table, root):
+    """The table with a `path` column: each record resolved against `root`."""
+    table = table.copy()
+    table["path"] = [str(Path(root) / record) for record in table["record"]]
+    return table
+
+
+# ---------------------------------------------------------------- one record
+
+def lead_key(name):
+    """A lead name reduced for matching: case, spaces and a 'lead' prefix do not matter."""
+    return re.sub(r"^LEAD[\s_\-]*", "", str(name).strip().upper())
+
+
+def standard_lead_order(sig_names):
+    """Column of each standard lead (I ... V6) in `sig_names`, and the names not used.
+
+    Raises RecordRejected naming a missing or doubled lead.
+    """
+    columns = {}
+    ignored = []
+    for column, name in enumerate(sig_names):
+        lead = LEAD_BY_KEY.get(lead_key(name))
+        if lead is None:
+            ignored.append(name)
+        elif lead in columns:
+            raise RecordRejected("duplicate lead", f"lead {lead} appears twice "
+                                 f"({sig_names[columns[lead]]!r} and {name!r})")
+        else:
+            columns[lead] = column
+    missing = [lead for lead in LEAD_NAMES if lead not in columns]
+    if missing:
+        raise RecordRejected("missing lead", f"missing lead {', '.join(missing)} "
+                             f"(has: {', '.join(map(str, sig_names))})")
+    return [columns[lead] for lead in LEAD_NAMES], ignored
+
+
+def millivolt_factors(units):
+    """Factor per channel that converts its unit to mV, and the units that were guessed."""
+    factors, guessed = [], []
+    for unit in units:
+        factor = TO_MILLIVOLT.get(str(unit).strip().lower())
+        if factor is None:
+            guessed.append(unit)
+            factor = 1.0
+        factors.append(factor)
+    return np.array(factors), guessed
+
+
+def resampled(x, fs_in, fs_out):
+    """x (samples, leads) resampled from fs_in to fs_out with a rational polyphase filter."""
+    ratio = Fraction(fs_out) / Fraction(str(float(fs_in))).limit_denominator(1000)
+    if ratio == 1:
+        return x
+    return signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=0)
+
+
+def bandpassed(x, fs, band, order, notch_hz=()):
+    """x (samples, leads) band-passed with zero phase, after notches at `notch_hz` below fs/2.
+
+    A 40 Hz low-pass alone leaves about a third of a 50 Hz mains hum, enough to hide the QRS
+    from a gradient-based detector; the narrow notches (Q 30) remove it.
+    """
+    for mains in notch_hz:
+        if 0 < mains < fs / 2:
+            b, a = signal.iirnotch(mains, 30.0, fs=fs)
+            x = signal.filtfilt(b, a, x, axis=0)
+    sos = signal.butter(order, band, btype="bandpass", fs=fs, output="sos")
+    return signal.sosfiltfilt(sos, x, axis=0)
+
+
+def longest_extreme_runs(x):
+    """Per lead, the longest run of samples equal to that lead's minimum or maximum.
+
+    A constant lead counts 0 here: it is flat, not saturated, and the flat check names it.
+    """
+    runs = []
+    for lead in x.T:
+        best = 0
+        for value in (lead.min(), lead.max()) if lead.min() < lead.max() else ():
+            at = np.concatenate(([0], (lead == value).astype(np.int8), [0]))
+            edges = np.flatnonzero(np.diff(at))
+            best = max(best, int((edges[1::2] - edges[::2]).max()))
+        runs.append(best)
+    return np.array(runs)
+
+
+def high_frequency_ratios(x, fs, cutoff):
+    """Per lead: broadband power above `cutoff` / power in 0.5 Hz-`cutoff` (Welch spectrum).
+
+    The power above the cutoff is the median spectral density times the bandwidth, so narrow
+    mains lines (50/60 Hz and harmonics, removed by the band-pass anyway) do not count; broadband
+    noise (muscle, electrode artefacts) does.
+    """
+    freqs, density = signal.welch(x, fs=fs, axis=0, nperseg=min(len(x), 2 * fs))
+    band = (freqs >= 0.5) & (freqs < cutoff)
+    high = freqs >= cutoff
+    if not high.any():
+        return np.zeros(x.shape[1])
+    in_band = density[band].sum(axis=0)
+    return np.median(density[high], axis=0) * high.sum() / np.maximum(in_band, 1e-20)
+
+
+def r_peaks(lead, fs, detector, refine_s, min_peak_ratio):
+    """R peaks of a filtered lead: the detector's beats, snapped to the dominant QRS deflection.
+
+    The sign of the dominant deflection is chosen once per record (median sign of the largest
+    |value| near each detection), so every beat is aligned on the same wave even where the QRS
+    is negative or biphasic. Detections smaller than `min_peak_ratio` x the 75th percentile of
+    the amplitudes (T waves, noise picked up in slow rhythms) and the smaller of two detections
+    closer than 200 ms are dropped. (neurokit's own method waits 0.3 s after a beat, so it
+    cannot follow rates above 200 bpm.)
+    """
+    found = nk.ecg_findpeaks(lead, sampling_rate=fs, method=detector)["ECG_R_Peaks"]
+    found = np.asarray(found, dtype=float)
+    found = found[np.isfinite(found)].astype(np.int64)
+    if len(found) == 0:
+        return found
+    half = max(1, int(round(refine_s * fs)))
+    window = np.clip(found[:, None] + np.arange(-half, half + 1), 0, len(lead) - 1)
+    segments = lead[window]
+    largest = segments[np.arange(len(found)), np.abs(segments).argmax(axis=1)]
+    polarity = 1.0 if np.median(largest) >= 0 else -1.0
+    peaks = window[np.arange(len(found)), (polarity * segments).argmax(axis=1)]
+    peaks = np.unique(peaks)
+    amplitude = polarity * lead[peaks]
+    peaks = peaks[amplitude >= min_peak_ratio * np.percentile(amplitude, 75)]
+    kept = []
+    for peak in peaks:
+        if kept and peak - kept[-1] < 0.2 * fs:
+            if polarity * lead[peak] > polarity * lead[kept[-1]]:
+                kept[-1] = peak
+            continue
+        kept.append(peak)
+    return np.array(kept, dtype=np.int64)
+
+
+def chosen_beats(n_beats, beats, rng_key):
+    """Indices of the complete beats to keep for a BEATS value (sorted)."""
+    mode, k = beat_selection(beats)
+    if mode in ("all", "median"):
+        return np.arange(n_beats)
+    if mode == "first":
+        return np.arange(min(k, n_beats))
+    rng = np.random.default_rng(rng_key)
+    return np.sort(rng.choice(n_beats, size=min(k, n_beats), replace=False))
+
+
+def record_beats(path, options):
+    """Beats of one WFDB record (path without extension); raises RecordRejected with a reason."""
+    if not Path(f"{path}.hea").is_file():
+        raise RecordRejected("unreadable", f"file not found: {path}.hea")
+    try:
+        record = wfdb.rdrecord(str(path))
+    except Exception as error:  # wfdb raises many types for broken files
+        raise RecordRejected("unreadable", f"{type(error).__name__}: {error}") from None
+    if record.p_signal is None or record.p_signal.ndim != 2 or not record.fs:
+        raise RecordRejected("unreadable", "no single-frequency signal in the record")
+    notes = []
+    order, ignored = standard_lead_order(list(record.sig_name))
+    if ignored:
+        notes.append(f"ignored extra lead(s): {', '.join(map(str, ignored))}")
+    factors, guessed = millivolt_factors([record.units[c] for c in order])
+    if guessed:
+        notes.append(f"unit(s) {', '.join(sorted(set(map(str, guessed))))} taken as mV")
+    raw = record.p_signal[:, order] * factors
+    fs_in = float(record.fs)
+
+    bad = np.isnan(raw).sum(axis=0)
+    if bad.any():
+        where = ", ".join(f"{LEAD_NAMES[j]} ({bad[j]})" for j in np.flatnonzero(bad))
+        raise RecordRejected("NaN samples", f"missing (NaN) samples in lead(s) {where}")
+    duration = len(raw) / fs_in
+    if duration < options.pre + options.post:
+        raise RecordRejected("too short", f"{duration:.2f} s; one window needs "
+                             f"{options.pre + options.post:.2f} s")
+    runs = longest_extreme_runs(raw) / fs_in
+    if runs.max() >= options.reject_saturation:
+        j = int(runs.argmax())
+        raise RecordRejected("saturated lead", f"lead {LEAD_NAMES[j]} stays at its min/max value for "
+                             f"{runs[j]:.2f} s (limit {options.reject_saturation} s)")
+
+    x = resampled(raw, fs_in, options.fs)
+    filtered = bandpassed(x, options.fs, options.bandpass, options.bandpass_order, options.notch_hz)
+    span = np.ptp(filtered, axis=0)
+    if span.min() < options.reject_flat_mv:
+        j = int(span.argmin())
+        raise RecordRejected("flat lead", f"lead {LEAD_NAMES[j]} peak-to-peak {span[j]:.3f} mV "
+                             f"(limit {options.reject_flat_mv} mV)")
+    noise = high_frequency_ratios(x, options.fs, options.bandpass[1])
+    if noise.max() > options.reject_noise:
+        j = int(noise.argmax())
+        raise RecordRejected("noisy", f"lead {LEAD_NAMES[j]} power above {options.bandpass[1]:g} Hz is "
+                             f"{noise[j]:.2f} x its in-band power (limit {options.reject_noise})")
+
+    lead = filtered[:, LEAD_NAMES.index(options.detector_lead)]
+    peaks = r_peaks(lead, options.fs, options.detector, options.r_refine_s, options.min_peak_ratio)
+    if len(peaks) < 2:
+        raise RecordRejected("heart rate", f"{len(peaks)} R peak(s) found on "
+                             f"{options.detector_lead} in {duration:.1f} s")
+    heart_rate = 60.0 * options.fs / float(np.median(np.diff(peaks)))
+    low, high = options.heart_rate_bpm
+    if not low <= heart_rate <= high:
+        raise RecordRejected("heart rate", f"median heart rate {heart_rate:.0f} bpm from "
+                             f"{len(peaks)} R peaks is outside {low:g}-{high:g} bpm")
+
+    starts = peaks - options.pre_samples
+    complete = (starts >= 0) & (starts + options.window_samples <= len(filtered))
+    if not complete.any():
+        raise RecordRejected("no beats", f"no window [-{options.pre}, +{options.post}) s around "
+                             f"the {len(peaks)} R peaks fits inside the record")
+    starts, peaks = starts[complete], peaks[complete]
+    info = {"fs_in": fs_in, "duration_s": round(duration, 3),
+            "heart_rate_bpm": round(heart_rate, 1),
+            "r_peaks_found": int(complete.size), "complete_beats": int(len(peaks)),
+            "max_noise_ratio": round(float(noise.max()), 4), "notes": notes}
+
+    rng_key = [options.seed, zlib.crc32(Path(path).name.encode())]  # same draw wherever data lies
+    chosen = chosen_beats(len(peaks), options.beats, rng_key)
+    windows = starts[chosen, None] + np.arange(options.window_samples)
+    beats = filtered.T[:, windows].transpose(1, 0, 2).astype(np.float32)
+    if beat_selection(options.beats)[0] == "median":
+        return RecordBeats(np.median(beats, axis=0, keepdims=True), np.array([-1]),
+                           np.array([-1]), info)
+    return RecordBeats(np.ascontiguousarray(beats), peaks[chosen], chosen, info)
+
+
+def prepared_record(job):
+    """record_beats for one (path, options) job; any failure becomes the record's reason."""
+    path, options = job
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = record_beats(path, options)
+            reason = None
+        except RecordRejected as rejected:
+            result, reason = None, str(rejected)
+        except Exception as error:  # one bad record must not cost the others
+            result, reason = None, f"error: {type(error).__name__}: {error}"
+    if result is not None:
+        seen = sorted({str(w.message).splitlines()[0][:200] for w in caught})
+        result.info["notes"] += [f"warning: {message}" for message in seen]
+    return result, reason
+
+
+def prepared_records(jobs, workers):
+    """(RecordBeats or None, reason) for each job, in job order, in `workers` processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield prepared_record(job)
+        return
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for outcome in pool.map(prepared_record, jobs, chunksize=4):
+                done += 1
+                yield outcome
+    except BrokenProcessPool as error:
+        for _ in jobs[done:]:
+            yield None, f"worker died: {error}"
+
+
+def detector_problem(options):
+    """None if the detector runs on a synthetic ECG, else its error message."""
+    fs = options.fs
+    t = np.arange(10 * fs) / fs
+    beats = np.arange(0.5, 10, 0.8)
+    ecg = (np.exp(-((t[:, None] - beats) / 0.01) ** 2).sum(axis=1)
+           + 0.2 * np.exp(-((t[:, None] - beats - 0.25) / 0.05) ** 2).sum(axis=1))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r_peaks(ecg, fs, options.detector, options.r_refine_s, options.min_peak_ratio)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+# ---------------------------------------------------------------- output
+
+class NpyAppender:
+    """Writes an (N, *shape) float32 .npy file whose N is known only at the end.
+
+    Rows go to a temporary raw file as they come, so a large cohort never has to fit in memory.
+    """
+
+    def __init__(self, path, row_shape):
+        self.path, self.row_shape, self.rows = Path(path), tuple(row_shape), 0
+        self.part = self.path.with_name(f".{self.path.name}.part")
+        self.handle = open(self.part, "wb")
+
+    def append(self, array):
+        array = np.ascontiguousarray(array, dtype="<f4")
+        assert array.shape[1:] == self.row_shape, (array.shape, self.row_shape)
+        self.handle.write(array.tobytes())
+        self.rows += len(array)
+
+    def finish(self):
+        self.handle.close()
+        header = {"descr": "<f4", "fortran_order": False, "shape": (self.rows, *self.row_shape)}
+        with open(self.path, "wb") as out, open(self.part, "rb") as part:
+            np.lib.format.write_array_header_1_0(out, header)
+            while chunk := part.read(1 << 24):
+                out.write(chunk)
+        self.part.unlink()
+
+    def discard(self):
+        self.handle.close()
+        self.part.unlink(missing_ok=True)
+
+
+def output_folder_problem(folder, overwrite):
+    """None if `folder` may be written, else what is wrong and what to do."""
+    if folder.exists() and not folder.is_dir():
+        return f"--output_dir={folder} exists and is not a folder; choose another path"
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        return (f"--output_dir={folder} is not empty; choose a new folder or pass --overwrite=True "
+                f"to replace the files this script writes there")
+    return None
+
+
+def previous_outputs(folder):
+    """Files in `folder` that an earlier run of this script wrote."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.name in OUTPUT_FILES or re.fullmatch(r"cut_.+\.npy", p.name))
+
+
+def to_json(value):
+    """A numpy scalar as the plain Python value json writes."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def summary_lines(summary, folder, groups):
+    lines = [f"records: {summary['records_read']} read, {summary['records_kept']} kept, "
+             f"{summary['records_rejected']} rejected"]
+    for group in groups:
+        lines.append(f"  {group}: {summary['beats_per_group'][group]} beats from "
+                     f"{summary['records_per_group'][group]} records, "
+                     f"{summary['patients_per_group'][group]} patients")
+    if summary["rejection_counts"]:
+        top = ", ".join(f"{kind} {n}" for kind, n in list(summary["rejection_counts"].items())[:5])
+        lines.append(f"rejected by reason: {top} (all reasons in prepare_summary.json)")
+    empty = [g for g in groups if summary["beats_per_group"][g] == 0]
+    if empty:
+        lines.append(f"warning: no beats for group(s) {', '.join(empty)}")
+    lines.append(f"wrote {folder}: " + ", ".join(f"cut_{g}.npy" for g in groups)
+                 + ", cohort.json, beats_manifest.csv, prepare_summary.json")
+    return lines
+
+
+# ---------------------------------------------------------------- script
+
+def input_table(table_csv, ptbxl_dir, task, groups):
+    """The records to prepare (with resolved paths) and where they came from, checked."""
+    if bool(table_csv) == bool(ptbxl_dir):
+        raise UserError("give exactly one input: --table=CSV (columns record, patient_id, group) "
+                        "or --ptbxl_dir=DIR (PTB-XL folder)")
+    if ptbxl_dir:
+        if not Path(ptbxl_dir).is_dir():
+            raise UserError(f"--ptbxl_dir={ptbxl_dir}: folder not found; download PTB-XL and point "
+                            f"--ptbxl_dir at the folder with ptbxl_database.csv")
+        table = with_paths(ptbxl_table(ptbxl_dir, task), ptbxl_dir)
+        source = {"ptbxl_dir": str(Path(ptbxl_dir).resolve()), "ptbxl_files": "filename_hr",
+                  "table": "built from ptbxl_database.csv + scp_statements.csv"}
+    else:
+        table = with_paths(records_table(table_csv, groups), Path(table_csv).parent)
+        source = {"table": str(Path(table_csv).resolve())}
+    if not any(Path(f"{path}.hea").is_file() for path in table["path"]):
+        raise UserError(f"{table_csv or ptbxl_dir}: none of the {len(table)} records exists "
+                        f"(first: {table['path'].iloc[0]}.hea); record paths are relative to the "
+                        f"table's folder (or to --ptbxl_dir), without extension")
+    absent = [g for g in groups if not (table["group"] == g).any()]
+    if absent:
+        raise UserError(f"{table_csv or ptbxl_dir}: no records for group(s) {', '.join(absent)} "
+                        f"of --task={task}; every group needs records")
+    return table, source
+
+
+def cohort_description(name, labels, options, task, source):
+    """cohort.json: groups, labels, sampling, R position and how the beats were made."""
+    groups = labels["groups"]
+    return {"name": name, "groups": groups, "group_names": {g: g for g in groups},
+            **{k: v for k, v in labels.items() if k != "groups"},
+            "leads": list(LEAD_NAMES), "sampling_rate": options.fs,
+            "r_peak_sample": options.pre_samples,
+            "source": {"tool": "prepare_data.py", "task": task, **source, "units": "mV",
+                       "filter": f"notches at {list(options.notch_hz)} Hz (Q 30), Butterworth "
+                                 f"band-pass {options.bandpass[0]:g}-{options.bandpass[1]:g} Hz, "
+                                 f"order {options.bandpass_order}, zero-phase; not standardised",
+                       "window_s": [-options.pre, options.post], "beats": options.beats,
+                       "r_peaks": f"neurokit2 ecg_findpeaks method={options.detector} on lead "
+                                  f"{options.detector_lead}, snapped to the dominant QRS "
+                                  f"deflection within {options.r_refine_s} s",
+                       "manifest": "beats_manifest.csv", "versions": library_versions()}}
+
+
+def prepare_cohort(config, log=print):
+    """The whole job of prepare_data.py: records -> checked beats -> a cohort folder."""
+    started = time.time()
+    options = checked_options(config)
+    labels = task_labels(config["TASK"])
+    groups = labels["groups"]
+    table, source = input_table(config["TABLE"], config["PTBXL_DIR"], config["TASK"], groups)
+    records_read = len(table)
+    rejections = class_conflict_rejections(table, patients_in_several_classes(table, labels))
+    table = table[~table["record"].isin({r["record"] for r in rejections})].reset_index(drop=True)
+    name = cohort_name(config["NAME"], config["TASK"], config["PTBXL_DIR"], config["TABLE"])
+    folder = Path(config["OUTPUT_DIR"] or Path("data") / name)
+    problem = output_folder_problem(folder, config["OVERWRITE"])
+    if problem:
+        raise UserError(problem)
+    problem = detector_problem(options)
+    if problem:
+        raise UserError(f"--detector={options.detector} does not run in "
+                        f"neurokit2.ecg_findpeaks: {problem}")
+    for old in previous_outputs(folder):
+        old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = written_beats(table, options, folder, groups, config["WORKERS"], rejections)
+    write_patient_ids(folder, groups, written.patients,
+                      np.issubdtype(table["patient_id"].dtype, np.integer))
+    write_manifest(folder / "beats_manifest.csv", written.manifest)
+    write_json_atomic(folder / "cohort.json",
+                      cohort_description(name, labels, options, config["TASK"], source))
+    summary = {
+        "records_read": records_read,
+        "records_kept": sum(written.kept_records.values()),
+        "records_rejected": len(rejections),
+        "beats_per_group": written.beats_per_group,
+        "records_per_group": {g: written.kept_records[g] for g in groups},
+        "patients_per_group": {g: len(set(written.patients[g])) for g in groups},
+        "rejection_counts": dict(Counter(r["reason"].split(":")[0]
+                                         for r in rejections).most_common()),
+        "rejections": rejections,
+        "notes": written.notes,
+        "options": config,
+        "elapsed_s": round(time.time() - started, 1),
+    }
+    write_json_atomic(folder / "prepare_summary.json", summary)
+    log("\n".join(summary_lines(summary, folder, groups)))
+    return summary
+
+
+class WrittenBeats(NamedTuple):
+    patients: dict          # group -> patient ID of each beat written
+    manifest: list          # rows of beats_manifest.csv
+    notes: list             # per-record notes (warnings, dropped beats)
+    kept_records: Counter   # group -> records that gave beats
+    beats_per_group: dict   # group -> beats written
+
+
+def written_beats(table, options, folder, groups, workers, rejections):
+    """Prepare every record (in `workers` processes) and append its beats to cut_<GROUP>.npy;
+    a rejected record is added to `rejections`."""
+    arrays = {g: NpyAppender(folder / f"cut_{g}.npy", (len(LEAD_NAMES), options.window_samples))
+              for g in groups}
+    patients = {g: [] for g in groups}
+    manifest, notes, kept_records = [], [], Counter()
+    jobs = [(path, options) for path in table["path"]]
+    outcomes = prepared_records(jobs, min(workers, len(jobs)))
+    try:
+        progress = tqdm(outcomes, total=len(jobs), desc="records", unit="rec")
+        for (result, reason), row in zip(progress, table.itertuples(index=False)):
+            pid = to_json(row.patient_id)
+            if result is None:
+                rejections.append({"record": row.record, "group": row.group, "patient_id": pid,
+                                   "reason": reason})
+                continue
+            start = arrays[row.group].rows
+            arrays[row.group].append(result.beats)
+            patients[row.group] += [pid] * len(result.beats)
+            kept_records[row.group] += 1
+            manifest += [(row.group, pid, row.record, int(b), int(r), start + i)
+                         for i, (b, r) in enumerate(zip(result.beat_index, result.r_peaks))]
+            if result.info["notes"]:
+                notes.append({"record": row.record, "notes": result.info["notes"]})
+        for appender in arrays.values():
+            appender.finish()
+    finally:
+        for appender in arrays.values():
+            appender.discard()
+    return WrittenBeats(patients, manifest, notes, kept_records,
+                        {g: arrays[g].rows for g in groups})
+
+
+def write_patient_ids(folder, groups, patients, integer_ids):
+    for group in groups:
+        ids = np.asarray(patients[group], dtype=np.int64 if integer_ids else str)
+        with atomic_write(folder / f"cut_{group}_patient_ids.npy") as temporary:
+            np.save(temporary, ids, allow_pickle=False)
+
+
+def write_manifest(path, rows):
+    with atomic_write(path) as temporary, open(temporary, "w", newline="",
+                                                encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["group", "patient_id", "record", "beat_index", "r_peak_sample", "row"])
+        writer.writerows(rows)

@@ -1,0 +1,175 @@
+"""What a run leaves on disk: atomic writes, the output folder, its lock, a full disk, versions.
+
+Every file a run writes goes through `atomic_write`: it is written under a temporary name in the
+same folder and renamed into place, so a killed run leaves either the old file or the new one,
+never half of one.
+"""
+import contextlib
+import datetime
+import errno
+import json
+import os
+import platform
+import secrets
+import socket
+from importlib import metadata
+
+import numpy as np
+
+from lvr.config import UserError
+
+LOCK_FILE = ".run.lock"
+TEMPORARY_MARK = ".tmp"   # in the name of every file atomic_write has not renamed yet
+VERSIONED_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "matplotlib", "pandas", "wfdb",
+                      "neurokit2")
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a temporary path next to `path`; on success it is renamed to `path`.
+
+    The temporary name keeps the extension (savefig and np.save choose the format by it) and
+    holds TEMPORARY_MARK, so `removed_temporary_files` can clear leftovers of a killed run.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    root, ext = os.path.splitext(name)
+    temporary = os.path.join(folder, f".{root}.{os.getpid()}.{secrets.token_hex(3)}"
+                                     f"{TEMPORARY_MARK}{ext}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def write_json_atomic(path, payload):
+    with atomic_write(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def save_npy_atomic(path, array):
+    with atomic_write(path) as temporary:
+        np.save(temporary, array)
+
+
+def removed_temporary_files(output_dir):
+    """Delete half-written files an interrupted run left (atomic writes never renamed them).
+
+    Only called while this run holds the folder's lock, so no other writer owns them.
+    """
+    count = 0
+    for name in os.listdir(output_dir):
+        if TEMPORARY_MARK in name and name.startswith("."):
+            os.remove(os.path.join(output_dir, name))
+            count += 1
+    return count
+
+
+def library_versions():
+    """Python, the platform and the installed version of each package the pipeline uses."""
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in VERSIONED_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return versions
+
+
+def prepare_output_dir(output_dir, resume=False, log=print, finished_file="test_eval_results.json",
+                       resume_file="last_checkpoint.pth"):
+    """Make `output_dir` ready for a new run without losing an earlier one.
+
+    A non-empty folder is renamed to `<output_dir>.<timestamp>` (never deleted); with resume it
+    must hold the interrupted run's `resume_file`. `finished_file` marks a finished run (None:
+    no such mark).
+    """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UserError(f"--output_dir={output_dir} is a file, not a folder; choose another path")
+    holder = lock_holder(output_dir)
+    if holder:
+        raise UserError(f"{output_dir} is in use by another run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}); wait for it or choose another --output_dir")
+    if resume:
+        if not os.path.exists(os.path.join(output_dir, resume_file)):
+            raise UserError(f"--resume=True but {output_dir} holds no {resume_file} to resume "
+                            f"from; start a new run without --resume")
+        return
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        moved = kept_name(output_dir)
+        os.replace(output_dir, moved)
+        unfinished = finished_file and not os.path.exists(os.path.join(moved, finished_file))
+        log(f"An earlier run in {output_dir} was kept as {moved}"
+            + (" (it had not finished: resume it with --resume=True after moving it back)"
+               if unfinished else ""))
+    os.makedirs(output_dir, exist_ok=True)
+
+
+def kept_name(output_dir):
+    """`<output_dir>.<timestamp of its last change>`, with a suffix if that name is taken."""
+    stamp = datetime.datetime.fromtimestamp(os.path.getmtime(output_dir))
+    base = f"{output_dir.rstrip('/')}.{stamp:%Y%m%d-%H%M%S}"
+    moved, suffix = base, 1
+    while os.path.exists(moved):
+        moved, suffix = f"{base}-{suffix}", suffix + 1
+    return moved
+
+
+def lock_holder(output_dir):
+    """The live run holding `output_dir`'s lock, as a dict, or None."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            holder = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") == socket.gethostname():
+        try:
+            os.kill(int(holder.get("pid", -1)), 0)
+        except (ProcessLookupError, ValueError):
+            return None
+        except PermissionError:
+            pass
+    return holder
+
+
+@contextlib.contextmanager
+def output_lock(output_dir):
+    """Hold OUTPUT_DIR for this run: a second run pointed at it stops with a clear message."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    holder = lock_holder(output_dir)
+    if holder:
+        raise UserError(f"{output_dir} is in use by another run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}, since {holder.get('started')}); wait for it or "
+                        f"choose another --output_dir. If no such run exists, delete {path}")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)  # stale: its process is gone
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise UserError(f"{output_dir} was just taken by another run; choose another "
+                        f"--output_dir") from None
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": datetime.datetime.now().isoformat(timespec="seconds")}, handle)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+@contextlib.contextmanager
+def disk_space_guard(output_dir, resume_hint="last complete checkpoint"):
+    """Turn a full disk into a clear message; atomic writes left every earlier file intact."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(f"no space left on the device while writing to {output_dir}. Files "
+                        f"written before are intact ({resume_hint}); free space, then continue "
+                        f"with --resume=True") from None

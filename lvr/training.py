@@ -1,0 +1,255 @@
+"""The training loop: the loss, batches, the optimizer, one epoch, predictions, and `fit`.
+
+`fit` trains one split for EPOCHS epochs, keeps the best checkpoint (highest validation accuracy;
+a tie goes to the lower validation loss, where the original kept the earliest epoch) and a
+resumable last checkpoint. lvr.engine decides what to fit and what to do with the result.
+"""
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from lvr.checkpoints import load_checkpoint, save_checkpoint
+from lvr.cohort import ECGDataset, LeadDropout, set_seed
+from lvr.config import UserError
+from lvr.distributed import barrier, gathered
+from lvr.run_folder import removed_temporary_files
+from model import build_model, parameter_count
+
+LAST_CHECKPOINT = "last_checkpoint.pth"
+BEST_CHECKPOINT = "best_model.pth"
+HISTORY_KEYS = ("train_acc_list", "train_loss_list", "val_acc_list", "val_loss_list")
+# Options that may change when a run is resumed; every other option must match the checkpoint.
+RESUMABLE_CHANGES = {"EPOCHS", "RESUME", "DEVICE", "NUM_WORKERS"}
+
+
+class LabelSmoothingLoss(nn.Module):
+    """(1 - e) * NLL(true class) + e * mean over classes of -log p, averaged over the batch.
+
+    The original project's label-smoothing loss; with smoothing 0 it is cross-entropy.
+    """
+
+    def __init__(self, classes, smoothing=0.0, dim=-1):
+        super().__init__()
+        self.classes = classes
+        self.smoothing = smoothing
+        self.dim = dim
+
+    def forward(self, pred, target):
+        log_prob = F.log_softmax(pred.float(), dim=self.dim)
+        nll = -log_prob.gather(self.dim, target.unsqueeze(self.dim)).squeeze(self.dim)
+        uniform = -log_prob.mean(dim=self.dim)
+        return ((1.0 - self.smoothing) * nll + self.smoothing * uniform).mean()
+
+
+def batch_loader(dataset, batch_size, shuffle, seed=0, num_workers=0, pin_memory=False,
+                 rank=0, world_size=1):
+    """A DataLoader that fetches whole batches by tensor indexing (no per-item collate).
+
+    With shuffle, epoch e visits the beats in the order of a permutation seeded by seed + e
+    (call ``loader.sampler.sampler.set_epoch(e)``), split across `world_size` processes:
+    the union of the ranks' batches at a step is one batch of the single-process run.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                 seed=seed, drop_last=False)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False),
+                      batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def build_optimizer(parameters, lr, weight_decay):
+    """AdamW, with torch's fused kernel where every parameter's device has one (CPU, CUDA).
+
+    The same update rule as the original's AdamW; torch's default on the CPU is a Python loop
+    over the parameter tensors, the fused kernel updates all of them in one call (5% of a
+    training step here; bench/run_bench.py measures it).
+    """
+    parameters = list(parameters)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in parameters)
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scaler=None,
+                    description="train", world_size=1, show_progress=True):
+    """One pass over `loader`; returns (mean loss, accuracy) over the epoch's beats (all ranks)."""
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    total_correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    progress = tqdm(loader, desc=description, leave=False, dynamic_ncols=True,
+                    disable=None if show_progress else True)
+    for step, (x, y) in enumerate(progress):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=scaler is not None):
+            logits = model(x)
+        loss = criterion(logits, y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        total_loss += loss.detach() * len(y)
+        total_correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if not progress.disable and step % 5 == 0:
+            progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
+                                 acc=f"{total_correct.item() / seen:.3f}")
+    totals = torch.stack([total_loss.double(), total_correct.double(),
+                          torch.tensor(float(seen), device=device, dtype=torch.float64)])
+    if world_size > 1:
+        dist.all_reduce(totals)
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+
+def predict_logits(model, x, batch_size, device, rank=0, world_size=1):
+    """Logits (N, C) on CPU for the tensor `x`, in eval mode without autograd.
+
+    Under DDP each rank predicts one contiguous share and the shares are gathered in order,
+    so every rank gets all N rows.
+    """
+    model.eval()
+    share = np.array_split(np.arange(len(x)), world_size)[rank]
+    x = x[share[0]:share[-1] + 1] if len(share) else x[:0]
+    step = max(batch_size, 256)
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), step):
+            outputs.append(model(x[start:start + step].to(device, non_blocking=True)).float().cpu())
+    local = torch.cat(outputs) if outputs else torch.empty(0)
+    return gathered(local, world_size)
+
+
+@dataclass
+class FitState:
+    """Where training stands after an epoch: what a resumed run continues from."""
+    history: dict = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
+    best_val_acc: float = -1.0
+    best_val_loss: float = float("inf")
+    best_epoch: int = 0
+    epoch: int = 0
+
+    def improved_by(self, val_acc, val_loss):
+        """Record an epoch's validation result; True when it is the new best."""
+        better = val_acc > self.best_val_acc or (val_acc == self.best_val_acc
+                                                 and val_loss < self.best_val_loss)
+        if better:
+            self.best_val_acc, self.best_val_loss, self.best_epoch = val_acc, val_loss, self.epoch
+        return better
+
+
+def fit(config, train, val, class_names, output_dir, resume, *, in_channels, input_length,
+        device, rank=0, world_size=1, log=print):
+    """Train on `train` = (x, y) tensors, select on `val`; returns the final FitState.
+
+    Writes best_model.pth and last_checkpoint.pth in `output_dir` (rank 0). With `resume`, it
+    continues from last_checkpoint.pth, whose options must match `config`.
+    """
+    writer = rank == 0
+    set_seed(config["SEED"])
+    train_set = LeadDropout(ECGDataset.from_arrays(*train), config["LEAD_DROPOUT"], config["SEED"])
+    loader = batch_loader(train_set, config["BATCH_SIZE"] // world_size, shuffle=True,
+                          seed=config["SEED"], num_workers=config["NUM_WORKERS"],
+                          pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
+    criterion = LabelSmoothingLoss(len(class_names), config["LABEL_SMOOTHING"])
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    last_path = os.path.join(output_dir, LAST_CHECKPOINT)
+    if resume:
+        if writer:
+            removed = removed_temporary_files(output_dir)
+            if removed:
+                log(f"Removed {removed} unfinished temporary file(s) of the interrupted run")
+        model, saved = checked_resume_state(last_path, config)
+        model.to(device)
+    else:
+        model = build_model(num_classes=len(class_names), experiment=config["EXPERIMENT"],
+                            in_channels=in_channels, dropout_rate=config["DROPOUT"],
+                            input_length=input_length).to(device)
+    network = model
+    if world_size > 1:
+        network = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(network.parameters(), config["LR"], config["WEIGHT_DECAY"])
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
+    state = FitState()
+    if resume:
+        state = resumed_state(saved, optimizer, scheduler)
+        log(f"Resuming {output_dir} after epoch {state.epoch} (best so far: epoch "
+            f"{state.best_epoch}, validation accuracy {state.best_val_acc:.4f})")
+    log(f"Model: {config['EXPERIMENT']} ({parameter_count(model):,} parameters) on {device}; "
+        f"{config['EPOCHS']} epochs, batch {config['BATCH_SIZE']}, AdamW lr {config['LR']}")
+
+    x_val, y_val = val
+    for epoch in range(state.epoch + 1, config["EPOCHS"] + 1):
+        epoch_start = time.time()
+        state.epoch = epoch
+        loader.sampler.sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        train_loss, train_acc = train_one_epoch(
+            network, loader, criterion, optimizer, device, config["GRAD_CLIP"], scaler,
+            description=f"epoch {epoch}/{config['EPOCHS']}", world_size=world_size,
+            show_progress=writer)
+        val_logits = predict_logits(model, x_val, config["BATCH_SIZE"], device, rank, world_size)
+        val_loss = criterion(val_logits, y_val).item()
+        val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
+        scheduler.step(val_acc)
+        for key, value in zip(HISTORY_KEYS, (train_acc, train_loss, val_acc, val_loss)):
+            state.history[key].append(value)
+        improved = state.improved_by(val_acc, val_loss)
+        if writer:
+            save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, config,
+                                   class_names, improved)
+        log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
+            f" | val loss {val_loss:.4f} acc {val_acc:.4f} | lr {optimizer.param_groups[0]['lr']:.1e}"
+            f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
+    barrier(world_size)
+    return state
+
+
+def save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, config, class_names,
+                           improved):
+    """best_model.pth when the epoch improved, and always the resumable last_checkpoint.pth."""
+    if improved:
+        save_checkpoint(os.path.join(output_dir, BEST_CHECKPOINT), model, epoch=state.epoch,
+                        val_acc=state.best_val_acc, class_names=class_names, task=config["TASK"])
+    save_checkpoint(os.path.join(output_dir, LAST_CHECKPOINT), model, epoch=state.epoch,
+                    run_config=config, optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), history=state.history,
+                    best_val_acc=state.best_val_acc, best_val_loss=state.best_val_loss,
+                    best_epoch=state.best_epoch, torch_rng=torch.get_rng_state())
+
+
+def checked_resume_state(path, config):
+    """(model, checkpoint dict) of an interrupted run whose options match `config`."""
+    model, state = load_checkpoint(path)
+    saved = state.get("run_config", {})
+    changed = sorted(k for k in set(saved) | set(config)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+    if changed:
+        raise UserError(f"cannot resume {path}: these options differ from the interrupted run: "
+                        + ", ".join(f"{k} (was {saved.get(k)!r}, now {config.get(k)!r})"
+                                    for k in changed))
+    return model, state
+
+
+def resumed_state(saved, optimizer, scheduler):
+    """Restore the optimizer, scheduler and torch RNG; the FitState after the saved epoch."""
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    return FitState(history={key: list(saved["history"][key]) for key in HISTORY_KEYS},
+                    best_val_acc=saved["best_val_acc"], best_val_loss=saved["best_val_loss"],
+                    best_epoch=saved["best_epoch"], epoch=saved["epoch"])
