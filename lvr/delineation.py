@@ -57,7 +57,7 @@ def _neurokit_boundaries(signals, r_peaks, fs):
     least 4 s long. A beat's boundaries depend only on its own samples except the P wave,
     whose search window reaches into the previous beat.
     """
-    import neurokit2 as nk
+    import neurokit2 as nk  # lazy: figure workers import this module (r_peak_index); 1.8 s each
     n, length = signals.shape
     pad = max(1, math.ceil((NEUROKIT_MIN_S * fs / length - n) / 2) + 1)
     order = np.r_[np.zeros(pad, int), np.arange(n), np.full(pad, n - 1)]

@@ -1,0 +1,174 @@
+"""The code's layout rules (README: 'Code map'), checked on the import statements of every file.
+
+scripts -> lvr -> model; lvr never imports a script; analysis never imports figure code; model/
+imports only torch, numpy, the standard library and itself; no private name is used outside its
+module; no import cycle; imports sit at the top of a file unless a comment says why not.
+"""
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"train_MCL_ResNet_1D_class2", "train_MCL_ResNet_1D_class4", "Saliency_ana2_sys",
+           "prepare_data", "demo_cohort", "plot_training_curves"}
+COMPATIBILITY = {"ECG_dataset", "para_define"}   # the original's module names, re-exporting lvr
+TOP_LEVEL = SCRIPTS | COMPATIBILITY
+# lvr modules that orchestrate a script's job and so may draw figures
+ORCHESTRATORS = {"lvr.engine", "lvr.explain"}
+MODEL_MAY_IMPORT = {"torch", "numpy", "model"} | set(sys.stdlib_module_names)
+LAZY_REASON = re.compile(r"#.*\b(lazy|imported once)\b", re.IGNORECASE)
+
+
+def module_name(path):
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_files():
+    files = [p for p in ROOT.glob("*.py")]
+    files += sorted((ROOT / "lvr").rglob("*.py")) + sorted((ROOT / "model").glob("*.py"))
+    return {module_name(p): p for p in files}
+
+
+FILES = project_files()
+PROJECT = set(FILES)
+
+
+def imports_of(path):
+    """(imported module, names taken from it, line, inside a function) for every import."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    inside = {id(node) for func in ast.walk(tree)
+              if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for node in ast.walk(func)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno, id(node) in inside) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [alias.name for alias in node.names]
+            found.append((node.module, names, node.lineno, id(node) in inside))
+            # `from lvr import demo` imports the module lvr.demo
+            found += [(f"{node.module}.{n}", [], node.lineno, id(node) in inside)
+                      for n in names if f"{node.module}.{n}" in PROJECT]
+    return found
+
+
+def project_imports(name):
+    """Project modules that module `name` imports (its ancestors' packages excluded)."""
+    result = set()
+    for module, _, _, _ in imports_of(FILES[name]):
+        while module and module not in PROJECT:
+            module = module.rpartition(".")[0]
+        if module and module != name:
+            result.add(module)
+    return result
+
+
+GRAPH = {name: project_imports(name) for name in PROJECT}
+
+
+def test_top_level_holds_the_scripts_and_the_originals_module_names():
+    top = {p.stem for p in ROOT.glob("*.py")}
+    assert top == TOP_LEVEL, f"unexpected top-level modules: {sorted(top ^ TOP_LEVEL)}"
+
+
+def test_the_package_never_imports_a_script_or_a_top_level_module():
+    offenders = {name: GRAPH[name] & TOP_LEVEL for name in PROJECT
+                 if name.startswith(("lvr", "model")) and GRAPH[name] & TOP_LEVEL}
+    assert not offenders
+
+
+def test_analysis_never_imports_figure_code():
+    offenders = {name: sorted(m for m in GRAPH[name] if m.startswith("lvr.figures"))
+                 for name in PROJECT
+                 if name.startswith("lvr") and not name.startswith("lvr.figures")
+                 and name not in ORCHESTRATORS}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_model_imports_only_torch_numpy_the_standard_library_and_itself():
+    for name in PROJECT:
+        if name.split(".")[0] != "model":
+            continue
+        roots = {module.split(".")[0] for module, *_ in imports_of(FILES[name])}
+        assert roots <= MODEL_MAY_IMPORT, f"{name} imports {sorted(roots - MODEL_MAY_IMPORT)}"
+
+
+def test_no_private_name_is_used_outside_its_module():
+    used = []
+    for name, path in FILES.items():
+        for module, names, line, _ in imports_of(path):
+            used += [f"{path.name}:{line} {module}.{n}" for n in names if n.startswith("_")]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = {alias.asname or alias.name: alias.name for node in ast.walk(tree)
+                   if isinstance(node, ast.Import) for alias in node.names
+                   if alias.name in PROJECT}
+        aliases.update({alias.asname or alias.name: f"{node.module}.{alias.name}"
+                        for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                        and node.module for alias in node.names
+                        if f"{node.module}.{alias.name}" in PROJECT})
+        used += [f"{path.name}:{node.lineno} {ast.unparse(node)}" for node in ast.walk(tree)
+                 if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                 and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                 and node.value.id in aliases]
+    assert not used
+
+
+def test_no_import_cycle():
+    state = {}
+
+    def visit(node, path):
+        if state.get(node) == "done":
+            return
+        if state.get(node) == "open":
+            cycle = path[path.index(node):] + [node]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        state[node] = "open"
+        for nxt in sorted(GRAPH[node]):
+            visit(nxt, path + [node])
+        state[node] = "done"
+
+    for name in sorted(PROJECT):
+        visit(name, [])
+
+
+def test_imports_inside_functions_say_why():
+    unexplained = []
+    for path in FILES.values():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for module, _, line, inside in imports_of(path):
+            context = "\n".join(lines[max(0, line - 4):line])
+            if inside and not LAZY_REASON.search(context):
+                unexplained.append(f"{path.name}:{line} {module}")
+    assert not unexplained
+
+
+def code_map_entries():
+    """File paths listed in the README's Code map (its first fenced block)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```", 2)[1]
+    entries, folders = set(), []
+    for raw in block.splitlines():
+        match = re.match(r"^([\s│]*[├└]── )(\S+)", raw)
+        if not match:   # the root ".", and a description's second line
+            continue
+        depth = len(match.group(1)) // 4 - 1
+        item = match.group(2)
+        folders = folders[:depth]
+        if item.endswith("/"):
+            folders.append(item.rstrip("/"))
+        else:
+            entries.add("/".join(folders + [item]))
+    return entries
+
+
+def test_readme_code_map_matches_the_tree():
+    tree = {p.relative_to(ROOT).as_posix() for p in FILES.values()}
+    tree |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "bench").glob("*.py")}
+    listed = code_map_entries()
+    assert listed == tree, (f"in the tree, not in the Code map: {sorted(tree - listed)}; "
+                            f"in the Code map, not in the tree: {sorted(listed - tree)}")
