@@ -133,49 +133,72 @@ def load_checkpoint(path, map_location="cpu", experiment=None, num_classes=None,
     path = Path(path)
     stored = read_checkpoint_file(path, map_location)
     if isinstance(stored, dict) and stored.get("format") == CHECKPOINT_FORMAT:
-        config = stored.get("config")
-        if not isinstance(config, dict) or any(key not in config for key in CONFIG_KEYS) or (
-                not is_state_dict(stored.get("state_dict"))):
-            raise CheckpointError(f"checkpoint {path} says {CHECKPOINT_FORMAT} but lacks a "
-                                  f"complete config or state_dict; save it again")
-        for name, asked in (("experiment", experiment), ("num_classes", num_classes)):
-            if asked is not None and asked != config[name]:
-                raise CheckpointError(f"checkpoint {path} holds a model with {name}="
-                                      f"{config[name]!r}, but {name}={asked!r} was asked for; "
-                                      f"pass the matching value or another checkpoint")
-        build_args = dict(num_classes=config["num_classes"], in_channels=config["in_channels"],
-                          experiment=config["experiment"], dropout_rate=config["dropout_rate"],
-                          input_length=config["input_length"], architecture=config["architecture"])
-        checkpoint = stored
+        build_args = stored_build_args(path, stored, experiment, num_classes)
+        state_dict = stored["state_dict"]
     elif is_state_dict(stored):
-        if experiment is None:
-            raise CheckpointError(f"checkpoint {path} is an old-style file holding only a state "
-                                  f"dict; it needs experiment=... (one of "
-                                  f"{', '.join(EXPERIMENTS)}) to rebuild the model")
-        if num_classes is None:
-            if "head.weight" not in stored:
-                raise CheckpointError(f"old-style checkpoint {path} has no head.weight; pass "
-                                      f"num_classes=...")
-            num_classes = stored["head.weight"].shape[0]
-        build_args = dict(num_classes=num_classes, in_channels=in_channels,
-                          experiment=experiment, dropout_rate=dropout_rate)
-        checkpoint = None
-    elif isinstance(stored, dict) and "format" in stored:
-        raise CheckpointError(f"checkpoint {path} has format {stored['format']!r}, but this code "
-                              f"reads only {CHECKPOINT_FORMAT}; save the model again with "
-                              f"lvr.checkpoints.save_checkpoint")
+        build_args = old_style_build_args(path, stored, experiment, num_classes, in_channels,
+                                          dropout_rate)
+        state_dict = stored
     else:
-        found = (f"a dict with keys {sorted(map(str, stored))[:8]}" if isinstance(stored, dict)
-                 else f"a {type(stored).__name__}")
-        raise CheckpointError(f"checkpoint {path} holds {found}, neither a {CHECKPOINT_FORMAT} "
-                              f"checkpoint nor a state dict; save the model with "
-                              f"lvr.checkpoints.save_checkpoint")
+        raise CheckpointError(unknown_content(path, stored))
+    model = rebuilt_model(path, build_args, state_dict)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    model.eval()
+    checkpoint = stored if state_dict is not stored else {
+        "format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": stored}
+    return model, checkpoint
 
+
+def stored_build_args(path, stored, experiment, num_classes):
+    """ResNet1D arguments from a checkpoint's config, checked against what the caller asked for."""
+    config = stored.get("config")
+    if not isinstance(config, dict) or any(key not in config for key in CONFIG_KEYS) or (
+            not is_state_dict(stored.get("state_dict"))):
+        raise CheckpointError(f"checkpoint {path} says {CHECKPOINT_FORMAT} but lacks a "
+                              f"complete config or state_dict; save it again")
+    for name, asked in (("experiment", experiment), ("num_classes", num_classes)):
+        if asked is not None and asked != config[name]:
+            raise CheckpointError(f"checkpoint {path} holds a model with {name}="
+                                  f"{config[name]!r}, but {name}={asked!r} was asked for; "
+                                  f"pass the matching value or another checkpoint")
+    return dict(num_classes=config["num_classes"], in_channels=config["in_channels"],
+                experiment=config["experiment"], dropout_rate=config["dropout_rate"],
+                input_length=config["input_length"], architecture=config["architecture"])
+
+
+def old_style_build_args(path, state_dict, experiment, num_classes, in_channels, dropout_rate):
+    """ResNet1D arguments for a file that holds only a state dict."""
+    if experiment is None:
+        raise CheckpointError(f"checkpoint {path} is an old-style file holding only a state "
+                              f"dict; it needs experiment=... (one of "
+                              f"{', '.join(EXPERIMENTS)}) to rebuild the model")
+    if num_classes is None:
+        if "head.weight" not in state_dict:
+            raise CheckpointError(f"old-style checkpoint {path} has no head.weight; pass "
+                                  f"num_classes=...")
+        num_classes = state_dict["head.weight"].shape[0]
+    return dict(num_classes=num_classes, in_channels=in_channels, experiment=experiment,
+                dropout_rate=dropout_rate)
+
+
+def unknown_content(path, stored):
+    """Why `stored` is neither a checkpoint of this format nor a state dict."""
+    if isinstance(stored, dict) and "format" in stored:
+        return (f"checkpoint {path} has format {stored['format']!r}, but this code reads only "
+                f"{CHECKPOINT_FORMAT}; save the model again with lvr.checkpoints.save_checkpoint")
+    found = (f"a dict with keys {sorted(map(str, stored))[:8]}" if isinstance(stored, dict)
+             else f"a {type(stored).__name__}")
+    return (f"checkpoint {path} holds {found}, neither a {CHECKPOINT_FORMAT} checkpoint nor a "
+            f"state dict; save the model with lvr.checkpoints.save_checkpoint")
+
+
+def rebuilt_model(path, build_args, state_dict):
+    """A ResNet1D built from `build_args` holding `state_dict`, or a CheckpointError saying why."""
     try:
         model = ResNet1D(**build_args)
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the model ({error})") from None
-    state_dict = stored["state_dict"] if checkpoint is not None else stored
     problems = state_dict_problems(model, state_dict)
     if problems:
         raise CheckpointError(
@@ -183,9 +206,4 @@ def load_checkpoint(path, map_location="cpu", experiment=None, num_classes=None,
             f"num_classes={build_args['num_classes']}, in_channels={build_args['in_channels']} "
             f"({'; '.join(problems)}); pass the experiment and sizes it was trained with")
     model.load_state_dict(state_dict)
-    if isinstance(map_location, (str, torch.device)):
-        model.to(map_location)
-    model.eval()
-    if checkpoint is None:
-        checkpoint = {"format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": stored}
-    return model, checkpoint
+    return model

@@ -434,6 +434,35 @@ def chosen_beats(n_beats, beats, rng_key):
 
 def record_beats(path, options):
     """Beats of one WFDB record (path without extension); raises RecordRejected with a reason."""
+    raw, fs_in, notes = record_millivolts(path)
+    check_raw_signal(raw, fs_in, options)
+    x = resampled(raw, fs_in, options.fs)
+    filtered = bandpassed(x, options.fs, options.bandpass, options.bandpass_order, options.notch_hz)
+    noise = checked_filtered_signal(x, filtered, options)
+    duration = len(raw) / fs_in
+    peaks, heart_rate = checked_r_peaks(filtered, options, duration)
+    starts = peaks - options.pre_samples
+    complete = (starts >= 0) & (starts + options.window_samples <= len(filtered))
+    if not complete.any():
+        raise RecordRejected("no beats", f"no window [-{options.pre}, +{options.post}) s around "
+                             f"the {len(peaks)} R peaks fits inside the record")
+    starts, peaks = starts[complete], peaks[complete]
+    info = {"fs_in": fs_in, "duration_s": round(duration, 3),
+            "heart_rate_bpm": round(heart_rate, 1),
+            "r_peaks_found": int(complete.size), "complete_beats": int(len(peaks)),
+            "max_noise_ratio": round(float(noise.max()), 4), "notes": notes}
+    rng_key = [options.seed, zlib.crc32(Path(path).name.encode())]  # same draw wherever data lies
+    chosen = chosen_beats(len(peaks), options.beats, rng_key)
+    windows = starts[chosen, None] + np.arange(options.window_samples)
+    beats = filtered.T[:, windows].transpose(1, 0, 2).astype(np.float32)
+    if beat_selection(options.beats)[0] == "median":
+        return RecordBeats(np.median(beats, axis=0, keepdims=True), np.array([-1]),
+                           np.array([-1]), info)
+    return RecordBeats(np.ascontiguousarray(beats), peaks[chosen], chosen, info)
+
+
+def record_millivolts(path):
+    """(signal (samples, 12) in mV in the standard lead order, sampling rate, notes)."""
     if not Path(f"{path}.hea").is_file():
         raise RecordRejected("unreadable", f"file not found: {path}.hea")
     try:
@@ -449,9 +478,11 @@ def record_beats(path, options):
     factors, guessed = millivolt_factors([record.units[c] for c in order])
     if guessed:
         notes.append(f"unit(s) {', '.join(sorted(set(map(str, guessed))))} taken as mV")
-    raw = record.p_signal[:, order] * factors
-    fs_in = float(record.fs)
+    return record.p_signal[:, order] * factors, float(record.fs), notes
 
+
+def check_raw_signal(raw, fs_in, options):
+    """Reject a record with NaN samples, too short for one window, or with a saturated lead."""
     bad = np.isnan(raw).sum(axis=0)
     if bad.any():
         where = ", ".join(f"{LEAD_NAMES[j]} ({bad[j]})" for j in np.flatnonzero(bad))
@@ -463,11 +494,12 @@ def record_beats(path, options):
     runs = longest_extreme_runs(raw) / fs_in
     if runs.max() >= options.reject_saturation:
         j = int(runs.argmax())
-        raise RecordRejected("saturated lead", f"lead {LEAD_NAMES[j]} stays at its min/max value for "
-                             f"{runs[j]:.2f} s (limit {options.reject_saturation} s)")
+        raise RecordRejected("saturated lead", f"lead {LEAD_NAMES[j]} stays at its min/max value "
+                             f"for {runs[j]:.2f} s (limit {options.reject_saturation} s)")
 
-    x = resampled(raw, fs_in, options.fs)
-    filtered = bandpassed(x, options.fs, options.bandpass, options.bandpass_order, options.notch_hz)
+
+def checked_filtered_signal(x, filtered, options):
+    """Reject a flat or noisy lead; returns each lead's out-of-band noise ratio."""
     span = np.ptp(filtered, axis=0)
     if span.min() < options.reject_flat_mv:
         j = int(span.argmin())
@@ -476,9 +508,14 @@ def record_beats(path, options):
     noise = high_frequency_ratios(x, options.fs, options.bandpass[1])
     if noise.max() > options.reject_noise:
         j = int(noise.argmax())
-        raise RecordRejected("noisy", f"lead {LEAD_NAMES[j]} power above {options.bandpass[1]:g} Hz is "
-                             f"{noise[j]:.2f} x its in-band power (limit {options.reject_noise})")
+        raise RecordRejected("noisy", f"lead {LEAD_NAMES[j]} power above {options.bandpass[1]:g} "
+                             f"Hz is {noise[j]:.2f} x its in-band power (limit "
+                             f"{options.reject_noise})")
+    return noise
 
+
+def checked_r_peaks(filtered, options, duration):
+    """(R peaks on DETECTOR_LEAD, median heart rate), or a rejection for an implausible rate."""
     lead = filtered[:, LEAD_NAMES.index(options.detector_lead)]
     peaks = r_peaks(lead, options.fs, options.detector, options.r_refine_s, options.min_peak_ratio)
     if len(peaks) < 2:
@@ -489,26 +526,7 @@ def record_beats(path, options):
     if not low <= heart_rate <= high:
         raise RecordRejected("heart rate", f"median heart rate {heart_rate:.0f} bpm from "
                              f"{len(peaks)} R peaks is outside {low:g}-{high:g} bpm")
-
-    starts = peaks - options.pre_samples
-    complete = (starts >= 0) & (starts + options.window_samples <= len(filtered))
-    if not complete.any():
-        raise RecordRejected("no beats", f"no window [-{options.pre}, +{options.post}) s around "
-                             f"the {len(peaks)} R peaks fits inside the record")
-    starts, peaks = starts[complete], peaks[complete]
-    info = {"fs_in": fs_in, "duration_s": round(duration, 3),
-            "heart_rate_bpm": round(heart_rate, 1),
-            "r_peaks_found": int(complete.size), "complete_beats": int(len(peaks)),
-            "max_noise_ratio": round(float(noise.max()), 4), "notes": notes}
-
-    rng_key = [options.seed, zlib.crc32(Path(path).name.encode())]  # same draw wherever data lies
-    chosen = chosen_beats(len(peaks), options.beats, rng_key)
-    windows = starts[chosen, None] + np.arange(options.window_samples)
-    beats = filtered.T[:, windows].transpose(1, 0, 2).astype(np.float32)
-    if beat_selection(options.beats)[0] == "median":
-        return RecordBeats(np.median(beats, axis=0, keepdims=True), np.array([-1]),
-                           np.array([-1]), info)
-    return RecordBeats(np.ascontiguousarray(beats), peaks[chosen], chosen, info)
+    return peaks, heart_rate
 
 
 def prepared_record(job):

@@ -21,7 +21,7 @@ from lvr.cohort import ECGDataset, LeadDropout, set_seed
 from lvr.config import UserError
 from lvr.distributed import barrier, gathered
 from lvr.run_folder import removed_temporary_files
-from model import build_model, parameter_count
+from model import ArchitectureError, build_model, parameter_count
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 BEST_CHECKPOINT = "best_model.pth"
@@ -174,9 +174,13 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
         model, saved = checked_resume_state(last_path, config)
         model.to(device)
     else:
-        model = build_model(num_classes=len(class_names), experiment=config["EXPERIMENT"],
-                            in_channels=in_channels, dropout_rate=config["DROPOUT"],
-                            input_length=input_length).to(device)
+        try:
+            model = build_model(num_classes=len(class_names), experiment=config["EXPERIMENT"],
+                                in_channels=in_channels, dropout_rate=config["DROPOUT"],
+                                input_length=input_length).to(device)
+        except ArchitectureError as error:
+            raise UserError(f"EXPERIMENT={config['EXPERIMENT']!r} cannot take these beats "
+                            f"({in_channels} leads x {input_length} samples): {error}") from None
     network = model
     if world_size > 1:
         network = nn.parallel.DistributedDataParallel(
