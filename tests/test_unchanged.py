@@ -1,0 +1,27 @@
+"""Behaviour unchanged: the demo scripts (CPU, fixed seeds, a short configuration) give the same
+test_eval_results.json, quantitative_consistency_analysis.json and explanation_checks.json as the
+code before the lvr/ package was made (recorded in tests/data/golden/quick).
+`python bench/check_unchanged.py --readme` runs the same comparison on the README's commands."""
+import os
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import check_unchanged  # noqa: E402
+
+
+def test_quick_demo_outputs_equal_the_recorded_ones():
+    problems = check_unchanged.check("quick", log=lambda *_: None)
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_the_comparison_sees_a_changed_number():
+    golden = {"roc_auc": 0.95, "confusion_matrix": [[3, 1], [0, 4]], "name": "a"}
+    assert check_unchanged.differences(golden, golden) == []
+    assert check_unchanged.differences(golden, {**golden, "roc_auc": 0.95 + 1e-9}) == []
+    assert check_unchanged.differences(golden, {**golden, "roc_auc": 0.951}) == [
+        "/roc_auc: 0.95 -> 0.951"]
+    assert check_unchanged.differences(golden, {**golden, "confusion_matrix": [[3, 1], [1, 3]]})
+    assert check_unchanged.differences(golden, {"roc_auc": 0.95, "name": "a"}) == [
+        "/confusion_matrix: missing"]
