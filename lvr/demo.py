@@ -28,6 +28,7 @@ import numpy as np
 from lvr.cohort import SEED_COHORT
 from lvr.config import UserError
 from lvr.leads import LEAD_NAMES
+from lvr.run_folder import save_npy_atomic, write_json_atomic
 
 DATA_DIR = "data"                        # the scripts' default cohort folder
 DEMO_DIR = os.path.join("data", "demo")  # where the demo is generated when DATA_DIR holds none
@@ -215,10 +216,9 @@ def write_demo_cohort(output_dir, config):
     os.makedirs(output_dir, exist_ok=True)
     arrays = demo_cohort_arrays(config)
     for group, (beats, ids) in arrays.items():
-        np.save(os.path.join(output_dir, f"cut_{group}.npy"), beats)
-        np.save(os.path.join(output_dir, f"cut_{group}_patient_ids.npy"), ids)
-    with open(os.path.join(output_dir, "cohort.json"), "w", encoding="utf-8") as handle:
-        json.dump(demo_cohort_spec(config), handle, indent=2)
+        save_npy_atomic(os.path.join(output_dir, f"cut_{group}.npy"), beats)
+        save_npy_atomic(os.path.join(output_dir, f"cut_{group}_patient_ids.npy"), ids)
+    write_json_atomic(os.path.join(output_dir, "cohort.json"), demo_cohort_spec(config))
     return {g: len(b) for g, (b, _) in arrays.items()}
 
 

@@ -602,7 +602,8 @@ class NpyAppender:
     def finish(self):
         self.handle.close()
         header = {"descr": "<f4", "fortran_order": False, "shape": (self.rows, *self.row_shape)}
-        with open(self.path, "wb") as out, open(self.part, "rb") as part:
+        with atomic_write(self.path) as temporary, open(temporary, "wb") as out, \
+                open(self.part, "rb") as part:
             np.lib.format.write_array_header_1_0(out, header)
             while chunk := part.read(1 << 24):
                 out.write(chunk)
