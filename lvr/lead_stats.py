@@ -278,7 +278,6 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
 
         Ties in any ranking go to the lead that comes first in ``lead_names``.
     """
-    from scipy import stats  # lazy: figure workers import this module; scipy takes 0.7 s each
     names = [str(name) for name in lead_names]
     normalised = _normalised_importance(importance, names, n_key)
     n_samples, n_leads = normalised.shape
@@ -301,24 +300,35 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
     if n_samples < MIN_SAMPLES:
         return result
 
+    result.update(consistency_statistics(normalised, key, n_key))
+    result.update(lead_test_statistics(normalised, key))
+    result.update(icc_statistics(normalised))
+    return result
+
+
+def consistency_statistics(normalised, key, n_key):
+    """How many samples have the key leads in their own top n_key (strict, loose, mean)."""
     own_top = _top_leads(normalised, n_key)
     key_in_top = np.isin(own_top, key).sum(axis=1)
-    result["strict_consistency_percentage"] = float(100.0 * np.mean(key_in_top == n_key))
-    result["loose_consistency_percentage"] = float(
-        100.0 * np.mean(key_in_top >= max(1, n_key - 1)))
-    result["avg_key_in_top3"] = float(key_in_top.mean())
+    return {"strict_consistency_percentage": float(100.0 * np.mean(key_in_top == n_key)),
+            "loose_consistency_percentage": float(100.0 * np.mean(key_in_top
+                                                                  >= max(1, n_key - 1))),
+            "avg_key_in_top3": float(key_in_top.mean())}
 
-    columns = [normalised[:, j] for j in range(n_leads)]
+
+def lead_test_statistics(normalised, key):
+    """The original's ANOVA over lead columns, Friedman, and key leads vs the rest (Wilcoxon)."""
+    from scipy import stats  # lazy: figure workers import this module; scipy takes 0.7 s each
+    columns = [normalised[:, j] for j in range(normalised.shape[1])]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         anova = stats.f_oneway(*columns)
         friedman = stats.friedmanchisquare(*columns)
-    result["anova_f"] = _finite_or_none(anova.statistic)
-    result["anova_p"] = _finite_or_none(anova.pvalue)
-    result["friedman_chi2"] = _finite_or_none(friedman.statistic)
-    result["friedman_p"] = _finite_or_none(friedman.pvalue)
-
-    rest = np.setdiff1d(np.arange(n_leads), key)
+    result = {"anova_f": _finite_or_none(anova.statistic),
+              "anova_p": _finite_or_none(anova.pvalue),
+              "friedman_chi2": _finite_or_none(friedman.statistic),
+              "friedman_p": _finite_or_none(friedman.pvalue)}
+    rest = np.setdiff1d(np.arange(normalised.shape[1]), key)
     key_mean = normalised[:, key].mean(axis=1)
     rest_mean = normalised[:, rest].mean(axis=1)
     if np.any(key_mean != rest_mean):
@@ -329,14 +339,15 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
         result["top3_vs_rest_wilcoxon_p"] = _finite_or_none(wilcoxon.pvalue)
     if rest_mean.mean() > 0:
         result["top3_vs_rest_mean_ratio"] = float(key_mean.mean() / rest_mean.mean())
-
-    forms = icc_all_forms(normalised)
-    result["icc"] = forms["ICC1"]["icc"]
-    result["icc_ci_lower"], result["icc_ci_upper"] = forms["ICC1"]["ci95"]
-    result["icc_form"] = "ICC1"
-    result["icc_form_name"] = ICC_DESCRIPTIONS["ICC1"]
-    result["icc_all_forms"] = forms
     return result
+
+
+def icc_statistics(normalised):
+    """ICC(1,1) with its CI under the original's keys, and all six forms."""
+    forms = icc_all_forms(normalised)
+    return {"icc": forms["ICC1"]["icc"], "icc_ci_lower": forms["ICC1"]["ci95"][0],
+            "icc_ci_upper": forms["ICC1"]["ci95"][1], "icc_form": "ICC1",
+            "icc_form_name": ICC_DESCRIPTIONS["ICC1"], "icc_all_forms": forms}
 
 
 def ground_truth_check(importance, lead_names, true_leads, n_key=3):
