@@ -1,0 +1,245 @@
+"""Every constant of every script is checked at start: a bad value is one clear error line."""
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+from lvr import config
+from lvr.config import (OPTIONS, RELATIONS, SCRIPT_OPTIONS, UserError, config_names, configure,
+                        option_rules)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ("train_MCL_ResNet_1D_class2.py", "train_MCL_ResNet_1D_class4.py",
+           "Saliency_ana2_sys.py", "prepare_data.py", "demo_cohort.py", "plot_training_curves.py")
+A_FILE = os.path.abspath(__file__)      # exists as a regular file: no folder may be named so
+A_FOLDER = os.path.dirname(A_FILE)
+
+# One invalid value per option name, as the script would hold it after --name=value
+BAD = {
+    "DATA_DIR": A_FILE, "TRAIN_DIR": A_FILE, "OUTPUT_DIR": A_FILE, "CHECKPOINT": " ",
+    "ALLOW_PICKLE": "yes", "SEED": -1, "BATCH_SIZE": 0, "DEVICE": "gpu", "TASK": "regression",
+    "NUM_CLASSES": 1, "CLASS_NAMES": ("a", ""), "EXPERIMENT": "resnet50", "DROPOUT": 1.0,
+    "LEAD_DROPOUT": -0.1, "EPOCHS": 0, "LR": -0.1, "WEIGHT_DECAY": -1e-3,
+    "LABEL_SMOOTHING": 1.5, "GRAD_CLIP": 0.0, "LR_FACTOR": 1.0, "LR_PATIENCE": -1,
+    "TEST_SIZE": 1.0, "VAL_SIZE": 0.0, "CV_FOLDS": 1, "BOOTSTRAP": -5, "NUM_WORKERS": -1,
+    "RESUME": 1, "NUM_SAMPLES": 0, "NOISE_LEVEL": -1.0, "MAX_FIGURES": -3, "FIG_DPI": 0,
+    "FIGURE_WORKERS": 0, "WAVE_IMPORTANCE": None, "DELINEATION_LEADS": "II,V7",
+    "SANITY_CHECK": "no", "SANITY_SAMPLES": 0, "DELETION_TEST": 0, "DELETION_MAX_K": 13,
+    "DELETION_DRAWS": 0, "TABLE": A_FOLDER, "PTBXL_DIR": A_FILE, "NAME": 5, "OVERWRITE": "y",
+    "FS": 0, "PRE": -0.1, "POST": 0.0, "BEATS": "first:0", "BANDPASS": (40.0, 0.5),
+    "BANDPASS_ORDER": 0, "NOTCH_HZ": (50.0, -60.0), "DETECTOR": "", "DETECTOR_LEAD": "V7",
+    "R_REFINE_S": -0.01, "MIN_PEAK_RATIO": 1.5, "HEART_RATE_BPM": (220.0, 30.0),
+    "REJECT_FLAT_MV": -0.05, "REJECT_SATURATION": 0.0, "REJECT_NOISE": 0.0, "WORKERS": 0,
+    "N_PATIENTS": 0, "BEATS_PER_PATIENT": (7, 2), "LVR_LEADS": ("V2", "V7"), "LVR_WAVE": "P",
+    "LVR_STRENGTH": (2.2, 0.8), "NON_LVR_CHANGE": (1.3, 0.0, 0.6), "DISCORDANT_SHARE": 1.5,
+    "WINDOW_S": 0.0, "R_PEAK_S": -0.3, "NOISE_MV": -0.02, "WANDER_MV": -0.08,
+}
+
+# Valid values other than the defaults, given as on the command line
+VALID = [
+    ("train_MCL_ResNet_1D_class2.py", arg) for arg in [
+        "--device=cuda:1", "--device=cuda", "--device=cpu", "--class_names=()",
+        "--class_names=Normal,Abnormal", "--class_names=0,1", "--test_size=0", "--cv_folds=5",
+        "--bootstrap=0", "--lead_dropout=0", "--experiment=baseline", "--label_smoothing=0",
+        "--seed=0", "--weight_decay=0", "--output_dir=" + A_FOLDER]
+] + [
+    ("Saliency_ana2_sys.py", arg) for arg in [
+        "--max_figures=None", "--max_figures=0", "--noise_level=0", "--num_samples=1",
+        "--delineation_leads=II,V2,V5", "--delineation_leads=ALL", "--figure_workers=1",
+        "--checkpoint=last_checkpoint.pth", "--deletion_max_k=12", "--device=cuda:0"]
+] + [
+    ("prepare_data.py", arg) for arg in [
+        "--task=binary:CONTROL,LVR", "--task=multiclass:A,B,C", "--task=superclass4",
+        "--table=records.csv", "--ptbxl_dir=" + A_FOLDER, "--beats=median", "--beats=first:8",
+        "--beats=random:3", "--notch_hz=", "--notch_hz=50", "--detector_lead=lead ii",
+        "--detector=pantompkins1985", "--output_dir=data/mine", "--name=mine", "--pre=0",
+        "--workers=1", "--min_peak_ratio=0", "--reject_flat_mv=0"]
+] + [
+    ("demo_cohort.py", arg) for arg in [
+        "--output_dir=data/other", "--lvr_leads=I,aVL,V6", "--lvr_leads=V1", "--seed=7",
+        "--lvr_wave=QRS", "--beats_per_patient=3,3", "--non_lvr_change=0,0,0",
+        "--lvr_strength=-1,1", "--discordant_share=0", "--noise_mv=0", "--r_peak_s=0"]
+] + [("train_MCL_ResNet_1D_class4.py", "--class_names=a,b,c,d"),
+     ("plot_training_curves.py", "--train_dir=results_class4")]
+
+
+def script_namespace(script):
+    """The script's module namespace at its defaults (executed fresh, not as __main__)."""
+    return runpy.run_path(os.path.join(ROOT, script), run_name="options_test")
+
+
+@pytest.fixture(scope="module")
+def namespaces():
+    return {script: script_namespace(script) for script in SCRIPTS}
+
+
+def script_constants(namespaces):
+    return [(script, name) for script in SCRIPTS for name in config_names(namespaces[script])]
+
+
+ALL_CONSTANTS = script_constants({script: script_namespace(script) for script in SCRIPTS})
+
+
+def test_every_script_constant_has_a_rule(namespaces):
+    missing = [(script, name) for script, name in script_constants(namespaces)
+               if name not in option_rules(script)]
+    assert missing == [], "add these constants to lvr.config.OPTIONS"
+
+
+def test_every_rule_belongs_to_a_script_constant(namespaces):
+    used = {name for _, name in script_constants(namespaces)}
+    assert set(OPTIONS) - used == set()
+    assert all(set(rules) <= used for rules in SCRIPT_OPTIONS.values())
+    assert set(SCRIPT_OPTIONS) <= set(SCRIPTS)
+    assert all(set(names) <= used for names, _, _ in RELATIONS)
+
+
+def test_imported_constants_are_not_options(namespaces):
+    assert "HISTORY_KEYS" not in config_names(namespaces["plot_training_curves.py"])
+    assert config_names(namespaces["plot_training_curves.py"]) == ["TRAIN_DIR"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_defaults_pass_the_checks(script, namespaces):
+    namespace = dict(namespaces[script])
+    resolved = configure(namespace, [])
+    assert resolved == {name: namespaces[script][name] for name in config_names(namespace)}
+
+
+@pytest.mark.parametrize("script, arg", VALID)
+def test_valid_values_are_accepted(script, arg, namespaces):
+    configure(dict(namespaces[script]), [arg])
+
+
+@pytest.mark.parametrize("script, name", ALL_CONSTANTS)
+def test_a_bad_value_of_every_constant_is_refused_naming_it(script, name, namespaces):
+    namespace = dict(namespaces[script], **{name: BAD[name]})
+    with pytest.raises(UserError) as error:
+        configure(namespace, [])
+    message = str(error.value)
+    assert message.startswith(f"--{name.lower()}={BAD[name]!r}: ") and "\n" not in message
+    assert "must be" in message
+
+
+@pytest.mark.parametrize("arg", ["--epochs=2.5", "--epochs=x", "--resume=maybe"])
+def test_conversion_errors_still_come_first(arg, namespaces):
+    with pytest.raises(UserError, match=arg.split("=")[0]):
+        configure(dict(namespaces["train_MCL_ResNet_1D_class2.py"]), [arg])
+
+
+@pytest.mark.parametrize("script, argv, names", [
+    ("train_MCL_ResNet_1D_class2.py", ["--test_size=0.5", "--val_size=0.5"],
+     ["--test_size=0.5", "--val_size=0.5"]),
+    ("train_MCL_ResNet_1D_class2.py", ["--cv_folds=2", "--val_size=0.5"],
+     ["--val_size=0.5", "--cv_folds=2"]),
+    ("train_MCL_ResNet_1D_class4.py", ["--class_names=a,b"], ["--class_names=('a', 'b')"]),
+    ("prepare_data.py", ["--fs=100", "--bandpass=0.5,50"], ["--bandpass=(0.5, 50.0)", "--fs=100"]),
+    ("demo_cohort.py", ["--r_peak_s=1.0"], ["--r_peak_s=1.0", "--window_s=1.0"]),
+])
+def test_options_that_do_not_fit_together_are_refused(script, argv, names, namespaces):
+    with pytest.raises(UserError) as error:
+        configure(dict(namespaces[script]), argv)
+    assert all(name in str(error.value) for name in names)
+
+
+def test_experiment_lists_the_variants(namespaces):
+    from model import EXPERIMENTS
+    with pytest.raises(UserError) as error:
+        configure(dict(namespaces["train_MCL_ResNet_1D_class2.py"]), ["--experiment=resnet50"])
+    assert str(error.value) == ("--experiment='resnet50': must be one of "
+                                + ", ".join(EXPERIMENTS))
+
+
+def test_a_missing_constant_rule_is_no_error_at_run_time():
+    assert configure({"__file__": "script.py", "LEADS": ("V1",), "EPOCHS": 3}, []) == \
+        {"LEADS": ("V1",), "EPOCHS": 3}
+
+
+def test_rules_agree_with_the_library():
+    """The checks config.py repeats, because lvr.prepare is too slow to import for them."""
+    from lvr import cohort, prepare
+    assert OPTIONS["TASK"].allowed == "one of " + ", ".join(cohort.TASKS)
+    for text in ["all", " Median ", "first:8", "RANDOM:2", "first:0", "first", "random:-1",
+                 "last:3", "first:03", "all,median"]:
+        try:
+            prepare.beat_selection(text)
+            valid = True
+        except UserError:
+            valid = False
+        assert config.accepted(OPTIONS["BEATS"], text) == valid, text
+    for name in ["II", "ii", "lead II", "Lead_aVL", " v6 ", "V7", "", "lead"]:
+        assert config.accepted(OPTIONS["DETECTOR_LEAD"], name) == \
+            (prepare.lead_key(name) in prepare.LEAD_BY_KEY), name
+    prepare_task = SCRIPT_OPTIONS["prepare_data.py"]["TASK"]
+    for task in ["mi_norm", "superclass4", "binary:A,B", "binary: A , B ,", "multiclass:A,B,C",
+                 "binary:A", "binary:A,B,C", "multiclass:A", "regression", "binary:A,A"]:
+        try:
+            prepare.task_labels(task)
+            valid = True
+        except UserError:
+            valid = False
+        if valid:   # task_labels checks the group names too: config may only let more through
+            assert config.accepted(prepare_task, task), task
+
+
+def test_help_shows_the_allowed_values(capsys, namespaces):
+    with pytest.raises(SystemExit):
+        configure(dict(namespaces["Saliency_ana2_sys.py"]), ["--help"])
+    out = capsys.readouterr().out
+    assert "--max_figures=None" in out and "[None or an integer >= 0]" in out
+    assert "--batch_size=32" in out and "[a positive integer]" in out
+
+
+# ---------------------------------------------------------------- the scripts, as a user runs them
+
+def run_script(script, *args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("script, arg", [
+    ("train_MCL_ResNet_1D_class2.py", "--epochs=0"),
+    ("train_MCL_ResNet_1D_class2.py", "--batch_size=0"),
+    ("train_MCL_ResNet_1D_class4.py", "--lr=-0.1"),
+    ("Saliency_ana2_sys.py", "--num_samples=0"),
+    ("train_MCL_ResNet_1D_class2.py", "--label_smoothing=1.5"),
+    ("train_MCL_ResNet_1D_class2.py", "--bootstrap=-5"),
+    ("Saliency_ana2_sys.py", "--noise_level=-1"),
+    ("Saliency_ana2_sys.py", "--max_figures=-3"),
+    ("prepare_data.py", "--workers=0"),
+    ("plot_training_curves.py", f"--train_dir={A_FILE}"),
+])
+def test_a_bad_option_is_one_error_line_before_any_work(script, arg, tmp_path):
+    run = run_script(script, arg, cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    lines = run.stderr.splitlines()
+    option, value = arg.split("=", 1)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {option}=") and value in lines[0]
+    assert run.stdout == "" and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("script", ["train_MCL_ResNet_1D_class2.py", "Saliency_ana2_sys.py",
+                                    "demo_cohort.py"])
+def test_an_output_dir_that_is_a_file_is_refused(script, tmp_path):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    run = run_script(script, f"--output_dir={taken}", cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines() == [f"error: --output_dir={str(taken)!r}: must be a folder "
+                                       f"path, not an existing file"]
+    assert os.listdir(tmp_path) == ["taken.txt"] and taken.read_text() == "keep me"
+
+
+def test_a_bad_option_answers_before_torch_loads():
+    code = ("import runpy, sys\n"
+            "from lvr.config import UserError, configure\n"
+            "ns = runpy.run_path('train_MCL_ResNet_1D_class2.py', run_name='x')\n"
+            "try:\n"
+            "    configure(ns, ['--batch_size=0'])\n"
+            "except UserError:\n"
+            "    print('torch' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.stdout.strip() == "False", run.stderr
