@@ -19,7 +19,7 @@ import re
 import sys
 from typing import Callable, NamedTuple, Optional
 
-from lvr.leads import LEAD_NAMES
+from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 
 CONFIG_TYPES = (bool, int, float, str, tuple, list, type(None))
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
@@ -189,14 +189,8 @@ def not_leads(names):
     return ", ".join(unknown) + (" is not a lead" if len(unknown) == 1 else " are not leads")
 
 
-def lead_key(name):
-    """A lead name as lvr.prepare.lead_key matches it: case, spaces and a 'lead' prefix do not
-    matter (lvr.prepare imports neurokit2, too slow to load for an option check)."""
-    return re.sub(r"^LEAD[\s_\-]*", "", str(name).strip().upper())
-
-
 def lead_name_ok(text):
-    return isinstance(text, str) and lead_key(text) in {name.upper() for name in LEAD_NAMES}
+    return isinstance(text, str) and lead_key(text) in LEAD_BY_KEY
 
 
 def leads_ok(names):

@@ -40,10 +40,9 @@ import wfdb
 from tqdm import tqdm
 
 from lvr.config import UserError
-from lvr.leads import LEAD_NAMES
+from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 from lvr.run_folder import atomic_write, library_versions, write_json_atomic
 
-LEAD_BY_KEY = {name.upper(): name for name in LEAD_NAMES}
 TO_MILLIVOLT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3}
 OUTPUT_FILES = ("cohort.json", "beats_manifest.csv", "prepare_summary.json")
 
@@ -292,11 +291,6 @@ def with_paths(table, root):
 
 
 # ---------------------------------------------------------------- one record
-
-def lead_key(name):
-    """A lead name reduced for matching: case, spaces and a 'lead' prefix do not matter."""
-    return re.sub(r"^LEAD[\s_\-]*", "", str(name).strip().upper())
-
 
 def standard_lead_order(sig_names):
     """Column of each standard lead (I ... V6) in `sig_names`, and the names not used.
