@@ -470,3 +470,6 @@ def run_script(main):
     except KeyboardInterrupt:
         print("\ninterrupted.", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
+        sys.stdout = None
+        raise SystemExit(0) from None
