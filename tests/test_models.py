@@ -11,20 +11,16 @@ from model import MCL_ResNet1D_2, MCL_ResNet1D_4
 
 
 
-def readme_parameter_counts():
-    """variant -> parameters, read from the README's model table (12 leads in, 2 classes out)."""
-    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-    counts = {}
-    with open(readme, encoding="utf-8") as handle:
-        for line in handle:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            name = cells[0].split(" ")[0].strip("`") if cells else ""
-            if len(cells) >= 3 and name in EXPERIMENTS and cells[1].replace(",", "").isdigit():
-                counts[name] = int(cells[1].replace(",", ""))
-    return counts
-
-
-README_PARAMETER_COUNTS = readme_parameter_counts()
+# Parameters of each variant with 12 leads in and 2 classes out (the README's model table shows
+# the same numbers). A 4-class head has 2 x (128 inputs + 1 bias) more.
+PARAMETER_COUNTS = {
+    "baseline": 580_994,
+    "ca": 592_542,
+    "ms": 626_050,
+    "ca_ms": 637_598,
+    "ca_ms_v2": 642_113,
+}
+HEAD_INPUTS = 128
 
 VARIANTS = list(EXPERIMENTS)
 
@@ -38,13 +34,18 @@ def seeded_model(num_classes=2, experiment="ca_ms_v2", seed=0, **kwargs):
     return build_model(num_classes, experiment=experiment, **kwargs).eval()
 
 
-def test_experiments_are_the_readme_ones():
-    assert set(README_PARAMETER_COUNTS) == set(EXPERIMENTS)
+def test_the_experiments_are_the_five_variants():
+    assert list(EXPERIMENTS) == ["baseline", "ca", "ms", "ca_ms", "ca_ms_v2"]
+    assert set(PARAMETER_COUNTS) == set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", VARIANTS)
-def test_parameter_count_matches_readme(experiment):
-    assert parameter_count(build_model(2, experiment)) == README_PARAMETER_COUNTS[experiment]
+def test_parameter_count_is_the_known_one(experiment):
+    assert parameter_count(build_model(2, experiment)) == PARAMETER_COUNTS[experiment]
+    assert parameter_count(build_model(4, experiment)) == \
+        PARAMETER_COUNTS[experiment] + 2 * (HEAD_INPUTS + 1)
+    trainable = sum(p.numel() for p in build_model(2, experiment).parameters() if p.requires_grad)
+    assert trainable == PARAMETER_COUNTS[experiment]
 
 
 @pytest.mark.parametrize("experiment", VARIANTS)
@@ -77,10 +78,26 @@ def test_input_gradient_reaches_every_lead(experiment):
 
 @pytest.mark.parametrize("experiment", VARIANTS)
 def test_eval_mode_is_deterministic(experiment):
-    model = seeded_model(experiment=experiment)
-    x = beats()
+    """In eval mode dropout is off and BatchNorm uses its running statistics, so a beat's output
+    depends only on the weights and the beat: not on the model instance, the call, or the other
+    beats of the batch. In train mode dropout makes two calls differ."""
+    model = seeded_model(experiment=experiment, dropout_rate=0.5).train()
+    with torch.no_grad():  # running statistics away from their initial 0 and 1
+        model(beats(8, length=250, seed=1) * 2 + 0.5)
+    model.eval()
+    twin = build_model(2, experiment, dropout_rate=0.5)
+    twin.load_state_dict(model.state_dict())
+    twin.eval()
+    x = beats(batch=2, length=250, seed=7)
     with torch.no_grad():
-        assert torch.equal(model(x), model(x))
+        output = model(x)
+        assert torch.equal(twin(x), output)
+        alone = torch.cat([model(x[:1]), model(x[1:])])
+        assert torch.allclose(alone, output, rtol=1e-4, atol=1e-5)
+        model.train()
+        first, second = model(x), model(x)
+    assert not torch.allclose(first, second, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(first, output, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("experiment", VARIANTS)
@@ -179,17 +196,37 @@ def test_checkpoint_survives_a_changed_experiment_table(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "m.pt", model)
     monkeypatch.setitem(EXPERIMENTS, "ca", dict(EXPERIMENTS["ca"], widths=(8, 8, 8, 8)))
     loaded, _ = load_checkpoint(tmp_path / "m.pt")
-    assert parameter_count(loaded) == README_PARAMETER_COUNTS["ca"]
+    assert parameter_count(loaded) == PARAMETER_COUNTS["ca"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in loaded.state_dict().items())
+
+
+def adam_step(model, optimizer, seed):
+    torch.manual_seed(seed)  # the same dropout masks for every model
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(beats(length=250, seed=seed)),
+                                      torch.tensor([0, 1])).backward()
+    optimizer.step()
 
 
 def test_checkpoint_with_optimizer_state(tmp_path):
-    model = seeded_model()
-    optimizer = torch.optim.Adam(model.parameters())
-    torch.nn.functional.cross_entropy(model(beats()), torch.tensor([0, 1])).backward()
-    optimizer.step()
+    """The saved Adam state (moments, step count) continues training exactly where it was."""
+    model = seeded_model(experiment="baseline").train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    adam_step(model, optimizer, seed=0)
     save_checkpoint(tmp_path / "m.pt", model, optimizer=optimizer.state_dict())
-    _, checkpoint = load_checkpoint(tmp_path / "m.pt")
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    loaded, checkpoint = load_checkpoint(tmp_path / "m.pt")
+    saved_state = checkpoint["optimizer"]["state"]
+    assert len(saved_state) == len(list(model.parameters()))
+    assert all(int(entry["step"]) == 1 for entry in saved_state.values())
+    resumed = torch.optim.Adam(loaded.parameters(), lr=1e-3)
+    resumed.load_state_dict(checkpoint["optimizer"])
+    # a second step from the checkpoint equals the second step of the original run (an Adam
+    # without the saved moments and step count would take another step)
+    adam_step(model, optimizer, seed=1)
+    adam_step(loaded.train(), resumed, seed=1)
+    continued, restored = model.state_dict(), loaded.state_dict()
+    assert continued.keys() == restored.keys()
+    assert all(torch.equal(continued[k], restored[k]) for k in continued)
 
 
 def test_save_refuses_non_plain_extras_and_keeps_the_old_file(tmp_path):

@@ -1,12 +1,17 @@
+import csv
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 import lvr.engine as engine
 from conftest import ROOT, write_small_cohort
+from lvr.checkpoints import load_checkpoint
+from lvr.cohort import load_cohort
 from lvr.delineation import r_peak_index
 from test_training import quiet, tiny_config
 
@@ -15,11 +20,21 @@ SEED_KEYS = ("top3_leads", "top3_scores", "anova_f", "anova_p", "strict_consiste
              "icc_ci_upper", "sample_count")
 
 
+# TEST_SIZE 0.4 of 12 patients per group: the test set holds 14 NSTEMI-LVR and 5 STEMI-LVR beats,
+# so both analysis subgroups get their statistics (they need at least 3 beats; with this size
+# each subgroup had at least 3 test beats for every one of 100 split seeds tried).
+N_PATIENTS = 12
+TRAINING = dict(EPOCHS=2, TEST_SIZE=0.4)
+SALIENCY_OPTIONS = ["--num_samples=4", "--deletion_draws=5"]
+SUBGROUPS = {"STEMI", "NSTEMI"}
+CSV_WAVES = ["P", "PR", "QRS", "ST", "T", "other"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
-    data_dir = write_small_cohort(root / "data", N_PATIENTS=14)
-    engine.run_training(tiny_config(data_dir, root / "run", EPOCHS=2), log=quiet)
+    data_dir = write_small_cohort(root / "data", N_PATIENTS=N_PATIENTS)
+    engine.run_training(tiny_config(data_dir, root / "run", **TRAINING), log=quiet)
     return root, data_dir
 
 
@@ -28,37 +43,128 @@ def run_saliency(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_saliency_script_writes_figures_and_statistics(trained):
+@pytest.fixture(scope="module")
+def explained(trained):
+    """The saliency analysis of the trained run, in root/saliency."""
     root, data_dir = trained
     out = root / "saliency"
     run = run_saliency(f"--data_dir={data_dir}", f"--train_dir={root / 'run'}",
-                       f"--output_dir={out}", "--max_figures=3", "--num_samples=4")
+                       f"--output_dir={out}", "--max_figures=3", *SALIENCY_OPTIONS)
     assert run.returncode == 0, run.stderr
+    return out
+
+
+def read_outputs(out):
+    return (json.loads((out / "quantitative_consistency_analysis.json").read_text()),
+            json.loads((out / "explanation_checks.json").read_text()))
+
+
+def test_saliency_script_writes_figures_and_statistics(trained, explained):
+    root, data_dir = trained
+    out = explained
     figures = sorted(p for p in out.rglob("saliency_analysis_*_sample_*.png"))
     assert len(figures) == 3
     assert all(p.parent.name in {"NSTEMI_0", "NSTEMI_1", "STEMI_0", "STEMI_1"} for p in figures)
     assert all(p.name.startswith(f"saliency_analysis_{p.parent.name}_sample_") for p in figures)
-    results = json.loads((out / "quantitative_consistency_analysis.json").read_text())
-    assert set(results) == {"STEMI", "NSTEMI"}
+
+    split = json.loads((root / "run" / "split.json").read_text())
+    cohort = load_cohort(data_dir)
+    in_test = np.isin(cohort.patient_ids, np.asarray(split["test"], dtype=str))
+    lvr_beats = {name: int((in_test & (cohort.group_index == cohort.groups.index(group))).sum())
+                 for name, group in cohort.spec["analysis_subgroups"].items()}
+    assert lvr_beats == {"STEMI": 5, "NSTEMI": 14}  # the precondition of the statistics
+
+    results, checks = read_outputs(out)
+    assert set(results) == SUBGROUPS
     for name, stats in results.items():
-        if stats["status"] == "ok":
-            assert all(key in stats for key in SEED_KEYS)
-            assert set(stats["icc_all_forms"]) == {"ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"}
-            assert len(stats["mean_lead_importance"]) == 12
-            assert "ground_truth_check" in stats
-        assert stats["sample_count"] >= 0
+        assert stats["status"] == "ok" and stats["sample_count"] == lvr_beats[name]
+        assert all(key in stats for key in SEED_KEYS)
+        assert set(stats["icc_all_forms"]) == {"ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"}
+        importance = stats["mean_lead_importance"]  # lead -> mean share of the beat's saliency
+        assert list(importance) == cohort.spec["leads"]
+        assert all(value > 0 for value in importance.values())
+        assert sum(importance.values()) == pytest.approx(1.0, abs=1e-9)
+        assert stats["top3_leads"] == sorted(importance, key=importance.get, reverse=True)[:3]
+        assert stats["top3_scores"] == [importance[lead] for lead in stats["top3_leads"]]
+        assert 0.0 <= stats["anova_p"] <= 1.0 and np.isfinite(stats["anova_f"])
+        assert stats["icc_ci_lower"] <= stats["icc"] <= stats["icc_ci_upper"]
+        assert 0.0 <= stats["strict_consistency_percentage"] <= 100.0
+        check = stats["ground_truth_check"]
+        assert check["true_leads"] == ["V2", "V3", "V4"]
+        assert check["sample_count"] == lvr_beats[name]
+        assert check["top3_leads"] == stats["top3_leads"]
+        assert check["true_leads_found"] == [lead for lead in stats["top3_leads"]
+                                             if lead in check["true_leads"]]
     for name in ("lead_importance_comparison.png", "lead_importance_heatmap.png"):
         assert (out / name).stat().st_size > 10_000
-    checks = json.loads((out / "explanation_checks.json").read_text())
+
     for key in ("sanity_spearman", "sanity_cascading", "deletion_curve", "deletion_win_rate",
                 "wave_importance"):
         assert key in checks
-    rows = (out / "wave_importance.csv").read_text().splitlines()
-    assert rows[0] == "subgroup,lead,wave,mean_share,sd_share,mean_density,sd_density,beats"
-    assert len(rows) == 1 + len(checks["wave_importance"]) * 12 * 6
+    assert set(checks["wave_importance"]) == SUBGROUPS
+    rows = list(csv.reader((out / "wave_importance.csv").read_text().splitlines()))
+    assert rows[0] == ["subgroup", "lead", "wave", "mean_share", "sd_share", "mean_density",
+                       "sd_density", "beats"]
+    body = rows[1:]
+    assert len(body) == len(SUBGROUPS) * 12 * len(CSV_WAVES)
+    assert {(r[0], r[1], r[2]) for r in body} == {
+        (name, lead, wave) for name in SUBGROUPS for lead in cohort.spec["leads"]
+        for wave in CSV_WAVES}
+    for subgroup, lead, wave, mean_share, sd_share, mean_density, sd_density, count in body:
+        assert int(count) == lvr_beats[subgroup]
+        assert -1e-4 <= float(mean_share) <= 1.0001 and float(sd_share) >= 0
+    # a density per wave; "other" (outside P onset to T offset) has a share only
+    wave_rows = [row for row in body if row[2] != "other"]
+    other_rows = [row for row in body if row[2] == "other"]
+    assert len(wave_rows) == 2 * 12 * 5 and len(other_rows) == 2 * 12
+    assert all(float(row[5]) >= 0 and float(row[6]) >= 0 for row in wave_rows)
+    assert all(row[5] == row[6] == "" for row in other_rows)
+    for name in SUBGROUPS:
+        for lead in cohort.spec["leads"]:
+            shares = [float(r[3]) for r in body if r[0] == name and r[1] == lead]
+            assert sum(shares) == pytest.approx(1.0, abs=1e-3)  # the waves and "other" split it
+
     run_record = json.loads((out / "saliency_run.json").read_text())
-    split = json.loads((root / "run" / "split.json").read_text())
     assert run_record["test_patients"] == split["test"] and "torch" in run_record["versions"]
+    assert run_record["test_beats"] == int(in_test.sum())
+
+
+def test_saliency_outputs_do_not_depend_on_the_ground_truth(trained, explained, tmp_path):
+    """The cohort's ground truth is only reported against (ground_truth_check): the same
+    analysis of the same model on a cohort whose cohort.json has no ground truth gives the same
+    statistics and checks."""
+    root, data_dir = trained
+    blind_dir = tmp_path / "data"
+    shutil.copytree(data_dir, blind_dir)
+    spec = json.loads((blind_dir / "cohort.json").read_text())
+    assert spec["ground_truth"]["lvr_leads"] == ["V2", "V3", "V4"]
+    spec["ground_truth"] = None
+    (blind_dir / "cohort.json").write_text(json.dumps(spec, indent=2))
+    # the fingerprint covers cohort.json, so the blind cohort needs its own run: the same seed
+    # on the CPU trains the same model
+    engine.run_training(tiny_config(blind_dir, tmp_path / "run", **TRAINING), log=quiet)
+    weights = [load_checkpoint(path)[0].state_dict()
+               for path in (root / "run" / "best_model.pth", tmp_path / "run" / "best_model.pth")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["test"] == \
+        json.loads((root / "run" / "split.json").read_text())["test"]
+    run = run_saliency(f"--data_dir={blind_dir}", f"--train_dir={tmp_path / 'run'}",
+                       f"--output_dir={tmp_path / 'saliency'}", "--max_figures=0",
+                       *SALIENCY_OPTIONS)  # the per-sample figures hold no numbers
+    assert run.returncode == 0, run.stderr
+
+    results, _ = read_outputs(explained)
+    blind_results, _ = read_outputs(tmp_path / "saliency")
+    assert set(results) == set(blind_results) == SUBGROUPS
+    for name in SUBGROUPS:
+        assert "ground_truth_check" in results[name]
+        assert "ground_truth_check" not in blind_results[name]
+        results[name].pop("ground_truth_check")
+    # compared as JSON text: equal numbers, NaN included, in the same order
+    assert json.dumps(blind_results) == json.dumps(results)
+    for name in ("explanation_checks.json", "wave_importance.csv"):
+        assert (tmp_path / "saliency" / name).read_text() == (explained / name).read_text(), name
 
 
 def test_saliency_explains_the_final_epoch_on_request(trained, tmp_path):

@@ -15,6 +15,8 @@ import lvr.engine as engine
 import lvr.metrics as metrics
 import lvr.training as training
 from conftest import ROOT
+from lvr.checkpoints import load_checkpoint
+from lvr.cohort import load_cohort, patient_split_indices, standardize_beats
 
 
 def tiny_config(data_dir, output_dir, **overrides):
@@ -358,3 +360,59 @@ def test_cross_validation_reports_mean_and_spread(small_cohort_dir, tmp_path):
     for k in (1, 2, 3):
         split = json.loads((output_dir / f"fold_{k}" / "split.json").read_text())
         assert not set(split["train"]) & set(split["test"]) and split["val"]
+
+
+def test_lead_dropout_reaches_the_training_batches_only(small_cohort_dir, tmp_path, monkeypatch):
+    """LEAD_DROPOUT zeroes leads of training beats; the validation accuracy that selects the
+    checkpoint and the test predictions see the standardised beats with every lead."""
+    real_predict, real_epoch = training.predict_logits, training.train_one_epoch
+    predicted, trained_on = [], []
+
+    def recording_predict(model, x, *args, **kwargs):
+        predicted.append(x.clone())
+        return real_predict(model, x, *args, **kwargs)
+
+    def recording_epoch(model, loader, *args, **kwargs):
+        trained_on.append(torch.cat([x for x, _ in loader]))
+        return real_epoch(model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(training, "predict_logits", recording_predict)
+    monkeypatch.setattr(engine, "predict_logits", recording_predict)
+    monkeypatch.setattr(training, "train_one_epoch", recording_epoch)
+    output_dir = tmp_path / "dropout"
+    run_config = tiny_config(small_cohort_dir, output_dir, EPOCHS=1, LEAD_DROPOUT=0.5)
+    report = engine.run_training(run_config, log=quiet)
+
+    cohort = load_cohort(small_cohort_dir)
+    x_all = torch.from_numpy(standardize_beats(cohort.beats))
+    labels = torch.from_numpy(cohort.labels("binary"))
+    parts = patient_split_indices(cohort.labels("binary"), cohort.patient_ids,
+                                  run_config["TEST_SIZE"], run_config["VAL_SIZE"],
+                                  run_config["SEED"])
+    split = json.loads((output_dir / "split.json").read_text())
+    for name in ("train", "val", "test"):
+        assert sorted(set(cohort.patient_ids[parts[name]].tolist())) == split[name], name
+
+    def zeroed_leads(x):
+        return (x == 0).all(dim=-1)  # (beats, leads): True where a whole lead is zero
+
+    assert not zeroed_leads(x_all).any()
+    # training (one epoch): about half of the leads of the beats are zeroed
+    (epoch_beats,) = trained_on
+    assert epoch_beats.shape == (len(parts["train"]),) + tuple(x_all.shape[1:])
+    assert 0.35 < zeroed_leads(epoch_beats).float().mean().item() < 0.65
+    # validation after the epoch, then the test: the beats as they are
+    assert len(predicted) == 2
+    assert torch.equal(predicted[0], x_all[parts["val"]])
+    assert torch.equal(predicted[1], x_all[parts["test"]])
+
+    # the recorded accuracies are those of the undropped beats
+    def accuracy(checkpoint, part):
+        model, _ = load_checkpoint(output_dir / checkpoint)
+        with torch.no_grad():
+            logits = model.eval()(x_all[parts[part]])
+        return (logits.argmax(1) == labels[parts[part]]).float().mean().item()
+
+    assert np.load(output_dir / "val_acc_list.npy")[-1] == pytest.approx(
+        accuracy(training.LAST_CHECKPOINT, "val"), abs=1e-6)
+    assert report["accuracy"] == pytest.approx(accuracy(training.BEST_CHECKPOINT, "test"), abs=1e-6)
