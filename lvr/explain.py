@@ -121,7 +121,7 @@ def draw_figures(beats, cohort, class_names, config, log):
 
 def write_lead_statistics(beats, cohort, output_dir, log):
     """quantitative_consistency_analysis.json and the two lead-importance figures."""
-    results, arrays = quantitative_analysis(beats.maps, beats.groups, beats.y, cohort)
+    results, arrays = quantitative_analysis(beats, cohort)
     for name, stats in results.items():
         log_subgroup(subgroup_label(name, cohort.spec), stats, log)
     write_json_atomic(os.path.join(output_dir, "quantitative_consistency_analysis.json"), results)
@@ -136,8 +136,7 @@ def write_lead_statistics(beats, cohort, output_dir, log):
 def write_explanation_checks(model, beats, cohort, class_names, config, log):
     """explanation_checks.json, wave_importance.csv and the checks' figures."""
     output_dir, spec = config["OUTPUT_DIR"], cohort.spec
-    checks = explanation_checks_report(model, beats.x, beats.y, beats.maps, beats.groups,
-                                       beats.shares, cohort, config, log, beats.density)
+    checks = explanation_checks_report(model, beats, cohort, config)
     log_explanation_checks(checks, log, class_names[1])
     write_json_atomic(os.path.join(output_dir, "explanation_checks.json"), checks)
     if checks.get("wave_importance"):
@@ -218,9 +217,9 @@ def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_di
     return jobs
 
 
-def quantitative_analysis(maps, groups, y, cohort):
+def quantitative_analysis(beats, cohort):
     """Per analysis subgroup (LVR-positive beats of a group): lead statistics and truth check."""
-    spec = cohort.spec
+    maps, groups, y, spec = beats.maps, beats.groups, beats.y, cohort.spec
     lead_names = list(spec["leads"])
     truth = (spec.get("ground_truth") or {}).get("lvr_leads")
     importance = maps.mean(axis=2)
@@ -238,9 +237,10 @@ def quantitative_analysis(maps, groups, y, cohort):
     return results, arrays
 
 
-def explanation_checks_report(model, x, y, maps, groups, shares, cohort, config, log,
-                              density=None):
+def explanation_checks_report(model, beats, cohort, config):
     """Wave-level importance, randomisation sanity check and deletion test, as one dict."""
+    x, y, maps, groups = beats.x, beats.y, beats.maps, beats.groups
+    shares, density = beats.shares, beats.density
     spec = cohort.spec
     lead_names = list(spec["leads"])
     report, positive = {}, y == 1
