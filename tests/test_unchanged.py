@@ -1,5 +1,5 @@
 """Behaviour unchanged: the demo scripts (CPU, fixed seeds, a short configuration) give the same
-test_eval_results.json, quantitative_consistency_analysis.json and explanation_checks.json as the
+test_eval_results.json, quantitative_consistency_analysis.json and explanation_checks.json (one thread) as the
 code before the lvr/ package was made (recorded in tests/data/golden/quick).
 `python bench/check_unchanged.py --readme` runs the same comparison on the README's commands."""
 import os
