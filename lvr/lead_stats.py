@@ -393,3 +393,54 @@ def ground_truth_check(importance, lead_names, true_leads, n_key=3):
                   true_leads_found=found,
                   share_samples_top3_has_2_true=float(np.mean(own_hits >= min(2, len(true)))))
     return result
+
+
+def patient_rows(normalised, patient_ids):
+    """One row per patient: the mean of the patient's normalised beats (rows still sum to 1)."""
+    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    sums = np.zeros((len(patients), normalised.shape[1]))
+    np.add.at(sums, inverse, normalised)
+    return patients, sums / np.bincount(inverse)[:, None]
+
+
+def bootstrap_patient_means(rows, n_boot, seed, chunk=200):
+    """Mean of `rows` over patients resampled with replacement, n_boot times: (n_boot, columns)."""
+    rng = np.random.default_rng(seed)
+    n = len(rows)
+    means = np.empty((n_boot, rows.shape[1]))
+    for start in range(0, n_boot, chunk):
+        draws = rng.integers(0, n, (min(chunk, n_boot - start), n))
+        means[start:start + len(draws)] = rows[draws].mean(axis=1)
+    return means
+
+
+def patient_level_lead_statistics(importance, patient_ids, lead_names, n_key=3, n_boot=1000,
+                                  seed=0):
+    """The lead statistics with patients, not beats, as the samples.
+
+    Each beat's importance is normalised to sum 1 and a patient's row is the mean of their beats,
+    so a patient with ten beats weighs as much as one with two and the tests' samples are
+    independent. Returns :func:`subgroup_lead_statistics` of those rows (``sample_count`` =
+    patients) plus ``beat_count``, ``patient_count`` and, from ``n_boot`` patient-bootstrap
+    replicates (percentile intervals): ``mean_lead_importance_ci95`` (lead -> [lo, hi]) and
+    ``key_lead_stability`` (lead -> share of replicates whose key leads include it).
+    """
+    names = [str(name) for name in lead_names]
+    normalised = _normalised_importance(importance, names, n_key)
+    if len(patient_ids) != len(normalised):
+        raise ValueError(f"{len(patient_ids)} patient IDs for {len(normalised)} importance rows")
+    patients, rows = patient_rows(normalised, patient_ids)
+    result = subgroup_lead_statistics(rows, names, n_key)
+    result.update(beat_count=int(len(normalised)), patient_count=int(len(patients)),
+                  bootstrap=int(n_boot), mean_lead_importance_ci95=None, key_lead_stability=None)
+    if len(patients) < MIN_SAMPLES or n_boot < 1:
+        return result
+    means = bootstrap_patient_means(rows, n_boot, seed)
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    in_key = np.zeros(len(names))
+    np.add.at(in_key, _top_leads(means, n_key).ravel(), 1)
+    result["mean_lead_importance_ci95"] = {name: [float(lo), float(hi)]
+                                           for name, lo, hi in zip(names, low, high)}
+    result["key_lead_stability"] = {name: float(count / n_boot)
+                                    for name, count in zip(names, in_key)}
+    return result
