@@ -342,3 +342,49 @@ def deletion_test(model, x, y, lead_importance, max_k=6, random_draws=10, seed=0
         "deletion_win_rate": float(wins.mean()),
         "auc_top_per_sample": auc_top.tolist(), "auc_random_per_sample": auc_random.tolist(),
         "max_k": int(max_k), "random_draws": int(random_draws), "sample_count": int(n)}
+
+
+# ----------------------------------------------------------------------------- localisation
+
+def truth_mask(lead_names, true_leads, window_ms, fs, length):
+    """(leads, T) boolean mask of the true leads x the true time window (ms from window start)."""
+    mask = np.zeros((len(lead_names), length), dtype=bool)
+    start = max(0, int(round(window_ms[0] * fs / 1000)))
+    end = min(length, int(round(window_ms[1] * fs / 1000)))
+    mask[[list(lead_names).index(lead) for lead in true_leads], start:end] = True
+    return mask
+
+
+def relevance_mass_accuracy(maps, mask):
+    """Per beat: the share of the map's total inside the mask (Arras et al. 2022)."""
+    maps = np.asarray(maps, dtype=float)
+    total = maps.sum(axis=(1, 2))
+    inside = (maps * mask).sum(axis=(1, 2))
+    return np.divide(inside, total, out=np.full(len(maps), np.nan), where=total > 0)
+
+
+def relevance_rank_accuracy(maps, mask):
+    """Per beat: the share of the map's |mask| highest points that lie inside the mask
+    (Arras et al. 2022). Ties at the cut-off are broken by position (first come first)."""
+    flat = np.asarray(maps, dtype=float).reshape(len(maps), -1)
+    k = int(mask.sum())
+    top = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+    return mask.ravel()[top].mean(axis=1)
+
+
+def localisation(maps, mask, patient_ids):
+    """Mass and rank accuracy of the maps, as the mean over patients of each patient's mean,
+    with their chance level: the share of the beat the mask covers (a uniform map's mass
+    accuracy and a random map's expected rank accuracy)."""
+    _, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    counts = np.bincount(inverse)
+
+    def patient_mean(values):
+        return float(np.mean(np.bincount(inverse, weights=np.nan_to_num(values)) / counts))
+
+    chance = float(mask.mean())
+    mass = patient_mean(relevance_mass_accuracy(maps, mask))
+    rank = patient_mean(relevance_rank_accuracy(maps, mask))
+    return {"mass_accuracy": mass, "rank_accuracy": rank, "chance": chance,
+            "mass_vs_chance": mass / chance, "rank_vs_chance": rank / chance,
+            "beats": int(len(maps)), "patients": int(len(counts))}

@@ -140,3 +140,73 @@ def plot_deletion_curves(path, results, dpi=200):
         fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
         fig.suptitle("Lead deletion test (mean +/- sd over beats)", fontsize=16)
         return save_figure(fig, path, dpi)
+
+
+def plot_wave_effects_heatmap(path, tables, lead_names, true_leads=(), true_wave=None,
+                              map_name="SmoothGrad", dpi=200):
+    """Counterfactual lead x wave effects beside the map's wave shares, one row per subgroup.
+
+    tables: {subgroup: {"effect": (C, 5) mean drop in P(true class), "share": (C, 5) mean share
+    of the map or None, "patients": int}}. The three largest effects are boxed; the ground truth,
+    when known, is bold on the axes.
+    """
+    names = list(tables) or ["(none)"]
+    vmax = max((float(np.abs(t["effect"]).max()) for t in tables.values()), default=1.0) or 1.0
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(names), 2, figsize=(13.5, (0.55 * len(lead_names) + 1.8)
+                                                          * len(names) + 0.8),
+                                 squeeze=False, layout="constrained")
+        for row, name in zip(axes, names):
+            table = tables.get(name)
+            if table is None:
+                for ax in row:
+                    ax.set_axis_off()
+                continue
+            effect = 100 * np.asarray(table["effect"], dtype=float)
+            image = row[0].imshow(effect, aspect="auto", cmap="RdBu_r", vmin=-100 * vmax,
+                                  vmax=100 * vmax, interpolation="nearest")
+            top = np.argsort(-effect.ravel(), kind="stable")[:3]
+            for c in range(effect.shape[0]):
+                for w in range(effect.shape[1]):
+                    strong = abs(effect[c, w]) > 0.6 * 100 * vmax
+                    row[0].text(w, c, f"{effect[c, w]:.1f}", ha="center", va="center",
+                                fontsize=10, color="white" if strong else "black")
+            for cell in top:
+                c, w = divmod(int(cell), effect.shape[1])
+                row[0].add_patch(plt.Rectangle((w - 0.5, c - 0.5), 1, 1, fill=False,
+                                               edgecolor="black", lw=2.4))
+            fig.colorbar(image, ax=row[0], fraction=0.05, pad=0.02).set_label(
+                "Drop in P(true class) (points)")
+            row[0].set_title(f"{name}: segment swap effect (n={table['patients']} patients)")
+            share = table.get("share")
+            if share is None:
+                row[1].text(0.5, 0.5, "no wave shares", ha="center", transform=row[1].transAxes)
+                row[1].set_axis_off()
+            else:
+                share = 100 * np.asarray(share, dtype=float)
+                image = row[1].imshow(share, aspect="auto", cmap="YlOrRd", vmin=0,
+                                      vmax=max(float(share.max()), 1e-9), interpolation="nearest")
+                for c in range(share.shape[0]):
+                    for w in range(share.shape[1]):
+                        row[1].text(w, c, f"{share[c, w]:.0f}", ha="center", va="center",
+                                    fontsize=10,
+                                    color="white" if share[c, w] > 0.6 * share.max() else "black")
+                fig.colorbar(image, ax=row[1], fraction=0.05, pad=0.02).set_label(
+                    "Share of the lead's map (%)")
+                row[1].set_title(f"{map_name} share per wave")
+            for ax in row:
+                if not ax.axison:
+                    continue
+                ax.set_xticks(range(len(WAVES)), WAVES)
+                ax.set_yticks(range(len(lead_names)), lead_names)
+                for label in ax.get_xticklabels():
+                    label.set_fontweight("bold" if label.get_text() == true_wave else "normal")
+                for label in ax.get_yticklabels():
+                    label.set_fontweight("bold" if label.get_text() in true_leads else "normal")
+                ax.set_xlabel("Wave")
+                ax.set_ylabel("Lead")
+        note = "Box: the three largest effects"
+        if true_leads or true_wave:
+            note += f"; bold: ground truth ({', '.join(true_leads)} {true_wave or ''})"
+        fig.suptitle(f"Which lead and wave hold the evidence. {note}", fontsize=14)
+        return save_figure(fig, path, dpi)
