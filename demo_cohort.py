@@ -17,8 +17,8 @@ SEED = DEMO["SEED"]                             # generator seed: same seed, sam
 N_PATIENTS = DEMO["N_PATIENTS"]                 # patients per group
 BEATS_PER_PATIENT = DEMO["BEATS_PER_PATIENT"]   # beats per patient, drawn uniformly in [lo, hi]
 LVR_LEADS = DEMO["LVR_LEADS"]                   # leads that carry the LVR effect
-LVR_WAVE = DEMO["LVR_WAVE"]                     # wave that carries it: T or QRS
-LVR_STRENGTH = DEMO["LVR_STRENGTH"]             # per-patient s: the LVR wave is scaled by 1 - s
+LVR_WAVE = DEMO["LVR_WAVE"]                     # the sign: T, QRS, Q, ST_DEPRESSION or ST_ELEVATION
+LVR_STRENGTH = DEMO["LVR_STRENGTH"]             # per-patient strength s (T: wave scaled by 1 - s)
 NON_LVR_CHANGE = DEMO["NON_LVR_CHANGE"]         # share of non-LVR patients with a milder s ~ U(lo, hi)
 DISCORDANT_SHARE = DEMO["DISCORDANT_SHARE"]     # patients whose ECG contradicts their class
 FS = DEMO["FS"]                                 # sampling rate (Hz)
@@ -37,7 +37,7 @@ def main():
     counts = write_demo_cohort(OUTPUT_DIR, {name: config[name] for name in DEMO})
     print(f"Wrote {sum(counts.values())} beats ({', '.join(f'{g}: {n}' for g, n in counts.items())})"
           f" to {OUTPUT_DIR} in {time.time() - start:.1f} s; LVR signal in "
-          f"{', '.join(LVR_LEADS)} ({LVR_WAVE} wave).")
+          f"{', '.join(LVR_LEADS)} ({LVR_WAVE}).")
 
 
 if __name__ == "__main__":

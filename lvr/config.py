@@ -314,7 +314,7 @@ OPTIONS = {
     "N_PATIENTS": integer(1),
     "BEATS_PER_PATIENT": ascending(integer(1), strict=False),
     "LVR_LEADS": Rule(leads_ok, f"one or more of {LEAD_LIST}", not_leads),
-    "LVR_WAVE": one_of("T", "QRS"),
+    "LVR_WAVE": one_of("T", "QRS", "Q", "ST_DEPRESSION", "ST_ELEVATION"),   # lvr.demo.LVR_SIGNS
     "LVR_STRENGTH": ANY_RANGE,
     "NON_LVR_CHANGE": Rule(share_and_range_ok, "(share, low, high): share in [0, 1], low <= high"),
     "DISCORDANT_SHARE": SHARE,

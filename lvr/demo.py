@@ -8,16 +8,26 @@ beat has noise and baseline wander. 1 s windows at 500 Hz with the R peak near s
 
 - STEMI groups carry ST elevation along the inferior axis (II, III, aVF up; aVL, aVR down);
   NSTEMI groups a slight lateral ST depression (V5, V6, I).
-- LVR groups differ from non-LVR ones only in LVR_LEADS (default V2-V4) and in the LVR_WAVE
-  window (default the T wave, scaled by 1 - s: flattened or, mostly, inverted; persistent
-  anterior T-wave inversion after infarction is a known marker of remodeling). A share of
-  non-LVR patients (NON_LVR_CHANGE) has a milder change of the same wave in the same leads, as
-  transient post-infarction T changes do, and DISCORDANT_SHARE of patients have an ECG that
-  contradicts their class (LVR without the sign, non-LVR with it), as an ECG predicts remodeling
-  only in part: learnable, not trivial.
+- LVR groups differ from non-LVR ones only in LVR_LEADS (default V2-V4) and in the sign
+  LVR_WAVE, of per-patient strength s (LVR_STRENGTH):
+    T (default): the T wave scaled by 1 - s, flattened or, mostly, inverted (persistent
+        anterior T-wave inversion after infarction is a known marker of remodeling);
+    QRS: Q, R and S scaled by 1 - s (lost R amplitude);
+    Q: a pathological Q wave (the septal wave fades, a Q 0.25 s mV deep and 1.6 times as wide
+        grows: about 0.15-0.55 mV and 30-40 ms; QS complexes where the QRS is negative, V1-V3);
+    ST_DEPRESSION / ST_ELEVATION: a flat ST shift of -/+ 0.1 s mV from 40 to 140 ms after R,
+        between the S wave and the rise of the T wave.
+  A share of non-LVR patients (NON_LVR_CHANGE) has a milder sign of the same kind in the same
+  leads, as transient post-infarction changes do, and DISCORDANT_SHARE of patients have an ECG
+  that contradicts their class (LVR without the sign, non-LVR with it), as an ECG predicts
+  remodeling only in part: learnable, not trivial.
 
-The ground truth (leads, wave, time window) is written into cohort.json.
-Run `python demo_cohort.py --output_dir=FOLDER --lvr_leads=I,aVL,V6` to make an unseen cohort.
+The ground truth is written into cohort.json: lvr_leads, lvr_wave (the delineated segment that
+holds the sign, one of lvr.leads.WAVES: T -> T, QRS and Q -> QRS, ST_* -> ST), lvr_window_ms
+(where the sign lies, ms from window start), lvr_sign (the LVR_WAVE value) and lvr_effect (words).
+The default (T) cohort is byte-identical to generator version 4's before the other signs existed.
+Run `python demo_cohort.py --output_dir=FOLDER --lvr_leads=I,aVL,V6` to make an unseen cohort,
+`--lvr_wave=ST_DEPRESSION` to move the sign.
 """
 import json
 import os
@@ -38,8 +48,8 @@ DEMO_CONFIG = {
     "N_PATIENTS": 100,                   # patients per group
     "BEATS_PER_PATIENT": (2, 7),         # beats per patient, drawn uniformly in [lo, hi]
     "LVR_LEADS": ("V2", "V3", "V4"),     # leads that carry the LVR effect
-    "LVR_WAVE": "T",                     # wave that carries it: T or QRS
-    "LVR_STRENGTH": (0.8, 2.2),          # per-patient s: the LVR wave is scaled by 1 - s
+    "LVR_WAVE": "T",                     # the sign: T, QRS, Q, ST_DEPRESSION or ST_ELEVATION
+    "LVR_STRENGTH": (0.8, 2.2),          # per-patient strength s (T: wave scaled by 1 - s)
     "NON_LVR_CHANGE": (0.3, 0.0, 0.6),   # share of non-LVR patients with a milder s ~ U(lo, hi)
     "DISCORDANT_SHARE": 0.06,            # patients whose ECG contradicts their class
     "FS": 500,                           # sampling rate (Hz)
@@ -49,6 +59,10 @@ DEMO_CONFIG = {
     "WANDER_MV": 0.08,                   # baseline wander amplitude (mV)
 }
 
+# The other signs widen LVR_WAVE (what carries the sign) instead of adding an option, so
+# DEMO_CONFIG keeps its keys and values: the default cohort's source.config is version 4's and
+# ensure_demo_cohort keeps existing default demo folders. T and QRS cohorts are byte-identical to
+# version 4's (tests/test_demo.py), so the version stays 4; ground_truth only gained lvr_sign.
 GENERATOR_VERSION = 4
 LEADS = LEAD_NAMES
 GROUPS = tuple(SEED_COHORT["groups"])
@@ -62,6 +76,28 @@ WAVE_SHAPES = {
     "T": (285.0, 42.0, 0.33, (0.55, 0.45, 0.75)),
 }
 QRS_WAVES = ("Q", "R", "S")
+# LVR_WAVE: the sign an LVR patient of strength s carries in LVR_LEADS -> the delineated segment
+# (lvr.leads.WAVES) that holds it, recorded as ground_truth lvr_wave.
+LVR_SIGNS = {
+    "T": "T",                  # T wave scaled by 1 - s: flattened (s < 1) or inverted (s > 1)
+    "QRS": "QRS",              # Q, R and S scaled by 1 - s: lost R amplitude
+    "Q": "QRS",                # pathological Q wave: the septal wave fades, a deep wide Q grows
+    "ST_DEPRESSION": "ST",     # flat ST shift of -ST_SHIFT_MV * s
+    "ST_ELEVATION": "ST",      # flat ST shift of +ST_SHIFT_MV * s
+}
+# Q sign: the lead's septal wave (q, or the initial r of V1-V3) is scaled by 1 - min(s, 1) and a
+# negative Q of depth Q_DEPTH_MV * s (times the patient's Q size), Q_WIDENING times as wide as the
+# septal wave and at its time, is added. With the default LVR_STRENGTH, in leads with an upright R
+# (V4, I, aVL, V6), the Q is 0.16-0.54 mV deep (10th-90th percentile, median 0.3) and lasts 32-40
+# ms (median) from onset to the R upstroke; where the QRS is mainly negative (V1-V3) it makes a QS.
+Q_DEPTH_MV = 0.25
+Q_WIDENING = 1.6
+# ST signs: a flat shift of ST_SHIFT_MV * s from ST_SIGN_MS[0] to ST_SIGN_MS[1] ms after R (the
+# half-height points of a plateau with ST_EDGE_MS edges): after the S wave and before the T wave
+# rises, inside the delineated ST segment (QRS offset to T onset).
+ST_SHIFT_MV = 0.1
+ST_SIGN_MS = (40.0, 140.0)
+ST_EDGE_MS = 8.0
 
 
 def unit(v):
@@ -99,6 +135,28 @@ def sigmoid_plateau(t, start, end, edge):
     return 1 / (1 + np.exp(-(t - start) / edge)) * 1 / (1 + np.exp((t - end) / edge))
 
 
+def add_lvr_sign(signal, rows, sign, strength, t, wave_leads, drawn):
+    """Add the LVR sign `sign` (an LVR_WAVE value) of `strength` s to rows `rows` of `signal`.
+
+    signal: (12, T) mV before the electrode gains; t: ms from this beat's R peak; wave_leads:
+    wave name -> its (12, T) contribution; drawn: wave name -> (centre ms, width ms, size) of
+    this beat. s = 0 changes nothing. T and QRS keep generator version 4's arithmetic exactly.
+    """
+    if sign in ("T", "QRS"):
+        for name in (("T",) if sign == "T" else QRS_WAVES):
+            signal[rows] -= strength * wave_leads[name][rows]
+    elif sign == "Q":
+        centre, width, size = drawn["Q"]
+        deep_q = -Q_DEPTH_MV * size * gaussian(t, centre, width * Q_WIDENING)
+        signal[rows] += strength * deep_q - min(strength, 1.0) * wave_leads["Q"][rows]
+    elif sign in ("ST_DEPRESSION", "ST_ELEVATION"):
+        direction = 1.0 if sign == "ST_ELEVATION" else -1.0
+        signal[rows] += direction * ST_SHIFT_MV * strength * sigmoid_plateau(t, *ST_SIGN_MS,
+                                                                             ST_EDGE_MS)
+    else:
+        raise ValueError(f"unknown LVR sign {sign!r}")
+
+
 def patient_beats(rng, group, n_beats, config):
     """Beats (n_beats, 12, T) of one synthetic patient of `group`."""
     fs, n = config["FS"], int(round(config["WINDOW_S"] * config["FS"]))
@@ -126,22 +184,22 @@ def patient_beats(rng, group, n_beats, config):
     for b in range(n_beats):
         jitter = int(rng.integers(-3, 4))
         t = (np.arange(n) - r_sample - jitter) / fs * 1000.0  # ms from this beat's R peak
-        waves = {}
+        waves, drawn = {}, {}
         for name, (centre, width, amplitude, direction) in WAVE_SHAPES.items():
             if name == "T":
                 centre += qt_shift
             centre += rng.normal(0, 2.0 if name in QRS_WAVES else 5.0)
             scale = amplitude * amp[name] * rng.uniform(0.95, 1.05)
-            shape = gaussian(t, centre, width * rng.uniform(0.95, 1.05), 0.35 if name == "T" else 0)
+            width = width * rng.uniform(0.95, 1.05)
+            shape = gaussian(t, centre, width, 0.35 if name == "T" else 0)
             waves[name] = np.outer(heart @ unit(direction), shape) * scale
+            drawn[name] = (centre, width, scale / amplitude)   # this beat's centre, width, size
         st_shape = sigmoid_plateau(t, 40.0, 200.0 + qt_shift, 12.0)
         st = np.outer(heart @ st_direction, st_shape) * st_level
         wave_leads = {name: leads_from_vector(v) for name, v in waves.items()}
         signal = sum(wave_leads.values()) + leads_from_vector(st)
-        effect_waves = ("T",) if config["LVR_WAVE"] == "T" else QRS_WAVES
         strength = strength_of_patient * rng.uniform(0.9, 1.1)
-        for name in effect_waves:
-            signal[lvr_rows] -= strength * wave_leads[name][lvr_rows]
+        add_lvr_sign(signal, lvr_rows, config["LVR_WAVE"], strength, t, wave_leads, drawn)
         signal *= gains[:, None]
         wander_freq = rng.uniform(0.15, 0.5, (len(LEADS), 1))
         phase = rng.uniform(0, 2 * np.pi, (len(LEADS), 1))
@@ -154,12 +212,41 @@ def patient_beats(rng, group, n_beats, config):
 
 
 def effect_window_ms(config):
-    """Where the LVR effect lies in the window (ms from window start), wave centre +/- 2.5 widths."""
+    """Where the LVR sign lies in the window (ms from window start), from the wave shapes.
+
+    T: the T wave centre (over the range of QT shifts) +/- 2.5 widths of each side; QRS: Q centre
+    - 3 Q widths to S centre + 3 S widths; Q: the widened Q's centre +/- 3 of its widths; ST:
+    the plateau's half-height span +/- 2 edge widths.
+    """
     r_ms = config["R_PEAK_S"] * 1000
-    if config["LVR_WAVE"] == "T":
+    sign = config["LVR_WAVE"]
+    if sign == "T":
         centre, width = WAVE_SHAPES["T"][0], WAVE_SHAPES["T"][1]
         return [r_ms + centre - 0.12 * 200 - 2.5 * width * 1.35, r_ms + centre + 0.12 * 250 + 2.5 * width]
-    return [r_ms + WAVE_SHAPES["Q"][0] - 3 * WAVE_SHAPES["Q"][1], r_ms + WAVE_SHAPES["S"][0] + 3 * WAVE_SHAPES["S"][1]]
+    if sign == "QRS":
+        return [r_ms + WAVE_SHAPES["Q"][0] - 3 * WAVE_SHAPES["Q"][1], r_ms + WAVE_SHAPES["S"][0] + 3 * WAVE_SHAPES["S"][1]]
+    if sign == "Q":
+        centre, width = WAVE_SHAPES["Q"][0], WAVE_SHAPES["Q"][1] * Q_WIDENING
+        return [r_ms + centre - 3 * width, r_ms + centre + 3 * width]
+    return [r_ms + ST_SIGN_MS[0] - 2 * ST_EDGE_MS, r_ms + ST_SIGN_MS[1] + 2 * ST_EDGE_MS]
+
+
+def effect_text(config):
+    """ground_truth lvr_effect: the sign in words, with its strength and who carries it."""
+    sign = config["LVR_WAVE"]
+    if sign in ("T", "QRS"):   # generator version 4's text, unchanged
+        what = f"{sign} wave scaled by (1 - s) in the LVR leads"
+    elif sign == "Q":
+        what = (f"pathological Q wave in the LVR leads: septal wave scaled by (1 - min(s, 1)) "
+                f"plus a Q {Q_DEPTH_MV:g} * s mV deep, {Q_WIDENING:g}x the septal width")
+    else:
+        lo, hi = ST_SIGN_MS
+        what = (f"flat ST {'elevation' if sign == 'ST_ELEVATION' else 'depression'} of "
+                f"{ST_SHIFT_MV:g} * s mV, {lo:g}-{hi:g} ms after R, in the LVR leads")
+    return (f"{what}, s ~ U{tuple(config['LVR_STRENGTH'])} per LVR patient; "
+            f"{config['NON_LVR_CHANGE'][0]:.0%} of non-LVR patients have "
+            f"s ~ U{tuple(config['NON_LVR_CHANGE'][1:])}; "
+            f"{config['DISCORDANT_SHARE']:.0%} of patients are discordant")
 
 
 def demo_cohort_arrays(config):
@@ -190,13 +277,10 @@ def demo_cohort_spec(config):
         "ground_truth": {
             "synthetic": True,
             "lvr_leads": list(config["LVR_LEADS"]),
-            "lvr_wave": config["LVR_WAVE"],
+            "lvr_wave": LVR_SIGNS[config["LVR_WAVE"]],      # a delineated segment (WAVES)
             "lvr_window_ms": [round(lo), round(hi)],
-            "lvr_effect": f"{config['LVR_WAVE']} wave scaled by (1 - s) in the LVR leads, "
-                          f"s ~ U{tuple(config['LVR_STRENGTH'])} per LVR patient; "
-                          f"{config['NON_LVR_CHANGE'][0]:.0%} of non-LVR patients have "
-                          f"s ~ U{tuple(config['NON_LVR_CHANGE'][1:])}; "
-                          f"{config['DISCORDANT_SHARE']:.0%} of patients are discordant",
+            "lvr_effect": effect_text(config),
+            "lvr_sign": config["LVR_WAVE"],
             "stemi_leads": ["II", "III", "aVF"],
             "stemi_wave": "ST",
         },
@@ -211,8 +295,9 @@ def write_demo_cohort(output_dir, config):
     unknown = sorted(set(config["LVR_LEADS"]) - set(LEADS))
     if unknown or not config["LVR_LEADS"]:
         raise UserError(f"LVR_LEADS must name leads among {', '.join(LEADS)}; got {unknown}")
-    if config["LVR_WAVE"] not in ("T", "QRS"):
-        raise UserError(f"LVR_WAVE must be T or QRS, got {config['LVR_WAVE']!r}")
+    if config["LVR_WAVE"] not in LVR_SIGNS:
+        raise UserError(f"LVR_WAVE must be one of {', '.join(LVR_SIGNS)}, got "
+                        f"{config['LVR_WAVE']!r}")
     os.makedirs(output_dir, exist_ok=True)
     arrays = demo_cohort_arrays(config)
     for group, (beats, ids) in arrays.items():

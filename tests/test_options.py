@@ -59,7 +59,8 @@ VALID = [
 ] + [
     ("demo_cohort.py", arg) for arg in [
         "--output_dir=data/other", "--lvr_leads=I,aVL,V6", "--lvr_leads=V1", "--seed=7",
-        "--lvr_wave=QRS", "--beats_per_patient=3,3", "--non_lvr_change=0,0,0",
+        "--lvr_wave=QRS", "--lvr_wave=Q", "--lvr_wave=ST_DEPRESSION", "--lvr_wave=ST_ELEVATION",
+        "--beats_per_patient=3,3", "--non_lvr_change=0,0,0",
         "--lvr_strength=-1,1", "--discordant_share=0", "--noise_mv=0", "--r_peak_s=0"]
 ] + [("train_MCL_ResNet_1D_class4.py", "--class_names=a,b,c,d"),
      ("plot_training_curves.py", "--train_dir=results_class4")]
@@ -209,6 +210,7 @@ def run_script(script, *args, cwd):
     ("Saliency_ana2_sys.py", "--noise_level=-1"),
     ("Saliency_ana2_sys.py", "--max_figures=-3"),
     ("prepare_data.py", "--workers=0"),
+    ("demo_cohort.py", "--lvr_wave=XYZ"),
     ("plot_training_curves.py", f"--train_dir={A_FILE}"),
 ])
 def test_a_bad_option_is_one_error_line_before_any_work(script, arg, tmp_path):
