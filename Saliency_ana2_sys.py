@@ -1,5 +1,7 @@
-"""Explain the 2-class model: SmoothGrad saliency per lead and time on the run's test patients,
-per-sample figures, and lead-importance statistics (key leads, ANOVA, Friedman, consistency, ICC).
+"""Explain the 2-class model: SmoothGrad saliency (or another METHOD) per lead and time on the
+run's test patients, per-sample figures, lead-importance statistics over beats and over patients
+(key leads, ANOVA, Friedman, consistency, ICC, bootstrap stability), and which lead and wave hold
+the evidence (counterfactual segment swaps).
 
 Reads the model and the test split of a training run (TRAIN_DIR); the data must be the data that
 run was trained on. lvr/explain.py does the work. Every constant below can be overridden as
@@ -12,8 +14,12 @@ DATA_DIR = "data"                    # cohort folder the model was trained on (d
 TRAIN_DIR = "results_class2"         # 2-class training run: best_model.pth and split.json
 CHECKPOINT = "best_model.pth"        # model file in TRAIN_DIR (last_checkpoint.pth: final epoch)
 OUTPUT_DIR = "output_saliencyana2"   # an earlier analysis found here is kept as OUTPUT_DIR.<timestamp>
+METHOD = "smoothgrad"                # map: smoothgrad, gradient, input_x_gradient,
+                                     # integrated_gradients, occlusion, grad_cam (no lead resolution)
 NUM_SAMPLES = 10                     # SmoothGrad noisy copies per beat (1 with NOISE_LEVEL=0: gradient)
 NOISE_LEVEL = 0.1                    # SmoothGrad noise sd, in standardised units
+IG_STEPS = 32                        # integrated gradients: steps from the zero baseline
+OCCLUSION_WINDOW_MS = 50             # occlusion: window zeroed per lead
 BATCH_SIZE = 32                      # beats per SmoothGrad batch
 SEED = 42                            # seeds the SmoothGrad noise
 DEVICE = "auto"                      # auto (CUDA if present), cpu, cuda
@@ -27,6 +33,14 @@ SANITY_SAMPLES = 32                  # test beats the randomisation check uses (
 DELETION_TEST = True                 # remove each LVR beat's top-k leads vs k random leads
 DELETION_MAX_K = 6                   # largest number of leads removed
 DELETION_DRAWS = 10                  # random lead orders averaged per beat
+PATIENT_BOOTSTRAP = 1000             # patient resamples for the patient-level CIs and stability
+WAVE_EFFECTS = True                  # counterfactual lead x wave effects (wave_effects.csv)
+WAVE_REFERENCE = "nearest"           # swapped-in segments from: nearest, mean or median
+                                     # non-LVR training beat(s)
+WAVE_ALIGNMENT = "r_peak"            # reference aligned on the R peak, or warped per segment
+WAVE_BLEND_MS = 10                   # cross-fade across each segment edge
+LEAD_IMPORTANCE = "map"              # lead statistics on the map, or on wave_effects
+SAVE_MAPS = True                     # saliency_maps.npz: maps, probabilities, index, patient, group
 ALLOW_PICKLE = False                 # load pickled (object) arrays: only for files you trust
 
 

@@ -288,6 +288,17 @@ OPTIONS = {
     "DELETION_TEST": FLAG,
     "DELETION_MAX_K": integer(1, len(LEAD_NAMES)),
     "DELETION_DRAWS": integer(1),
+    "METHOD": one_of("smoothgrad", "gradient", "input_x_gradient", "integrated_gradients",
+                     "occlusion", "grad_cam"),             # lvr.attribution.METHODS
+    "IG_STEPS": integer(1),
+    "OCCLUSION_WINDOW_MS": POSITIVE,
+    "PATIENT_BOOTSTRAP": integer(0),                # 0: no patient-bootstrap intervals
+    "WAVE_EFFECTS": FLAG,
+    "WAVE_REFERENCE": one_of("mean", "median", "nearest"),  # lvr.wave_effects.REFERENCES
+    "WAVE_ALIGNMENT": one_of("segment", "r_peak"),  # lvr.wave_effects.ALIGNMENTS
+    "WAVE_BLEND_MS": NON_NEGATIVE,
+    "LEAD_IMPORTANCE": one_of("map", "wave_effects"),
+    "SAVE_MAPS": FLAG,
     # prepare_data.py; lvr.prepare.checked_options and detector_problem check more, still early
     "TABLE": file_path(optional=True),
     "PTBXL_DIR": folder(optional=True),

@@ -17,24 +17,36 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lvr.attribution import attribution_maps, has_lead_resolution
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort, set_seed, standardize_beats
 from lvr.config import UserError
-from lvr.delineation import beat_segments_batch
+from lvr.delineation import beat_segments_batch, r_peak_index
 from lvr.demo import resolve_data_dir
 from lvr.distributed import resolve_device
-from lvr.explanation_checks import (deletion_test, sanity_check, smoothgrad_saliency_fn,
-                                    wave_importance_density, wave_importance_shares,
+from lvr.explanation_checks import (deletion_test, localisation, sanity_check,
+                                    smoothgrad_saliency_fn,
+                                    truth_mask, wave_importance_density, wave_importance_shares,
                                     wave_importance_table)
 from lvr.figures.checks import (plot_deletion_curves, plot_sanity_check,
-                                plot_wave_importance_heatmap)
+                                plot_wave_effects_heatmap, plot_wave_importance_heatmap)
 from lvr.figures.saliency import (draw_sample_figures, plot_lead_importance_comparison,
                                   plot_lead_importance_heatmap)
-from lvr.lead_stats import ground_truth_check, subgroup_lead_statistics
+from lvr.lead_stats import (ground_truth_check, patient_level_lead_statistics, patient_rows,
+                            subgroup_lead_statistics)
 from lvr.leads import WAVES
 from lvr.run_folder import (atomic_write, library_versions, prepare_output_dir,
                             write_json_atomic)
-from lvr.smoothgrad import smoothgrad
+from lvr.wave_effects import (reference_beats, true_cell_ranks, wave_effect_rows,
+                              wave_effects)
+
+METHOD_NAMES = {"smoothgrad": "SmoothGrad", "gradient": "Gradient",
+                "input_x_gradient": "Input x gradient",
+                "integrated_gradients": "Integrated gradients", "occlusion": "Occlusion",
+                "grad_cam": "Grad-CAM"}
+REPORT_NOTE = ("Report the patient-level numbers: a patient's beats are not independent "
+               "samples, so beat-level p-values and intervals are too confident. The beat-level "
+               "keys are the original analysis's, kept for comparison.")
 
 
 @dataclass
@@ -44,11 +56,18 @@ class ExplainedBeats:
     x: np.ndarray            # standardised beats (N, leads, T)
     y: np.ndarray            # binary labels
     groups: np.ndarray       # group index of each beat
-    maps: np.ndarray         # SmoothGrad (N, leads, T)
+    patient_ids: np.ndarray  # patient of each beat
+    maps: np.ndarray         # attribution maps of METHOD (N, leads, T)
     prob: np.ndarray         # class probabilities (N, 2)
-    segments: list = None    # wave spans per beat (WAVE_IMPORTANCE)
-    shares: np.ndarray = None   # share of each lead's saliency per wave (N, leads, 5)
+    segments: list = None    # wave spans per beat (WAVE_IMPORTANCE or WAVE_EFFECTS)
+    shares: np.ndarray = None   # share of each lead's map per wave (N, leads, 5)
     density: np.ndarray = None  # shares per unit of wave duration (N, leads, 5)
+    effects: np.ndarray = None  # segment-swap effects (N, leads, 5); NaN for negative beats
+    effect_tables: dict = None  # per subgroup: patient-level rows of the effects (wave_effects)
+
+    def members(self, cohort, group):
+        """Mask of the LVR-positive beats of `group` (an analysis subgroup)."""
+        return (self.groups == cohort.spec["groups"].index(group)) & (self.y == 1)
 
 
 def run_saliency_analysis(config, log=print):
@@ -59,8 +78,9 @@ def run_saliency_analysis(config, log=print):
     data_dir = resolve_data_dir(config["DATA_DIR"], log=log)
     cohort = load_cohort(data_dir, allow_pickle=config["ALLOW_PICKLE"])
     index = test_set(cohort, split, data_dir, config["TRAIN_DIR"])
+    needs_waves = config["WAVE_IMPORTANCE"] or config["WAVE_EFFECTS"]
     wave_leads = (delineation_leads(config["DELINEATION_LEADS"], cohort.spec)
-                  if config["WAVE_IMPORTANCE"] else None)
+                  if needs_waves else None)
     device = resolve_device(config["DEVICE"])
     model, checkpoint = load_checkpoint(model_path, map_location=device)
     if model.config["num_classes"] != 2:
@@ -70,13 +90,21 @@ def run_saliency_analysis(config, log=print):
     prepare_output_dir(output_dir, finished_file=None)
     class_names = list(checkpoint.get("class_names") or cohort.class_names("binary"))
     log(f"Explaining {model_path} ({model.config['experiment']}) on {len(index)} test beats of "
-        f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; SmoothGrad "
-        f"{config['NUM_SAMPLES']} copies, noise {config['NOISE_LEVEL']}, on {device}")
+        f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; "
+        f"{method_description(config)}, on {device}")
     beats = explained_beats(model, cohort, index, config, device, wave_leads, log)
+    if config["WAVE_EFFECTS"]:
+        beats.effects = segment_swap_effects(model, beats, cohort, split, config, device, log)
+        beats.effect_tables = wave_effect_tables(beats, cohort, config)
     draw_figures(beats, cohort, class_names, config, log)
-    write_lead_statistics(beats, cohort, output_dir, log)
-    if config["WAVE_IMPORTANCE"] or config["SANITY_CHECK"] or config["DELETION_TEST"]:
+    write_lead_statistics(beats, cohort, config, log)
+    if beats.effects is not None:
+        write_wave_effects(beats, cohort, config, log)
+    if config["WAVE_IMPORTANCE"] or config["SANITY_CHECK"] or config["DELETION_TEST"] \
+            or beats.effects is not None:
         write_explanation_checks(model, beats, cohort, class_names, config, log)
+    if config["SAVE_MAPS"]:
+        write_maps(os.path.join(output_dir, "saliency_maps.npz"), beats)
     write_json_atomic(os.path.join(output_dir, "saliency_run.json"), {
         "config": config, "train_dir": config["TRAIN_DIR"], "data_dir": data_dir,
         "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),
@@ -87,13 +115,24 @@ def run_saliency_analysis(config, log=print):
     log(f"\nDone in {time.time() - start:.0f} s: {output_dir}/ holds {', '.join(written)}")
 
 
+def method_description(config):
+    method = config["METHOD"]
+    if method == "smoothgrad":
+        return f"SmoothGrad {config['NUM_SAMPLES']} copies, noise {config['NOISE_LEVEL']}"
+    if method == "integrated_gradients":
+        return f"integrated gradients, {config['IG_STEPS']} steps"
+    if method == "occlusion":
+        return f"occlusion of {config['OCCLUSION_WINDOW_MS']} ms windows per lead"
+    return METHOD_NAMES[method]
+
+
 def explained_beats(model, cohort, index, config, device, wave_leads, log):
-    """SmoothGrad maps and probabilities of the test beats, and their wave segments."""
+    """Attribution maps and probabilities of the test beats, and their wave segments."""
     x = standardize_beats(cohort.beats[index])
     y = cohort.labels("binary")[index]
-    maps, prob = saliency_maps(model, x, y, config, device)
-    beats = ExplainedBeats(index=index, x=x, y=y, groups=cohort.group_index[index], maps=maps,
-                           prob=prob)
+    maps, prob = saliency_maps(model, x, y, config, device, cohort.spec["sampling_rate"])
+    beats = ExplainedBeats(index=index, x=x, y=y, groups=cohort.group_index[index],
+                           patient_ids=cohort.patient_ids[index], maps=maps, prob=prob)
     if wave_leads is not None:
         found = beat_segments_batch(cohort.beats[index], cohort.spec["sampling_rate"],
                                     lead_names=list(cohort.spec["leads"]),
@@ -109,6 +148,53 @@ def explained_beats(model, cohort, index, config, device, wave_leads, log):
     return beats
 
 
+def segment_swap_effects(model, beats, cohort, split, config, device, log):
+    """Counterfactual effect of each lead's P, PR, QRS, ST and T segment on the LVR beats: the
+    drop in P(LVR) when it is swapped for a reference from the other class's training patients."""
+    positive = np.flatnonzero(beats.y == 1)
+    labels = cohort.labels("binary")
+    pool_index = np.flatnonzero(np.isin(cohort.patient_ids, np.asarray(split["train"], str))
+                                & (labels == 0))
+    effects = np.full(beats.x.shape[:2] + (len(WAVES),), np.nan)
+    if positive.size == 0:
+        return effects
+    if pool_index.size == 0:
+        raise UserError(f"{config['TRAIN_DIR']}/split.json lists no training patients of the "
+                        f"negative class in {cohort.data_dir}: the wave effects need their beats "
+                        f"as references (or pass --wave_effects=False)")
+    fs = cohort.spec["sampling_rate"]
+    # swapped in mV, then standardised like every input (lvr.wave_effects says why)
+    pool = cohort.beats[pool_index]
+    x = cohort.beats[beats.index[positive]]
+    references = reference_beats(x, pool, config["WAVE_REFERENCE"])
+    segments = [beats.segments[i] for i in positive]
+    if config["WAVE_ALIGNMENT"] == "segment":
+        found = beat_segments_batch(references, fs, lead_names=list(cohort.spec["leads"]),
+                                    leads=delineation_leads(config["DELINEATION_LEADS"],
+                                                            cohort.spec))
+        reference_segments = [{w: seg[w] for w in WAVES} for seg in found]
+    else:
+        reference_segments = segments
+    log(f"Wave effects: {len(positive)} LVR beats x {x.shape[1]} leads x {len(WAVES)} waves, "
+        f"reference {config['WAVE_REFERENCE']} of {len(pool_index)} non-LVR training beats, "
+        f"{config['WAVE_ALIGNMENT']} alignment, {config['WAVE_BLEND_MS']} ms blend")
+    r_peaks = reference_r_peaks = None
+    if config["WAVE_ALIGNMENT"] == "r_peak":
+        r_peaks = np.array([r_peak(beat, cohort.spec, fs) for beat in x])
+        reference_r_peaks = np.array([r_peak(beat, cohort.spec, fs) for beat in references])
+    effects[positive] = wave_effects(model, x, beats.y[positive], segments, references,
+                                     reference_segments, config["WAVE_ALIGNMENT"],
+                                     config["WAVE_BLEND_MS"] * fs / 1000, r_peaks,
+                                     reference_r_peaks, progress=True,
+                                     prepare=standardize_beats)
+    return effects
+
+
+def r_peak(beat, spec, fs):
+    """R index of a beat, searched near the cohort's r_peak_sample when it has one."""
+    return r_peak_index(beat, fs, expected=spec.get("r_peak_sample"))
+
+
 def draw_figures(beats, cohort, class_names, config, log):
     """The per-sample figures, drawn in FIGURE_WORKERS processes."""
     jobs = figure_jobs(beats.x, beats.maps, beats.prob, beats.y, beats.groups, cohort,
@@ -119,9 +205,11 @@ def draw_figures(beats, cohort, class_names, config, log):
     log(f"Per-sample figures: {len(jobs)} in {config['OUTPUT_DIR']}/<subtype>/")
 
 
-def write_lead_statistics(beats, cohort, output_dir, log):
+def write_lead_statistics(beats, cohort, config, log):
     """quantitative_consistency_analysis.json and the two lead-importance figures."""
-    results, arrays = quantitative_analysis(beats, cohort)
+    output_dir = config["OUTPUT_DIR"]
+    results, arrays = quantitative_analysis(beats, cohort, config)
+    log(f"\nLead statistics on {results_source(config)}. {REPORT_NOTE}")
     for name, stats in results.items():
         log_subgroup(subgroup_label(name, cohort.spec), stats, log)
     write_json_atomic(os.path.join(output_dir, "quantitative_consistency_analysis.json"), results)
@@ -133,6 +221,66 @@ def write_lead_statistics(beats, cohort, output_dir, log):
                                  labelled, lead_names)
 
 
+def results_source(config):
+    if config["LEAD_IMPORTANCE"] == "wave_effects":
+        return "the wave effects summed over each lead's waves (positive parts)"
+    return f"the {METHOD_NAMES[config['METHOD']]} map averaged over time"
+
+
+def write_wave_effects(beats, cohort, config, log):
+    """wave_effects.csv and wave_effects_heatmap.png (ground truth only marks the figure)."""
+    output_dir, spec = config["OUTPUT_DIR"], cohort.spec
+    lead_names = list(spec["leads"])
+    tables, figure_tables = beats.effect_tables, {}
+    with atomic_write(os.path.join(output_dir, "wave_effects.csv")) as temporary, \
+            open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subgroup", "lead", "wave", "effect", "ci_low", "ci_high", "rank",
+                         "map_share"])
+        for name, table in tables.items():
+            for row in table["rows"]:
+                writer.writerow([name, row["lead"], row["wave"],
+                                 *(f"{row[k]:.5f}" for k in ("effect", "ci_low", "ci_high")),
+                                 row["rank"], plain(row.get("map_share"))])
+            log(f"Wave effects, {subgroup_label(name, spec)} ({table['patients']} patients): "
+                + ", ".join(f"{r['lead']}-{r['wave']} {r['effect']:+.3f} "
+                            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+                            for r in sorted(table["rows"], key=lambda r: r["rank"])[:5]))
+            grid = lambda key: np.array([[row[key] for row in table["rows"][i:i + len(WAVES)]]  # noqa: E731
+                                         for i in range(0, len(table["rows"]), len(WAVES))])
+            figure_tables[subgroup_label(name, spec)] = {
+                "effect": grid("effect"), "patients": table["patients"],
+                "share": grid("map_share") if beats.shares is not None else None}
+    truth = spec.get("ground_truth") or {}   # only marks the truth on the figure
+    plot_wave_effects_heatmap(os.path.join(output_dir, "wave_effects_heatmap.png"),
+                              figure_tables, lead_names, truth.get("lvr_leads", ()),
+                              truth.get("lvr_wave"), METHOD_NAMES[config["METHOD"]])
+
+
+def wave_effect_tables(beats, cohort, config):
+    """Per analysis subgroup: the patient-level rows of wave_effect_rows, and counts."""
+    tables = {}
+    for name, group in (cohort.spec.get("analysis_subgroups") or {}).items():
+        members = beats.members(cohort, group)
+        if not members.any():
+            continue
+        shares = None if beats.shares is None else beats.shares[members]
+        rows = wave_effect_rows(beats.effects[members], beats.patient_ids[members],
+                                list(cohort.spec["leads"]), config["PATIENT_BOOTSTRAP"],
+                                config["SEED"], shares)
+        tables[name] = {"rows": rows, "beats": int(members.sum()),
+                        "patients": int(len(np.unique(beats.patient_ids[members])))}
+    return tables
+
+
+def write_maps(path, beats):
+    """saliency_maps.npz: maps, probabilities, cohort row index, patient ID and group."""
+    with atomic_write(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, maps=beats.maps.astype(np.float32),
+                            probabilities=beats.prob.astype(np.float32), index=beats.index,
+                            patient_id=beats.patient_ids.astype(str), group=beats.groups)
+
+
 def write_explanation_checks(model, beats, cohort, class_names, config, log):
     """explanation_checks.json, wave_importance.csv and the checks' figures."""
     output_dir, spec = config["OUTPUT_DIR"], cohort.spec
@@ -142,10 +290,9 @@ def write_explanation_checks(model, beats, cohort, class_names, config, log):
     if checks.get("wave_importance"):
         write_wave_importance_csv(os.path.join(output_dir, "wave_importance.csv"),
                                   checks["wave_importance"])
-    if beats.shares is not None:
+    if beats.shares is not None and config["WAVE_IMPORTANCE"]:
         truth = spec.get("ground_truth") or {}   # only marks the truth on the figure
-        members = {name: beats.shares[(beats.groups == spec["groups"].index(group))
-                                      & (beats.y == 1)]
+        members = {name: beats.shares[beats.members(cohort, group)]
                    for name, group in (spec.get("analysis_subgroups") or {}).items()}
         plot_wave_importance_heatmap(os.path.join(output_dir, "wave_importance_heatmap.png"),
                                      members, list(spec["leads"]), truth.get("lvr_leads", ()),
@@ -181,19 +328,25 @@ def test_set(cohort, split, data_dir, train_dir):
     return index
 
 
-def saliency_maps(model, x, y, config, device):
-    """SmoothGrad maps (N, leads, T) and class probabilities (N, classes) of the test beats."""
-    generator = torch.Generator().manual_seed(config["SEED"])
-    maps, probs = [], []
-    batches = range(0, len(x), config["BATCH_SIZE"])
-    for start in tqdm(batches, desc="SmoothGrad", disable=None, dynamic_ncols=True):
-        xb = torch.from_numpy(x[start:start + config["BATCH_SIZE"]])
-        yb = torch.from_numpy(y[start:start + config["BATCH_SIZE"]])
-        maps.append(smoothgrad(model, xb, yb, config["NUM_SAMPLES"], config["NOISE_LEVEL"],
-                               generator=generator).numpy())
-        with torch.inference_mode():
-            probs.append(torch.softmax(model(xb.to(device)).float(), 1).cpu().numpy())
-    return np.concatenate(maps), np.concatenate(probs)
+def saliency_maps(model, x, y, config, device, fs):
+    """Maps of METHOD (N, leads, T) and class probabilities (N, classes) of the test beats."""
+    maps = method_maps(model, x, y, config, fs, progress=True)
+    probs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), config["BATCH_SIZE"]):
+            xb = torch.from_numpy(x[start:start + config["BATCH_SIZE"]]).to(device)
+            probs.append(torch.softmax(model(xb).float(), 1).cpu().numpy())
+    return maps, np.concatenate(probs)
+
+
+def method_maps(model, x, y, config, fs, progress=False):
+    """attribution_maps of METHOD with the script's settings; SmoothGrad noise seeded by SEED."""
+    window = max(1, int(round(config["OCCLUSION_WINDOW_MS"] * fs / 1000)))
+    return attribution_maps(model, np.asarray(x), np.asarray(y), config["METHOD"],
+                            num_samples=config["NUM_SAMPLES"], noise_level=config["NOISE_LEVEL"],
+                            generator=torch.Generator().manual_seed(config["SEED"]),
+                            ig_steps=config["IG_STEPS"], occlusion_window=min(window, x.shape[2]),
+                            batch_size=config["BATCH_SIZE"], progress=progress)
 
 
 def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_dir,
@@ -217,47 +370,78 @@ def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_di
     return jobs
 
 
-def quantitative_analysis(beats, cohort):
-    """Per analysis subgroup (LVR-positive beats of a group): lead statistics and truth check."""
-    maps, groups, y, spec = beats.maps, beats.groups, beats.y, cohort.spec
+def lead_importance(beats, config):
+    """(N, leads) importance the lead statistics run on, and a note on beats without evidence.
+
+    "map": the map averaged over time. "wave_effects": each lead's positive segment-swap effects
+    summed over its waves (evidence for the true class); a beat whose swaps never lower
+    P(true class) has no evidence in any lead and gets equal importance everywhere.
+    """
+    if config["LEAD_IMPORTANCE"] != "wave_effects":
+        return beats.maps.mean(axis=2), None
+    evidence = np.clip(np.nan_to_num(beats.effects), 0, None).sum(axis=2)
+    empty = (evidence <= 0).all(axis=1) & (beats.y == 1)
+    return evidence + 1e-12, int(empty.sum())
+
+
+def quantitative_analysis(beats, cohort, config):
+    """Per analysis subgroup (LVR-positive beats of a group): lead statistics over beats (the
+    original's keys), over patients (`patient_level`) and the ground-truth check."""
+    spec = cohort.spec
     lead_names = list(spec["leads"])
     truth = (spec.get("ground_truth") or {}).get("lvr_leads")
-    importance = maps.mean(axis=2)
+    importance, without_evidence = lead_importance(beats, config)
     results, arrays = {}, {}
     for name, group in (spec.get("analysis_subgroups") or {}).items():
-        members = (groups == spec["groups"].index(group)) & (y == 1)
+        members = beats.members(cohort, group)
         values = importance[members]
         arrays[name] = values / np.maximum(values.sum(1, keepdims=True), 1e-12)
         if len(values) == 0:
             results[name] = {"sample_count": 0, "status": "no samples in the test set"}
             continue
-        results[name] = subgroup_lead_statistics(values, lead_names)
+        if not has_lead_resolution(config["METHOD"]) and config["LEAD_IMPORTANCE"] == "map":
+            results[name] = {"sample_count": int(len(values)),
+                             "status": f"{config['METHOD']} gives every lead the same map: no "
+                                       f"lead statistics (use another METHOD or "
+                                       f"LEAD_IMPORTANCE=wave_effects)"}
+            continue
+        stats = subgroup_lead_statistics(values, lead_names)
+        stats["lead_importance_source"] = config["LEAD_IMPORTANCE"]
+        stats["patient_level"] = patient_level_lead_statistics(
+            values, beats.patient_ids[members], lead_names, n_boot=config["PATIENT_BOOTSTRAP"],
+            seed=config["SEED"])
+        if without_evidence is not None:
+            stats["beats_without_evidence"] = without_evidence
         if truth:
-            results[name]["ground_truth_check"] = ground_truth_check(values, lead_names, truth)
+            stats["ground_truth_check"] = ground_truth_check(values, lead_names, truth)
+            _, rows = patient_rows(arrays[name], beats.patient_ids[members])
+            stats["patient_level"]["ground_truth_check"] = ground_truth_check(rows, lead_names,
+                                                                              truth)
+        results[name] = stats
     return results, arrays
 
 
 def explanation_checks_report(model, beats, cohort, config):
-    """Wave-level importance, randomisation sanity check and deletion test, as one dict."""
-    x, y, maps, groups = beats.x, beats.y, beats.maps, beats.groups
+    """Wave-level importance, randomisation sanity check, deletion test and, for a cohort with
+    a ground truth, how well the map and the wave effects localise it, as one dict."""
+    x, y, maps = beats.x, beats.y, beats.maps
     shares, density = beats.shares, beats.density
     spec = cohort.spec
     lead_names = list(spec["leads"])
     report, positive = {}, y == 1
-    if shares is not None:
+    if shares is not None and config["WAVE_IMPORTANCE"]:
         report["wave_importance"] = {}
         for name, group in (spec.get("analysis_subgroups") or {}).items():
-            members = (groups == spec["groups"].index(group)) & positive
+            members = beats.members(cohort, group)
             if members.any():
                 report["wave_importance"][name] = wave_importance_table(
                     shares[members], lead_names, None if density is None else density[members])
     if config["SANITY_CHECK"]:
         rng = np.random.default_rng(config["SEED"])
         chosen = np.sort(rng.choice(len(x), min(len(x), config["SANITY_SAMPLES"]), replace=False))
-        saliency_fn = smoothgrad_saliency_fn(config["NUM_SAMPLES"], config["NOISE_LEVEL"],
-                                             config["SEED"])
         sanity = sanity_check(model, torch.from_numpy(x[chosen]), torch.from_numpy(y[chosen]),
-                              saliency_fn, seed=config["SEED"])
+                              sanity_saliency_fn(config, spec["sampling_rate"]),
+                              seed=config["SEED"])
         sanity["sanity_sample_count"] = sanity.pop("sample_count")
         report.update(sanity)
     if config["DELETION_TEST"] and positive.any():
@@ -269,7 +453,46 @@ def explanation_checks_report(model, beats, cohort, config):
         for per_sample in ("auc_top_per_sample", "auc_random_per_sample"):
             deletion.pop(per_sample)
         report.update(deletion)
+    if beats.effects is not None:
+        report["wave_effects"] = {name: {"top_cells": sorted(table["rows"],
+                                                             key=lambda r: r["rank"])[:5],
+                                         "beats": table["beats"], "patients": table["patients"]}
+                                  for name, table in beats.effect_tables.items()}
+        report["wave_effects_settings"] = {k.lower(): config[k] for k in (
+            "WAVE_REFERENCE", "WAVE_ALIGNMENT", "WAVE_BLEND_MS", "PATIENT_BOOTSTRAP")}
+    truth = spec.get("ground_truth") or {}
+    if truth.get("lvr_leads") and truth.get("lvr_window_ms"):
+        report["localisation"] = localisation_report(beats, cohort, config, truth)
     return report
+
+
+def localisation_report(beats, cohort, config, truth):
+    """Only for a cohort whose ground truth is known: map mass and rank accuracy against chance,
+    and the ranks of the true lead x wave cells among all cells of the wave effects."""
+    spec = cohort.spec
+    mask = truth_mask(spec["leads"], truth["lvr_leads"], truth["lvr_window_ms"],
+                      spec["sampling_rate"], beats.maps.shape[2])
+    report = {"method": config["METHOD"], "true_leads": list(truth["lvr_leads"]),
+              "true_wave": truth.get("lvr_wave"), "true_window_ms": truth["lvr_window_ms"]}
+    tables = beats.effect_tables or {}
+    for name, group in (spec.get("analysis_subgroups") or {}).items():
+        members = beats.members(cohort, group)
+        if not members.any():
+            continue
+        entry = {"map": localisation(beats.maps[members], mask, beats.patient_ids[members])}
+        if name in tables and truth.get("lvr_wave"):
+            entry["wave_effects"] = true_cell_ranks(tables[name]["rows"], truth["lvr_leads"],
+                                                    truth["lvr_wave"])
+        report[name] = entry
+    return report
+
+
+def sanity_saliency_fn(config, fs):
+    """The map of METHOD as the randomisation check calls it, with the same noise every call."""
+    if config["METHOD"] == "smoothgrad":
+        return smoothgrad_saliency_fn(config["NUM_SAMPLES"], config["NOISE_LEVEL"],
+                                      config["SEED"])
+    return lambda model, x, y: method_maps(model, x.numpy(), y.numpy(), config, fs)
 
 
 def log_explanation_checks(report, log, positive_name="LVR"):
@@ -290,10 +513,30 @@ def log_explanation_checks(report, log, positive_name="LVR"):
             f"leads beats removing random leads in {100 * report['deletion_win_rate']:.0f}% of "
             f"beats; P(true class) after {curve['k'][-1]} leads: top "
             f"{curve['top_mean'][-1]:.2f}, random {curve['random_mean'][-1]:.2f}")
+    log_localisation(report.get("localisation"), log)
     for name, table in report.get("wave_importance", {}).items():
         tops = ", ".join(f"{lead} {row['top_wave']}" for lead, row in table.items()
                          if isinstance(row, dict) and "top_wave" in row)
         log(f"Wave with the largest share of saliency, {name}: {tops}")
+
+
+def log_localisation(report, log):
+    """Ground-truth cohorts only: how well the map and the wave effects found the truth."""
+    if not report:
+        return
+    for name, entry in report.items():
+        if not isinstance(entry, dict) or "map" not in entry:
+            continue
+        found = entry["map"]
+        log(f"Localisation of the known truth, {name} ({METHOD_NAMES[report['method']]} map): "
+            f"mass accuracy {found['mass_accuracy']:.3f} ({found['mass_vs_chance']:.1f}x "
+            f"chance {found['chance']:.3f}), rank accuracy {found['rank_accuracy']:.3f} "
+            f"({found['rank_vs_chance']:.1f}x chance)")
+        cells = entry.get("wave_effects")
+        if cells:
+            log(f"  wave effects rank the true cells {', '.join(cells['true_cells'])} at "
+                f"{', '.join(map(str, cells['ranks']))} of {cells['cells']}"
+                + (" (all first)" if cells["all_true_cells_first"] else ""))
 
 
 def delineation_leads(option, spec):
@@ -359,3 +602,27 @@ def log_subgroup(label, stats, log):
             f"({', '.join(check['true_leads_found']) or 'none'}); "
             f"{100 * check['share_samples_top3_has_2_true']:.0f}% of samples have 2 of them in "
             f"their own top 3")
+    log_patient_level(stats.get("patient_level"), log)
+
+
+def log_patient_level(stats, log):
+    """The patient-level block: the numbers to report."""
+    if not stats:
+        return
+    if stats.get("status", "ok") != "ok":
+        log(f"  patients ({stats['patient_count']}): {stats['status']}")
+        return
+    stability = stats.get("key_lead_stability") or {}
+    ci = stats.get("mean_lead_importance_ci95") or {}
+    keys = ", ".join(f"{lead} {score:.3f}"
+                     + (f" [{ci[lead][0]:.3f}, {ci[lead][1]:.3f}], stable "
+                        f"{stability[lead]:.2f}" if lead in ci else "")
+                     for lead, score in zip(stats["top3_leads"], stats["top3_scores"]))
+    log(f"  PATIENT LEVEL (report these; {stats['patient_count']} patients, "
+        f"{stats['beat_count']} beats, {stats['bootstrap']} bootstrap replicates): key leads "
+        f"{keys}")
+    log(f"    Friedman chi2={stats['friedman_chi2']:.1f}, p={stats['friedman_p']:.2e}; "
+        f"{stats['icc_form_name']}: {stats['icc']:.3f} ({stats['icc_ci_lower']:.3f} to "
+        f"{stats['icc_ci_upper']:.3f}); consistency strict "
+        f"{stats['strict_consistency_percentage']:.1f}%, loose "
+        f"{stats['loose_consistency_percentage']:.1f}%")

@@ -9,7 +9,7 @@ question a cardiologist asks ("would the model still say LVR if this T wave look
 at the level a cardiologist reads, instead of spreading gradients over samples.
 
 Choices (made by measurement on ground-truth cohorts, see the README):
-- reference: "mean" or "median" of the other class's standardised training beats, or
+- reference: "mean" or "median" of the other class's training beats, or
   "nearest" (per beat: the mean of the NEAREST_K other-class training beats closest to it, a
   reference that differs from the beat as little as possible outside the swapped segment);
 - alignment: "segment" maps the reference's own delineated segment onto the beat's (linear
@@ -17,7 +17,10 @@ Choices (made by measurement on ground-truth cohorts, see the README):
   reference so the R peaks coincide and takes the same samples;
 - blend_ms: a raised-cosine cross-fade of this width centred on each segment edge, so the swap
   adds no step that the model could react to instead of to the wave.
-Everything happens on standardised beats, the model's input.
+The swap happens in the recorded units (mV) and the swapped beat is then standardised as every
+input is: swapping standardised segments leaks a T-wave change into the QRS (the T wave changes
+the lead's mean and sd, so the standardised QRS of an LVR beat differs from a non-LVR one's) and
+gave a QRS effect in the leads with a T-wave sign; see the README for the measurements.
 """
 import numpy as np
 import torch
@@ -31,7 +34,8 @@ NEAREST_K = 10
 
 
 def reference_beats(x, pool, method, chunk=64):
-    """Reference beat for every beat of `x` (N, leads, T) from `pool` (M, leads, T)."""
+    """Reference beat for every beat of `x` (N, leads, T) from `pool` (M, leads, T); "nearest"
+    is by Euclidean distance over all leads and samples."""
     if len(pool) == 0:
         raise ValueError("the reference pool is empty: no training beats of the other class")
     if method == "mean":
@@ -102,22 +106,29 @@ def swapped_beats(beat, reference, segments, reference_segments, alignment, blen
     return out
 
 
-def true_class_probability(model, x, y, device, batch_size=256):
-    """P(true class) of every beat of x (numpy), in batches."""
+def true_class_probability(model, x, y, device, batch_size=256, prepare=None):
+    """P(true class) of every beat of x (numpy), in batches; `prepare` maps a batch of beats
+    to the model's input (e.g. standardisation)."""
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
+            xb = x[start:start + batch_size]
+            if prepare is not None:
+                xb = prepare(xb)
+            xb = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(device)
             prob = torch.softmax(model(xb).float(), dim=1).cpu().numpy()
             out.append(prob[np.arange(len(xb)), y[start:start + batch_size]])
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def wave_effects(model, x, y, segments, references, reference_segments, alignment="segment",
-                 blend=0, r_peaks=None, reference_r_peaks=None, batch_size=256, progress=False):
+                 blend=0, r_peaks=None, reference_r_peaks=None, batch_size=256, progress=False,
+                 prepare=None):
     """Effect of swapping each (lead, wave) segment: (N, leads, 5), P(true) before minus after.
 
-    x, references: standardised beats (N, leads, T); y: true labels; segments,
+    x, references: beats (N, leads, T) in the units the swap happens in; prepare: what turns
+    them into the model's input (lvr.cohort.standardize_beats for raw beats, None when x is
+    already the input); y: true labels; segments,
     reference_segments: one dict of wave -> (start, end) per beat (lvr.delineation);
     blend: cross-fade width in samples; r_peaks / reference_r_peaks: R indices, needed for
     alignment "r_peak".
@@ -127,7 +138,7 @@ def wave_effects(model, x, y, segments, references, reference_segments, alignmen
     device = next(model.parameters()).device
     y = np.asarray(y, dtype=int)
     n, leads, _ = x.shape
-    base = true_class_probability(model, x, y, device, batch_size)
+    base = true_class_probability(model, x, y, device, batch_size, prepare)
     effects = np.zeros((n, leads, len(WAVES)))
     for i in tqdm(range(n), desc="wave effects", disable=None if progress else True,
                   dynamic_ncols=True):
@@ -135,7 +146,7 @@ def wave_effects(model, x, y, segments, references, reference_segments, alignmen
         variants = swapped_beats(x[i], references[i], segments[i], reference_segments[i],
                                  alignment, blend, shift)
         after = true_class_probability(model, variants, np.full(len(variants), y[i]), device,
-                                       batch_size)
+                                       batch_size, prepare)
         effects[i] = (base[i] - after).reshape(leads, len(WAVES))
     return effects
 
