@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from lvr.lead_stats import (ICC_FORMS, compute_icc, ground_truth_check, icc_all_forms,
-                        subgroup_lead_statistics)
+                            patient_level_lead_statistics, subgroup_lead_statistics)
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 # pingouin >= 0.6 labels the forms after McGraw & Wong; older versions use Shrout & Fleiss names.
@@ -222,3 +222,78 @@ def test_ground_truth_check_on_hand_made_example():
     assert result["share_samples_top3_has_2_true"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="not in lead_names"):
         ground_truth_check(np.array(rows), LEADS, ["V7"])
+
+
+# ----------------------------------------------------------------------------- patient level
+
+def clustered_importance(n_patients=12, beats=(2, 9), seed=3):
+    """Beats of patients who each have their own lead profile (beats of one patient alike)."""
+    rng = np.random.default_rng(seed)
+    rows, ids = [], []
+    for p in range(n_patients):
+        profile = rng.gamma(2.0, 1.0, len(LEADS)) + np.eye(len(LEADS))[p % 3] * 3
+        n = int(rng.integers(beats[0], beats[1] + 1))
+        rows.append(profile * rng.uniform(0.9, 1.1, (n, len(LEADS))))
+        ids += [f"p{p}"] * n
+    return np.concatenate(rows), np.array(ids)
+
+
+def test_patient_level_statistics_are_the_statistics_of_patient_means():
+    importance, ids = clustered_importance()
+    result = patient_level_lead_statistics(importance, ids, LEADS, n_boot=200, seed=0)
+    normalised = importance / importance.sum(1, keepdims=True)
+    means = pd.DataFrame(normalised).groupby(ids).mean().to_numpy()   # independent path
+    expected = subgroup_lead_statistics(means, LEADS)
+    for key in ("top3_leads", "top3_scores", "friedman_chi2", "friedman_p", "icc",
+                "strict_consistency_percentage"):
+        assert result[key] == pytest.approx(expected[key]), key
+    assert result["sample_count"] == result["patient_count"] == 12
+    assert result["beat_count"] == len(ids)
+    friedman = stats.friedmanchisquare(*means.T)
+    assert result["friedman_p"] == pytest.approx(friedman.pvalue)
+
+
+def test_patient_bootstrap_resamples_patients_not_beats():
+    importance, ids = clustered_importance()
+    once = patient_level_lead_statistics(importance, ids, LEADS, n_boot=2000, seed=0)
+    # every beat five times: the patients, their means and so the patient bootstrap are unchanged
+    # (a beat bootstrap would narrow by sqrt(5))
+    repeated = patient_level_lead_statistics(np.repeat(importance, 5, axis=0),
+                                             np.repeat(ids, 5), LEADS, n_boot=2000, seed=0)
+    for lead in LEADS:
+        assert repeated["mean_lead_importance_ci95"][lead] == pytest.approx(
+            once["mean_lead_importance_ci95"][lead], rel=1e-12)
+    assert repeated["key_lead_stability"] == once["key_lead_stability"]
+    # the intervals agree with scipy's percentile bootstrap over patient means
+    normalised = importance / importance.sum(1, keepdims=True)
+    means = pd.DataFrame(normalised).groupby(ids).mean().to_numpy()
+    for j, lead in enumerate(LEADS):
+        scipy_ci = stats.bootstrap((means[:, j],), np.mean, n_resamples=4000, method="percentile",
+                                   random_state=1).confidence_interval
+        low, high = once["mean_lead_importance_ci95"][lead]
+        width = scipy_ci.high - scipy_ci.low
+        assert abs(low - scipy_ci.low) < 0.15 * width and abs(high - scipy_ci.high) < 0.15 * width
+    # another seed draws other patients
+    other = patient_level_lead_statistics(importance, ids, LEADS, n_boot=2000, seed=1)
+    assert other["mean_lead_importance_ci95"] != once["mean_lead_importance_ci95"]
+
+
+def test_key_lead_stability_is_certain_for_a_dominant_lead_and_split_for_a_tie():
+    rng = np.random.default_rng(0)
+    importance = rng.uniform(0.9, 1.1, (40, len(LEADS)))
+    importance[:, 9] += 5                                    # V4 dominates in every patient
+    ids = np.repeat(np.arange(20), 2)
+    result = patient_level_lead_statistics(importance, ids, LEADS, n_boot=500, seed=0)
+    stability = result["key_lead_stability"]
+    assert stability["V4"] == 1.0
+    assert sum(stability.values()) == pytest.approx(3.0)     # three key leads per replicate
+    assert max(v for lead, v in stability.items() if lead != "V4") < 0.9   # no sure second
+    low, high = result["mean_lead_importance_ci95"]["V4"]
+    assert low < result["mean_lead_importance"]["V4"] < high
+
+
+def test_patient_level_with_too_few_patients_reports_it():
+    importance, ids = clustered_importance(n_patients=2)
+    result = patient_level_lead_statistics(importance, ids, LEADS, n_boot=100)
+    assert result["status"] == "too few samples (need at least 3)"
+    assert result["key_lead_stability"] is None and result["patient_count"] == 2
