@@ -220,7 +220,7 @@ def prepare_task_ok(text):
     """The forms lvr.prepare.task_labels reads; it checks the group names themselves."""
     kind, _, rest = text.partition(":")
     groups = split_names(rest)
-    return (text in ("mi_norm", "superclass4") or (kind == "binary" and len(groups) == 2)
+    return (text in ("mi_norm", "lvh_norm", "superclass4") or (kind == "binary" and len(groups) == 2)
             or (kind == "multiclass" and len(groups) >= 2))
 
 
@@ -339,7 +339,7 @@ OPTIONS = {
 SCRIPT_OPTIONS = {
     "prepare_data.py": {
         "TASK": Rule(lambda v: isinstance(v, str) and prepare_task_ok(v),
-                     "mi_norm, superclass4, binary:NEG,POS or multiclass:A,B,C"),
+                     "mi_norm, lvh_norm, superclass4, binary:NEG,POS or multiclass:A,B,C"),
         "OUTPUT_DIR": folder(optional=True),        # "": data/<cohort name>
     },
 }

@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,27 +93,41 @@ def run_saliency_analysis(config, log=print):
     log(f"Explaining {model_path} ({model.config['experiment']}) on {len(index)} test beats of "
         f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; "
         f"{method_description(config)}, on {device}")
-    beats = explained_beats(model, cohort, index, config, device, wave_leads, log)
+    timings = {}
+    beats = explained_beats(model, cohort, index, config, device, wave_leads, log, timings)
     if config["WAVE_EFFECTS"]:
-        beats.effects = segment_swap_effects(model, beats, cohort, split, config, device, log)
-        beats.effect_tables = wave_effect_tables(beats, cohort, config)
-    draw_figures(beats, cohort, class_names, config, log)
-    write_lead_statistics(beats, cohort, config, log)
+        with timed(timings, "wave_effects"):
+            beats.effects = segment_swap_effects(model, beats, cohort, split, config, device,
+                                                 log)
+            beats.effect_tables = wave_effect_tables(beats, cohort, config)
+    with timed(timings, "figures"):
+        draw_figures(beats, cohort, class_names, config, log)
+    with timed(timings, "lead_statistics"):
+        write_lead_statistics(beats, cohort, config, log)
     if beats.effects is not None:
         write_wave_effects(beats, cohort, config, log)
     if config["WAVE_IMPORTANCE"] or config["SANITY_CHECK"] or config["DELETION_TEST"] \
             or beats.effects is not None:
-        write_explanation_checks(model, beats, cohort, class_names, config, log)
+        with timed(timings, "checks"):
+            write_explanation_checks(model, beats, cohort, class_names, config, log)
     if config["SAVE_MAPS"]:
         write_maps(os.path.join(output_dir, "saliency_maps.npz"), beats)
     write_json_atomic(os.path.join(output_dir, "saliency_run.json"), {
         "config": config, "train_dir": config["TRAIN_DIR"], "data_dir": data_dir,
         "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),
         "test_patients": split["test"], "device": str(device), "versions": library_versions(),
-        "wall_time_s": round(time.time() - start, 2)})
+        "step_times_s": timings, "wall_time_s": round(time.time() - start, 2)})
     written = sorted(name for name in os.listdir(output_dir)
                      if os.path.isfile(os.path.join(output_dir, name)))
     log(f"\nDone in {time.time() - start:.0f} s: {output_dir}/ holds {', '.join(written)}")
+
+
+@contextmanager
+def timed(timings, name):
+    """Adds the seconds spent in the block to timings[name]."""
+    start = time.perf_counter()
+    yield
+    timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 2)
 
 
 def method_description(config):
@@ -126,17 +141,19 @@ def method_description(config):
     return METHOD_NAMES[method]
 
 
-def explained_beats(model, cohort, index, config, device, wave_leads, log):
+def explained_beats(model, cohort, index, config, device, wave_leads, log, timings):
     """Attribution maps and probabilities of the test beats, and their wave segments."""
     x = standardize_beats(cohort.beats[index])
     y = cohort.labels("binary")[index]
-    maps, prob = saliency_maps(model, x, y, config, device, cohort.spec["sampling_rate"])
+    with timed(timings, "maps"):
+        maps, prob = saliency_maps(model, x, y, config, device, cohort.spec["sampling_rate"])
     beats = ExplainedBeats(index=index, x=x, y=y, groups=cohort.group_index[index],
                            patient_ids=cohort.patient_ids[index], maps=maps, prob=prob)
     if wave_leads is not None:
-        found = beat_segments_batch(cohort.beats[index], cohort.spec["sampling_rate"],
-                                    lead_names=list(cohort.spec["leads"]),
-                                    leads=wave_leads, progress=True)
+        with timed(timings, "delineation"):
+            found = beat_segments_batch(cohort.beats[index], cohort.spec["sampling_rate"],
+                                        lead_names=list(cohort.spec["leads"]),
+                                        leads=wave_leads, progress=True)
         beats.segments = [{w: seg[w] for w in WAVES} for seg in found]
         beats.shares = wave_importance_shares(maps, beats.segments)
         beats.density = wave_importance_density(beats.shares, beats.segments, maps.shape[2])

@@ -133,10 +133,11 @@ def checked_options(config):
 def task_labels(task):
     """The group and label part of cohort.json for a TASK value."""
     kind, _, rest = task.partition(":")
-    if task == "mi_norm":
-        return {"groups": ["NORM", "MI"], "binary_labels": {"NORM": 0, "MI": 1},
-                "binary_class_names": ["NORM", "MI"], "multiclass_labels": None,
-                "multiclass_class_names": None, "analysis_subgroups": {"MI": "MI"}}
+    if task in ("mi_norm", "lvh_norm"):
+        positive = task.split("_")[0].upper()
+        return {"groups": ["NORM", positive], "binary_labels": {"NORM": 0, positive: 1},
+                "binary_class_names": ["NORM", positive], "multiclass_labels": None,
+                "multiclass_class_names": None, "analysis_subgroups": {positive: positive}}
     if task == "superclass4":
         groups = ["NORM", "MI", "STTC", "CD"]
         return {"groups": groups, "binary_labels": None, "binary_class_names": None,
@@ -156,7 +157,7 @@ def task_labels(task):
         return {"groups": groups, "binary_labels": None, "binary_class_names": None,
                 "multiclass_labels": {g: i for i, g in enumerate(groups)},
                 "multiclass_class_names": groups, "analysis_subgroups": None}
-    raise UserError(f"--task={task!r} is not understood: use mi_norm, superclass4, "
+    raise UserError(f"--task={task!r} is not understood: use mi_norm, lvh_norm, superclass4, "
                     f"binary:NEGATIVE,POSITIVE or multiclass:A,B,C (group names of your table)")
 
 
@@ -170,6 +171,9 @@ def cohort_name(name, task, ptbxl_dir, table):
 
 
 # ---------------------------------------------------------------- tables
+
+PTBXL_TASKS = ("mi_norm", "lvh_norm", "superclass4")
+
 
 def ptbxl_superclasses(ptbxl_dir):
     """ecg_id -> sorted diagnostic superclasses, plus the database table, from a PTB-XL folder."""
@@ -193,18 +197,24 @@ def ptbxl_superclasses(ptbxl_dir):
 
 
 def ptbxl_table(ptbxl_dir, task):
-    """PTB-XL's records as a table (record, patient_id, group, ecg_id) for mi_norm or superclass4.
+    """PTB-XL's records as a table (record, patient_id, group, ecg_id) for a PTBXL_TASKS task.
 
     mi_norm: NORM = the only diagnostic superclass is NORM; MI = MI among the superclasses.
+    lvh_norm: NORM as above; LVH = the LVH statement among the record's scp_codes (whatever its
+    likelihood), whatever else the record has.
     superclass4: records with exactly one diagnostic superclass, one of NORM, MI, STTC, CD.
     Records are the 500 Hz files (filename_hr); patient_id is PTB-XL's, as an integer.
     """
-    if task not in ("mi_norm", "superclass4"):
-        raise UserError(f"--ptbxl_dir works with --task=mi_norm or superclass4, not {task!r}; "
+    if task not in PTBXL_TASKS:
+        raise UserError(f"--ptbxl_dir works with --task={', '.join(PTBXL_TASKS)}, not {task!r}; "
                         f"for other groupings write a table and pass --table")
     superclasses, db = ptbxl_superclasses(ptbxl_dir)
     if task == "mi_norm":
         group = superclasses.map(lambda s: "MI" if "MI" in s else "NORM" if s == ["NORM"] else None)
+    elif task == "lvh_norm":
+        lvh = db["scp_codes"].map(lambda codes: "LVH" in ast.literal_eval(codes))
+        group = pd.Series(np.where(lvh, "LVH", np.where(superclasses.map(lambda s: s == ["NORM"]),
+                                                          "NORM", None)), index=db.index)
     else:
         group = superclasses.map(lambda s: s[0] if len(s) == 1 and s[0] != "HYP" else None)
     keep = group.notna()

@@ -2,6 +2,7 @@
 written here from them (shuffled leads, other sampling rates, broken inputs)."""
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -327,6 +328,18 @@ def test_ptbxl_table_on_the_shipped_slice():
 def test_ptbxl_table_counts_on_the_500_records():
     counts = prepare.ptbxl_table(SHARED_PTBXL, "mi_norm")["group"].value_counts()
     assert counts.to_dict() == {"NORM": 290, "MI": 73}
+
+
+def test_ptbxl_lvh_norm_takes_lvh_statements_and_pure_norm(tmp_path):
+    shutil.copy(DATA / "scp_statements.csv", tmp_path)
+    db = pd.read_csv(DATA / "ptbxl_database.csv", index_col="ecg_id").head(4).copy()
+    db["scp_codes"] = ["{'NORM': 100.0}", "{'LVH': 50.0, 'SR': 0.0}", "{'LVH': 0.0, 'IMI': 80.0}",
+                       "{'NORM': 80.0, 'IMI': 15.0}"]
+    db.to_csv(tmp_path / "ptbxl_database.csv")
+    table = prepare.ptbxl_table(tmp_path, "lvh_norm")
+    assert dict(zip(table["ecg_id"], table["group"])) == {
+        db.index[0]: "NORM", db.index[1]: "LVH", db.index[2]: "LVH"}
+    assert prepare.task_labels("lvh_norm")["binary_labels"] == {"NORM": 0, "LVH": 1}
 
 
 def test_input_mistakes_are_user_errors(tmp_path):
