@@ -444,3 +444,22 @@ def patient_level_lead_statistics(importance, patient_ids, lead_names, n_key=3, 
     result["key_lead_stability"] = {name: float(count / n_boot)
                                     for name, count in zip(names, in_key)}
     return result
+
+
+def kendall_w(scores):
+    """Kendall's coefficient of concordance W of (raters, items) scores, corrected for ties.
+
+    Each rater's scores are ranked (ties get mid-ranks); W = 12 S / (m^2 (n^3 - n) - m sum T),
+    S the sum of squared deviations of the items' rank sums from their mean, T = sum (t^3 - t)
+    over a rater's tie groups. 1: every rater ranks the items alike; 0: no agreement.
+    """
+    from scipy import stats  # lazy: figure workers import this module; scipy takes 0.7 s each
+    scores = _checked_matrix(scores, "scores", min_rows=2, min_cols=2)
+    m, n = scores.shape
+    ranks = np.apply_along_axis(stats.rankdata, 1, scores)
+    sums = ranks.sum(axis=0)
+    s = float(((sums - sums.mean()) ** 2).sum())
+    ties = sum(float((counts ** 3 - counts).sum())
+               for counts in (np.unique(row, return_counts=True)[1] for row in scores))
+    denominator = m ** 2 * (n ** 3 - n) - m * ties
+    return 12 * s / denominator if denominator > 0 else float("nan")

@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 
 from lvr.lead_stats import (ICC_FORMS, compute_icc, ground_truth_check, icc_all_forms,
-                            patient_level_lead_statistics, subgroup_lead_statistics)
+                            kendall_w, patient_level_lead_statistics,
+                            subgroup_lead_statistics)
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 # pingouin >= 0.6 labels the forms after McGraw & Wong; older versions use Shrout & Fleiss names.
@@ -297,3 +298,17 @@ def test_patient_level_with_too_few_patients_reports_it():
     result = patient_level_lead_statistics(importance, ids, LEADS, n_boot=100)
     assert result["status"] == "too few samples (need at least 3)"
     assert result["key_lead_stability"] is None and result["patient_count"] == 2
+
+
+def test_kendall_w_equals_pingouin_with_ties_and_is_one_for_identical_raters():
+    rng = np.random.default_rng(0)
+    scores = rng.random((5, 12))
+    scores[:, 3] += 1
+    scores[2, 4] = scores[2, 5]                              # a tie
+    long = pd.DataFrame(scores).stack().rename("v").reset_index()
+    long.columns = ["rater", "item", "v"]
+    expected = pg.friedman(long, dv="v", within="item", subject="rater")["W"].iloc[0]
+    assert kendall_w(scores) == pytest.approx(expected)
+    assert kendall_w(np.tile(scores[0], (4, 1))) == pytest.approx(1.0)
+    opposite = np.vstack([np.arange(12), np.arange(12)[::-1]])
+    assert kendall_w(opposite) == pytest.approx(0.0)

@@ -13,6 +13,7 @@ from conftest import ROOT, write_small_cohort
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort
 from lvr.delineation import r_peak_index
+from lvr.lead_stats import kendall_w
 from test_training import quiet, tiny_config
 
 SEED_KEYS = ("top3_leads", "top3_scores", "anova_f", "anova_p", "strict_consistency_percentage",
@@ -217,3 +218,80 @@ def test_r_peak_is_found_wherever_it_is(r_sample):
     beat += 0.4 * np.exp(-0.5 * ((t - r_sample - 140) / 40) ** 2)  # a broad T wave
     assert abs(r_peak_index(beat, 500) - r_sample) <= 2
     assert abs(r_peak_index(beat, 500, expected=150) - r_sample) <= 2 or abs(r_sample - 150) > 60
+
+
+def test_a_cross_validation_run_is_explained_fold_by_fold_with_agreement(trained, tmp_path):
+    _, data_dir = trained
+    engine.run_training(tiny_config(data_dir, tmp_path / "cv", EPOCHS=1, CV_FOLDS=2,
+                                    TEST_SIZE=0.0), log=quiet)
+    out = tmp_path / "saliency_cv"
+    run = run_saliency(f"--data_dir={data_dir}", f"--train_dir={tmp_path / 'cv'}",
+                       f"--output_dir={out}", "--max_figures=0", "--sanity_check=False",
+                       "--deletion_test=False", "--num_samples=2", "--patient_bootstrap=50")
+    assert run.returncode == 0, run.stderr
+    assert "Agreement between the folds' explanations" in run.stdout
+    tested = [set(json.loads((tmp_path / "cv" / f"fold_{k}" / "split.json").read_text())["test"])
+              for k in (1, 2)]
+    assert not tested[0] & tested[1]
+    for k in (1, 2):
+        explained_patients = set(json.loads(
+            (out / f"fold_{k}" / "saliency_run.json").read_text())["test_patients"])
+        assert explained_patients == tested[k - 1]
+    agreement = json.loads((out / "fold_agreement.json").read_text())
+    assert set(agreement) == SUBGROUPS
+    for name, entry in agreement.items():
+        results = [json.loads((out / f"fold_{k}" / "quantitative_consistency_analysis.json")
+                              .read_text())[name]["patient_level"] for k in (1, 2)]
+        scores = np.array([[r["mean_lead_importance"][lead] for lead in results[0]
+                            ["mean_lead_importance"]] for r in results])
+        assert entry["lead_kendall_w"] == pytest.approx(kendall_w(scores))
+        assert 0 <= entry["lead_kendall_w"] <= 1
+        assert entry["key_leads_per_fold"] == [r["top3_leads"] for r in results]
+        assert len(entry["top_cells_per_fold"]) == 2 and 0 <= entry["top_cells_mean_jaccard"] <= 1
+
+
+def test_saved_maps_name_their_beats(trained, explained):
+    _, data_dir = trained
+    cohort = load_cohort(data_dir)
+    with np.load(explained / "saliency_maps.npz") as saved:
+        maps, index = saved["maps"], saved["index"]
+        assert maps.shape == (len(index), 12, cohort.beats.shape[2]) and maps.dtype == np.float32
+        assert (saved["patient_id"] == cohort.patient_ids[index]).all()
+        assert (saved["group"] == cohort.group_index[index]).all()
+        np.testing.assert_allclose(saved["probabilities"].sum(1), 1, atol=1e-5)
+    effects = list(csv.DictReader(open(explained / "wave_effects.csv", encoding="utf-8")))
+    assert [k for k in effects[0]] == ["subgroup", "lead", "wave", "effect", "ci_low", "ci_high",
+                                       "rank", "map_share"]
+    for name in SUBGROUPS:
+        rows = [r for r in effects if r["subgroup"] == name]
+        assert sorted(int(r["rank"]) for r in rows) == list(range(1, 61))
+        assert all(float(r["ci_low"]) <= float(r["effect"]) <= float(r["ci_high"]) for r in rows)
+
+
+@pytest.mark.parametrize("options, has_statistics", [
+    (["--method=integrated_gradients", "--ig_steps=4"], True),
+    (["--method=occlusion", "--occlusion_window_ms=100"], True),
+    (["--method=grad_cam"], False),
+    (["--method=grad_cam", "--lead_importance=wave_effects"], True),
+])
+def test_other_methods_run_the_same_statistics_and_checks(trained, tmp_path, options,
+                                                          has_statistics):
+    root, data_dir = trained
+    out = tmp_path / "method"
+    run = run_saliency(f"--data_dir={data_dir}", f"--train_dir={root / 'run'}",
+                       f"--output_dir={out}", "--max_figures=1", "--sanity_samples=4",
+                       "--deletion_draws=2", "--patient_bootstrap=50",
+                       "--delineation_leads=II,V2,V5", *options)
+    assert run.returncode == 0, run.stderr
+    results, checks = read_outputs(out)
+    for name in SUBGROUPS:
+        if has_statistics:
+            assert results[name]["status"] == "ok"
+            assert results[name]["patient_level"]["key_lead_stability"]
+        else:
+            assert "no lead statistics" in results[name]["status"]
+    assert {"sanity_spearman", "deletion_win_rate", "localisation"} <= set(checks)
+    method = options[0].split("=")[1]
+    assert checks["localisation"]["method"] == method
+    saved = json.loads((out / "saliency_run.json").read_text())
+    assert saved["config"]["METHOD"] == method and saved["step_times_s"]["maps"] > 0
