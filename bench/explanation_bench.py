@@ -14,8 +14,14 @@ one table, method x cohort, to DIR/explanation_bench.csv and .md:
 - deletion win rate and randomisation-sanity Spearman (lvr.explanation_checks);
 - maps_s: seconds for the maps of the test beats (saliency_run.json step_times_s).
 Each value is the mean over the cohort's two analysis subgroups (the true-cell rank: the worse).
-Only the scripts' command lines are used. CPU, one run of each; --quick makes a small cohort and
-few steps to check the harness (about 2 min).
+Only the scripts' command lines are used for this table. CPU, one run of each; --quick makes a
+small cohort and few steps to check the harness (about 2 min).
+
+The wave-effect design (where the swap happens, the reference, the alignment, the blending) was
+chosen with a second table, DIR/wave_variants.md (--parts=variants, in-process through
+lvr.wave_effects on the same trained models and test beats): per variant and cohort the worst
+true-cell rank and the margin, the smallest true-cell effect over the largest other one (above
+1: every true cell first).
 """
 import argparse
 import csv
@@ -24,7 +30,10 @@ import os
 import subprocess
 import sys
 import time
+from itertools import product
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> demo_cohort.py options: the sign, where it is, and a seed of its own
@@ -98,6 +107,65 @@ def wave_row(cohort, out_dir, auc):
             "maps_s": timings.get("wave_effects"), "test_auc": auc}
 
 
+def wave_variant_rows(cohort, data_dir, train_dir):
+    """True-cell rank and margin of each wave-effect variant on the run's LVR test beats."""
+    sys.path.insert(0, str(ROOT))
+    import torch  # imported here: the table part of the benchmark runs only the scripts
+    from lvr import wave_effects as we
+    from lvr.checkpoints import load_checkpoint
+    from lvr.cohort import load_cohort, standardize_beats
+    from lvr.delineation import beat_segments_batch, r_peak_index
+    from lvr.leads import WAVES
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    split = json.loads((train_dir / "split.json").read_text())
+    data = load_cohort(str(data_dir))
+    model = load_checkpoint(str(train_dir / "best_model.pth"), map_location="cpu")[0].eval()
+    labels, ids, spec = data.labels("binary"), data.patient_ids, data.spec
+    fs, leads, truth = spec["sampling_rate"], list(spec["leads"]), spec["ground_truth"]
+    test = np.flatnonzero(np.isin(ids, split["test"]) & (labels == 1))
+    pool = np.flatnonzero(np.isin(ids, split["train"]) & (labels == 0))
+    segments = [{w: s[w] for w in WAVES}
+                for s in beat_segments_batch(data.beats[test], fs, lead_names=leads)]
+    rows = []
+    for units, reference, alignment, blend_ms in product(("mV", "standardised"), we.REFERENCES,
+                                                         we.ALIGNMENTS, (0, 10)):
+        convert = (lambda b: b) if units == "mV" else standardize_beats
+        x = convert(data.beats[test])
+        references = we.reference_beats(x, convert(data.beats[pool]), reference)
+        reference_segments = segments
+        if alignment == "segment":
+            reference_segments = [{w: s[w] for w in WAVES} for s in beat_segments_batch(
+                references, fs, lead_names=leads)]
+        peaks = [r_peak_index(b, fs, spec.get("r_peak_sample")) for b in x]
+        reference_peaks = [r_peak_index(b, fs, spec.get("r_peak_sample")) for b in references]
+        effects = we.wave_effects(model, x, labels[test], segments, references,
+                                  reference_segments, alignment, blend_ms * fs / 1000, peaks,
+                                  reference_peaks,
+                                  prepare=standardize_beats if units == "mV" else None)
+        worst, margin = 0, np.inf
+        for group in spec["analysis_subgroups"].values():
+            members = data.group_index[test] == spec["groups"].index(group)
+            table = we.wave_effect_rows(effects[members], ids[test][members], leads, n_boot=0)
+            true = [r for r in table if r["lead"] in truth["lvr_leads"]
+                    and r["wave"] == truth["lvr_wave"]]
+            other = [r["effect"] for r in table if r not in true]
+            worst = max(worst, max(r["rank"] for r in true))
+            margin = min(margin, min(r["effect"] for r in true) / max(max(other), 1e-9))
+        rows.append({"cohort": cohort, "swap_in": units, "reference": reference,
+                     "alignment": alignment, "blend_ms": blend_ms, "true_cell_rank": worst,
+                     "margin": float(margin)})
+    return rows
+
+
+def write_variant_table(rows, out):
+    columns = ["cohort", "swap_in", "reference", "alignment", "blend_ms", "true_cell_rank",
+               "margin"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[k]) for k in columns) + " |" for row in rows]
+    (out / "wave_variants.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
+
+
 def cell(value):
     if isinstance(value, float):
         return f"{value:.3f}"
@@ -120,7 +188,12 @@ def main():
     parser.add_argument("--out", default="bench_explanation", help="output folder")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per cohort")
     parser.add_argument("--quick", action="store_true", help="small cohort, few steps")
+    parser.add_argument("--parts", default="methods,variants",
+                        help="methods (the method x cohort table), variants (wave-effect design)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts <= {"methods", "variants"}:
+        parser.error(f"--parts={args.parts}: use methods, variants or both")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cohorts = dict(list(COHORTS.items())[:1]) if args.quick else COHORTS
@@ -133,7 +206,7 @@ def main():
                           "--patient_bootstrap=50", "--ig_steps=4", "--delineation_leads=II,V2,V5"]
         methods = {name: [o for o in options if not o.startswith("--num_samples")]
                    for name, options in METHODS.items()}
-    rows, start = [], time.time()
+    rows, variants, start = [], [], time.time()
     for number, (cohort, options) in enumerate(cohorts.items(), 1):
         slug = cohort.replace(" ", "_").replace(",", "")
         folder = out / slug
@@ -149,6 +222,12 @@ def main():
                                                   f"--output_dir={train_dir}", "--device=cpu",
                                                   *train_extra], folder / "train.log")
         auc = json.loads((train_dir / "test_eval_results.json").read_text())["roc_auc"]
+        if "variants" in parts:
+            print("    wave-effect variants", flush=True)
+            variants += wave_variant_rows(cohort, data_dir, train_dir)
+            write_variant_table(variants, out)
+        if "methods" not in parts:
+            continue
         base = [f"--data_dir={data_dir}", f"--train_dir={train_dir}", *COMMON, *saliency_extra]
         for method, method_options in methods.items():
             print(f"    {method}", flush=True)
@@ -162,9 +241,11 @@ def main():
             folder / "saliency_wave_effects.log")
         rows.append(wave_row(cohort, target, auc))
         write_tables(rows, out)
-    print("\n".join(write_tables(rows, out)))
-    print(f"\n{len(rows)} rows in {out}/explanation_bench.csv and .md "
-          f"({time.time() - start:.0f} s)")
+    if variants:
+        print("\n".join(write_variant_table(variants, out)))
+    if rows:
+        print("\n".join(write_tables(rows, out)))
+    print(f"\nTables in {out}/ ({time.time() - start:.0f} s)")
 
 
 if __name__ == "__main__":
