@@ -134,8 +134,10 @@ def wave_variant_rows(cohort, data_dir, train_dir):
         references = we.reference_beats(x, convert(data.beats[pool]), reference)
         reference_segments = segments
         if alignment == "segment":
-            reference_segments = [{w: s[w] for w in WAVES} for s in beat_segments_batch(
-                references, fs, lead_names=leads)]
+            distinct = references if reference == "nearest" else references[:1]
+            found = [{w: s[w] for w in WAVES}
+                     for s in beat_segments_batch(distinct, fs, lead_names=leads)]
+            reference_segments = found if reference == "nearest" else found * len(x)
         peaks = [r_peak_index(b, fs, spec.get("r_peak_sample")) for b in x]
         reference_peaks = [r_peak_index(b, fs, spec.get("r_peak_sample")) for b in references]
         effects = we.wave_effects(model, x, labels[test], segments, references,
