@@ -14,8 +14,7 @@ DATA_DIR = "data"                    # cohort folder the model was trained on (d
 TRAIN_DIR = "results_class2"         # 2-class training run: best_model.pth and split.json
 CHECKPOINT = "best_model.pth"        # model file in TRAIN_DIR (last_checkpoint.pth: final epoch)
 OUTPUT_DIR = "output_saliencyana2"   # an earlier analysis found here is kept as OUTPUT_DIR.<timestamp>
-METHOD = "smoothgrad"                # map: smoothgrad, gradient, input_x_gradient,
-                                     # integrated_gradients, occlusion, grad_cam (no lead resolution)
+METHOD = "smoothgrad"                # attribution map (grad_cam has no lead resolution)
 NUM_SAMPLES = 10                     # SmoothGrad noisy copies per beat (1 with NOISE_LEVEL=0: gradient)
 NOISE_LEVEL = 0.1                    # SmoothGrad noise sd, in standardised units
 IG_STEPS = 32                        # integrated gradients: steps from the zero baseline
@@ -35,8 +34,7 @@ DELETION_MAX_K = 6                   # largest number of leads removed
 DELETION_DRAWS = 10                  # random lead orders averaged per beat
 PATIENT_BOOTSTRAP = 1000             # patient resamples for the patient-level CIs and stability
 WAVE_EFFECTS = True                  # counterfactual lead x wave effects (wave_effects.csv)
-WAVE_REFERENCE = "nearest"           # swapped-in segments from: nearest, mean or median
-                                     # non-LVR training beat(s)
+WAVE_REFERENCE = "nearest"           # swapped-in segments from: nearest, mean or median non-LVR beat
 WAVE_ALIGNMENT = "r_peak"            # reference aligned on the R peak, or warped per segment
 WAVE_BLEND_MS = 10                   # cross-fade across each segment edge
 LEAD_IMPORTANCE = "map"              # lead statistics on the map, or on wave_effects

@@ -1,9 +1,13 @@
 """The benchmark harness runs end to end on tiny sizes and reports every key (no timing checks)."""
+import csv
 import importlib.util
 import json
 import math
 import os
+import subprocess
+import sys
 
+import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,3 +55,21 @@ def test_profile_tables_name_the_convolutions():
     tables = load_bench().profile_tables(steps=1, rows=5)
     assert set(tables) == {"training steps", "SmoothGrad batch"}
     assert all("convolution" in table for table in tables.values())
+
+
+def test_explanation_bench_quick_writes_both_tables(tmp_path):
+    """bench/explanation_bench.py --quick: one small cohort, every method and wave variant."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "explanation_bench.py"),
+                           "--quick", f"--out={tmp_path}"], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "explanation_bench.csv", encoding="utf-8")))
+    methods = [row["method"] for row in rows]
+    assert len(rows) == 10 and methods[-1] == "wave effects (segment swap)"
+    for row in rows[:-1]:
+        assert 0 <= float(row["mass_accuracy"]) <= 1 and 0 <= float(row["rank_accuracy"]) <= 1
+        assert float(row["mass_vs_chance"]) == pytest.approx(
+            float(row["mass_accuracy"]) / 0.075, rel=0.02)   # chance: 3 of 12 leads x 150 of 500
+    assert 3 <= int(rows[-1]["true_cell_rank"]) <= 60
+    variants = (tmp_path / "wave_variants.md").read_text().splitlines()[2:]
+    assert len(variants) == 2 * 3 * 2 * 2                      # units x reference x alignment x blend
