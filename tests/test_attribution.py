@@ -75,9 +75,10 @@ def test_smoothgrad_consumes_one_generator_batch_by_batch_as_the_analysis_does(m
         smoothgrad(model, torch.from_numpy(x[s:s + 4]), torch.from_numpy(y[s:s + 4]), 3, 0.1,
                    generator=generator).numpy() for s in range(0, 10, 4)])
     np.testing.assert_array_equal(maps, expected)
-    config = {"SEED": 1, "BATCH_SIZE": 4, "NUM_SAMPLES": 3, "NOISE_LEVEL": 0.1}
-    analysis, _ = saliency_maps(model, x, y, config, torch.device("cpu"))
-    np.testing.assert_array_equal(maps, analysis)
+    config = {"SEED": 1, "BATCH_SIZE": 4, "NUM_SAMPLES": 3, "NOISE_LEVEL": 0.1,
+              "METHOD": "smoothgrad", "IG_STEPS": 32, "OCCLUSION_WINDOW_MS": 50}
+    analysis, _ = saliency_maps(model, x, y, config, torch.device("cpu"), fs=500)
+    np.testing.assert_array_equal(analysis, expected)   # the script's maps: the same loop
 
 
 def test_integrated_gradients_are_complete_for_the_true_log_probability(model):
