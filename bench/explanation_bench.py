@@ -1,6 +1,6 @@
 """Explanation benchmark: attribution methods measured on cohorts whose truth is known.
 
-    python bench/explanation_bench.py [--out DIR] [--epochs N] [--quick]
+    python bench/explanation_bench.py [--out DIR] [--epochs N] [--quick] [--parts=maps,waves,variants]
 
 For each ground-truth cohort (demo_cohort.py with a sign in known leads and a known wave) it
 trains the 2-class model with the training script, then runs Saliency_ana2_sys.py once per map
@@ -190,12 +190,13 @@ def main():
     parser.add_argument("--out", default="bench_explanation", help="output folder")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per cohort")
     parser.add_argument("--quick", action="store_true", help="small cohort, few steps")
-    parser.add_argument("--parts", default="methods,variants",
-                        help="methods (the method x cohort table), variants (wave-effect design)")
+    parser.add_argument("--parts", default="maps,waves,variants",
+                        help="maps (map methods) and waves (wave effects): the method x cohort "
+                             "table; variants: the wave-effect design table")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    if not parts <= {"methods", "variants"}:
-        parser.error(f"--parts={args.parts}: use methods, variants or both")
+    if not parts <= {"maps", "waves", "variants"}:
+        parser.error(f"--parts={args.parts}: use some of maps, waves, variants")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cohorts = dict(list(COHORTS.items())[:1]) if args.quick else COHORTS
@@ -228,21 +229,21 @@ def main():
             print("    wave-effect variants", flush=True)
             variants += wave_variant_rows(cohort, data_dir, train_dir)
             write_variant_table(variants, out)
-        if "methods" not in parts:
-            continue
         base = [f"--data_dir={data_dir}", f"--train_dir={train_dir}", *COMMON, *saliency_extra]
-        for method, method_options in methods.items():
+        for method, method_options in (methods.items() if "maps" in parts else ()):
             print(f"    {method}", flush=True)
             target = folder / ("saliency_" + method.replace(" ", "_"))
             run("Saliency_ana2_sys.py", [*base, f"--output_dir={target}", *MAP_RUN,
                                          *method_options], folder / f"{target.name}.log")
             rows.append(map_row(cohort, method, target, auc))
-        print("    wave effects", flush=True)
-        target = folder / "saliency_wave_effects"
-        run("Saliency_ana2_sys.py", [*base, f"--output_dir={target}", *WAVE_RUN],
-            folder / "saliency_wave_effects.log")
-        rows.append(wave_row(cohort, target, auc))
-        write_tables(rows, out)
+        if "waves" in parts:
+            print("    wave effects", flush=True)
+            target = folder / "saliency_wave_effects"
+            run("Saliency_ana2_sys.py", [*base, f"--output_dir={target}", *WAVE_RUN],
+                folder / "saliency_wave_effects.log")
+            rows.append(wave_row(cohort, target, auc))
+        if rows:
+            write_tables(rows, out)
     if variants:
         print("\n".join(write_variant_table(variants, out)))
     if rows:
