@@ -8,19 +8,23 @@ segment swapped). Positive: the segment carried evidence for the true class. Thi
 question a cardiologist asks ("would the model still say LVR if this T wave looked normal?")
 at the level a cardiologist reads, instead of spreading gradients over samples.
 
-Choices (made by measurement on ground-truth cohorts, see the README):
-- reference: "mean" or "median" of the other class's training beats, or
-  "nearest" (per beat: the mean of the NEAREST_K other-class training beats closest to it, a
-  reference that differs from the beat as little as possible outside the swapped segment);
+Choices (measured on five ground-truth cohorts: bench/explanation_bench.py --parts=variants;
+the script's defaults are mean, r_peak, 10 ms):
+- reference: "mean" or "median" of the other class's training beats, or "nearest" (per beat:
+  the mean of the NEAREST_K other-class training beats closest to it). "nearest" differs least
+  from the beat outside the swapped segment and did best on the demo, but fails where the other
+  class holds patients with a milder form of the sign: the beats nearest to an LVR beat are the
+  ones that share its sign, and swapping that in removes nothing;
 - alignment: "segment" maps the reference's own delineated segment onto the beat's (linear
   time warp: a segment of another duration still swaps wave for wave), "r_peak" shifts the
   reference so the R peaks coincide and takes the same samples;
 - blend_ms: a raised-cosine cross-fade of this width centred on each segment edge, so the swap
-  adds no step that the model could react to instead of to the wave.
+  adds no step that the model could react to instead of to the wave (it changed the effects by
+  about 1%).
 The swap happens in the recorded units (mV) and the swapped beat is then standardised as every
 input is: swapping standardised segments leaks a T-wave change into the QRS (the T wave changes
-the lead's mean and sd, so the standardised QRS of an LVR beat differs from a non-LVR one's) and
-gave a QRS effect in the leads with a T-wave sign; see the README for the measurements.
+the lead's mean and sd, so the standardised QRS of an LVR beat differs from a non-LVR one's),
+and on the demo it ranked the true T cells below QRS cells.
 """
 import numpy as np
 import torch
