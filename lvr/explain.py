@@ -81,6 +81,7 @@ def run_saliency_analysis(config, log=print):
         return explain_run(config, log)
     output_dir = config["OUTPUT_DIR"]
     prepare_output_dir(output_dir, finished_file=None)
+    config = dict(config, DATA_DIR=resolve_data_dir(config["DATA_DIR"], log=log))  # banner once
     outcomes = []
     for k, fold_dir in enumerate(folds, 1):
         log(f"\n===== fold {k}/{len(folds)}: {fold_dir} =====")
