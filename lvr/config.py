@@ -357,6 +357,8 @@ RELATIONS = (
      "the band must end below FS/2 (Nyquist)"),
     (("R_PEAK_S", "WINDOW_S"), lambda r_peak, window: r_peak < window,
      "the R peak must lie inside the window (R_PEAK_S < WINDOW_S)"),
+    (("LEAD_IMPORTANCE", "WAVE_EFFECTS"), lambda source, effects: source != "wave_effects"
+     or effects, "LEAD_IMPORTANCE=wave_effects needs WAVE_EFFECTS=True"),
 )
 
 

@@ -141,6 +141,8 @@ def test_conversion_errors_still_come_first(arg, namespaces):
     ("train_MCL_ResNet_1D_class4.py", ["--class_names=a,b"], ["--class_names=('a', 'b')"]),
     ("prepare_data.py", ["--fs=100", "--bandpass=0.5,50"], ["--bandpass=(0.5, 50.0)", "--fs=100"]),
     ("demo_cohort.py", ["--r_peak_s=1.0"], ["--r_peak_s=1.0", "--window_s=1.0"]),
+    ("Saliency_ana2_sys.py", ["--lead_importance=wave_effects", "--wave_effects=False"],
+     ["--lead_importance='wave_effects'", "--wave_effects=False"]),
 ])
 def test_options_that_do_not_fit_together_are_refused(script, argv, names, namespaces):
     with pytest.raises(UserError) as error:
