@@ -521,6 +521,10 @@ def localisation_report(beats, cohort, config, truth):
     """Only for a cohort whose ground truth is known: map mass and rank accuracy against chance,
     and the ranks of the true lead x wave cells among all cells of the wave effects."""
     spec = cohort.spec
+    unknown = [lead for lead in truth["lvr_leads"] if lead not in spec["leads"]]
+    if unknown:
+        raise UserError(f"{cohort.data_dir}/cohort.json: ground_truth lvr_leads {unknown} are not "
+                        f"leads of this cohort ({', '.join(spec['leads'])}); correct or remove it")
     mask = truth_mask(spec["leads"], truth["lvr_leads"], truth["lvr_window_ms"],
                       spec["sampling_rate"], beats.maps.shape[2])
     report = {"method": config["METHOD"], "true_leads": list(truth["lvr_leads"]),
