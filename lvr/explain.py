@@ -111,6 +111,7 @@ def explain_run(config, log=print):
     data_dir = resolve_data_dir(config["DATA_DIR"], log=log)
     cohort = load_cohort(data_dir, allow_pickle=config["ALLOW_PICKLE"])
     index = test_set(cohort, split, data_dir, config["TRAIN_DIR"])
+    check_ground_truth(cohort)
     needs_waves = config["WAVE_IMPORTANCE"] or config["WAVE_EFFECTS"]
     wave_leads = (delineation_leads(config["DELINEATION_LEADS"], cohort.spec)
                   if needs_waves else None)
@@ -354,6 +355,16 @@ def write_explanation_checks(model, beats, cohort, class_names, config, log):
         plot_deletion_curves(os.path.join(output_dir, "deletion_curve.png"), checks)
 
 
+def check_ground_truth(cohort):
+    """A ground truth in cohort.json must name leads of the cohort (it is only reported against)."""
+    truth = cohort.spec.get("ground_truth") or {}
+    unknown = [lead for lead in truth.get("lvr_leads") or () if lead not in cohort.spec["leads"]]
+    if unknown:
+        raise UserError(f"{cohort.data_dir}/cohort.json: ground_truth lvr_leads {unknown} are not "
+                        f"leads of this cohort ({', '.join(cohort.spec['leads'])}); correct them "
+                        f"or remove the ground truth")
+
+
 def checked_training_run(train_dir, checkpoint="best_model.pth"):
     """The run's split record and the path of its checkpoint file, or a clear error."""
     split_path = os.path.join(train_dir, "split.json")
@@ -521,10 +532,6 @@ def localisation_report(beats, cohort, config, truth):
     """Only for a cohort whose ground truth is known: map mass and rank accuracy against chance,
     and the ranks of the true lead x wave cells among all cells of the wave effects."""
     spec = cohort.spec
-    unknown = [lead for lead in truth["lvr_leads"] if lead not in spec["leads"]]
-    if unknown:
-        raise UserError(f"{cohort.data_dir}/cohort.json: ground_truth lvr_leads {unknown} are not "
-                        f"leads of this cohort ({', '.join(spec['leads'])}); correct or remove it")
     mask = truth_mask(spec["leads"], truth["lvr_leads"], truth["lvr_window_ms"],
                       spec["sampling_rate"], beats.maps.shape[2])
     report = {"method": config["METHOD"], "true_leads": list(truth["lvr_leads"]),

@@ -13,6 +13,8 @@ from conftest import ROOT, write_small_cohort
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort
 from lvr.delineation import r_peak_index
+from lvr.config import UserError
+from lvr.explain import check_ground_truth
 from lvr.lead_stats import kendall_w
 from test_training import quiet, tiny_config
 
@@ -295,3 +297,12 @@ def test_other_methods_run_the_same_statistics_and_checks(trained, tmp_path, opt
     assert checks["localisation"]["method"] == method
     saved = json.loads((out / "saliency_run.json").read_text())
     assert saved["config"]["METHOD"] == method and saved["step_times_s"]["maps"] > 0
+
+
+def test_a_ground_truth_naming_unknown_leads_is_a_clear_error(trained):
+    _, data_dir = trained
+    cohort = load_cohort(data_dir)
+    check_ground_truth(cohort)                                   # the demo's truth is fine
+    cohort.spec = dict(cohort.spec, ground_truth={"lvr_leads": ["V2", "V9"]})
+    with pytest.raises(UserError, match=r"ground_truth lvr_leads \['V9'\]"):
+        check_ground_truth(cohort)
