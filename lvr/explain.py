@@ -220,10 +220,14 @@ def segment_swap_effects(model, beats, cohort, split, config, device, log):
     references = reference_beats(x, pool, config["WAVE_REFERENCE"])
     segments = [beats.segments[i] for i in positive]
     if config["WAVE_ALIGNMENT"] == "segment":
-        found = beat_segments_batch(references, fs, lead_names=list(cohort.spec["leads"]),
+        shared = config["WAVE_REFERENCE"] != "nearest"   # one reference beat for all
+        found = beat_segments_batch(references[:1] if shared else references, fs,
+                                    lead_names=list(cohort.spec["leads"]),
                                     leads=delineation_leads(config["DELINEATION_LEADS"],
                                                             cohort.spec))
         reference_segments = [{w: seg[w] for w in WAVES} for seg in found]
+        if shared:
+            reference_segments *= len(x)
     else:
         reference_segments = segments
     log(f"Wave effects: {len(positive)} LVR beats x {x.shape[1]} leads x {len(WAVES)} waves, "
