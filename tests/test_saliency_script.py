@@ -275,6 +275,7 @@ def test_saved_maps_name_their_beats(trained, explained):
     (["--method=occlusion", "--occlusion_window_ms=100"], True),
     (["--method=grad_cam"], False),
     (["--method=grad_cam", "--lead_importance=wave_effects"], True),
+    (["--method=gradient", "--wave_alignment=segment", "--wave_reference=median"], True),
 ])
 def test_other_methods_run_the_same_statistics_and_checks(trained, tmp_path, options,
                                                           has_statistics):
@@ -297,6 +298,8 @@ def test_other_methods_run_the_same_statistics_and_checks(trained, tmp_path, opt
     assert checks["localisation"]["method"] == method
     saved = json.loads((out / "saliency_run.json").read_text())
     assert saved["config"]["METHOD"] == method and saved["step_times_s"]["maps"] > 0
+    effects = list(csv.DictReader(open(out / "wave_effects.csv", encoding="utf-8")))
+    assert len(effects) == 60 * len(SUBGROUPS)
 
 
 def test_a_ground_truth_naming_unknown_leads_is_a_clear_error(trained):
