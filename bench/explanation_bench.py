@@ -100,9 +100,10 @@ def map_row(cohort, method, out_dir, auc):
 def wave_row(cohort, out_dir, auc):
     checks = json.loads((out_dir / "explanation_checks.json").read_text())
     timings = json.loads((out_dir / "saliency_run.json").read_text())["step_times_s"]
-    cells = [entry["wave_effects"] for entry in subgroup_entries(checks)]
+    cells = [entry["wave_effects"] for entry in subgroup_entries(checks)
+             if "wave_effects" in entry]
     return {"cohort": cohort, "method": "wave effects (segment swap)",
-            "true_cell_rank": max(max(c["ranks"]) for c in cells),
+            "true_cell_rank": max((max(c["ranks"]) for c in cells), default=None),
             "all_true_cells_first": all(c["all_true_cells_first"] for c in cells),
             "maps_s": timings.get("wave_effects"), "test_auc": auc}
 
@@ -147,6 +148,8 @@ def wave_variant_rows(cohort, data_dir, train_dir):
         worst, margin = 0, np.inf
         for group in spec["analysis_subgroups"].values():
             members = data.group_index[test] == spec["groups"].index(group)
+            if not members.any():
+                continue
             table = we.wave_effect_rows(effects[members], ids[test][members], leads, n_boot=0)
             true = [r for r in table if r["lead"] in truth["lvr_leads"]
                     and r["wave"] == truth["lvr_wave"]]
@@ -154,8 +157,9 @@ def wave_variant_rows(cohort, data_dir, train_dir):
             worst = max(worst, max(r["rank"] for r in true))
             margin = min(margin, min(r["effect"] for r in true) / max(max(other), 1e-9))
         rows.append({"cohort": cohort, "swap_in": units, "reference": reference,
-                     "alignment": alignment, "blend_ms": blend_ms, "true_cell_rank": worst,
-                     "margin": float(margin)})
+                     "alignment": alignment, "blend_ms": blend_ms,
+                     "true_cell_rank": worst or None,
+                     "margin": float(margin) if np.isfinite(margin) else None})
     return rows
 
 

@@ -157,8 +157,8 @@ def wave_effects(model, x, y, segments, references, reference_segments, alignmen
 
 def patient_means(values, patient_ids):
     """Mean of `values` (N, ...) per patient: (patients, ...)."""
-    _, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
-    sums = np.zeros((inverse.max() + 1,) + values.shape[1:])
+    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    sums = np.zeros((len(patients),) + values.shape[1:])
     np.add.at(sums, inverse, values)
     return sums / np.bincount(inverse).reshape((-1,) + (1,) * (values.ndim - 1))
 
