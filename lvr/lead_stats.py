@@ -403,10 +403,12 @@ def patient_rows(normalised, patient_ids):
     return patients, sums / np.bincount(inverse)[:, None]
 
 
-def bootstrap_patient_means(rows, n_boot, seed, chunk=200):
-    """Mean of `rows` over patients resampled with replacement, n_boot times: (n_boot, columns)."""
+def bootstrap_patient_means(rows, n_boot, seed):
+    """Mean of `rows` over patients resampled with replacement, n_boot times: (n_boot, columns).
+    Replicates are drawn in chunks of at most about 2 million values (16 MB)."""
     rng = np.random.default_rng(seed)
     n = len(rows)
+    chunk = max(1, min(n_boot, 2_000_000 // max(1, n * rows.shape[1])))
     means = np.empty((n_boot, rows.shape[1]))
     for start in range(0, n_boot, chunk):
         draws = rng.integers(0, n, (min(chunk, n_boot - start), n))
