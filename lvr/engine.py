@@ -24,6 +24,7 @@ from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
 from lvr.figures.training import plot_confusion_matrix, plot_roc_curve, plot_training_curves
 from lvr.metrics import headline_metrics, test_report
+from lvr.predictions import write_predictions
 from lvr.run_folder import (disk_space_guard, library_versions, output_lock, prepare_output_dir,
                             save_npy_atomic, write_json_atomic)
 from lvr.training import (BEST_CHECKPOINT, HISTORY_KEYS, LAST_CHECKPOINT, fit,
@@ -195,10 +196,13 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
     outcome = fit(config, tensors["train"], tensors["val"], run.class_names, output_dir, resume,
                   in_channels=cohort.beats.shape[1], input_length=cohort.beats.shape[2],
                   device=run.device, rank=run.rank, world_size=run.world_size, log=run.log)
-    report = evaluate(config, run, tensors["test"], cohort.patient_ids[parts["test"]], output_dir)
+    report, prob = evaluate(config, run, tensors["test"], cohort.patient_ids[parts["test"]],
+                            output_dir)
     report.update({"best_epoch": outcome.best_epoch, "best_val_acc": outcome.best_val_acc,
                    "class_names": run.class_names, "processes": run.world_size})
     if run.writer:
+        write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, parts["test"],
+                          labels[parts["test"]], prob, run.class_names)
         write_run_outputs(config, run, output_dir, outcome, report, start_time)
     barrier(run.world_size)
     return report
@@ -228,8 +232,9 @@ def evaluate(config, run, test, patient_ids, output_dir):
     logits = predict_logits(best_model, x_test, config["BATCH_SIZE"], run.device, run.rank,
                             run.world_size)
     prob = torch.softmax(logits, 1).numpy()
-    return test_report(y_test.numpy(), prob, patient_ids, run.class_names, config["BOOTSTRAP"],
-                       config["SEED"])
+    report = test_report(y_test.numpy(), prob, patient_ids, run.class_names, config["BOOTSTRAP"],
+                         config["SEED"])
+    return report, prob
 
 
 def write_run_outputs(config, run, output_dir, outcome, report, start_time):

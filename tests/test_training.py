@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ import lvr.training as training
 from conftest import ROOT
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort, patient_split_indices, standardize_beats
+from lvr.predictions import beat_records, rows_in_group
 
 
 def tiny_config(data_dir, output_dir, **overrides):
@@ -281,6 +283,38 @@ def test_run_writes_the_seeds_outputs_and_provenance(finished_run, small_cohort_
     run = json.loads((output_dir / "run.json").read_text())
     assert run["config"]["EPOCHS"] == 3 and "torch" in run["versions"] and run["device"] == "cpu"
     assert run["data_fingerprint"] == split["data_fingerprint"]
+
+
+def test_predictions_csv_names_every_test_beat_and_gives_the_reported_metrics(finished_run,
+                                                                             small_cohort_dir):
+    output_dir, report = finished_run
+    table = pd.read_csv(output_dir / "predictions.csv", dtype={"patient": str})
+    split = json.loads((output_dir / "split.json").read_text())
+    cohort = load_cohort(small_cohort_dir)
+    assert list(table.columns) == ["group", "patient", "record", "beat", "true_label",
+                                   "prob_Normal", "prob_Abnormal"]
+    assert len(table) == report["n_beats"] and set(table["patient"]) == set(split["test"])
+    for row in table.itertuples():                      # each row names its beat in its file
+        group = cohort.groups.index(row.group)
+        cohort_row = np.flatnonzero(cohort.group_index == group)[row.beat]
+        assert cohort.patient_ids[cohort_row] == row.patient
+        assert cohort.labels("binary")[cohort_row] == row.true_label
+    np.testing.assert_allclose(table[["prob_Normal", "prob_Abnormal"]].sum(axis=1), 1, atol=1e-5)
+    assert roc_auc_score(table["true_label"], table["prob_Abnormal"]) == pytest.approx(
+        report["roc_auc"], abs=1e-5)
+    patients = table.groupby("patient").agg(y=("true_label", "first"), p=("prob_Abnormal", "mean"))
+    assert roc_auc_score(patients["y"], patients["p"]) == pytest.approx(
+        report["patient_level"]["roc_auc"], abs=1e-5)
+
+
+def test_records_come_from_the_beats_manifest(tmp_path):
+    (tmp_path / "beats_manifest.csv").write_text(
+        "group,patient_id,record,beat_index,r_peak_sample,row\nA,1,r1,0,5,0\nA,1,r1,1,9,1\n"
+        "B,2,r7,0,5,0\n")
+    group_index = np.array([0, 0, 1])
+    assert rows_in_group(group_index).tolist() == [0, 1, 0]
+    assert beat_records(str(tmp_path), ["A", "B"], group_index).tolist() == ["r1", "r1", "r7"]
+    assert beat_records(str(tmp_path / "none"), ["A", "B"], group_index).tolist() == [""] * 3
 
 
 def test_resume_after_interruption_gives_the_same_result(finished_run, small_cohort_dir, tmp_path,
