@@ -16,14 +16,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from lvr.calibration import calibration_by_class
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import (load_cohort, patient_kfold_indices, patient_split_indices,
                         standardize_beats)
 from lvr.config import UserError
 from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
-from lvr.figures.training import plot_confusion_matrix, plot_roc_curve, plot_training_curves
-from lvr.metrics import headline_metrics, test_report
+from lvr.figures.training import (plot_confusion_matrix, plot_reliability_diagram,
+                                  plot_roc_curve, plot_training_curves)
+from lvr.metrics import headline_metrics, patient_level_arrays, test_report
 from lvr.predictions import write_predictions
 from lvr.run_folder import (disk_space_guard, library_versions, output_lock, prepare_output_dir,
                             save_npy_atomic, write_json_atomic)
@@ -232,8 +234,16 @@ def evaluate(config, run, test, patient_ids, output_dir):
     logits = predict_logits(best_model, x_test, config["BATCH_SIZE"], run.device, run.rank,
                             run.world_size)
     prob = torch.softmax(logits, 1).numpy()
-    report = test_report(y_test.numpy(), prob, patient_ids, run.class_names, config["BOOTSTRAP"],
+    y_true = y_test.numpy()
+    report = test_report(y_true, prob, patient_ids, run.class_names, config["BOOTSTRAP"],
                          config["SEED"])
+    report["calibration"] = calibration_by_class(y_true, prob, patient_ids, run.class_names,
+                                                 config["BOOTSTRAP"], config["SEED"])
+    if "patient_level" in report:
+        patients, y_patient, prob_patient = patient_level_arrays(y_true, prob, patient_ids)
+        report["patient_level"]["calibration"] = calibration_by_class(
+            y_patient, prob_patient, patients, run.class_names, config["BOOTSTRAP"],
+            config["SEED"])
     return report, prob
 
 
@@ -249,6 +259,8 @@ def write_run_outputs(config, run, output_dir, outcome, report, start_time):
                    report["roc_auc"], run.class_names)
     plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),
                           report["confusion_matrix"], run.class_names)
+    plot_reliability_diagram(os.path.join(output_dir, "test_calibration.png"),
+                             report["calibration"])
     wall = time.time() - start_time
     write_json_atomic(os.path.join(output_dir, "run.json"), run_record(config, run, wall))
     log_test_summary(report, run.class_names, output_dir, wall, run.log)

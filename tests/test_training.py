@@ -275,8 +275,15 @@ def test_run_writes_the_seeds_outputs_and_provenance(finished_run, small_cohort_
     saved = json.loads((output_dir / "test_eval_results.json").read_text())
     for key in ("accuracy", "precision", "recall", "f1", "confusion_matrix", "fpr", "tpr",
                 "roc_auc", "sensitivity", "specificity", "roc_auc_ci95", "accuracy_ci95",
-                "f1_ci95", "patient_level"):
+                "f1_ci95", "patient_level", "calibration"):
         assert key in saved, key
+    assert (output_dir / "test_calibration.png").exists()
+    table = pd.read_csv(output_dir / "predictions.csv")
+    positive = saved["calibration"]["Abnormal"]
+    assert positive["brier"] == pytest.approx(
+        np.mean((table["prob_Abnormal"] - table["true_label"]) ** 2), abs=1e-6)
+    assert sum(b["count"] for b in positive["reliability"]) == saved["n_beats"]
+    assert list(saved["patient_level"]["calibration"]) == ["Abnormal"]
     assert len(np.load(output_dir / "train_acc_list.npy")) == 3
     split = json.loads((output_dir / "split.json").read_text())
     assert not set(split["test"]) & set(split["train"]) and split["data_fingerprint"]

@@ -93,3 +93,31 @@ def plot_confusion_matrix(path, matrix, class_names, title="Confusion matrix (te
         colorbar.set_label("Share of true class")
         fig.tight_layout()
         save_figure(fig, path)
+
+
+def plot_reliability_diagram(path, calibration, title="Calibration (test set)"):
+    """Observed share of positives against mean predicted probability per bin, one line per
+    class of lvr.calibration.calibration_by_class, with Brier, intercept and slope in the legend;
+    marker area follows the bin's count."""
+    with plt.rc_context(TRAINING_STYLE):
+        fig, ax = plt.subplots(figsize=(5.8, 5.4))
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="Perfect calibration")
+        for name, report in calibration.items():
+            bins = report["reliability"]
+            counts = np.array([b["count"] for b in bins], dtype=float)
+            slope, intercept = report["calibration_slope"], report["calibration_intercept"]
+            label = (f"{name}: Brier {report['brier']:.3f}, intercept "
+                     + ("n/a" if intercept is None else f"{intercept:.2f}") + ", slope "
+                     + ("n/a" if slope is None else f"{slope:.2f}"))
+            line, = ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins],
+                            "-", lw=1.5, label=label)
+            ax.scatter([b["mean_predicted"] for b in bins], [b["observed"] for b in bins],
+                       s=20 + 180 * counts / max(counts.max(), 1), color=line.get_color(),
+                       zorder=3)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("Mean predicted probability (bin)")
+        ax.set_ylabel("Observed share of the class")
+        ax.set_title(title)
+        ax.legend(loc="upper left", frameon=False, fontsize=9)
+        return save_figure(fig, path, dpi=200)
