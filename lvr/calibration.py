@@ -8,6 +8,7 @@ a in logit P(y=1) = a + logit(p), the slope fixed at 1 (0: the mean probability 
 the positive class; with more classes each class is scored one against the rest.
 """
 import numpy as np
+from scipy.special import expit
 
 from lvr.metrics import percentile_cis, resampled_patient_weights
 
@@ -29,7 +30,7 @@ def logistic_fit(y, x, weights, offset=None):
     offset = np.zeros(len(y)) if offset is None else offset
     beta = np.zeros(design.shape[1])
     for _ in range(NEWTON_STEPS):
-        p = 1 / (1 + np.exp(-(design @ beta + offset)))
+        p = expit(design @ beta + offset)
         gradient = design.T @ (weights * (y - p))
         hessian = (design * (weights * p * (1 - p))[:, None]).T @ design
         try:
