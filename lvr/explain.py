@@ -34,7 +34,7 @@ from lvr.figures.checks import (plot_deletion_curves, plot_sanity_check,
 from lvr.figures.saliency import (draw_sample_figures, plot_lead_importance_comparison,
                                   plot_lead_importance_heatmap)
 from lvr.fold_agreement import fold_agreement, log_fold_agreement
-from lvr.lead_stats import (ground_truth_check, patient_level_lead_statistics, patient_rows,
+from lvr.lead_stats import (ground_truth_check, patient_level_lead_statistics, patient_means,
                             subgroup_lead_statistics)
 from lvr.leads import WAVES
 from lvr.run_folder import (atomic_write, library_versions, prepare_output_dir,
@@ -480,7 +480,7 @@ def quantitative_analysis(beats, cohort, config):
             stats["beats_without_evidence"] = without_evidence
         if truth:
             stats["ground_truth_check"] = ground_truth_check(values, lead_names, truth)
-            _, rows = patient_rows(arrays[name], beats.patient_ids[members])
+            _, rows = patient_means(arrays[name], beats.patient_ids[members])
             stats["patient_level"]["ground_truth_check"] = ground_truth_check(rows, lead_names,
                                                                               truth)
         results[name] = stats

@@ -19,6 +19,7 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from lvr.lead_stats import patient_means
 from lvr.leads import WAVES
 from lvr.smoothgrad import check_eval_mode, smoothgrad
 
@@ -376,15 +377,10 @@ def localisation(maps, mask, patient_ids):
     """Mass and rank accuracy of the maps, as the mean over patients of each patient's mean,
     with their chance level: the share of the beat the mask covers (a uniform map's mass
     accuracy and a random map's expected rank accuracy)."""
-    _, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
-    counts = np.bincount(inverse)
-
-    def patient_mean(values):
-        return float(np.mean(np.bincount(inverse, weights=np.nan_to_num(values)) / counts))
-
-    chance = float(mask.mean())
-    mass = patient_mean(relevance_mass_accuracy(maps, mask))
-    rank = patient_mean(relevance_rank_accuracy(maps, mask))
+    patients, mass = patient_means(np.nan_to_num(relevance_mass_accuracy(maps, mask)),
+                                   patient_ids)
+    _, rank = patient_means(relevance_rank_accuracy(maps, mask), patient_ids)
+    chance, mass, rank = float(mask.mean()), float(mass.mean()), float(rank.mean())
     return {"mass_accuracy": mass, "rank_accuracy": rank, "chance": chance,
             "mass_vs_chance": mass / chance, "rank_vs_chance": rank / chance,
-            "beats": int(len(maps)), "patients": int(len(counts))}
+            "beats": int(len(maps)), "patients": int(len(patients))}

@@ -395,12 +395,13 @@ def ground_truth_check(importance, lead_names, true_leads, n_key=3):
     return result
 
 
-def patient_rows(normalised, patient_ids):
-    """One row per patient: the mean of the patient's normalised beats (rows still sum to 1)."""
+def patient_means(values, patient_ids):
+    """The patients (sorted IDs) and the mean of `values` (N, ...) over each one's beats."""
+    values = np.asarray(values, dtype=float)
     patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
-    sums = np.zeros((len(patients), normalised.shape[1]))
-    np.add.at(sums, inverse, normalised)
-    return patients, sums / np.bincount(inverse)[:, None]
+    sums = np.zeros((len(patients),) + values.shape[1:])
+    np.add.at(sums, inverse, values)
+    return patients, sums / np.bincount(inverse).reshape((-1,) + (1,) * (values.ndim - 1))
 
 
 def bootstrap_patient_means(rows, n_boot, seed):
@@ -431,7 +432,7 @@ def patient_level_lead_statistics(importance, patient_ids, lead_names, n_key=3, 
     normalised = _normalised_importance(importance, names, n_key)
     if len(patient_ids) != len(normalised):
         raise ValueError(f"{len(patient_ids)} patient IDs for {len(normalised)} importance rows")
-    patients, rows = patient_rows(normalised, patient_ids)
+    patients, rows = patient_means(normalised, patient_ids)   # rows still sum to 1
     result = subgroup_lead_statistics(rows, names, n_key)
     result.update(beat_count=int(len(normalised)), patient_count=int(len(patients)),
                   bootstrap=int(n_boot), mean_lead_importance_ci95=None, key_lead_stability=None)

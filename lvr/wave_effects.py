@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lvr.lead_stats import bootstrap_patient_means, patient_means
 from lvr.leads import WAVES
 
 REFERENCES = ("mean", "median", "nearest")
@@ -155,29 +156,18 @@ def wave_effects(model, x, y, segments, references, reference_segments, alignmen
     return effects
 
 
-def patient_means(values, patient_ids):
-    """Mean of `values` (N, ...) per patient: (patients, ...)."""
-    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
-    sums = np.zeros((len(patients),) + values.shape[1:])
-    np.add.at(sums, inverse, values)
-    return sums / np.bincount(inverse).reshape((-1,) + (1,) * (values.ndim - 1))
-
-
 def wave_effect_rows(effects, patient_ids, lead_names, n_boot=1000, seed=0, shares=None):
     """One row per lead and wave: patient-level mean effect, patient-bootstrap percentile 95% CI
     and rank (1 = largest); `shares` (N, leads, 5), the map's wave shares, adds `map_share`."""
-    per_patient = patient_means(effects, patient_ids)            # (P, leads, 5)
+    _, per_patient = patient_means(effects, patient_ids)         # (P, leads, 5)
     mean = per_patient.mean(axis=0)
-    rng = np.random.default_rng(seed)
-    boot = np.empty((n_boot,) + mean.shape)
-    for b in range(n_boot):
-        boot[b] = per_patient[rng.integers(0, len(per_patient), len(per_patient))].mean(axis=0)
-    low, high = (np.percentile(boot, [2.5, 97.5], axis=0) if n_boot
-                 else (np.full(mean.shape, np.nan),) * 2)
+    boot = bootstrap_patient_means(per_patient.reshape(len(per_patient), -1), n_boot, seed)
+    low, high = (np.percentile(boot.reshape((n_boot,) + mean.shape), [2.5, 97.5], axis=0)
+                 if n_boot else (np.full(mean.shape, np.nan),) * 2)
     order = np.argsort(-mean.ravel(), kind="stable")
     rank = np.empty(mean.size, dtype=int)
     rank[order] = np.arange(1, mean.size + 1)
-    share = None if shares is None else patient_means(shares, patient_ids).mean(axis=0)
+    share = None if shares is None else patient_means(shares, patient_ids)[1].mean(axis=0)
     rows = []
     for li, lead in enumerate(lead_names):
         for wi, wave in enumerate(WAVES):

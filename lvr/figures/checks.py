@@ -8,6 +8,18 @@ from lvr.figures import STYLE, save_figure
 from lvr.leads import WAVES
 
 
+def lead_wave_axes(ax, lead_names, true_leads=(), true_wave=None):
+    """Waves along x, leads along y, the known ground truth in bold."""
+    ax.set_xticks(range(len(WAVES)), WAVES)
+    ax.set_yticks(range(len(lead_names)), lead_names)
+    for label in ax.get_xticklabels():
+        label.set_fontweight("bold" if label.get_text() == true_wave else "normal")
+    for label in ax.get_yticklabels():
+        label.set_fontweight("bold" if label.get_text() in true_leads else "normal")
+    ax.set_xlabel("Wave")
+    ax.set_ylabel("Lead")
+
+
 def plot_wave_importance_heatmap(path, subgroups, lead_names, true_leads=(), true_wave=None,
                                  dpi=200):
     """Lead x wave mean share of saliency (%), annotated, one panel per subgroup.
@@ -43,14 +55,7 @@ def plot_wave_importance_heatmap(path, subgroups, lead_names, true_leads=(), tru
                             fontweight="bold" if w == top[c] else "normal")
                 ax.add_patch(plt.Rectangle((top[c] - 0.5, c - 0.5), 1, 1, fill=False,
                                            edgecolor="black", lw=2.4))
-            ax.set_xticks(range(len(WAVES)), WAVES)
-            ax.set_yticks(range(len(lead_names)), lead_names)
-            for label in ax.get_xticklabels():
-                label.set_fontweight("bold" if label.get_text() == true_wave else "normal")
-            for label in ax.get_yticklabels():
-                label.set_fontweight("bold" if label.get_text() in true_leads else "normal")
-            ax.set_xlabel("Wave")
-            ax.set_ylabel("Lead")
+            lead_wave_axes(ax, lead_names, true_leads, true_wave)
             ax.set_title(f"{name} (n={len(subgroups[name])})")
         if image is not None:
             bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.035, pad=0.03)
@@ -197,14 +202,7 @@ def plot_wave_effects_heatmap(path, tables, lead_names, true_leads=(), true_wave
             for ax in row:
                 if not ax.axison:
                     continue
-                ax.set_xticks(range(len(WAVES)), WAVES)
-                ax.set_yticks(range(len(lead_names)), lead_names)
-                for label in ax.get_xticklabels():
-                    label.set_fontweight("bold" if label.get_text() == true_wave else "normal")
-                for label in ax.get_yticklabels():
-                    label.set_fontweight("bold" if label.get_text() in true_leads else "normal")
-                ax.set_xlabel("Wave")
-                ax.set_ylabel("Lead")
+                lead_wave_axes(ax, lead_names, true_leads, true_wave)
         note = "Box: the three largest effects"
         if true_leads or true_wave:
             note += f"; bold: ground truth ({', '.join(true_leads)} {true_wave or ''})"
