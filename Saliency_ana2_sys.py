@@ -4,7 +4,8 @@ run's test patients, per-sample figures, lead-importance statistics over beats a
 the evidence (counterfactual segment swaps).
 
 Reads the model and the test split of a training run (TRAIN_DIR); the data must be the data that
-run was trained on. lvr/explain.py does the work. Every constant below can be overridden as
+run was trained on, or, with EXTERNAL=True, another cohort with the same leads, sampling rate and
+window (all its beats are explained). lvr/explain.py does the work. Every constant below can be overridden as
 --lower_case_name=value; --help lists them.
 """
 from lvr.config import configure, run_script
@@ -12,6 +13,7 @@ from lvr.lead_stats import compute_icc  # noqa: F401  (the original defined it h
 
 DATA_DIR = "data"                    # cohort folder the model was trained on (default: demo)
 TRAIN_DIR = "results_class2"         # 2-class training run: best_model.pth and split.json
+EXTERNAL = False                     # True: DATA_DIR is another cohort; explain all its beats
 CHECKPOINT = "best_model.pth"        # model file in TRAIN_DIR (last_checkpoint.pth: final epoch)
 OUTPUT_DIR = "output_saliencyana2"   # an earlier analysis found here is kept as OUTPUT_DIR.<timestamp>
 METHOD = "smoothgrad"                # attribution map (grad_cam has no lead resolution)

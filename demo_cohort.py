@@ -26,6 +26,7 @@ WINDOW_S = DEMO["WINDOW_S"]                     # beat window length (s)
 R_PEAK_S = DEMO["R_PEAK_S"]                     # R peak position in the window (s)
 NOISE_MV = DEMO["NOISE_MV"]                     # white noise standard deviation (mV)
 WANDER_MV = DEMO["WANDER_MV"]                   # baseline wander amplitude (mV)
+AMPLITUDE_SCALE = 1.0                           # gain on every recorded beat (1.2: a device reading 20% high)
 
 
 def main():
@@ -34,10 +35,12 @@ def main():
         raise UserError(f"{OUTPUT_DIR} already holds a cohort; choose another --output_dir or "
                         f"pass --overwrite=True to replace it")
     start = time.time()
-    counts = write_demo_cohort(OUTPUT_DIR, {name: config[name] for name in DEMO})
+    counts = write_demo_cohort(OUTPUT_DIR, {name: config[name] for name in DEMO},
+                               amplitude_scale=AMPLITUDE_SCALE)
     print(f"Wrote {sum(counts.values())} beats ({', '.join(f'{g}: {n}' for g, n in counts.items())})"
           f" to {OUTPUT_DIR} in {time.time() - start:.1f} s; LVR signal in "
-          f"{', '.join(LVR_LEADS)} ({LVR_WAVE}).")
+          f"{', '.join(LVR_LEADS)} ({LVR_WAVE})"
+          + (f"; amplitudes x {AMPLITUDE_SCALE:g}." if AMPLITUDE_SCALE != 1 else "."))
 
 
 if __name__ == "__main__":

@@ -29,14 +29,19 @@ BOOTSTRAP = 1000                  # patient-bootstrap resamples for the 95% CIs
 DEVICE = "auto"                   # auto (CUDA if present, with mixed precision), cpu, cuda, cuda:1
 NUM_WORKERS = 0                   # DataLoader worker processes
 RESUME = False                    # continue an interrupted run in OUTPUT_DIR from its last epoch
+EVALUATE = ""                     # a finished run's OUTPUT_DIR: test its model on DATA_DIR, no training
 ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
 
 
 def main():
     config = configure(globals())
     # imported once the options are checked: --help and a bad option answer before torch loads
-    from lvr.engine import run_training
-    run_training(config)
+    if config["EVALUATE"]:
+        from lvr.evaluation import run_evaluation
+        run_evaluation(config)
+    else:  # imported once the options are checked, like lvr.evaluation
+        from lvr.engine import run_training
+        run_training(config)
 
 
 if __name__ == "__main__":

@@ -273,6 +273,7 @@ OPTIONS = {
     "BOOTSTRAP": integer(0),                        # 0: no confidence intervals
     "NUM_WORKERS": integer(0),                      # DataLoader: 0 loads in the main process
     "RESUME": FLAG,
+    "EVALUATE": folder(optional=True),              # lvr.evaluation
     # Saliency_ana2_sys.py
     "NUM_SAMPLES": integer(1),
     "NOISE_LEVEL": NON_NEGATIVE,
@@ -299,6 +300,14 @@ OPTIONS = {
     "WAVE_BLEND_MS": NON_NEGATIVE,
     "LEAD_IMPORTANCE": one_of("map", "wave_effects"),
     "SAVE_MAPS": FLAG,
+    "EXTERNAL": FLAG,
+    # compare_runs.py
+    "RUN_A": TEXT,
+    "RUN_B": TEXT,
+    "POSITIVE_CLASS": TEXT,
+    "LEVEL": one_of("patient", "beat"),
+    "ALPHA": number("(0, 1)"),
+    "OUTPUT": TEXT,
     # prepare_data.py; lvr.prepare.checked_options and detector_problem check more, still early
     "TABLE": file_path(optional=True),
     "PTBXL_DIR": folder(optional=True),
@@ -333,6 +342,7 @@ OPTIONS = {
     "R_PEAK_S": NON_NEGATIVE,                       # and inside the window: RELATIONS
     "NOISE_MV": NON_NEGATIVE,
     "WANDER_MV": NON_NEGATIVE,
+    "AMPLITUDE_SCALE": POSITIVE,
 }
 
 # Names that one script reads differently from the others.
@@ -357,6 +367,8 @@ RELATIONS = (
      "the band must end below FS/2 (Nyquist)"),
     (("R_PEAK_S", "WINDOW_S"), lambda r_peak, window: r_peak < window,
      "the R peak must lie inside the window (R_PEAK_S < WINDOW_S)"),
+    (("EVALUATE", "RESUME", "CV_FOLDS"), lambda run, resume, folds: not run or not (resume or folds),
+     "EVALUATE only tests a finished model: leave RESUME False and CV_FOLDS 0"),
     (("LEAD_IMPORTANCE", "WAVE_EFFECTS"), lambda source, effects: source != "wave_effects"
      or effects, "LEAD_IMPORTANCE=wave_effects needs WAVE_EFFECTS=True"),
 )

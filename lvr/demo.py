@@ -290,8 +290,12 @@ def demo_cohort_spec(config):
     }
 
 
-def write_demo_cohort(output_dir, config):
-    """Generate the cohort and write cut_<GROUP>.npy, patient-ID files and cohort.json."""
+def write_demo_cohort(output_dir, config, amplitude_scale=1.0):
+    """Generate the cohort and write cut_<GROUP>.npy, patient-ID files and cohort.json.
+
+    amplitude_scale multiplies every beat as recorded (noise included), like a device whose gain
+    is off; it stays out of DEMO_CONFIG so the default cohort's files do not change.
+    """
     unknown = sorted(set(config["LVR_LEADS"]) - set(LEADS))
     if unknown or not config["LVR_LEADS"]:
         raise UserError(f"LVR_LEADS must name leads among {', '.join(LEADS)}; got {unknown}")
@@ -301,9 +305,14 @@ def write_demo_cohort(output_dir, config):
     os.makedirs(output_dir, exist_ok=True)
     arrays = demo_cohort_arrays(config)
     for group, (beats, ids) in arrays.items():
+        if amplitude_scale != 1:
+            beats = (beats * np.float32(amplitude_scale)).astype(np.float32)
         save_npy_atomic(os.path.join(output_dir, f"cut_{group}.npy"), beats)
         save_npy_atomic(os.path.join(output_dir, f"cut_{group}_patient_ids.npy"), ids)
-    write_json_atomic(os.path.join(output_dir, "cohort.json"), demo_cohort_spec(config))
+    spec = demo_cohort_spec(config)
+    if amplitude_scale != 1:
+        spec["source"]["amplitude_scale"] = amplitude_scale
+    write_json_atomic(os.path.join(output_dir, "cohort.json"), spec)
     return {g: len(b) for g, (b, _) in arrays.items()}
 
 

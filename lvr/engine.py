@@ -223,12 +223,23 @@ def split_record(config, run, parts):
             "val_size": config["VAL_SIZE"], "task": config["TASK"], "data_dir": run.data_dir,
             "data_fingerprint": cohort.fingerprint(),
             "patient_ids_given": cohort.patient_ids_given,
+            "cohort": cohort_geometry(cohort),
             **{name: sorted(set(cohort.patient_ids[idx].tolist())) for name, idx in parts.items()}}
 
 
-def evaluate(config, run, test, patient_ids, output_dir):
-    """Test metrics of the best checkpoint, with patient-bootstrap CIs and patient-level metrics."""
-    best_model, _ = load_checkpoint(os.path.join(output_dir, BEST_CHECKPOINT),
+def cohort_geometry(cohort):
+    """What a model's input depends on: leads, sampling rate and beat window of the cohort.
+    An external cohort must match it (lvr.evaluation)."""
+    spec = cohort.spec
+    return {"name": spec.get("name"), "leads": list(spec["leads"]),
+            "sampling_rate": spec["sampling_rate"], "r_peak_sample": spec.get("r_peak_sample"),
+            "beat_samples": int(cohort.beats.shape[2])}
+
+
+def evaluate(config, run, test, patient_ids, output_dir, checkpoint=None):
+    """Test metrics of the best checkpoint (in output_dir unless `checkpoint` names another),
+    with patient-bootstrap CIs and patient-level metrics."""
+    best_model, _ = load_checkpoint(checkpoint or os.path.join(output_dir, BEST_CHECKPOINT),
                                     map_location=run.device)
     x_test, y_test = test
     logits = predict_logits(best_model, x_test, config["BATCH_SIZE"], run.device, run.rank,
@@ -254,16 +265,21 @@ def write_run_outputs(config, run, output_dir, outcome, report, start_time):
         save_npy_atomic(os.path.join(output_dir, f"{key}.npy"), np.asarray(history[key]))
     plot_training_curves(output_dir, *(history[key] for key in HISTORY_KEYS),
                          best_epoch=outcome.best_epoch)
-    write_json_atomic(os.path.join(output_dir, TEST_RESULTS), report)
-    plot_roc_curve(os.path.join(output_dir, "test_roc_curve.png"), report["fpr"], report["tpr"],
-                   report["roc_auc"], run.class_names)
-    plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),
-                          report["confusion_matrix"], run.class_names)
-    plot_reliability_diagram(os.path.join(output_dir, "test_calibration.png"),
-                             report["calibration"])
+    write_test_outputs(output_dir, report, run.class_names)
     wall = time.time() - start_time
     write_json_atomic(os.path.join(output_dir, "run.json"), run_record(config, run, wall))
     log_test_summary(report, run.class_names, output_dir, wall, run.log)
+
+
+def write_test_outputs(output_dir, report, class_names):
+    """test_eval_results.json and the ROC, confusion and reliability figures of a test report."""
+    write_json_atomic(os.path.join(output_dir, TEST_RESULTS), report)
+    plot_roc_curve(os.path.join(output_dir, "test_roc_curve.png"), report["fpr"], report["tpr"],
+                   report["roc_auc"], class_names)
+    plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),
+                          report["confusion_matrix"], class_names)
+    plot_reliability_diagram(os.path.join(output_dir, "test_calibration.png"),
+                             report["calibration"])
 
 
 def run_record(config, run, wall):
@@ -283,9 +299,9 @@ def format_ci(ci):
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[n/a]"
 
 
-def log_test_summary(report, class_names, output_dir, wall, log):
+def log_test_summary(report, class_names, output_dir, wall, log, title="Test set"):
     head = headline_metrics(report)
-    log(f"\nTest set ({report['n_patients']} patients, {report['n_beats']} beats), best checkpoint "
+    log(f"\n{title} ({report['n_patients']} patients, {report['n_beats']} beats), best checkpoint "
         f"from epoch {report['best_epoch']}; 95% CIs resample patients:")
     for name in ("roc_auc", "accuracy", "f1", "sensitivity", "specificity"):
         value = head[name]
@@ -298,5 +314,6 @@ def log_test_summary(report, class_names, output_dir, wall, log):
         log(f"  patient level: AUC {auc:.4f} {format_ci(report['patient_level'].get('roc_auc_ci95'))}"
             f", accuracy {level['accuracy']:.4f}" if auc is not None else
             f"  patient level: accuracy {level['accuracy']:.4f}")
-    log(f"Results in {output_dir}/ (test_eval_results.json, figures, best_model.pth) "
+    model = ", best_model.pth" if os.path.exists(os.path.join(output_dir, BEST_CHECKPOINT)) else ""
+    log(f"Results in {output_dir}/ (test_eval_results.json, predictions.csv, figures{model}) "
         f"after {wall / 60:.1f} min.")

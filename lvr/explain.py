@@ -24,6 +24,7 @@ from lvr.cohort import load_cohort, set_seed, standardize_beats
 from lvr.config import UserError
 from lvr.delineation import beat_segments_batch, r_peak_index
 from lvr.demo import resolve_data_dir
+from lvr.evaluation import check_geometry
 from lvr.distributed import resolve_device
 from lvr.explanation_checks import (deletion_test, localisation, sanity_check,
                                     smoothgrad_saliency_fn,
@@ -110,7 +111,6 @@ def explain_run(config, log=print):
     split, model_path = checked_training_run(config["TRAIN_DIR"], config["CHECKPOINT"])
     data_dir = resolve_data_dir(config["DATA_DIR"], log=log)
     cohort = load_cohort(data_dir, allow_pickle=config["ALLOW_PICKLE"])
-    index = test_set(cohort, split, data_dir, config["TRAIN_DIR"])
     check_ground_truth(cohort)
     needs_waves = config["WAVE_IMPORTANCE"] or config["WAVE_EFFECTS"]
     wave_leads = (delineation_leads(config["DELINEATION_LEADS"], cohort.spec)
@@ -120,10 +120,12 @@ def explain_run(config, log=print):
     if model.config["num_classes"] != 2:
         raise UserError(f"{model_path} is a {model.config['num_classes']}-class model; this "
                         f"analysis explains the 2-class (LVR) model")
+    index = explained_index(cohort, split, model, config)
     set_seed(config["SEED"])
     prepare_output_dir(output_dir, finished_file=None)
     class_names = list(checkpoint.get("class_names") or cohort.class_names("binary"))
-    log(f"Explaining {model_path} ({model.config['experiment']}) on {len(index)} test beats of "
+    log(f"Explaining {model_path} ({model.config['experiment']}) on {len(index)} "
+        f"{'beats (external cohort: all)' if config['EXTERNAL'] else 'test beats'} of "
         f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; "
         f"{method_description(config)}, on {device}")
     timings = {}
@@ -148,7 +150,7 @@ def explain_run(config, log=print):
     write_json_atomic(os.path.join(output_dir, "saliency_run.json"), {
         "config": config, "train_dir": config["TRAIN_DIR"], "data_dir": data_dir,
         "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),
-        "test_patients": split["test"], "device": str(device), "versions": library_versions(),
+        "test_patients": sorted(set(cohort.patient_ids[index].tolist())), "device": str(device), "versions": library_versions(),
         "step_times_s": timings, "wall_time_s": round(time.time() - start, 2)})
     written = sorted(name for name in os.listdir(output_dir)
                      if os.path.isfile(os.path.join(output_dir, name)))
@@ -201,18 +203,23 @@ def explained_beats(model, cohort, index, config, device, wave_leads, log, timin
 
 def segment_swap_effects(model, beats, cohort, split, config, device, log):
     """Counterfactual effect of each lead's P, PR, QRS, ST and T segment on the LVR beats: the
-    drop in P(LVR) when it is swapped for a reference from the other class's training patients."""
+    drop in P(LVR) when it is swapped for a reference from the other class's training patients
+    (EXTERNAL: from the other class's beats of the explained cohort, whose training data may be
+    elsewhere)."""
     positive = np.flatnonzero(beats.y == 1)
     labels = cohort.labels("binary")
-    pool_index = np.flatnonzero(np.isin(cohort.patient_ids, np.asarray(split["train"], str))
-                                & (labels == 0))
+    external = config["EXTERNAL"]
+    reference_patients = (True if external else
+                          np.isin(cohort.patient_ids, np.asarray(split["train"], str)))
+    pool_index = np.flatnonzero(reference_patients & (labels == 0))
     effects = np.full(beats.x.shape[:2] + (len(WAVES),), np.nan)
     if positive.size == 0:
         return effects
     if pool_index.size == 0:
-        raise UserError(f"{config['TRAIN_DIR']}/split.json lists no training patients of the "
-                        f"negative class in {cohort.data_dir}: the wave effects need their beats "
-                        f"as references (or pass --wave_effects=False)")
+        where = (f"{cohort.data_dir} has no beats" if external else
+                 f"{config['TRAIN_DIR']}/split.json lists no training patients")
+        raise UserError(f"{where} of the negative class in {cohort.data_dir}: the wave effects "
+                        f"need their beats as references (or pass --wave_effects=False)")
     fs = cohort.spec["sampling_rate"]
     # swapped in mV, then standardised like every input (lvr.wave_effects says why)
     pool = cohort.beats[pool_index]
@@ -231,7 +238,8 @@ def segment_swap_effects(model, beats, cohort, split, config, device, log):
     else:
         reference_segments = segments
     log(f"Wave effects: {len(positive)} LVR beats x {x.shape[1]} leads x {len(WAVES)} waves, "
-        f"reference {config['WAVE_REFERENCE']} of {len(pool_index)} non-LVR training beats, "
+        f"reference {config['WAVE_REFERENCE']} of {len(pool_index)} non-LVR "
+        f"{'beats of this cohort' if external else 'training beats'}, "
         f"{config['WAVE_ALIGNMENT']} alignment, {config['WAVE_BLEND_MS']} ms blend")
     r_peaks = reference_r_peaks = None
     if config["WAVE_ALIGNMENT"] == "r_peak":
@@ -380,6 +388,15 @@ def checked_training_run(train_dir, checkpoint="best_model.pth"):
     with open(split_path, encoding="utf-8") as handle:
         split = json.load(handle)
     return split, model_path
+
+
+def explained_index(cohort, split, model, config):
+    """The beats to explain: the run's test beats, or (EXTERNAL) every beat of another cohort
+    whose leads, sampling rate and window are the model's."""
+    if not config["EXTERNAL"]:
+        return test_set(cohort, split, cohort.data_dir, config["TRAIN_DIR"])
+    check_geometry(split, model, cohort, config["TRAIN_DIR"])
+    return np.arange(len(cohort.group_index))
 
 
 def test_set(cohort, split, data_dir, train_dir):

@@ -8,7 +8,9 @@ import csv
 import os
 
 import numpy as np
+import pandas as pd
 
+from lvr.config import UserError
 from lvr.run_folder import atomic_write
 
 MANIFEST = "beats_manifest.csv"   # written by prepare_data.py: the record each beat came from
@@ -51,3 +53,60 @@ def write_predictions(path, cohort, index, y_true, prob, class_names):
             writer.writerow([groups[cohort.group_index[i]], cohort.patient_ids[i], records[k],
                              int(in_group[k]), int(y_true[k]),
                              *(f"{p:.6f}" for p in prob[k])])
+
+
+KEY = ["group", "patient", "record", "beat"]
+
+
+def read_predictions(path):
+    """A run's predictions.csv (a run folder or the file itself) as a DataFrame, checked."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "predictions.csv")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: give a finished run's folder (training or "
+                        f"--evaluate) or its predictions.csv")
+    table = pd.read_csv(path, dtype={"group": str, "patient": str, "record": str},
+                        keep_default_na=False)
+    missing = [c for c in KEY + ["true_label"] if c not in table.columns]
+    if missing or not any(c.startswith("prob_") for c in table.columns):
+        raise UserError(f"{path} is not a predictions.csv of this project (missing "
+                        f"{', '.join(missing) or 'prob_<class> columns'})")
+    return table
+
+
+def paired_scores(a, b, positive, level, names=("A", "B")):
+    """(labels, score of run A, score of run B) on the same cases: beats, or patients (the mean
+    of each patient's beat probabilities). Both runs must have scored the same beats.
+
+    positive: the class scored one-vs-rest ("" = the last class, a binary run's positive one).
+    """
+    classes = [c[5:] for c in a.columns if c.startswith("prob_")]
+    if [c[5:] for c in b.columns if c.startswith("prob_")] != classes:
+        raise UserError(f"the runs have different classes; DeLong's test compares two models of "
+                        f"the same task")
+    positive = positive or classes[-1]
+    if positive not in classes:
+        raise UserError(f"--positive_class={positive!r} is not a class of the runs "
+                        f"({', '.join(classes)})")
+    column = f"prob_{positive}"
+    merged = a[KEY + ["true_label", column]].merge(
+        b[KEY + ["true_label", column]], on=KEY, how="outer", suffixes=("_a", "_b"),
+        indicator=True)
+    unmatched = merged["_merge"] != "both"
+    if unmatched.any():
+        only_a = int((merged["_merge"] == "left_only").sum())
+        raise UserError(f"the runs scored different beats ({only_a} only in {names[0]}, "
+                        f"{int(unmatched.sum()) - only_a} only in {names[1]}); DeLong's paired "
+                        f"test needs the same test patients: use the same data and SEED")
+    if (merged["true_label_a"] != merged["true_label_b"]).any():
+        raise UserError("the runs give the same beats different true labels; they were not "
+                        "trained for the same task")
+    y = (merged["true_label_a"] == classes.index(positive)).astype(int)
+    if level == "patient":
+        grouped = merged.assign(y=y).groupby("patient")
+        if (grouped["y"].nunique() > 1).any():
+            raise UserError("a patient has beats of both classes; compare at --level=beat")
+        frame = grouped.agg(y=("y", "first"), a=(f"{column}_a", "mean"),
+                            b=(f"{column}_b", "mean"))
+        return frame["y"].to_numpy(), frame["a"].to_numpy(), frame["b"].to_numpy()
+    return y.to_numpy(), merged[f"{column}_a"].to_numpy(), merged[f"{column}_b"].to_numpy()

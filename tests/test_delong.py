@@ -60,3 +60,57 @@ def test_bad_input_is_refused():
         delong_paired_test([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
     with pytest.raises(ValueError, match="labels but scores"):
         delong_paired_test([0, 1], [0.1, 0.2, 0.3], [0.3, 0.2])
+
+
+def predictions_table(rng, n_patients=30, shift=0.0):
+    import pandas as pd
+    rows = []
+    for patient in range(n_patients):
+        label = patient % 2
+        for beat in range(rng.integers(1, 4)):
+            p = float(np.clip(0.5 + (label - 0.5) * 0.4 + shift + rng.normal(0, 0.25), 0, 1))
+            rows.append(("NS_1" if label else "NS_0", str(patient), "", beat, label, 1 - p, p))
+    return pd.DataFrame(rows, columns=["group", "patient", "record", "beat", "true_label",
+                                       "prob_Normal", "prob_Abnormal"])
+
+
+def test_compare_runs_tests_patient_means_of_two_predictions_files(tmp_path):
+    import subprocess
+    import sys
+    rng = np.random.default_rng(4)
+    a = predictions_table(rng)
+    b = a.copy()
+    b["prob_Abnormal"] = np.clip(a["prob_Abnormal"] + rng.normal(0, 0.3, len(a)), 0, 1)
+    b["prob_Normal"] = 1 - b["prob_Abnormal"]
+    for name, table in (("a", a), ("b", b.sample(frac=1, random_state=0))):   # any row order
+        (tmp_path / name).mkdir()
+        table.to_csv(tmp_path / name / "predictions.csv", index=False)
+    result = subprocess.run([sys.executable, "compare_runs.py", f"--run_a={tmp_path / 'a'}",
+                             f"--run_b={tmp_path / 'b'}", f"--output={tmp_path / 'out.json'}"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    import json
+    found = json.loads((tmp_path / "out.json").read_text())
+    mean_a = a.groupby("patient")[["true_label", "prob_Abnormal"]].mean()
+    mean_b = b.groupby("patient")["prob_Abnormal"].mean().loc[mean_a.index]
+    expected = delong_paired_test(mean_a["true_label"], mean_a["prob_Abnormal"], mean_b)
+    assert found["cases"] == 30 and found["level"] == "patient"
+    assert found["auc_a"] == pytest.approx(roc_auc_score(mean_a["true_label"],
+                                                         mean_a["prob_Abnormal"]))
+    assert found["p"] == pytest.approx(expected["p"]) and found["z"] == pytest.approx(expected["z"])
+    assert "AUC A" in result.stdout and "DeLong" in result.stdout
+
+
+def test_compare_runs_refuses_runs_that_scored_different_beats(tmp_path):
+    import subprocess
+    import sys
+    rng = np.random.default_rng(5)
+    a = predictions_table(rng)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a.to_csv(tmp_path / "a" / "predictions.csv", index=False)
+    a.iloc[:-2].to_csv(tmp_path / "b" / "predictions.csv", index=False)
+    result = subprocess.run([sys.executable, "compare_runs.py", f"--run_a={tmp_path / 'a'}",
+                             f"--run_b={tmp_path / 'b'}"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "different beats (2 only in A, 0 only in B)" in result.stderr + result.stdout

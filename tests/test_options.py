@@ -12,7 +12,8 @@ from lvr.config import (OPTIONS, RELATIONS, SCRIPT_OPTIONS, UserError, config_na
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("train_MCL_ResNet_1D_class2.py", "train_MCL_ResNet_1D_class4.py",
-           "Saliency_ana2_sys.py", "prepare_data.py", "demo_cohort.py", "plot_training_curves.py")
+           "Saliency_ana2_sys.py", "prepare_data.py", "demo_cohort.py", "plot_training_curves.py",
+           "compare_runs.py")
 A_FILE = os.path.abspath(__file__)      # exists as a regular file: no folder may be named so
 A_FOLDER = os.path.dirname(A_FILE)
 
@@ -38,6 +39,8 @@ BAD = {
     "N_PATIENTS": 0, "BEATS_PER_PATIENT": (7, 2), "LVR_LEADS": ("V2", "V7"), "LVR_WAVE": "P",
     "LVR_STRENGTH": (2.2, 0.8), "NON_LVR_CHANGE": (1.3, 0.0, 0.6), "DISCORDANT_SHARE": 1.5,
     "WINDOW_S": 0.0, "R_PEAK_S": -0.3, "NOISE_MV": -0.02, "WANDER_MV": -0.08,
+    "AMPLITUDE_SCALE": 0, "EVALUATE": __file__, "EXTERNAL": "maybe", "LEVEL": "record",
+    "ALPHA": 1.5, "RUN_A": 3, "RUN_B": 3, "POSITIVE_CLASS": 1, "OUTPUT": 2,
 }
 
 # Valid values other than the defaults, given as on the command line

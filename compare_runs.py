@@ -1,0 +1,53 @@
+"""Compare two runs' AUCs on the same test patients with DeLong's paired test.
+
+Both runs must have scored the same beats (predictions.csv of a training run with the same data
+and SEED, or of two --evaluate runs on one cohort), e.g. two EXPERIMENTs, or a model before and
+after a change:
+
+    python compare_runs.py --run_a=results_class2 --run_b=results_baseline
+
+Patients are the cases by default: a patient's score is the mean of the patient's beat
+probabilities, the rule every result of this project uses. Beats of one patient are not
+independent, so --level=beat gives too small a p. Every constant below can be overridden as
+--lower_case_name=value; --help lists them.
+"""
+from lvr.config import UserError, configure, run_script
+from lvr.delong import delong_paired_test
+from lvr.predictions import paired_scores, read_predictions
+from lvr.run_folder import write_json_atomic
+
+RUN_A = "results_class2"   # a finished run's folder (or its predictions.csv)
+RUN_B = ""                 # the run to compare it with
+POSITIVE_CLASS = ""        # class scored one-vs-rest ("": the last class, the positive of 2)
+LEVEL = "patient"          # patient (one case per patient) or beat
+ALPHA = 0.05               # 1 - confidence of the interval of the difference
+OUTPUT = ""                # also write the result to this JSON file ("": print only)
+
+
+def main():
+    config = configure(globals())
+    if not config["RUN_B"]:
+        raise UserError("give the second run: --run_b=FOLDER (and --run_a=FOLDER)")
+    a, b = read_predictions(config["RUN_A"]), read_predictions(config["RUN_B"])
+    y, score_a, score_b = paired_scores(a, b, config["POSITIVE_CLASS"], config["LEVEL"])
+    if y.min() == y.max():
+        raise UserError(f"the test set has only one class at --level={config['LEVEL']}; an AUC "
+                        f"needs both")
+    result = delong_paired_test(y, score_a, score_b, alpha=config["ALPHA"])
+    result.update(run_a=config["RUN_A"], run_b=config["RUN_B"], level=config["LEVEL"],
+                  cases=int(len(y)), method="DeLong et al. 1988, paired, two-sided")
+    confidence = round(100 * (1 - config["ALPHA"]))
+    print(f"{len(y)} {config['LEVEL']}s ({result['positives']} positive, "
+          f"{result['negatives']} negative)")
+    print(f"  AUC A {result['auc_a']:.4f}  ({config['RUN_A']})")
+    print(f"  AUC B {result['auc_b']:.4f}  ({config['RUN_B']})")
+    low, high = result["ci"]
+    print(f"  A - B {result['difference']:+.4f}, {confidence}% CI [{low:+.4f}, {high:+.4f}], "
+          f"p = {result['p']:.4g} (DeLong, paired)")
+    if config["OUTPUT"]:
+        write_json_atomic(config["OUTPUT"], result)
+        print(f"  written to {config['OUTPUT']}")
+
+
+if __name__ == "__main__":
+    run_script(main)

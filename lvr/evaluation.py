@@ -1,0 +1,189 @@
+"""External validation: a finished training run's best checkpoint scored on another cohort.
+
+`--evaluate=TRAIN_DIR --data_dir=OTHER` makes a training script evaluate instead of train. The
+checkpoint is loaded, OTHER is checked against the cohort the run was trained on (leads in the
+same order, sampling rate, beat window, task and classes; a clear error otherwise) and every beat
+of OTHER is a test beat. It writes what a test evaluation writes: test_eval_results.json (with
+patient-bootstrap CIs, patient-level metrics and calibration), predictions.csv, the ROC, confusion
+and reliability figures, plus run.json and split.json (the patients evaluated).
+"""
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import torch
+
+from lvr.checkpoints import load_checkpoint
+from lvr.cohort import cohort_spec
+from lvr.config import UserError
+from lvr.distributed import barrier, distributed_setup
+from lvr.engine import (TEST_RESULTS, cohort_geometry, evaluate, log_test_summary, quiet_log,
+                        run_context, run_record, write_test_outputs)
+from lvr.leads import lead_key
+from lvr.predictions import write_predictions
+from lvr.run_folder import output_lock, prepare_output_dir, write_json_atomic
+from lvr.training import BEST_CHECKPOINT
+
+
+def run_evaluation(config, log=print):
+    """Evaluate EVALUATE's best checkpoint on every beat of DATA_DIR; returns the test report."""
+    start_time = time.time()
+    train_dir = config["EVALUATE"]
+    split, model_path = finished_run(train_dir)
+    rank, world_size, device = distributed_setup(config["DEVICE"])
+    if rank != 0:
+        log = quiet_log
+    model, checkpoint = load_checkpoint(model_path, map_location="cpu")
+    check_task(config, checkpoint, model, model_path)
+    run = run_context(config, log, rank, world_size, device)
+    cohort = run.cohort
+    check_geometry(split, model, cohort, train_dir)
+    if list(checkpoint.get("class_names") or run.class_names) != run.class_names:
+        log(f"note: the cohort calls the classes {run.class_names}; the model was trained with "
+            f"{checkpoint['class_names']} (matched by position; the report uses the model's)")
+        run.class_names = list(checkpoint["class_names"])
+    own_data = cohort.fingerprint() == split.get("data_fingerprint")
+    if own_data:
+        log(f"warning: {run.data_dir} is the cohort {train_dir} was trained on; its training and "
+            f"validation patients are scored too, so this is not an external validation")
+    output_dir = evaluation_output_dir(config, cohort)
+    if run.writer:
+        prepare_output_dir(output_dir, log=log, finished_file=TEST_RESULTS)
+    barrier(world_size)
+    everything = np.arange(len(run.labels))
+    log(f"Evaluating {model_path} (epoch {checkpoint.get('epoch')}) on all "
+        f"{len(everything)} beats of {len(np.unique(cohort.patient_ids))} patients; "
+        f"results in {output_dir}/")
+    with output_lock(output_dir) if run.writer else contextlib.nullcontext():
+        report, prob = evaluate(config, run, (run.x_all, torch.from_numpy(run.labels)),
+                                cohort.patient_ids, output_dir, checkpoint=model_path)
+        report.update({"best_epoch": checkpoint.get("epoch"), "class_names": run.class_names,
+                       "processes": world_size,
+                       "evaluation": evaluation_record(train_dir, model_path, split, cohort,
+                                                       run.data_dir, own_data)})
+        if run.writer:
+            write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, everything,
+                              run.labels, prob, run.class_names)
+            write_test_outputs(output_dir, report, run.class_names)
+            write_json_atomic(os.path.join(output_dir, "split.json"), {
+                "evaluated_run": train_dir, "data_dir": run.data_dir,
+                "data_fingerprint": cohort.fingerprint(), "cohort": cohort_geometry(cohort),
+                "test": sorted(set(cohort.patient_ids.tolist()))})
+            wall = time.time() - start_time
+            write_json_atomic(os.path.join(output_dir, "run.json"),
+                              {**run_record(config, run, wall), "evaluated_run": train_dir,
+                               "command": sys.argv})
+            log_test_summary(report, run.class_names, output_dir, wall, log,
+                             title="External test set" if not own_data else "Test set")
+    barrier(world_size)
+    return report
+
+
+def finished_run(train_dir):
+    """(split.json of a finished single-split run, path of its best checkpoint), or an error."""
+    if not os.path.isdir(train_dir):
+        raise UserError(f"--evaluate={train_dir}: folder not found; give the OUTPUT_DIR of a "
+                        f"finished training run")
+    if os.path.exists(os.path.join(train_dir, "cv_summary.json")) or \
+            os.path.isdir(os.path.join(train_dir, "fold_1")):
+        raise UserError(f"--evaluate={train_dir} is a cross-validation run with one model per "
+                        f"fold; evaluate one fold's model, e.g. --evaluate="
+                        f"{os.path.join(train_dir, 'fold_1')}")
+    paths = [os.path.join(train_dir, name) for name in (BEST_CHECKPOINT, "split.json")]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise UserError(f"--evaluate={train_dir}: {', '.join(missing)} not found; the folder must "
+                        f"hold a finished training run (train first, or point at its OUTPUT_DIR)")
+    with open(paths[1], encoding="utf-8") as handle:
+        split = json.load(handle)
+    if "train" not in split:
+        raise UserError(f"--evaluate={train_dir} is itself an evaluation's output; point at the "
+                        f"training run ({split.get('evaluated_run')})")
+    return split, paths[0]
+
+
+def check_task(config, checkpoint, model, model_path):
+    """The script's TASK and NUM_CLASSES must be the checkpoint's."""
+    n_classes = model.config["num_classes"]
+    if n_classes != config["NUM_CLASSES"]:
+        raise UserError(f"{model_path} is a {n_classes}-class model but this script has "
+                        f"NUM_CLASSES={config['NUM_CLASSES']}; evaluate it with the "
+                        f"{n_classes}-class training script")
+    task = checkpoint.get("task")
+    if task and task != config["TASK"]:
+        raise UserError(f"{model_path} was trained for --task={task}; pass --task={task}")
+
+
+def check_geometry(split, model, cohort, train_dir):
+    """A clear error when the cohort's leads, sampling rate or window are not the model's."""
+    problems = geometry_problems(training_geometry(split, model), cohort_geometry(cohort))
+    if problems:
+        raise UserError(f"{cohort.data_dir} cannot be scored by the model in {train_dir}: "
+                        + "; ".join(problems) + ". Prepare the cohort as the training data was "
+                        "prepared (prepare_data.py --fs, --pre, --post) or train a new model")
+
+
+def training_geometry(split, model):
+    """Leads, sampling rate and window of the run's training cohort (split.json; a run from
+    before split.json recorded them: its cohort.json, if still there, and the model's input)."""
+    if "cohort" in split:
+        return split["cohort"]
+    geometry = {"beat_samples": model.config.get("input_length")}
+    data_dir = split.get("data_dir", "")
+    if os.path.isdir(data_dir):
+        spec = cohort_spec(data_dir)
+        geometry.update(leads=list(spec["leads"]), sampling_rate=spec["sampling_rate"],
+                        r_peak_sample=spec.get("r_peak_sample"))
+    return geometry
+
+
+def geometry_problems(trained, cohort):
+    """What differs between the training cohort's geometry and this cohort's, in words."""
+    problems = []
+    if "leads" in trained and [lead_key(x) for x in trained["leads"]] != \
+            [lead_key(x) for x in cohort["leads"]]:
+        same_set = sorted(map(lead_key, trained["leads"])) == sorted(map(lead_key, cohort["leads"]))
+        problems.append(f"its leads are {', '.join(cohort['leads'])} but the model reads "
+                        f"{', '.join(trained['leads'])}"
+                        + (" (same leads, another order: reorder the beat files)" if same_set
+                           else ""))
+    if trained.get("sampling_rate") not in (None, cohort["sampling_rate"]):
+        problems.append(f"its sampling rate is {cohort['sampling_rate']} Hz but the model was "
+                        f"trained at {trained['sampling_rate']} Hz (resample: prepare_data.py "
+                        f"--fs={trained['sampling_rate']})")
+    if trained.get("beat_samples") not in (None, cohort["beat_samples"]):
+        problems.append(f"its beats are {cohort['beat_samples']} samples long but the model's "
+                        f"window is {trained['beat_samples']} samples")
+    if None not in (trained.get("r_peak_sample"), cohort["r_peak_sample"]) and \
+            trained["r_peak_sample"] != cohort["r_peak_sample"]:
+        problems.append(f"its R peak sits at sample {cohort['r_peak_sample']} but at sample "
+                        f"{trained['r_peak_sample']} in the training beats (window "
+                        f"--pre/--post differ)")
+    return problems
+
+
+def evaluation_output_dir(config, cohort):
+    """OUTPUT_DIR, unless that is the evaluated run itself: then a folder inside it named for
+    the cohort, so the run's own test results are never replaced."""
+    output_dir, train_dir = config["OUTPUT_DIR"], config["EVALUATE"]
+    if os.path.abspath(output_dir) != os.path.abspath(train_dir):
+        return output_dir
+    name = os.path.basename(os.path.abspath(cohort.data_dir))
+    return os.path.join(train_dir, "external_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
+
+
+def evaluation_record(train_dir, model_path, split, cohort, data_dir, own_data):
+    """test_eval_results.json["evaluation"]: which model scored which cohort."""
+    with open(model_path, "rb") as handle:
+        checkpoint_sha = hashlib.sha256(handle.read()).hexdigest()
+    return {"evaluated_run": train_dir, "checkpoint": model_path,
+            "checkpoint_sha256": checkpoint_sha, "training_data_dir": split.get("data_dir"),
+            "training_data_fingerprint": split.get("data_fingerprint"),
+            "data_dir": data_dir, "data_fingerprint": cohort.fingerprint(),
+            "external": not own_data,
+            "aggregation": "patient probability = mean of the patient's beat probabilities"}

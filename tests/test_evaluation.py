@@ -1,0 +1,150 @@
+"""External evaluation (--evaluate=TRAIN_DIR --data_dir=OTHER): a finished run's model scored on
+every beat of another cohort, refused when leads, sampling rate or window differ."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from conftest import write_small_cohort
+from lvr import engine
+from lvr.evaluation import run_evaluation
+from lvr.checkpoints import load_checkpoint
+from lvr.cohort import load_cohort, standardize_beats
+from lvr.config import UserError
+from test_training import quiet, tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(small_cohort_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("evaluation") / "run"
+    engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=2), log=quiet)
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def other_cohort(tmp_path_factory):
+    """Another seed of the small cohort, recorded 20% louder."""
+    from lvr import demo
+    from conftest import small_cohort_config
+    folder = tmp_path_factory.mktemp("other") / "cohort"
+    demo.write_demo_cohort(str(folder), small_cohort_config(SEED=11), amplitude_scale=1.2)
+    return folder
+
+
+def evaluate_on(trained, data_dir, output_dir, **overrides):
+    config = tiny_config(data_dir, output_dir, EVALUATE=str(trained), **overrides)
+    return run_evaluation(config, log=quiet)
+
+
+def test_evaluation_scores_every_beat_and_writes_a_test_report(trained, other_cohort, tmp_path):
+    out = tmp_path / "external"
+    report = evaluate_on(trained, other_cohort, out)
+    cohort = load_cohort(str(other_cohort))
+    assert report["n_beats"] == len(cohort.group_index)
+    assert report["n_patients"] == len(np.unique(cohort.patient_ids))
+    for name in ("test_eval_results.json", "predictions.csv", "test_roc_curve.png",
+                 "test_confusion_matrix.png", "test_calibration.png", "run.json", "split.json"):
+        assert (out / name).exists(), name
+    assert not (out / "best_model.pth").exists()          # nothing was trained
+    saved = json.loads((out / "test_eval_results.json").read_text())
+    assert saved["evaluation"]["external"] is True
+    assert saved["evaluation"]["evaluated_run"] == str(trained)
+    assert {"roc_auc_ci95", "patient_level", "calibration"} <= set(saved)
+
+    # the probabilities are the model's on the standardised beats, in cohort order
+    model, _ = load_checkpoint(str(trained / "best_model.pth"))
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(standardize_beats(cohort.beats))), 1)
+    table = pd.read_csv(out / "predictions.csv", dtype={"patient": str})
+    np.testing.assert_allclose(table[["prob_Normal", "prob_Abnormal"]], expected.numpy(),
+                               atol=2e-6)
+
+    # predictions.csv gives the reported metrics when they are recomputed from it
+    y, p = table["true_label"], table["prob_Abnormal"]
+    assert roc_auc_score(y, p) == pytest.approx(saved["roc_auc"], abs=1e-5)
+    assert brier_score_loss(y, p) == pytest.approx(
+        saved["calibration"]["Abnormal"]["brier"], abs=1e-5)
+    patients = table.groupby("patient").agg(y=("true_label", "first"), p=("prob_Abnormal", "mean"))
+    assert roc_auc_score(patients["y"], patients["p"]) == pytest.approx(
+        saved["patient_level"]["roc_auc"], abs=1e-5)
+
+
+def test_a_global_gain_does_not_change_the_probabilities(trained, other_cohort, tmp_path):
+    """Beats are standardised per lead, so a device whose gain is 20% off gives the same scores
+    (what the README's amplitude-shift experiment shows)."""
+    from lvr import demo
+    from conftest import small_cohort_config
+    plain = tmp_path / "plain"
+    demo.write_demo_cohort(str(plain), small_cohort_config(SEED=11))
+    evaluate_on(trained, plain, tmp_path / "a")
+    evaluate_on(trained, other_cohort, tmp_path / "b")
+    a = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "b" / "predictions.csv")
+    np.testing.assert_allclose(a["prob_Abnormal"], b["prob_Abnormal"], atol=2e-5)
+
+
+def test_the_run_own_results_are_never_replaced(trained, other_cohort):
+    before = (trained / "test_eval_results.json").read_bytes()
+    evaluate_on(trained, other_cohort, trained)             # OUTPUT_DIR = the evaluated run
+    assert (trained / "test_eval_results.json").read_bytes() == before
+    assert (trained / f"external_{other_cohort.name}" / "test_eval_results.json").exists()
+
+
+def test_the_run_own_cohort_is_scored_with_a_warning(trained, small_cohort_dir, tmp_path):
+    lines = []
+    report = evaluate_on(trained, small_cohort_dir, tmp_path / "own")
+    config = tiny_config(small_cohort_dir, tmp_path / "own2", EVALUATE=str(trained))
+    run_evaluation(config, log=lines.append)
+    assert any("not an external validation" in line for line in lines)
+    assert report["evaluation"]["external"] is False
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"FS": 250}, "sampling rate is 250 Hz but the model was trained at 500 Hz"),
+    ({"WINDOW_S": 0.8}, "beats are 400 samples long but the model's window is 300 samples"),
+    ({"R_PEAK_S": 0.25}, "R peak sits at sample 125 but at sample 100"),
+])
+def test_evaluation_refuses_another_rate_or_window(trained, tmp_path, change, words):
+    other = write_small_cohort(tmp_path / "other", SEED=3, **change)
+    with pytest.raises(UserError, match="cannot be scored") as caught:
+        evaluate_on(trained, other, tmp_path / "out")
+    assert words in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_refuses_other_leads(trained, tmp_path):
+    other = write_small_cohort(tmp_path / "other", SEED=3)
+    spec_path = os.path.join(other, "cohort.json")
+    spec = json.loads(open(spec_path).read())
+    spec["leads"] = spec["leads"][1:] + spec["leads"][:1]   # same leads, another order
+    open(spec_path, "w").write(json.dumps(spec))
+    with pytest.raises(UserError, match="same leads, another order: reorder"):
+        evaluate_on(trained, other, tmp_path / "out")
+    spec["leads"][0] = "X1"
+    open(spec_path, "w").write(json.dumps(spec))
+    with pytest.raises(UserError, match="leads are .*X1"):
+        evaluate_on(trained, other, tmp_path / "out")
+
+
+def test_evaluation_needs_a_finished_single_model_run(trained, other_cohort, tmp_path):
+    with pytest.raises(UserError, match="folder not found"):
+        evaluate_on(tmp_path / "nothing", other_cohort, tmp_path / "out")
+    (tmp_path / "cv" / "fold_1").mkdir(parents=True)
+    with pytest.raises(UserError, match="cross-validation run .* --evaluate=.*fold_1"):
+        evaluate_on(tmp_path / "cv", other_cohort, tmp_path / "out")
+    with pytest.raises(UserError, match="2-class model .* with the 2-class training script"):
+        evaluate_on(trained, other_cohort, tmp_path / "out", NUM_CLASSES=4, TASK="multiclass")
+
+
+def test_evaluate_option_is_refused_with_resume_or_folds(capsys):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "train_MCL_ResNet_1D_class2.py",
+                             "--evaluate=somewhere", "--cv_folds=5"], capture_output=True,
+                            text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "EVALUATE only tests a finished model" in result.stdout + result.stderr
