@@ -404,7 +404,8 @@ def test_set(cohort, split, data_dir, train_dir):
     if cohort.fingerprint() != split["data_fingerprint"]:
         raise UserError(f"the data in {data_dir} is not the data the run in {train_dir} was "
                         f"trained on (fingerprint differs; the run used {split['data_dir']}). "
-                        f"Pass --data_dir={split['data_dir']} or retrain on this data")
+                        f"Pass --data_dir={split['data_dir']}, or --external=True to explain "
+                        f"all beats of this other cohort")
     index = np.flatnonzero(np.isin(cohort.patient_ids, np.asarray(split["test"], dtype=str)))
     if index.size == 0:
         raise UserError(f"none of the test patients of {train_dir}/split.json are in {data_dir}")

@@ -195,7 +195,31 @@ def test_saliency_refuses_data_that_is_not_the_runs(trained, tmp_path):
     run = run_saliency(f"--data_dir={other}", f"--train_dir={root / 'run'}",
                        f"--output_dir={tmp_path / 'out'}")
     assert run.returncode == 2 and "not the data" in run.stderr and "Traceback" not in run.stderr
+    assert "--external=True" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_external_cohort_is_explained_on_all_its_beats(trained, tmp_path):
+    root, _ = trained
+    other = write_small_cohort(tmp_path / "other", SEED=99, N_PATIENTS=6)
+    out = tmp_path / "out"
+    run = run_saliency(f"--data_dir={other}", f"--train_dir={root / 'run'}", f"--output_dir={out}",
+                       "--external=True", "--max_figures=1", "--sanity_check=False",
+                       "--deletion_test=False", *SALIENCY_OPTIONS)
+    assert run.returncode == 0, run.stderr
+    assert "external cohort: all" in run.stdout and "non-LVR beats of this cohort" in run.stdout
+    cohort = load_cohort(other)
+    maps = np.load(out / "saliency_maps.npz")
+    assert sorted(maps["index"].tolist()) == list(range(len(cohort.group_index)))
+    record = json.loads((out / "saliency_run.json").read_text())
+    assert set(record["test_patients"]) == set(cohort.patient_ids.tolist())
+    assert (out / "wave_effects.csv").exists()
+
+    wrong = write_small_cohort(tmp_path / "wrong", SEED=99, N_PATIENTS=6, WINDOW_S=0.8)
+    run = run_saliency(f"--data_dir={wrong}", f"--train_dir={root / 'run'}",
+                       f"--output_dir={tmp_path / 'out2'}", "--external=True")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "cannot be scored" in run.stderr and "400 samples long" in run.stderr
 
 
 def test_unknown_delineation_lead_is_refused_before_any_work(trained, tmp_path):
