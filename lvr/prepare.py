@@ -213,7 +213,7 @@ def ptbxl_superclasses(ptbxl_dir, min_likelihood=0.0):
 
 def device_family(device):
     """The first word of a PTB-XL device ("AT-6 C 5.5" -> "AT-6")."""
-    return str(device).split()[0] if str(device).split() else str(device)
+    return (str(device).split() or [""])[0]
 
 
 def ptbxl_device_mask(db, device):
@@ -398,7 +398,8 @@ def checked_amplitude(filtered, record, plausible_mv):
 
     Outside `plausible_mv` the record is rejected, naming the unit its values look like: the
     default range is wide enough for any real ECG and far enough from x1000 and x0.001 of it
-    that no real ECG read in the wrong one of uV, mV, V falls inside it.
+    that no real ECG read in the wrong one of uV, mV, V falls inside it. A record that fits no
+    unit (artefacts of tens of mV in every lead) is rejected for its amplitude.
     """
     amplitude = float(np.median(np.ptp(filtered, axis=0)))
     low, high = plausible_mv
@@ -412,8 +413,8 @@ def checked_amplitude(filtered, record, plausible_mv):
         shown = looks[0].replace("u", "\u00b5")
         raise RecordRejected("unit", f"amplitudes look like {shown} ({measured}); if the file's "
                              f"unit is wrong, set --unit={looks[0]}")
-    raise RecordRejected("unit", f"amplitudes fit none of {', '.join(UNITS)} ({measured}); "
-                         f"check the export's amplitude scale")
+    raise RecordRejected("amplitude", f"implausible in any of {', '.join(UNITS)} ({measured}); "
+                         f"check the export's amplitude scale, or the record for artefacts")
 
 
 def resampled(x, fs_in, fs_out):
