@@ -1,8 +1,10 @@
-"""Cut raw 12-lead WFDB recordings into R-peak-aligned beats: a cohort folder for the scripts.
+"""Cut raw 12-lead ECG recordings into R-peak-aligned beats: a cohort folder for the scripts.
 
-Input: a CSV table (columns record, patient_id, group; record = WFDB path relative to the CSV's
-folder, without extension), or PTB-XL itself (--ptbxl_dir=DIR builds the table from
-ptbxl_database.csv and scp_statements.csv). lvr/prepare.py describes each step and the output.
+Input: a CSV table (columns record, patient_id, group; record = path relative to the CSV's
+folder: a WFDB record without extension, or an EDF, DICOM, Philips XML or GE MUSE XML file by its
+name), or PTB-XL itself (--ptbxl_dir=DIR builds the table from ptbxl_database.csv and
+scp_statements.csv). lvr/prepare.py describes each step and the output, lvr/formats.py the
+formats.
 
     python prepare_data.py --ptbxl_dir=DIR --task=mi_norm --output_dir=OUT
     python prepare_data.py --table=records.csv --task=binary:CONTROL,LVR --output_dir=OUT
@@ -19,6 +21,10 @@ TASK = "mi_norm"  # mi_norm | lvh_norm | superclass4 | binary:NEG,POS | multicla
 NAME = ""  # cohort name in cohort.json; "" = ptbxl_<task> or <table file stem>
 OUTPUT_DIR = ""  # cohort folder to write; "" = data/<cohort name>
 OVERWRITE = False  # replace this script's files in a non-empty OUTPUT_DIR
+MIN_LIKELIHOOD = 0.0  # PTB-XL: a scp_code counts if its likelihood >= this (0: all, as benchmark)
+PTBXL_DEVICE = ""  # PTB-XL: keep records whose device starts with this (e.g. AT-6, CS-12; "" = all)
+UNIT = ""  # "" = each file's stated amplitude unit; uV | mV | V = read every record's values in it
+PLAUSIBLE_MV = (0.1, 20.0)  # median lead peak-to-peak (mV) outside it: unit error (PTB-XL 0.43-3.7)
 FS = 500  # Hz; every record is resampled to this rate
 PRE = 0.3  # seconds kept before the R peak (the R peak sits at sample round(PRE * FS))
 POST = 0.7  # seconds kept from the R peak on

@@ -330,6 +330,11 @@ OPTIONS = {
     "REJECT_SATURATION": POSITIVE,                  # 0 s would reject every record
     "REJECT_NOISE": POSITIVE,
     "WORKERS": integer(1),
+    "MIN_LIKELIHOOD": number("[0, 100]"),           # PTB-XL scp_codes likelihoods are 0-100
+    "PTBXL_DEVICE": TEXT,                           # lvr.prepare.ptbxl_device_mask checks it
+    "UNIT": Rule(lambda v: isinstance(v, str) and v.strip().lower() in ("", "uv", "mv", "v"),
+                 "empty (each file's stated unit), uV, mV or V"),   # lvr.prepare.UNITS
+    "PLAUSIBLE_MV": ascending(POSITIVE, strict=True),
     # demo_cohort.py (lvr.demo)
     "N_PATIENTS": integer(1),
     "BEATS_PER_PATIENT": ascending(integer(1), strict=False),

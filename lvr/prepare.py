@@ -1,11 +1,13 @@
-"""Cut raw 12-lead WFDB recordings into R-peak-aligned beats: the project's cohort folder.
+"""Cut raw 12-lead ECG recordings into R-peak-aligned beats: the project's cohort folder.
 
-Input: a CSV table (columns record, patient_id, group; record = WFDB path relative to the CSV's
-folder, without extension), or PTB-XL itself (--ptbxl_dir=DIR builds the table from
-ptbxl_database.csv and scp_statements.csv). Each record is read, its leads put in the order
-I, II, III, aVR, aVL, aVF, V1-V6, converted to millivolts, resampled to FS, band-passed, checked
-(flat, saturated, noisy, implausible heart rate, NaN, too short) and cut into windows
-[r - PRE, r + POST) around the R peaks found on DETECTOR_LEAD.
+Input: a CSV table (columns record, patient_id, group; record = path relative to the CSV's
+folder: a WFDB record without extension, or an EDF, DICOM, Philips XML or GE MUSE XML file,
+told apart by content, see lvr/formats.py), or PTB-XL itself (--ptbxl_dir=DIR builds the table
+from ptbxl_database.csv and scp_statements.csv). Each record is read, its leads put in the order
+I, II, III, aVR, aVL, aVF, V1-V6 (III, aVR, aVL, aVF derived from I and II in 8-lead files),
+converted to millivolts (the file's stated unit, or UNIT), resampled to FS, band-passed, checked
+(amplitudes of another unit, flat, saturated, noisy, implausible heart rate, NaN, too short) and
+cut into windows [r - PRE, r + POST) around the R peaks found on DETECTOR_LEAD.
 
 Output (OUTPUT_DIR): cut_<GROUP>.npy float32 (N, 12, T) in mV, filtered, not standardised;
 cut_<GROUP>_patient_ids.npy (N,), int64 or fixed-width text; cohort.json; beats_manifest.csv
@@ -36,22 +38,17 @@ import pandas as pd
 from scipy import signal
 
 import neurokit2 as nk
-import wfdb
 from tqdm import tqdm
 
 from lvr.config import UserError
+from lvr.formats import (FORMAT_NAMES, RecordRejected, millivolts_per_unit, read_waveform,
+                         record_present)
 from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 from lvr.run_folder import atomic_write, library_versions, write_json_atomic
 
-TO_MILLIVOLT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3}
 OUTPUT_FILES = ("cohort.json", "beats_manifest.csv", "prepare_summary.json")
-
-
-class RecordRejected(Exception):
-    """A record that cannot give beats: "kind: detail"; the summary counts reasons by kind."""
-
-    def __init__(self, kind, detail):
-        super().__init__(f"{kind}: {detail}")
+UNITS = ("uV", "mV", "V")  # values of UNIT, and the units a rejected record may look like in
+DERIVED_NOTE = "derived leads"  # start of the note lvr.formats adds to an 8-lead record
 
 
 @dataclass(frozen=True)
@@ -74,6 +71,8 @@ class Options:
     reject_saturation: float
     reject_noise: float
     seed: int
+    unit: str
+    plausible_mv: tuple
 
     @property
     def pre_samples(self):
@@ -127,7 +126,14 @@ def checked_options(config):
         raise UserError(f"--detector_lead={options.detector_lead!r} is not one of "
                         f"{', '.join(LEAD_NAMES)}")
     beat_selection(options.beats)
-    return Options(**{**asdict(options), "detector_lead": lead, "bandpass": (low, high)})
+    if options.unit and millivolts_per_unit(options.unit) is None:
+        raise UserError(f"--unit={options.unit!r}: use {', '.join(UNITS)}, or leave it empty to "
+                        f"read each file's stated unit")
+    plausible = tuple(float(v) for v in options.plausible_mv)
+    if not (len(plausible) == 2 and 0 < plausible[0] < plausible[1]):
+        raise UserError(f"--plausible_mv={options.plausible_mv}: need 0 < low < high (mV)")
+    return Options(**{**asdict(options), "detector_lead": lead, "bandpass": (low, high),
+                      "plausible_mv": plausible})
 
 
 def task_labels(task):
@@ -175,8 +181,16 @@ def cohort_name(name, task, ptbxl_dir, table):
 PTBXL_TASKS = ("mi_norm", "lvh_norm", "superclass4")
 
 
-def ptbxl_superclasses(ptbxl_dir):
-    """ecg_id -> sorted diagnostic superclasses, plus the database table, from a PTB-XL folder."""
+def ptbxl_statements(codes, min_likelihood):
+    """The scp_codes of one PTB-XL record (its text "{'NORM': 100.0, ...}") whose likelihood is
+    at least `min_likelihood` (0-100; 0 keeps all, as the PTB-XL benchmark code does)."""
+    return {code for code, likelihood in ast.literal_eval(codes).items()
+            if likelihood >= min_likelihood}
+
+
+def ptbxl_superclasses(ptbxl_dir, min_likelihood=0.0):
+    """ecg_id -> sorted diagnostic superclasses (of the statements with likelihood >=
+    min_likelihood), plus the database table, from a PTB-XL folder."""
     folder = Path(ptbxl_dir)
     database, statements = folder / "ptbxl_database.csv", folder / "scp_statements.csv"
     for path in (database, statements):
@@ -192,32 +206,57 @@ def ptbxl_superclasses(ptbxl_dir):
                         f"{sorted(missing) or ['diagnostic_class']})")
     diagnostic = scp[scp["diagnostic"] == 1]["diagnostic_class"].to_dict()
     superclasses = db["scp_codes"].map(lambda codes: sorted(
-        {diagnostic[code] for code in ast.literal_eval(codes) if code in diagnostic}))
+        {diagnostic[code] for code in ptbxl_statements(codes, min_likelihood)
+         if code in diagnostic}))
     return superclasses, db
 
 
-def ptbxl_table(ptbxl_dir, task):
+def device_family(device):
+    """The first word of a PTB-XL device ("AT-6 C 5.5" -> "AT-6")."""
+    return (str(device).split() or [""])[0]
+
+
+def ptbxl_device_mask(db, device):
+    """Which records' device starts with `device` as whole words, any case ("AT-6" keeps
+    "AT-6 C 5.5" and "AT-6", not "AT-60"); an unknown device is a UserError listing them."""
+    if "device" not in db.columns:
+        raise UserError(f"--ptbxl_device={device!r}: ptbxl_database.csv has no device column")
+    wanted = " ".join(device.split()).upper()
+    written = db["device"].fillna("").map(lambda d: " ".join(str(d).split()).upper())
+    mask = (written == wanted) | written.str.startswith(wanted + " ")
+    if not mask.any():
+        families = db["device"].map(device_family).value_counts()
+        raise UserError(f"--ptbxl_device={device!r}: no PTB-XL record's device starts with it; "
+                        f"device families present: "
+                        + ", ".join(f"{name} ({n} records)" for name, n in families.items())
+                        + " (or leave it empty for all)")
+    return mask.to_numpy()
+
+
+def ptbxl_table(ptbxl_dir, task, min_likelihood=0.0, device=""):
     """PTB-XL's records as a table (record, patient_id, group, ecg_id) for a PTBXL_TASKS task.
 
     mi_norm: NORM = the only diagnostic superclass is NORM; MI = MI among the superclasses.
-    lvh_norm: NORM as above; LVH = the LVH statement among the record's scp_codes (whatever its
-    likelihood), whatever else the record has.
+    lvh_norm: NORM as above; LVH = the LVH statement among the record's scp_codes, whatever else
+    the record has.
     superclass4: records with exactly one diagnostic superclass, one of NORM, MI, STTC, CD.
-    Records are the 500 Hz files (filename_hr); patient_id is PTB-XL's, as an integer.
+    A statement counts only if its likelihood is >= min_likelihood (0: every statement); with
+    `device` only records of that device (ptbxl_device_mask). Records are the 500 Hz files
+    (filename_hr); patient_id is PTB-XL's, as an integer.
     """
     if task not in PTBXL_TASKS:
         raise UserError(f"--ptbxl_dir works with --task={', '.join(PTBXL_TASKS)}, not {task!r}; "
                         f"for other groupings write a table and pass --table")
-    superclasses, db = ptbxl_superclasses(ptbxl_dir)
+    superclasses, db = ptbxl_superclasses(ptbxl_dir, min_likelihood)
     if task == "mi_norm":
         group = superclasses.map(lambda s: "MI" if "MI" in s else "NORM" if s == ["NORM"] else None)
     elif task == "lvh_norm":
-        lvh = db["scp_codes"].map(lambda codes: "LVH" in ast.literal_eval(codes))
+        lvh = db["scp_codes"].map(lambda codes: "LVH" in ptbxl_statements(codes, min_likelihood))
         group = pd.Series(np.where(lvh, "LVH", np.where(superclasses.map(lambda s: s == ["NORM"]),
                                                           "NORM", None)), index=db.index)
     else:
         group = superclasses.map(lambda s: s[0] if len(s) == 1 and s[0] != "HYP" else None)
-    keep = group.notna()
+    keep = group.notna().to_numpy() & (ptbxl_device_mask(db, device) if device else True)
     return pd.DataFrame({"record": db.loc[keep, "filename_hr"].to_numpy(),
                          "patient_id": db.loc[keep, "patient_id"].astype(np.int64).to_numpy(),
                          "group": group[keep].to_numpy(),
@@ -325,16 +364,57 @@ def standard_lead_order(sig_names):
     return [columns[lead] for lead in LEAD_NAMES], ignored
 
 
-def millivolt_factors(units):
-    """Factor per channel that converts its unit to mV, and the units that were guessed."""
-    factors, guessed = [], []
-    for unit in units:
-        factor = TO_MILLIVOLT.get(str(unit).strip().lower())
-        if factor is None:
-            guessed.append(unit)
-            factor = 1.0
-        factors.append(factor)
-    return np.array(factors), guessed
+class Millivolts(NamedTuple):
+    """A record's 12 leads in mV, and the unit its values were read in."""
+    signal: np.ndarray  # (samples, 12), standard lead order
+    fs: float
+    unit: str  # the unit the values were read in, for messages: "the file's stated mV"
+    mv_per_unit: float  # mV per one of that unit
+    format: str  # a key of lvr.formats.FORMAT_NAMES
+    notes: list
+
+
+def millivolt_factors(units, unit_option):
+    """(mV per unit of each channel, how the unit was chosen, notes).
+
+    With UNIT set every channel is read in it. Else each channel's stated unit; a stated unit
+    that is not known (or none) is read as mV, which only the amplitude check then vouches for.
+    """
+    if unit_option:
+        return (np.full(len(units), millivolts_per_unit(unit_option)), f"--unit={unit_option}",
+                [f"values read as {unit_option} (--unit); the file states "
+                 f"{', '.join(sorted(set(map(str, units))))}"])
+    factors = [millivolts_per_unit(unit) for unit in units]
+    unknown = sorted({str(u) for u, f in zip(units, factors) if f is None})
+    notes = [f"unit(s) {', '.join(repr(u) for u in unknown)} not known: values read as mV "
+             f"(checked by the amplitude check)"] if unknown else []
+    stated = sorted({str(u) for u in units})
+    return (np.array([1.0 if f is None else f for f in factors]),
+            f"the file's stated {', '.join(stated) if any(stated) else 'unit (none)'}", notes)
+
+
+def checked_amplitude(filtered, record, plausible_mv):
+    """The record's amplitude in mV: median over leads of the band-passed peak-to-peak.
+
+    Outside `plausible_mv` the record is rejected, naming the unit its values look like: the
+    default range is wide enough for any real ECG and far enough from x1000 and x0.001 of it
+    that no real ECG read in the wrong one of uV, mV, V falls inside it. A record that fits no
+    unit (artefacts of tens of mV in every lead) is rejected for its amplitude.
+    """
+    amplitude = float(np.median(np.ptp(filtered, axis=0)))
+    low, high = plausible_mv
+    if low <= amplitude <= high:
+        return amplitude
+    in_unit = amplitude / record.mv_per_unit
+    looks = [u for u in UNITS if low <= in_unit * millivolts_per_unit(u) <= high]
+    measured = (f"median lead peak-to-peak {in_unit:.4g} in {record.unit}; plausible "
+                f"{low:g}-{high:g} mV")
+    if looks:
+        shown = looks[0].replace("u", "\u00b5")
+        raise RecordRejected("unit", f"amplitudes look like {shown} ({measured}); if the file's "
+                             f"unit is wrong, set --unit={looks[0]}")
+    raise RecordRejected("amplitude", f"implausible in any of {', '.join(UNITS)} ({measured}); "
+                         f"check the export's amplitude scale, or the record for artefacts")
 
 
 def resampled(x, fs_in, fs_out):
@@ -437,11 +517,14 @@ def chosen_beats(n_beats, beats, rng_key):
 
 
 def record_beats(path, options):
-    """Beats of one WFDB record (path without extension); raises RecordRejected with a reason."""
-    raw, fs_in, notes = record_millivolts(path)
+    """Beats of one record (a WFDB path without extension, or a file of lvr.formats); raises
+    RecordRejected with a reason."""
+    record = record_millivolts(path, options.unit)
+    raw, fs_in = record.signal, record.fs
     check_raw_signal(raw, fs_in, options)
     x = resampled(raw, fs_in, options.fs)
     filtered = bandpassed(x, options.fs, options.bandpass, options.bandpass_order, options.notch_hz)
+    amplitude = checked_amplitude(filtered, record, options.plausible_mv)
     noise = checked_filtered_signal(x, filtered, options)
     duration = len(raw) / fs_in
     peaks, heart_rate = checked_r_peaks(filtered, options, duration)
@@ -451,10 +534,11 @@ def record_beats(path, options):
         raise RecordRejected("no beats", f"no window [-{options.pre}, +{options.post}) s around "
                              f"the {len(peaks)} R peaks fits inside the record")
     starts, peaks = starts[complete], peaks[complete]
-    info = {"fs_in": fs_in, "duration_s": round(duration, 3),
+    info = {"format": record.format, "fs_in": fs_in, "duration_s": round(duration, 3),
+            "amplitude_mv": round(amplitude, 4),
             "heart_rate_bpm": round(heart_rate, 1),
             "r_peaks_found": int(complete.size), "complete_beats": int(len(peaks)),
-            "max_noise_ratio": round(float(noise.max()), 4), "notes": notes}
+            "max_noise_ratio": round(float(noise.max()), 4), "notes": record.notes}
     rng_key = [options.seed, zlib.crc32(Path(path).name.encode())]  # same draw wherever data lies
     chosen = chosen_beats(len(peaks), options.beats, rng_key)
     windows = starts[chosen, None] + np.arange(options.window_samples)
@@ -465,24 +549,17 @@ def record_beats(path, options):
     return RecordBeats(np.ascontiguousarray(beats), peaks[chosen], chosen, info)
 
 
-def record_millivolts(path):
-    """(signal (samples, 12) in mV in the standard lead order, sampling rate, notes)."""
-    if not Path(f"{path}.hea").is_file():
-        raise RecordRejected("unreadable", f"file not found: {path}.hea")
-    try:
-        record = wfdb.rdrecord(str(path))
-    except Exception as error:  # wfdb raises many types for broken files
-        raise RecordRejected("unreadable", f"{type(error).__name__}: {error}") from None
-    if record.p_signal is None or record.p_signal.ndim != 2 or not record.fs:
-        raise RecordRejected("unreadable", "no single-frequency signal in the record")
-    notes = []
-    order, ignored = standard_lead_order(list(record.sig_name))
+def record_millivolts(path, unit_option=""):
+    """The record's 12 leads in mV (Millivolts), read by lvr.formats in any of its formats."""
+    waveform = read_waveform(path)
+    notes = list(waveform.notes)
+    order, ignored = standard_lead_order(list(waveform.channels))
     if ignored:
         notes.append(f"ignored extra lead(s): {', '.join(map(str, ignored))}")
-    factors, guessed = millivolt_factors([record.units[c] for c in order])
-    if guessed:
-        notes.append(f"unit(s) {', '.join(sorted(set(map(str, guessed))))} taken as mV")
-    return record.p_signal[:, order] * factors, float(record.fs), notes
+    factors, unit, unit_notes = millivolt_factors([waveform.units[c] for c in order],
+                                                  unit_option)
+    return Millivolts(waveform.signal[:, order] * factors, float(waveform.fs), unit,
+                      float(np.median(factors)), waveform.format, notes + unit_notes)
 
 
 def check_raw_signal(raw, fs_in, options):
@@ -648,6 +725,12 @@ def summary_lines(summary, folder, groups):
         lines.append(f"  {group}: {summary['beats_per_group'][group]} beats from "
                      f"{summary['records_per_group'][group]} records, "
                      f"{summary['patients_per_group'][group]} patients")
+    if summary["records_per_format"]:
+        lines.append("formats read: " + ", ".join(f"{name} {n}" for name, n
+                                                  in summary["records_per_format"].items()))
+    if summary["records_with_derived_leads"]:
+        lines.append(f"{summary['records_with_derived_leads']} record(s) had 8 leads: III, aVR, "
+                     f"aVL, aVF derived from I and II")
     if summary["rejection_counts"]:
         top = ", ".join(f"{kind} {n}" for kind, n in list(summary["rejection_counts"].items())[:5])
         lines.append(f"rejected by reason: {top} (all reasons in prepare_summary.json)")
@@ -661,8 +744,10 @@ def summary_lines(summary, folder, groups):
 
 # ---------------------------------------------------------------- script
 
-def input_table(table_csv, ptbxl_dir, task, groups):
+def input_table(config, groups):
     """The records to prepare (with resolved paths) and where they came from, checked."""
+    table_csv, ptbxl_dir, task = config["TABLE"], config["PTBXL_DIR"], config["TASK"]
+    min_likelihood, device = config["MIN_LIKELIHOOD"], config["PTBXL_DEVICE"]
     if bool(table_csv) == bool(ptbxl_dir):
         raise UserError("give exactly one input: --table=CSV (columns record, patient_id, group) "
                         "or --ptbxl_dir=DIR (PTB-XL folder)")
@@ -670,16 +755,23 @@ def input_table(table_csv, ptbxl_dir, task, groups):
         if not Path(ptbxl_dir).is_dir():
             raise UserError(f"--ptbxl_dir={ptbxl_dir}: folder not found; download PTB-XL and point "
                             f"--ptbxl_dir at the folder with ptbxl_database.csv")
-        table = with_paths(ptbxl_table(ptbxl_dir, task), ptbxl_dir)
+        table = with_paths(ptbxl_table(ptbxl_dir, task, min_likelihood, device), ptbxl_dir)
         source = {"ptbxl_dir": str(Path(ptbxl_dir).resolve()), "ptbxl_files": "filename_hr",
-                  "table": "built from ptbxl_database.csv + scp_statements.csv"}
+                  "table": "built from ptbxl_database.csv + scp_statements.csv",
+                  "min_likelihood": min_likelihood, "ptbxl_device": device or "all"}
     else:
+        given = [f"--{name.lower()}={config[name]!r}" for name, default in
+                 (("MIN_LIKELIHOOD", 0), ("PTBXL_DEVICE", "")) if config[name] != default]
+        if given:
+            raise UserError(f"{', '.join(given)} select PTB-XL records: use with --ptbxl_dir, or "
+                            f"filter your --table yourself")
         table = with_paths(records_table(table_csv, groups), Path(table_csv).parent)
         source = {"table": str(Path(table_csv).resolve())}
-    if not any(Path(f"{path}.hea").is_file() for path in table["path"]):
+    if not any(record_present(path) for path in table["path"]):
         raise UserError(f"{table_csv or ptbxl_dir}: none of the {len(table)} records exists "
-                        f"(first: {table['path'].iloc[0]}.hea); record paths are relative to the "
-                        f"table's folder (or to --ptbxl_dir), without extension")
+                        f"(first: {table['path'].iloc[0]}); record paths are relative to the "
+                        f"table's folder (or to --ptbxl_dir): a WFDB record without extension, "
+                        f"or an EDF, DICOM or XML file by its name")
     absent = [g for g in groups if not (table["group"] == g).any()]
     if absent:
         raise UserError(f"{table_csv or ptbxl_dir}: no records for group(s) {', '.join(absent)} "
@@ -695,6 +787,8 @@ def cohort_description(name, labels, options, task, source):
             "leads": list(LEAD_NAMES), "sampling_rate": options.fs,
             "r_peak_sample": options.pre_samples,
             "source": {"tool": "prepare_data.py", "task": task, **source, "units": "mV",
+                       "input_unit": options.unit or "each file's stated unit",
+                       "plausible_amplitude_mv": list(options.plausible_mv),
                        "filter": f"notches at {list(options.notch_hz)} Hz (Q 30), Butterworth "
                                  f"band-pass {options.bandpass[0]:g}-{options.bandpass[1]:g} Hz, "
                                  f"order {options.bandpass_order}, zero-phase; not standardised",
@@ -711,7 +805,7 @@ def prepare_cohort(config, log=print):
     options = checked_options(config)
     labels = task_labels(config["TASK"])
     groups = labels["groups"]
-    table, source = input_table(config["TABLE"], config["PTBXL_DIR"], config["TASK"], groups)
+    table, source = input_table(config, groups)
     records_read = len(table)
     rejections = class_conflict_rejections(table, patients_in_several_classes(table, labels))
     table = table[~table["record"].isin({r["record"] for r in rejections})].reset_index(drop=True)
@@ -739,6 +833,8 @@ def prepare_cohort(config, log=print):
         "records_rejected": len(rejections),
         "beats_per_group": written.beats_per_group,
         "records_per_group": {g: written.kept_records[g] for g in groups},
+        "records_per_format": dict(written.formats.most_common()),
+        "records_with_derived_leads": written.derived,
         "patients_per_group": {g: len(set(written.patients[g])) for g in groups},
         "rejection_counts": dict(Counter(r["reason"].split(":")[0]
                                          for r in rejections).most_common()),
@@ -758,6 +854,8 @@ class WrittenBeats(NamedTuple):
     notes: list             # per-record notes (warnings, dropped beats)
     kept_records: Counter   # group -> records that gave beats
     beats_per_group: dict   # group -> beats written
+    formats: Counter        # format name -> records that gave beats
+    derived: int            # kept records whose III, aVR, aVL, aVF were derived (8-lead files)
 
 
 def written_beats(table, options, folder, groups, workers, rejections):
@@ -766,7 +864,7 @@ def written_beats(table, options, folder, groups, workers, rejections):
     arrays = {g: NpyAppender(folder / f"cut_{g}.npy", (len(LEAD_NAMES), options.window_samples))
               for g in groups}
     patients = {g: [] for g in groups}
-    manifest, notes, kept_records = [], [], Counter()
+    manifest, notes, kept_records, formats = [], [], Counter(), Counter()
     jobs = [(path, options) for path in table["path"]]
     outcomes = prepared_records(jobs, min(workers, len(jobs)))
     try:
@@ -781,6 +879,7 @@ def written_beats(table, options, folder, groups, workers, rejections):
             arrays[row.group].append(result.beats)
             patients[row.group] += [pid] * len(result.beats)
             kept_records[row.group] += 1
+            formats[FORMAT_NAMES[result.info["format"]]] += 1
             manifest += [(row.group, pid, row.record, int(b), int(r), start + i)
                          for i, (b, r) in enumerate(zip(result.beat_index, result.r_peaks))]
             if result.info["notes"]:
@@ -790,8 +889,9 @@ def written_beats(table, options, folder, groups, workers, rejections):
     finally:
         for appender in arrays.values():
             appender.discard()
+    derived = sum(any(n.startswith(DERIVED_NOTE) for n in entry["notes"]) for entry in notes)
     return WrittenBeats(patients, manifest, notes, kept_records,
-                        {g: arrays[g].rows for g in groups})
+                        {g: arrays[g].rows for g in groups}, formats, derived)
 
 
 def write_patient_ids(folder, groups, patients, integer_ids):

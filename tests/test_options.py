@@ -36,6 +36,7 @@ BAD = {
     "BANDPASS_ORDER": 0, "NOTCH_HZ": (50.0, -60.0), "DETECTOR": "", "DETECTOR_LEAD": "V7",
     "R_REFINE_S": -0.01, "MIN_PEAK_RATIO": 1.5, "HEART_RATE_BPM": (220.0, 30.0),
     "REJECT_FLAT_MV": -0.05, "REJECT_SATURATION": 0.0, "REJECT_NOISE": 0.0, "WORKERS": 0,
+    "MIN_LIKELIHOOD": 101.0, "PTBXL_DEVICE": 6, "UNIT": "mmHg", "PLAUSIBLE_MV": (20.0, 0.1),
     "N_PATIENTS": 0, "BEATS_PER_PATIENT": (7, 2), "LVR_LEADS": ("V2", "V7"), "LVR_WAVE": "P",
     "LVR_STRENGTH": (2.2, 0.8), "NON_LVR_CHANGE": (1.3, 0.0, 0.6), "DISCORDANT_SHARE": 1.5,
     "WINDOW_S": 0.0, "R_PEAK_S": -0.3, "NOISE_MV": -0.02, "WANDER_MV": -0.08,
@@ -61,7 +62,8 @@ VALID = [
         "--table=records.csv", "--ptbxl_dir=" + A_FOLDER, "--beats=median", "--beats=first:8",
         "--beats=random:3", "--notch_hz=", "--notch_hz=50", "--detector_lead=lead ii",
         "--detector=pantompkins1985", "--output_dir=data/mine", "--name=mine", "--pre=0",
-        "--workers=1", "--min_peak_ratio=0", "--reject_flat_mv=0"]
+        "--workers=1", "--min_peak_ratio=0", "--reject_flat_mv=0", "--unit=uV", "--unit=v",
+        "--min_likelihood=50", "--ptbxl_device=AT-6", "--plausible_mv=0.05,30"]
 ] + [
     ("demo_cohort.py", arg) for arg in [
         "--output_dir=data/other", "--lvr_leads=I,aVL,V6", "--lvr_leads=V1", "--seed=7",

@@ -330,6 +330,56 @@ def test_ptbxl_table_counts_on_the_500_records():
     assert counts.to_dict() == {"NORM": 290, "MI": 73}
 
 
+def test_min_likelihood_counts_only_statements_that_likely():
+    # the slice: 108 and 289 {'NORM': 80}, 240 {'IMI': 50}, 266 {'ALMI': 100, 'IMI': 80, ...}
+    groups = {m: dict(zip(*prepare.ptbxl_table(DATA, "mi_norm", m)[["ecg_id", "group"]].T.values))
+              for m in (0, 50, 51, 100)}
+    assert groups[0] == groups[50] == {1: "NORM", 108: "NORM", 289: "NORM", 240: "MI",
+                                       266: "MI", 270: "MI"}
+    assert groups[51] == {1: "NORM", 108: "NORM", 289: "NORM", 266: "MI", 270: "MI"}
+    assert groups[100] == {1: "NORM", 266: "MI", 270: "MI"}
+
+
+def group_changes(task, min_likelihood):
+    """Records of the shared 500 whose group (or being in the task at all) changes."""
+    def groups(m):
+        return prepare.ptbxl_table(SHARED_PTBXL, task, m).set_index("ecg_id")["group"]
+    before, after = groups(0), groups(min_likelihood)
+    both = before.index.union(after.index)
+    return int((before.reindex(both).fillna("-") != after.reindex(both).fillna("-")).sum())
+
+
+@pytest.mark.skipif(not SHARED_PTBXL.is_dir(), reason="shared PTB-XL subset not present")
+def test_min_likelihood_changes_on_the_500_records():
+    # the numbers the README gives for MIN_LIKELIHOOD
+    assert [group_changes("mi_norm", m) for m in (50, 100)] == [27, 97]
+    assert [group_changes("lvh_norm", m) for m in (50, 100)] == [2, 58]
+
+
+def test_ptbxl_device_keeps_one_device_family():
+    def ids(device):
+        return set(prepare.ptbxl_table(DATA, "superclass4", 0, device)["ecg_id"])
+    assert ids("AT-6") == ids(" at-6 c ") == {270, 289}
+    assert ids("cs-12") == ids("CS-12 E") == {1, 22, 32, 108, 240}
+    for unknown in ("AT", "AT-60", "Schiller"):
+        with pytest.raises(UserError, match=r"device families present: CS-12 \(5 records\), "
+                                            r"AT-6 \(3 records\)"):
+            ids(unknown)
+
+
+def test_ptbxl_options_are_recorded_and_refused_with_a_table(monkeypatch, tmp_path):
+    out = tmp_path / "cohort"
+    run_main(monkeypatch, f"--ptbxl_dir={DATA}", f"--output_dir={out}", "--workers=1",
+             "--beats=first:1", "--min_likelihood=50", "--ptbxl_device=CS-12")
+    source = json.loads((out / "cohort.json").read_text())["source"]
+    assert source["min_likelihood"] == 50.0 and source["ptbxl_device"] == "CS-12"
+    summary = json.loads((out / "prepare_summary.json").read_text())
+    assert summary["records_read"] == 3 and summary["records_per_group"] == {"NORM": 2, "MI": 1}
+    with pytest.raises(UserError, match="--ptbxl_device='AT-6' select PTB-XL records"):
+        run_main(monkeypatch, f"--table={DATA / 'records.csv'}", f"--output_dir={tmp_path / 'x'}",
+                 "--ptbxl_device=AT-6")
+
+
 def test_ptbxl_lvh_norm_takes_lvh_statements_and_pure_norm(tmp_path):
     shutil.copy(DATA / "scp_statements.csv", tmp_path)
     db = pd.read_csv(DATA / "ptbxl_database.csv", index_col="ecg_id").head(4).copy()
