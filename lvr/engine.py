@@ -271,15 +271,16 @@ def write_run_outputs(config, run, output_dir, outcome, report, start_time):
     log_test_summary(report, run.class_names, output_dir, wall, run.log)
 
 
-def write_test_outputs(output_dir, report, class_names):
+def write_test_outputs(output_dir, report, class_names, test_set="test set"):
     """test_eval_results.json and the ROC, confusion and reliability figures of a test report."""
     write_json_atomic(os.path.join(output_dir, TEST_RESULTS), report)
     plot_roc_curve(os.path.join(output_dir, "test_roc_curve.png"), report["fpr"], report["tpr"],
-                   report["roc_auc"], class_names)
+                   report["roc_auc"], class_names, title=f"ROC curve ({test_set})")
     plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),
-                          report["confusion_matrix"], class_names)
+                          report["confusion_matrix"], class_names,
+                          title=f"Confusion matrix ({test_set})")
     plot_reliability_diagram(os.path.join(output_dir, "test_calibration.png"),
-                             report["calibration"])
+                             report["calibration"], title=f"Calibration ({test_set})")
 
 
 def run_record(config, run, wall):

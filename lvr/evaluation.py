@@ -69,7 +69,8 @@ def run_evaluation(config, log=print):
         if run.writer:
             write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, everything,
                               run.labels, prob, run.class_names)
-            write_test_outputs(output_dir, report, run.class_names)
+            write_test_outputs(output_dir, report, run.class_names,
+                               test_set="external" if not own_data else "all beats")
             write_json_atomic(os.path.join(output_dir, "split.json"), {
                 "evaluated_run": train_dir, "data_dir": run.data_dir,
                 "data_fingerprint": cohort.fingerprint(), "cohort": cohort_geometry(cohort),
@@ -79,7 +80,7 @@ def run_evaluation(config, log=print):
                               {**run_record(config, run, wall), "evaluated_run": train_dir,
                                "command": sys.argv})
             log_test_summary(report, run.class_names, output_dir, wall, log,
-                             title="External test set" if not own_data else "Test set")
+                             title="External test set" if not own_data else "All beats")
     barrier(world_size)
     return report
 
@@ -168,13 +169,10 @@ def geometry_problems(trained, cohort):
 
 
 def evaluation_output_dir(config, cohort):
-    """OUTPUT_DIR, unless that is the evaluated run itself: then a folder inside it named for
-    the cohort, so the run's own test results are never replaced."""
-    output_dir, train_dir = config["OUTPUT_DIR"], config["EVALUATE"]
-    if os.path.abspath(output_dir) != os.path.abspath(train_dir):
-        return output_dir
+    """TRAIN_DIR/external_<cohort folder name>: the results sit beside the model they come from,
+    and neither the run's own results nor OUTPUT_DIR (the next training run's folder) change."""
     name = os.path.basename(os.path.abspath(cohort.data_dir))
-    return os.path.join(train_dir, "external_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
+    return os.path.join(config["EVALUATE"], "external_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
 
 
 def evaluation_record(train_dir, model_path, split, cohort, data_dir, own_data):

@@ -35,14 +35,16 @@ def other_cohort(tmp_path_factory):
     return folder
 
 
-def evaluate_on(trained, data_dir, output_dir, **overrides):
-    config = tiny_config(data_dir, output_dir, EVALUATE=str(trained), **overrides)
-    return run_evaluation(config, log=quiet)
+def evaluate_on(trained, data_dir, log=quiet, **overrides):
+    """The evaluation report and the folder it was written to."""
+    config = tiny_config(data_dir, trained.parent / "next_training_run", EVALUATE=str(trained),
+                         **overrides)
+    report = run_evaluation(config, log=log)
+    return report, trained / f"external_{os.path.basename(str(data_dir))}"
 
 
-def test_evaluation_scores_every_beat_and_writes_a_test_report(trained, other_cohort, tmp_path):
-    out = tmp_path / "external"
-    report = evaluate_on(trained, other_cohort, out)
+def test_evaluation_scores_every_beat_and_writes_a_test_report(trained, other_cohort):
+    report, out = evaluate_on(trained, other_cohort)
     cohort = load_cohort(str(other_cohort))
     assert report["n_beats"] == len(cohort.group_index)
     assert report["n_patients"] == len(np.unique(cohort.patient_ids))
@@ -80,25 +82,25 @@ def test_a_global_gain_does_not_change_the_probabilities(trained, other_cohort, 
     from conftest import small_cohort_config
     plain = tmp_path / "plain"
     demo.write_demo_cohort(str(plain), small_cohort_config(SEED=11))
-    evaluate_on(trained, plain, tmp_path / "a")
-    evaluate_on(trained, other_cohort, tmp_path / "b")
-    a = pd.read_csv(tmp_path / "a" / "predictions.csv")
-    b = pd.read_csv(tmp_path / "b" / "predictions.csv")
+    a = pd.read_csv(evaluate_on(trained, plain)[1] / "predictions.csv")
+    b = pd.read_csv(evaluate_on(trained, other_cohort)[1] / "predictions.csv")
     np.testing.assert_allclose(a["prob_Abnormal"], b["prob_Abnormal"], atol=2e-5)
 
 
-def test_the_run_own_results_are_never_replaced(trained, other_cohort):
+def test_results_go_inside_the_run_and_replace_nothing(trained, other_cohort):
     before = (trained / "test_eval_results.json").read_bytes()
-    evaluate_on(trained, other_cohort, trained)             # OUTPUT_DIR = the evaluated run
+    _, out = evaluate_on(trained, other_cohort)
+    _, again = evaluate_on(trained, other_cohort)             # an earlier evaluation is kept
     assert (trained / "test_eval_results.json").read_bytes() == before
-    assert (trained / f"external_{other_cohort.name}" / "test_eval_results.json").exists()
+    assert again == out and (out / "test_eval_results.json").exists()
+    kept = [p for p in trained.iterdir() if p.name.startswith(f"{out.name}.")]
+    assert kept and (kept[0] / "test_eval_results.json").exists()
+    assert not (trained.parent / "next_training_run").exists()    # OUTPUT_DIR is not touched
 
 
-def test_the_run_own_cohort_is_scored_with_a_warning(trained, small_cohort_dir, tmp_path):
+def test_the_run_own_cohort_is_scored_with_a_warning(trained, small_cohort_dir):
     lines = []
-    report = evaluate_on(trained, small_cohort_dir, tmp_path / "own")
-    config = tiny_config(small_cohort_dir, tmp_path / "own2", EVALUATE=str(trained))
-    run_evaluation(config, log=lines.append)
+    report, _ = evaluate_on(trained, small_cohort_dir, log=lines.append)
     assert any("not an external validation" in line for line in lines)
     assert report["evaluation"]["external"] is False
 
@@ -111,9 +113,9 @@ def test_the_run_own_cohort_is_scored_with_a_warning(trained, small_cohort_dir, 
 def test_evaluation_refuses_another_rate_or_window(trained, tmp_path, change, words):
     other = write_small_cohort(tmp_path / "other", SEED=3, **change)
     with pytest.raises(UserError, match="cannot be scored") as caught:
-        evaluate_on(trained, other, tmp_path / "out")
+        evaluate_on(trained, other)
     assert words in str(caught.value)
-    assert not (tmp_path / "out").exists()
+    assert not (trained / "external_other").exists()
 
 
 def test_evaluation_refuses_other_leads(trained, tmp_path):
@@ -123,21 +125,21 @@ def test_evaluation_refuses_other_leads(trained, tmp_path):
     spec["leads"] = spec["leads"][1:] + spec["leads"][:1]   # same leads, another order
     open(spec_path, "w").write(json.dumps(spec))
     with pytest.raises(UserError, match="same leads, another order: reorder"):
-        evaluate_on(trained, other, tmp_path / "out")
+        evaluate_on(trained, other)
     spec["leads"][0] = "X1"
     open(spec_path, "w").write(json.dumps(spec))
     with pytest.raises(UserError, match="leads are .*X1"):
-        evaluate_on(trained, other, tmp_path / "out")
+        evaluate_on(trained, other)
 
 
 def test_evaluation_needs_a_finished_single_model_run(trained, other_cohort, tmp_path):
     with pytest.raises(UserError, match="folder not found"):
-        evaluate_on(tmp_path / "nothing", other_cohort, tmp_path / "out")
+        evaluate_on(tmp_path / "nothing", other_cohort)
     (tmp_path / "cv" / "fold_1").mkdir(parents=True)
     with pytest.raises(UserError, match="cross-validation run .* --evaluate=.*fold_1"):
-        evaluate_on(tmp_path / "cv", other_cohort, tmp_path / "out")
+        evaluate_on(tmp_path / "cv", other_cohort)
     with pytest.raises(UserError, match="2-class model .* with the 2-class training script"):
-        evaluate_on(trained, other_cohort, tmp_path / "out", NUM_CLASSES=4, TASK="multiclass")
+        evaluate_on(trained, other_cohort, NUM_CLASSES=4, TASK="multiclass")
 
 
 def test_evaluate_option_is_refused_with_resume_or_folds(capsys):
