@@ -19,10 +19,12 @@ Writes scale_bench.json and scale_bench.md to --out (default bench_scale/, gitig
 """
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -80,9 +82,23 @@ def process_tree(pid):
     return found
 
 
-def measured_run(command, cwd=ROOT, env=None):
+def busy_cpu_s():
+    """CPU seconds all processes of the machine have run (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measured_run(command, cwd=ROOT, env=None, load=None):
     """Run `command`; returns (seconds, peak summed RssAnon of its process tree in MB, stdout).
-    A failed command raises RuntimeError with the end of its output."""
+    `load` (a list) gets the share of the machine's CPU that other processes used meanwhile,
+    which slows the command down. A failed command raises RuntimeError with its output's end."""
+    busy, own = busy_cpu_s(), children_cpu_s()
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -99,6 +115,9 @@ def measured_run(command, cwd=ROOT, env=None):
     process.wait()
     sampler.join()
     seconds = time.perf_counter() - start
+    others = busy_cpu_s() - busy - (children_cpu_s() - own)
+    if load is not None:
+        load.append(round(max(0.0, others) / (seconds * os.cpu_count()), 3))
     if process.returncode:
         raise RuntimeError(f"{' '.join(map(str, command))} failed ({process.returncode}):\n"
                            f"{output[-3000:]}")
@@ -128,26 +147,30 @@ def training_step(data_dir, output_dir, quick):
     """One epoch of the 2-class script: seconds, peak MB, epoch seconds and training beats."""
     if output_dir.exists():
         shutil.rmtree(output_dir)
+    load = []
     seconds, peak, output = measured_run(
         [sys.executable, str(ROOT / "train_MCL_ResNet_1D_class2.py"), f"--data_dir={data_dir}",
          f"--output_dir={output_dir}", "--epochs=1", "--device=cpu",
-         *(QUICK_TRAIN if quick else [])], env=script_env())
+         *(QUICK_TRAIN if quick else [])], env=script_env(), load=load)
     epoch_s = float(re.search(r"epoch +1/1 .*\| ([\d.]+) s", output).group(1))
     train_beats = int(re.search(r"train +\d+ patients +(\d+) beats", output).group(1))
     return {"seconds": round(seconds, 2), "peak_private_mb": round(peak, 1),
             "epoch_s": epoch_s, "train_beats": train_beats,
-            "epoch_s_per_1000_beats": round(1000 * epoch_s / train_beats, 3)}
+            "epoch_s_per_1000_beats": round(1000 * epoch_s / train_beats, 3),
+            "other_cpu_fraction": load[0]}
 
 
 def smoothgrad_step(train_dir, data_dir, n_beats):
     """SmoothGrad of n_beats test beats in a subprocess: seconds per 1,000 beats, peak MB."""
+    load = []
     seconds, peak, output = measured_run(
         [sys.executable, str(Path(__file__).resolve()),
-         f"--smoothgrad_job={train_dir},{data_dir},{n_beats}"], env=script_env())
+         f"--smoothgrad_job={train_dir},{data_dir},{n_beats}"], env=script_env(), load=load)
     job = json.loads(output.strip().splitlines()[-1])
     return {"beats": job["beats"], "maps_s": job["maps_s"],
             "s_per_1000_beats": round(1000 * job["maps_s"] / job["beats"], 2),
-            "process_s": round(seconds, 2), "peak_private_mb": round(peak, 1)}
+            "process_s": round(seconds, 2), "peak_private_mb": round(peak, 1),
+            "other_cpu_fraction": load[0]}
 
 
 def smoothgrad_job(train_dir, data_dir, n_beats):
@@ -200,17 +223,19 @@ def prepare_step(work, n_records):
     """prepare_data.py on n_records records: seconds per 1,000 records, peak MB (all workers)."""
     table = ptbxl_copies_table(work / "ptbxl_copies", n_records)
     output_dir = work / f"prepared_{n_records}"
+    load = []
     seconds, peak, _ = measured_run(
         [sys.executable, str(ROOT / "prepare_data.py"), f"--table={table}",
          "--task=binary:NORM,MI", f"--output_dir={output_dir}", "--overwrite=True"],
-        env=script_env())
+        env=script_env(), load=load)
     summary = json.loads((output_dir / "prepare_summary.json").read_text())
     beats = sum(summary["beats_per_group"].values())
     shutil.rmtree(output_dir)
     return {"records": n_records, "records_kept": summary["records_kept"], "beats": beats,
-            "seconds": round(seconds, 2), "s_per_1000_records": round(1000 * seconds / n_records, 1),
+            "seconds": round(seconds, 2),
+            "s_per_1000_records": round(1000 * seconds / n_records, 1),
             "peak_private_mb": round(peak, 1),
-            "workers": summary["options"]["WORKERS"]}
+            "workers": summary["options"]["WORKERS"], "other_cpu_fraction": load[0]}
 
 
 # ----------------------------------------------------------------------------- report
@@ -230,26 +255,29 @@ def target_checks(sizes):
 
 def markdown(result):
     lines = ["| beats | cohort files (GB) | train: peak private (MB) | train: load + 1 epoch (s) | "
-             "epoch s / 1,000 train beats | SmoothGrad s / 1,000 beats | SmoothGrad peak (MB) |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "epoch s / 1,000 train beats | SmoothGrad s / 1,000 beats | SmoothGrad peak (MB) | "
+             "CPU used by others (train, SmoothGrad) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for size in result["sizes"]:
         train, grad = size["train"], size["smoothgrad"]
-        lines.append(f"| {size['beats']:,} | {size['file_gb']:.2f} | {train['peak_private_mb']:.0f} | "
-                     f"{train['seconds']:.0f} | {train['epoch_s_per_1000_beats']:.2f} | "
-                     f"{grad['s_per_1000_beats']:.1f} | {grad['peak_private_mb']:.0f} |")
+        lines.append(f"| {size['beats']:,} | {size['file_gb']:.2f} | "
+                     f"{train['peak_private_mb']:.0f} | {train['seconds']:.0f} | {train['epoch_s_per_1000_beats']:.2f} | "
+                     f"{grad['s_per_1000_beats']:.1f} | {grad['peak_private_mb']:.0f} | "
+                     f"{train['other_cpu_fraction']:.0%}, {grad['other_cpu_fraction']:.0%} |")
     lines += ["", "| records | kept | beats | s / 1,000 records | peak private, all workers (MB) | "
-                  "workers |", "|---:|---:|---:|---:|---:|---:|"]
+                  "workers | CPU used by others |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for step in result["prepare"]:
         lines.append(f"| {step['records']:,} | {step['records_kept']:,} | {step['beats']:,} | "
                      f"{step['s_per_1000_records']:.0f} | {step['peak_private_mb']:.0f} | "
-                     f"{step['workers']} |")
+                     f"{step['workers']} | {step['other_cpu_fraction']:.0%} |")
     lines += ["", "| target | value | bound | met |", "|---|---:|---|---|"]
     for key, check in result["targets"].items():
         lines.append(f"| {key} | {check['value']} | {check['target']} | "
                      f"{'yes' if check['met'] else 'NO'} |")
     machine = result["machine"]
+    note = " (quick: tiny sizes, targets not meaningful)" if result["quick"] else ""
     lines += ["", f"{machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
-                  f"{machine['date']}{' (quick: tiny sizes, targets not meaningful)' if result['quick'] else ''}"]
+                  f"{machine['date']}{note}"]
     return "\n".join(lines) + "\n"
 
 
@@ -265,7 +293,7 @@ def machine():
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
-def run_scale_bench(out, quick=False, keep=False, log=print):
+def run_scale_bench(out, quick=False, keep=False, log=functools.partial(print, flush=True)):
     """Every step at every size; writes scale_bench.json and scale_bench.md in `out`."""
     out = Path(out)
     work = out / "work"

@@ -27,7 +27,7 @@ MIN_QRS_TO_NOISE = 10.0   # QRS peak-to-peak over high-frequency noise sd; below
 NEUROKIT_MIN_S = 4.0      # ecg_delineate (via ecg_segment) refuses signals shorter than 4 s
 DELINEATION_LEADS = "all"  # or a subset, e.g. ("II", "V2", "V5"): 4x faster, a little less exact
 CHUNK_BEATS = 2000         # beats delineated per worker job
-CONTEXT_BEATS = 8          # neighbours delineated with each chunk and dropped (see segments_in_chunks)
+CONTEXT_BEATS = 8          # neighbours delineated with a chunk and dropped (segments_in_chunks)
 
 
 # ----------------------------------------------------------------------------- wave segments

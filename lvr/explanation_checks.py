@@ -25,6 +25,7 @@ from lvr.smoothgrad import check_eval_mode, smoothgrad
 
 LOCALISATION_CHUNK = 1024   # maps per float64 copy in localisation
 
+
 def _segment_array(segments, n):
     """(n, 5, 2) int array of (start, end) from one dict or a list of n dicts."""
     if isinstance(segments, dict):

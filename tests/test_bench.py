@@ -75,6 +75,7 @@ def test_scale_bench_quick_measures_every_step(tmp_path):
         assert 100 < train["peak_private_mb"] < 3000 and train["epoch_s_per_1000_beats"] > 0
         assert 0 < train["train_beats"] < size["beats"] and grad["beats"] == 16
         assert grad["s_per_1000_beats"] > 0 and grad["peak_private_mb"] > 100
+        assert 0 <= train["other_cpu_fraction"] <= 1 and 0 <= grad["other_cpu_fraction"] <= 1
     (prepare,) = result["prepare"]
     assert prepare["records"] == 12 and prepare["beats"] > 0 and prepare["peak_private_mb"] > 100
     assert set(result["targets"]) == {"train_peak_growth_mb", "train_peak_max_mb",

@@ -138,8 +138,8 @@ BAD_COHORTS = {
                                "different binary class"),
     "bad_cohort_json": (lambda f: (f / "cohort.json").write_text("{groups: NS_0"), "cohort.json",
                         "not valid JSON"),
-    "truncated": (lambda f: (f / "cut_NS_1.npy").write_bytes((f / "cut_NS_1.npy").read_bytes()[:-100]),
-                  "cut_NS_1.npy", "is truncated"),
+    "truncated": (lambda f: (f / "cut_NS_1.npy").write_bytes(
+        (f / "cut_NS_1.npy").read_bytes()[:-100]), "cut_NS_1.npy", "is truncated"),
 }
 
 
