@@ -44,6 +44,9 @@ RECORDS = (1_000, 5_000)                   # records prepared by prepare_data.py
 QUICK_RECORDS = (12,)
 PTBXL_DIR = Path("/work/shared/datasets/ptbxl500")
 SAMPLE_S = 0.05                            # memory sampling interval
+# torch threads per step: with two threads on a 2-core machine that other processes also use,
+# a training epoch ran 3x slower (63 vs ~20 s per 1,000 beats): threads stall in their barriers.
+THREADS = "1"
 MB = 1e6
 TARGETS = {                                # the targets, checked on the full sizes
     "train_peak_growth_mb": ("<=", 300),   # largest minus smallest cohort's peak
@@ -125,7 +128,7 @@ def measured_run(command, cwd=ROOT, env=None, load=None):
 
 
 def script_env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="0")
+    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="0", OMP_NUM_THREADS=THREADS)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -277,7 +280,7 @@ def markdown(result):
     machine = result["machine"]
     note = " (quick: tiny sizes, targets not meaningful)" if result["quick"] else ""
     lines += ["", f"{machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
-                  f"{machine['date']}{note}"]
+                  f"{result['torch_threads']} torch thread(s), {machine['date']}{note}"]
     return "\n".join(lines) + "\n"
 
 
@@ -320,7 +323,7 @@ def run_scale_bench(out, quick=False, keep=False, log=functools.partial(print, f
         prepare.append(prepare_step(work, n_records))
         log(f"  prepare: {prepare[-1]}")
     result = {"quick": quick, "machine": machine(), "sizes": sizes, "prepare": prepare,
-              "targets": target_checks(sizes), "sample_s": SAMPLE_S}
+              "targets": target_checks(sizes), "sample_s": SAMPLE_S, "torch_threads": THREADS}
     if not keep:
         shutil.rmtree(work)
     (out / "scale_bench.json").write_text(json.dumps(result, indent=1))
