@@ -20,6 +20,7 @@ from lvr.config import UserError
 from lvr.leads import LEAD_NAMES
 
 FORMAT_HELP = "see README.md, section 'Data format'"
+CHECK_CHUNK_BYTES = 64 << 20   # bytes of a beat file read at a time when checking it for NaN/Inf
 
 SEED_COHORT = {
     "name": "seed (NSTEMI/STEMI without/with LVR)",
@@ -48,7 +49,7 @@ class Cohort:
     """A loaded, validated cohort: raw beats (not standardised) and what each beat is."""
     data_dir: str
     spec: dict
-    beats: np.ndarray            # float32 (N, leads, T), as stored
+    beats: object                # BeatFiles (memory-mapped) or float32 ndarray (N, leads, T)
     group_index: np.ndarray      # int64 (N,), index into spec["groups"]
     patient_ids: np.ndarray      # str (N,)
     patient_ids_given: bool      # False: every beat is its own patient (the seed's behaviour)
@@ -173,8 +174,12 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def npy_array(path, allow_pickle=False, what="beat"):
-    """np.load with a clear error for everything that is not a plain numpy array file."""
+def npy_array(path, allow_pickle=False, what="beat", mmap=False):
+    """np.load with a clear error for everything that is not a plain numpy array file.
+
+    `mmap`: open a numeric array memory-mapped (read-only; its pages are the file's page cache,
+    not this process's memory); an object array is still loaded whole (it cannot be mapped).
+    """
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
@@ -183,8 +188,18 @@ def npy_array(path, allow_pickle=False, what="beat"):
     if magic != b"\x93NUMPY":
         raise CohortError(f"{path} is not a readable .npy file (it does not start with the numpy "
                           f"file header); save the array with np.save")
+    header = npy_header(path)
+    if header is not None and not header[1].hasobject:
+        shape, dtype, data_start = header
+        expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = os.path.getsize(path)
+        if size < expected:
+            raise CohortError(f"{path} is truncated: its header describes an array of shape "
+                              f"{shape} ({expected} bytes) but the file has {size} bytes (an "
+                              f"interrupted copy or save?); write the file again with np.save")
+    mmap_mode = "r" if mmap and header is not None and not header[1].hasobject else None
     try:
-        return np.load(path, allow_pickle=allow_pickle)
+        return np.load(path, allow_pickle=allow_pickle, mmap_mode=mmap_mode)
     except ValueError as error:
         if "allow_pickle" in str(error):
             raise CohortError(
@@ -201,9 +216,24 @@ def npy_array(path, allow_pickle=False, what="beat"):
             from None
 
 
+def npy_header(path):
+    """(shape, dtype, offset of the data) from a .npy header, or None if it cannot be parsed
+    (np.load then reports the problem)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(handle)
+            return shape, dtype, handle.tell()
+    except Exception:  # noqa: BLE001 - any malformed header: np.load gives the message
+        return None
+
+
 def checked_beats(path, n_leads, allow_pickle=False):
-    """The beats of one group file as float32 (N, leads, T), or a CohortError saying why not."""
-    beats = npy_array(path, allow_pickle)
+    """The beats of one group file (N, leads, T), memory-mapped in their stored dtype (an object
+    array: loaded and converted to float32), or a CohortError saying why not."""
+    beats = npy_array(path, allow_pickle, mmap=True)
     if not isinstance(beats, np.ndarray) or beats.dtype == object:
         if allow_pickle and isinstance(beats, np.ndarray):
             try:
@@ -228,13 +258,22 @@ def checked_beats(path, n_leads, allow_pickle=False):
                     f"np.save(path, np.transpose(x, (0, 2, 1))); it is never transposed silently.")
         raise CohortError(f"{path} has shape {beats.shape}: {beats.shape[1]} leads on axis 1, "
                           f"expected {n_leads} (N, {n_leads}, T).{hint}")
-    beats = beats.astype(np.float32, copy=False)
-    finite = np.isfinite(beats).all(axis=(1, 2))
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    bad = nonfinite_beats(beats)
+    if bad.size:
         raise CohortError(f"{path}: {bad.size} of {beats.shape[0]} beats contain NaN or Inf "
                           f"(first: beat {bad[0]}); clean or drop them before training")
     return beats
+
+
+def nonfinite_beats(beats):
+    """Indices of the beats with a NaN or Inf as float32 (a float64 value beyond float32's range
+    becomes Inf when read), read CHECK_CHUNK_BYTES at a time."""
+    step = max(1, CHECK_CHUNK_BYTES // max(1, beats[:1].nbytes))
+    with np.errstate(over="ignore"):   # the overflow is what this reports
+        bad = [start + np.flatnonzero(~np.isfinite(
+            np.asarray(beats[start:start + step], dtype=np.float32)).all(axis=(1, 2)))
+            for start in range(0, len(beats), step)]
+    return np.concatenate(bad)
 
 
 def checked_patient_ids(path, n_beats, allow_pickle=False):
@@ -257,8 +296,78 @@ def checked_patient_ids(path, n_beats, allow_pickle=False):
     return ids.astype(str)
 
 
-def load_cohort(data_dir, allow_pickle=False):
-    """Read and validate every file of the cohort in `data_dir`."""
+class BeatFiles:
+    """The beats of every group file as one read-only (N, leads, T) float32 array, read on demand.
+
+    Nothing is concatenated: the files stay memory-mapped, so reading beats costs page cache
+    (shared with other processes and given back under memory pressure), not private memory.
+    Indexing with an int, a slice, a boolean mask or an index array returns those beats, in that
+    order, as a float32 numpy array. Pickling keeps only the paths (and the arrays of groups
+    that were pickled object files), so each DataLoader worker opens its own maps.
+    """
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    def __init__(self, paths, arrays):
+        self.paths, self.arrays = list(paths), list(arrays)
+        self.starts = np.cumsum([0] + [len(a) for a in self.arrays])
+        self.shape = (int(self.starts[-1]),) + tuple(self.arrays[0].shape[1:])
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            raise TypeError("BeatFiles takes beat indices only; index the beats it returns")
+        rows = self.row_numbers(key)
+        if rows.ndim == 0:
+            return self[rows[None]][0]
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows),) + self.shape[1:], dtype=np.float32)
+        for p in np.unique(part):
+            where = np.flatnonzero(part == p)
+            local = rows[where] - self.starts[p]
+            if where.size > 1 and np.all(np.diff(local) == 1):   # a run of beats: one read
+                out[where] = self.arrays[p][local[0]:local[-1] + 1]
+            else:
+                out[where] = self.arrays[p][local]
+        return out
+
+    def row_numbers(self, key):
+        """Global beat numbers (int64, non-negative) selected by `key`."""
+        n = len(self)
+        if isinstance(key, slice):
+            return np.arange(*key.indices(n), dtype=np.int64)
+        key = np.asarray(key)
+        if key.dtype == bool:
+            if key.shape != (n,):
+                raise IndexError(f"boolean index of shape {key.shape} for {n} beats")
+            return np.flatnonzero(key)
+        if not np.issubdtype(key.dtype, np.integer):
+            raise IndexError(f"beats are indexed by integers, slices or masks, not {key.dtype}")
+        rows = np.where(key < 0, key + n, key).astype(np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"beat index out of range for {n} beats")
+        return rows
+
+    def __array__(self, dtype=None, copy=None):
+        beats = self[:]
+        return beats if dtype is None else beats.astype(dtype, copy=False)
+
+    def __getstate__(self):
+        return {"paths": self.paths,
+                "arrays": [None if isinstance(a, np.memmap) else a for a in self.arrays]}
+
+    def __setstate__(self, state):
+        arrays = [np.load(path, mmap_mode="r") if a is None else a
+                  for path, a in zip(state["paths"], state["arrays"])]
+        self.__init__(state["paths"], arrays)
+
+
+def load_cohort(data_dir, allow_pickle=False, in_memory=False):
+    """Validate every file of the cohort in `data_dir`; its beats stay in their files, mapped
+    (BeatFiles), checked chunk by chunk. `in_memory`: read every file whole into one float32
+    array instead (the data path before memory mapping; it needs the cohort's size in RAM)."""
     if not os.path.isdir(data_dir):
         raise CohortError(f"data folder {data_dir!r} does not exist. Put your beat files there "
                           f"({', '.join(expected_files(SEED_COHORT))}, or those named in "
@@ -270,10 +379,11 @@ def load_cohort(data_dir, allow_pickle=False):
         raise CohortError(f"{data_dir} lacks {', '.join(missing)}; a cohort needs "
                           f"{', '.join(expected_files(spec))}; {FORMAT_HELP}")
     n_leads = len(spec["leads"])
-    files, beats, id_arrays = {}, [], []
+    files, beats, id_arrays, paths = {}, [], [], []
     for group in spec["groups"]:
         path = os.path.join(data_dir, f"cut_{group}.npy")
         beats.append(checked_beats(path, n_leads, allow_pickle))
+        paths.append(path)
         files[os.path.basename(path)] = file_sha256(path)
         id_path = os.path.join(data_dir, f"cut_{group}_patient_ids.npy")
         if os.path.exists(id_path):
@@ -298,7 +408,9 @@ def load_cohort(data_dir, allow_pickle=False):
                      for g, b in zip(spec["groups"], beats)]
     group_index = np.concatenate([np.full(b.shape[0], i, dtype=np.int64)
                                   for i, b in enumerate(beats)])
-    cohort = Cohort(data_dir=data_dir, spec=spec, beats=np.concatenate(beats, axis=0),
+    all_beats = (np.concatenate([np.asarray(b, dtype=np.float32) for b in beats]) if in_memory
+                 else BeatFiles(paths, beats))
+    cohort = Cohort(data_dir=data_dir, spec=spec, beats=all_beats,
                     group_index=group_index, patient_ids=np.concatenate(id_arrays),
                     patient_ids_given=all(given), files=files)
     for task in TASKS:
@@ -337,6 +449,37 @@ def standardize_beats(beats):
     std = beats.std(axis=-1, keepdims=True, dtype=np.float64)
     std[std < 10 * np.finfo(np.float64).eps] = 1.0
     return ((beats - mean) / std).astype(np.float32)
+
+
+class StandardisedBeats(Dataset):
+    """Beats `index` of an (N, leads, T) array (BeatFiles or numpy), standardised when read.
+
+    ``x[key]`` (an int, a slice, a list or an array of positions) reads those beats and returns
+    them standardised as a float32 tensor; `standardize_beats` works beat by beat and lead by
+    lead, so a batch gets exactly the numbers the whole array would. ``x.rows(index)`` is the
+    subset at positions `index`; nothing is read until it is indexed. Training, validation and
+    test batches are taken this way, so no split is ever copied whole.
+    """
+
+    def __init__(self, beats, index=None):
+        self.beats = beats
+        self.index = (np.arange(len(beats), dtype=np.int64) if index is None
+                      else np.asarray(index, dtype=np.int64))
+        self.shape = (len(self.index),) + tuple(beats.shape[1:])
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, key):
+        if torch.is_tensor(key):
+            key = key.numpy()
+        rows = self.index[key]
+        if rows.ndim == 0:
+            return self[[key]][0]
+        return torch.from_numpy(standardize_beats(self.beats[rows]))
+
+    def rows(self, index):
+        return StandardisedBeats(self.beats, self.index[index])
 
 
 # ----------------------------------------------------------------------------- split
@@ -421,7 +564,8 @@ def split_dataset_by_patients(data, labels, patient_ids, test_size=0.1, val_size
 class ECGDataset(Dataset):
     """Beats and labels (and optional patient IDs) held as tensors, built once.
 
-    Accepts the seed's list of [x, y] or [x, y, patient_id] items, or arrays via `from_arrays`.
+    Accepts the seed's list of [x, y] or [x, y, patient_id] items, or arrays via `from_arrays`;
+    beats given as StandardisedBeats stay where they are and are read batch by batch.
     """
 
     def __init__(self, data=None, *, x=None, y=None, patient_ids=None):
@@ -430,7 +574,8 @@ class ECGDataset(Dataset):
             y = np.array([item[1] for item in data])
             if len(data[0]) == 3:
                 patient_ids = np.array([item[2] for item in data])
-        self.x_data = torch.as_tensor(x, dtype=torch.float32)  # no copy for float32 tensors
+        self.x_data = (x if isinstance(x, StandardisedBeats)
+                       else torch.as_tensor(x, dtype=torch.float32))  # no copy for float32 tensors
         self.y_data = torch.as_tensor(y).long()
         self.patient_ids = None if patient_ids is None else np.asarray(patient_ids)
         self.has_patient_ids = self.patient_ids is not None

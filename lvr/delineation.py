@@ -5,7 +5,9 @@ boundary is the median over the leads that found it; a clearly reported fixed-in
 covers beats it cannot delineate. Used by the explanation checks and drawn on the figures.
 """
 import math
+import multiprocessing
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +26,8 @@ NEUROKIT_KEYS = {"P_on": "ECG_P_Onsets", "P_off": "ECG_P_Offsets", "QRS_on": "EC
 MIN_QRS_TO_NOISE = 10.0   # QRS peak-to-peak over high-frequency noise sd; below: no QRS found
 NEUROKIT_MIN_S = 4.0      # ecg_delineate (via ecg_segment) refuses signals shorter than 4 s
 DELINEATION_LEADS = "all"  # or a subset, e.g. ("II", "V2", "V5"): 4x faster, a little less exact
+CHUNK_BEATS = 2000         # beats delineated per worker job
+CONTEXT_BEATS = 8          # neighbours delineated with a chunk and dropped (segments_in_chunks)
 
 
 # ----------------------------------------------------------------------------- wave segments
@@ -158,6 +162,48 @@ def beat_segments_batch(beats, fs, r_peak_samples=None, leads=DELINEATION_LEADS,
         found = np.nanmedian(per_lead, axis=0)
     return [_segments_from_boundaries(found[i], r_peaks[i], fs, length, delineated[i])
             for i in range(n)]
+
+
+def segments_in_chunks(beats, index, fs, workers=1, chunk=CHUNK_BEATS, **options):
+    """beat_segments_batch of beats[index] (a mapped BeatFiles or an array), CHUNK_BEATS at a
+    time in `workers` processes, each reading only its own chunk.
+
+    A beat's P-wave search reaches into the beat laid before it, so each chunk is delineated
+    with up to CONTEXT_BEATS neighbours on either side, whose segments are dropped; a set of
+    beats no larger than `chunk` is one call, exactly as beat_segments_batch. At most
+    `workers` + 1 chunks are in flight.
+    """
+    index = np.asarray(index)
+    jobs = (chunk_job(beats, index[max(0, s - CONTEXT_BEATS):s + chunk + CONTEXT_BEATS],
+                      s - max(0, s - CONTEXT_BEATS), min(chunk, len(index) - s), fs, options)
+            for s in range(0, len(index), chunk))
+    if workers <= 1 or len(index) <= chunk:
+        return [seg for job in jobs for seg in chunk_segments(job)]
+    found = []
+    context = multiprocessing.get_context("spawn")   # no forked copy of the parent's memory
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending = []
+        for job in jobs:
+            pending.append(pool.submit(chunk_segments, job))
+            if len(pending) > workers:
+                found += pending.pop(0).result()
+        for future in pending:
+            found += future.result()
+    return found
+
+
+def chunk_job(beats, rows, first, count, fs, options):
+    """A job of segments_in_chunks: mapped beats travel as their file paths, an array in memory
+    as the chunk's rows only."""
+    if isinstance(beats, np.ndarray):
+        beats, rows = beats[rows], slice(None)
+    return beats, rows, first, count, fs, options
+
+
+def chunk_segments(job):
+    """The segments of one chunk of segments_in_chunks, without its context beats."""
+    beats, rows, first, count, fs, options = job
+    return beat_segments_batch(beats[rows], fs, **options)[first:first + count]
 
 
 def beat_segments(beat, fs, r_peak_sample=None, lead_names=LEAD_NAMES, leads=DELINEATION_LEADS):

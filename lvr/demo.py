@@ -251,8 +251,13 @@ def effect_text(config):
 
 def demo_cohort_arrays(config):
     """group -> (beats float32 (N, 12, T), patient IDs int64 (N,)), deterministic for SEED."""
+    return {group: (beats, ids) for group, beats, ids in demo_group_arrays(config)}
+
+
+def demo_group_arrays(config):
+    """(group, beats, patient IDs) of each group in turn, so a writer holds one group at a time."""
     rng = np.random.default_rng(config["SEED"])
-    arrays, next_id = {}, 1
+    next_id = 1
     for group in GROUPS:
         beats, ids = [], []
         for _ in range(config["N_PATIENTS"]):
@@ -261,8 +266,7 @@ def demo_cohort_arrays(config):
             beats.append(patient_beats(rng, group, n_beats, config))
             ids.append(np.full(n_beats, next_id, dtype=np.int64))
             next_id += 1
-        arrays[group] = (np.concatenate(beats), np.concatenate(ids))
-    return arrays
+        yield group, np.concatenate(beats), np.concatenate(ids)
 
 
 def demo_cohort_spec(config):
@@ -303,17 +307,18 @@ def write_demo_cohort(output_dir, config, amplitude_scale=1.0):
         raise UserError(f"LVR_WAVE must be one of {', '.join(LVR_SIGNS)}, got "
                         f"{config['LVR_WAVE']!r}")
     os.makedirs(output_dir, exist_ok=True)
-    arrays = demo_cohort_arrays(config)
-    for group, (beats, ids) in arrays.items():
+    counts = {}
+    for group, beats, ids in demo_group_arrays(config):
         if amplitude_scale != 1:
             beats = (beats * np.float32(amplitude_scale)).astype(np.float32)
         save_npy_atomic(os.path.join(output_dir, f"cut_{group}.npy"), beats)
         save_npy_atomic(os.path.join(output_dir, f"cut_{group}_patient_ids.npy"), ids)
+        counts[group] = len(beats)
     spec = demo_cohort_spec(config)
     if amplitude_scale != 1:
         spec["source"]["amplitude_scale"] = amplitude_scale
     write_json_atomic(os.path.join(output_dir, "cohort.json"), spec)
-    return {g: len(b) for g, (b, _) in arrays.items()}
+    return counts
 
 
 def default_config():

@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 from lvr.calibration import calibration_by_class
 from lvr.checkpoints import load_checkpoint
-from lvr.cohort import (load_cohort, patient_kfold_indices, patient_split_indices,
-                        standardize_beats)
+from lvr.cohort import (StandardisedBeats, load_cohort, patient_kfold_indices,
+                        patient_split_indices)
 from lvr.config import UserError
 from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
@@ -43,7 +43,7 @@ class RunContext:
     data_dir: str
     labels: np.ndarray              # class of every beat for the run's task
     class_names: list
-    x_all: torch.Tensor             # every beat, standardised
+    x_all: StandardisedBeats        # every beat, read and standardised batch by batch
     device: torch.device
     rank: int = 0
     world_size: int = 1
@@ -108,7 +108,7 @@ def run_context(config, log, rank, world_size, device):
         log(f"Distributed: {world_size} processes ({dist.get_backend()}), "
             f"{config['BATCH_SIZE'] // world_size} beats per process per batch")
     return RunContext(cohort=cohort, data_dir=data_dir, labels=labels, class_names=class_names,
-                      x_all=torch.from_numpy(standardize_beats(cohort.beats)), device=device,
+                      x_all=StandardisedBeats(cohort.beats), device=device,
                       rank=rank, world_size=world_size, log=log)
 
 
@@ -191,7 +191,7 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
     cohort, labels = run.cohort, run.labels
     for name, idx in parts.items():
         run.log(split_summary(name, labels[idx], cohort.patient_ids[idx], len(labels)))
-    tensors = {name: (run.x_all[idx], torch.from_numpy(labels[idx]))
+    tensors = {name: (run.x_all.rows(idx), torch.from_numpy(labels[idx]))
                for name, idx in parts.items()}
     if run.writer and not resume:
         write_json_atomic(os.path.join(output_dir, "split.json"), split_record(config, run, parts))

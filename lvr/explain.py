@@ -10,19 +10,21 @@ it (ground_truth_check, the marks on the wave heatmap), never to compute a stati
 import csv
 import json
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from lvr.attribution import attribution_maps, has_lead_resolution
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort, set_seed, standardize_beats
 from lvr.config import UserError
-from lvr.delineation import beat_segments_batch, r_peak_index
+from lvr.delineation import beat_segments_batch, r_peak_index, segments_in_chunks
 from lvr.demo import resolve_data_dir
 from lvr.evaluation import check_geometry
 from lvr.distributed import resolve_device
@@ -47,6 +49,7 @@ METHOD_NAMES = {"smoothgrad": "SmoothGrad", "gradient": "Gradient",
                 "input_x_gradient": "Input x gradient",
                 "integrated_gradients": "Integrated gradients", "occlusion": "Occlusion",
                 "grad_cam": "Grad-CAM"}
+CHUNK_BEATS = 2048   # test beats standardised, explained and written to disk at a time
 REPORT_NOTE = ("Report the patient-level numbers: a patient's beats are not independent "
                "samples, so beat-level p-values and intervals are too confident. The beat-level "
                "keys are the original analysis's, kept for comparison.")
@@ -56,11 +59,11 @@ REPORT_NOTE = ("Report the patient-level numbers: a patient's beats are not inde
 class ExplainedBeats:
     """The test beats of the run and what the analysis found in them."""
     index: np.ndarray        # rows of the cohort
-    x: np.ndarray            # standardised beats (N, leads, T)
+    x: np.ndarray            # standardised beats (N, leads, T), memory-mapped work file
     y: np.ndarray            # binary labels
     groups: np.ndarray       # group index of each beat
     patient_ids: np.ndarray  # patient of each beat
-    maps: np.ndarray         # attribution maps of METHOD (N, leads, T)
+    maps: np.ndarray         # attribution maps of METHOD (N, leads, T), memory-mapped
     prob: np.ndarray         # class probabilities (N, 2)
     segments: list = None    # wave spans per beat (WAVE_IMPORTANCE or WAVE_EFFECTS)
     shares: np.ndarray = None   # share of each lead's map per wave (N, leads, 5)
@@ -129,33 +132,37 @@ def explain_run(config, log=print):
         f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; "
         f"{method_description(config)}, on {device}")
     timings = {}
-    beats = explained_beats(model, cohort, index, config, device, wave_leads, log, timings)
-    if config["WAVE_EFFECTS"]:
-        with timed(timings, "wave_effects"):
-            beats.effects = segment_swap_effects(model, beats, cohort, split, config, device,
-                                                 log)
-            beats.effect_tables = wave_effect_tables(beats, cohort, config)
-    with timed(timings, "figures"):
-        draw_figures(beats, cohort, class_names, config, log)
-    with timed(timings, "lead_statistics"):
-        statistics = write_lead_statistics(beats, cohort, config, log)
-    if beats.effects is not None:
-        write_wave_effects(beats, cohort, config, log)
-    if config["WAVE_IMPORTANCE"] or config["SANITY_CHECK"] or config["DELETION_TEST"] \
-            or beats.effects is not None:
-        with timed(timings, "checks"):
-            write_explanation_checks(model, beats, cohort, class_names, config, log)
-    if config["SAVE_MAPS"]:
-        write_maps(os.path.join(output_dir, "saliency_maps.npz"), beats)
-    write_json_atomic(os.path.join(output_dir, "saliency_run.json"), {
-        "config": config, "train_dir": config["TRAIN_DIR"], "data_dir": data_dir,
-        "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),
-        "test_patients": sorted(set(cohort.patient_ids[index].tolist())), "device": str(device), "versions": library_versions(),
-        "step_times_s": timings, "wall_time_s": round(time.time() - start, 2)})
-    written = sorted(name for name in os.listdir(output_dir)
-                     if os.path.isfile(os.path.join(output_dir, name)))
-    log(f"\nDone in {time.time() - start:.0f} s: {output_dir}/ holds {', '.join(written)}")
-    return {"lead_statistics": statistics, "wave_effects": beats.effect_tables}
+    # the test beats and their maps live in work files beside the outputs, never whole in memory
+    with tempfile.TemporaryDirectory(prefix=".work-", dir=output_dir) as work_dir:
+        beats = explained_beats(model, cohort, index, config, device, wave_leads, log, timings,
+                                work_dir)
+        if config["WAVE_EFFECTS"]:
+            with timed(timings, "wave_effects"):
+                beats.effects = segment_swap_effects(model, beats, cohort, split, config, device,
+                                                     log)
+                beats.effect_tables = wave_effect_tables(beats, cohort, config)
+        with timed(timings, "figures"):
+            draw_figures(beats, cohort, class_names, config, log)
+        with timed(timings, "lead_statistics"):
+            statistics = write_lead_statistics(beats, cohort, config, log)
+        if beats.effects is not None:
+            write_wave_effects(beats, cohort, config, log)
+        if config["WAVE_IMPORTANCE"] or config["SANITY_CHECK"] or config["DELETION_TEST"] \
+                or beats.effects is not None:
+            with timed(timings, "checks"):
+                write_explanation_checks(model, beats, cohort, class_names, config, log)
+        if config["SAVE_MAPS"]:
+            write_maps(os.path.join(output_dir, "saliency_maps.npz"), beats)
+        write_json_atomic(os.path.join(output_dir, "saliency_run.json"), {
+            "config": config, "train_dir": config["TRAIN_DIR"], "data_dir": data_dir,
+            "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),
+            "test_patients": sorted(set(cohort.patient_ids[index].tolist())),
+            "device": str(device), "versions": library_versions(),
+            "step_times_s": timings, "wall_time_s": round(time.time() - start, 2)})
+        written = sorted(name for name in os.listdir(output_dir)
+                         if os.path.isfile(os.path.join(output_dir, name)))
+        log(f"\nDone in {time.time() - start:.0f} s: {output_dir}/ holds {', '.join(written)}")
+        return {"lead_statistics": statistics, "wave_effects": beats.effect_tables}
 
 
 @contextmanager
@@ -177,21 +184,40 @@ def method_description(config):
     return METHOD_NAMES[method]
 
 
-def explained_beats(model, cohort, index, config, device, wave_leads, log, timings):
-    """Attribution maps and probabilities of the test beats, and their wave segments."""
-    x = standardize_beats(cohort.beats[index])
+def explained_beats(model, cohort, index, config, device, wave_leads, log, timings, work_dir):
+    """Attribution maps and probabilities of the test beats, and their wave segments.
+
+    The beats are read, standardised and explained CHUNK_BEATS at a time (a whole number of
+    batches, so the SmoothGrad noise is drawn exactly as in one pass); beats and maps are
+    written to memory-mapped files in `work_dir` as they are computed.
+    """
+    shape = (len(index),) + tuple(cohort.beats.shape[1:])
+    x = open_memmap(os.path.join(work_dir, "beats.npy"), "w+", np.float32, shape)
+    maps = open_memmap(os.path.join(work_dir, "maps.npy"), "w+", np.float32, shape)
     y = cohort.labels("binary")[index]
-    with timed(timings, "maps"):
-        maps, prob = saliency_maps(model, x, y, config, device, cohort.spec["sampling_rate"])
+    prob = np.empty((len(index), 2))
+    batch = config["BATCH_SIZE"]
+    step = max(1, CHUNK_BEATS // batch) * batch
+    generator = torch.Generator().manual_seed(config["SEED"])
+    with timed(timings, "maps"), tqdm(total=len(index), desc=config["METHOD"], disable=None,
+                                      dynamic_ncols=True) as progress:
+        for start in range(0, len(index), step):
+            part = slice(start, start + step)
+            x[part] = standardize_beats(cohort.beats[index[part]])
+            maps[part], prob[part] = saliency_maps(model, x[part], y[part], config, device,
+                                                   cohort.spec["sampling_rate"], generator)
+            progress.update(len(x[part]))
     beats = ExplainedBeats(index=index, x=x, y=y, groups=cohort.group_index[index],
                            patient_ids=cohort.patient_ids[index], maps=maps, prob=prob)
     if wave_leads is not None:
         with timed(timings, "delineation"):
-            found = beat_segments_batch(cohort.beats[index], cohort.spec["sampling_rate"],
-                                        lead_names=list(cohort.spec["leads"]),
-                                        leads=wave_leads, progress=True)
+            found = segments_in_chunks(cohort.beats, index, cohort.spec["sampling_rate"],
+                                       config["FIGURE_WORKERS"],
+                                       lead_names=list(cohort.spec["leads"]), leads=wave_leads)
         beats.segments = [{w: seg[w] for w in WAVES} for seg in found]
-        beats.shares = wave_importance_shares(maps, beats.segments)
+        beats.shares = np.concatenate([
+            wave_importance_shares(maps[start:start + step], beats.segments[start:start + step])
+            for start in range(0, len(index), step)])
         beats.density = wave_importance_density(beats.shares, beats.segments, maps.shape[2])
         fallback = sum(seg["method"] == "fallback" for seg in found)
         log(f"Wave delineation (neurokit2, median over "
@@ -222,9 +248,11 @@ def segment_swap_effects(model, beats, cohort, split, config, device, log):
                         f"need their beats as references (or pass --wave_effects=False)")
     fs = cohort.spec["sampling_rate"]
     # swapped in mV, then standardised like every input (lvr.wave_effects says why)
-    pool = cohort.beats[pool_index]
     x = cohort.beats[beats.index[positive]]
-    references = reference_beats(x, pool, config["WAVE_REFERENCE"])
+    if config["WAVE_REFERENCE"] == "mean":   # the mean beat, read chunk by chunk
+        references = np.broadcast_to(mean_beat(cohort.beats, pool_index), x.shape)
+    else:
+        references = reference_beats(x, cohort.beats[pool_index], config["WAVE_REFERENCE"])
     segments = [beats.segments[i] for i in positive]
     if config["WAVE_ALIGNMENT"] == "segment":
         shared = config["WAVE_REFERENCE"] != "nearest"   # one reference beat for all
@@ -251,6 +279,16 @@ def segment_swap_effects(model, beats, cohort, split, config, device, log):
                                      reference_r_peaks, progress=True,
                                      prepare=standardize_beats)
     return effects
+
+
+def mean_beat(beats, index, chunk=CHUNK_BEATS):
+    """The mean of beats[index] as float32, summed in float64 chunk by chunk in the order
+    numpy's mean over axis 0 adds them (the same number as reference_beats' "mean")."""
+    total = np.zeros(beats.shape[1:])
+    for start in range(0, len(index), chunk):
+        part = beats[index[start:start + chunk]].astype(np.float64)
+        total = np.concatenate([total[None], part]).sum(axis=0)
+    return (total / len(index)).astype(np.float32)
 
 
 def r_peak(beat, spec, fs):
@@ -340,7 +378,7 @@ def wave_effect_tables(beats, cohort, config):
 def write_maps(path, beats):
     """saliency_maps.npz: maps, probabilities, cohort row index, patient ID and group."""
     with atomic_write(path) as temporary, open(temporary, "wb") as handle:
-        np.savez_compressed(handle, maps=beats.maps.astype(np.float32),
+        np.savez_compressed(handle, maps=np.asarray(beats.maps, dtype=np.float32),
                             probabilities=beats.prob.astype(np.float32), index=beats.index,
                             patient_id=beats.patient_ids.astype(str), group=beats.groups)
 
@@ -412,24 +450,27 @@ def test_set(cohort, split, data_dir, train_dir):
     return index
 
 
-def saliency_maps(model, x, y, config, device, fs):
+def saliency_maps(model, x, y, config, device, fs, generator=None):
     """Maps of METHOD (N, leads, T) and class probabilities (N, classes) of the test beats."""
-    maps = method_maps(model, x, y, config, fs, progress=True)
+    maps = method_maps(model, x, y, config, fs, generator=generator)
     probs = []
     with torch.inference_mode():
         for start in range(0, len(x), config["BATCH_SIZE"]):
-            xb = torch.from_numpy(x[start:start + config["BATCH_SIZE"]]).to(device)
+            xb = torch.from_numpy(np.asarray(x[start:start + config["BATCH_SIZE"]])).to(device)
             probs.append(torch.softmax(model(xb).float(), 1).cpu().numpy())
     return maps, np.concatenate(probs)
 
 
-def method_maps(model, x, y, config, fs, progress=False):
-    """attribution_maps of METHOD with the script's settings; SmoothGrad noise seeded by SEED."""
+def method_maps(model, x, y, config, fs, progress=False, generator=None):
+    """attribution_maps of METHOD with the script's settings; SmoothGrad noise from `generator`
+    (default: a new one seeded by SEED)."""
     window = max(1, int(round(config["OCCLUSION_WINDOW_MS"] * fs / 1000)))
+    if generator is None:
+        generator = torch.Generator().manual_seed(config["SEED"])
     return attribution_maps(model, np.asarray(x), np.asarray(y), config["METHOD"],
                             num_samples=config["NUM_SAMPLES"], noise_level=config["NOISE_LEVEL"],
-                            generator=torch.Generator().manual_seed(config["SEED"]),
-                            ig_steps=config["IG_STEPS"], occlusion_window=min(window, x.shape[2]),
+                            generator=generator, ig_steps=config["IG_STEPS"],
+                            occlusion_window=min(window, x.shape[2]),
                             batch_size=config["BATCH_SIZE"], progress=progress)
 
 
@@ -437,8 +478,10 @@ def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_di
                 segments=None):
     """One job per figure: plain arrays and labels that a worker process can draw from."""
     spec = cohort.spec
-    vmax = float(np.percentile(maps, 99.5))
     limit = len(x) if config["MAX_FIGURES"] is None else min(len(x), int(config["MAX_FIGURES"]))
+    if limit == 0:
+        return []
+    vmax = float(stored_percentile(maps, 99.5))
     jobs = []
     for i in range(limit):
         subtype = spec["group_names"][spec["groups"][groups[i]]]
@@ -452,6 +495,22 @@ def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_di
             "segments": segments[i] if segments else None,
             "path": os.path.join(output_dir, subtype, f"saliency_analysis_{subtype}_sample_{i}.png")})
     return jobs
+
+
+def stored_percentile(maps, q, chunk=CHUNK_BEATS):
+    """np.percentile(maps, q) of a memory-mapped array without a copy in memory: numpy
+    partitions a copy in a work file beside it (overwrite_input), so the number is numpy's."""
+    if not isinstance(maps, np.memmap) or maps.filename is None:
+        return np.percentile(maps, q)
+    path = f"{maps.filename}.percentile"
+    copy = open_memmap(path, "w+", maps.dtype, maps.shape)
+    try:
+        for start in range(0, len(maps), chunk):
+            copy[start:start + chunk] = maps[start:start + chunk]
+        return np.percentile(copy, q, overwrite_input=True)
+    finally:
+        del copy
+        os.remove(path)
 
 
 def lead_importance(beats, config):
@@ -523,14 +582,15 @@ def explanation_checks_report(model, beats, cohort, config):
     if config["SANITY_CHECK"]:
         rng = np.random.default_rng(config["SEED"])
         chosen = np.sort(rng.choice(len(x), min(len(x), config["SANITY_SAMPLES"]), replace=False))
-        sanity = sanity_check(model, torch.from_numpy(x[chosen]), torch.from_numpy(y[chosen]),
+        sanity = sanity_check(model, torch.from_numpy(np.asarray(x[chosen])),
+                              torch.from_numpy(y[chosen]),
                               sanity_saliency_fn(config, spec["sampling_rate"]),
                               seed=config["SEED"])
         sanity["sanity_sample_count"] = sanity.pop("sample_count")
         report.update(sanity)
     if config["DELETION_TEST"] and positive.any():
-        deletion = deletion_test(model, torch.from_numpy(x[positive]),
-                                 torch.from_numpy(y[positive]), maps[positive].mean(axis=2),
+        deletion = deletion_test(model, torch.from_numpy(np.asarray(x[positive])),
+                                 torch.from_numpy(y[positive]), maps.mean(axis=2)[positive],
                                  max_k=config["DELETION_MAX_K"],
                                  random_draws=config["DELETION_DRAWS"], seed=config["SEED"])
         deletion["deletion_count"] = deletion.pop("sample_count")

@@ -23,6 +23,9 @@ from lvr.lead_stats import patient_means
 from lvr.leads import WAVES
 from lvr.smoothgrad import check_eval_mode, smoothgrad
 
+LOCALISATION_CHUNK = 1024   # maps per float64 copy in localisation
+
+
 def _segment_array(segments, n):
     """(n, 5, 2) int array of (start, end) from one dict or a list of n dicts."""
     if isinstance(segments, dict):
@@ -377,9 +380,13 @@ def localisation(maps, mask, patient_ids):
     """Mass and rank accuracy of the maps, as the mean over patients of each patient's mean,
     with their chance level: the share of the beat the mask covers (a uniform map's mass
     accuracy and a random map's expected rank accuracy)."""
-    patients, mass = patient_means(np.nan_to_num(relevance_mass_accuracy(maps, mask)),
-                                   patient_ids)
-    _, rank = patient_means(relevance_rank_accuracy(maps, mask), patient_ids)
+    chunks = range(0, len(maps), LOCALISATION_CHUNK)   # float64 copies of a chunk at a time
+    mass = np.concatenate([relevance_mass_accuracy(maps[s:s + LOCALISATION_CHUNK], mask)
+                           for s in chunks] or [np.zeros(0)])
+    rank = np.concatenate([relevance_rank_accuracy(maps[s:s + LOCALISATION_CHUNK], mask)
+                           for s in chunks] or [np.zeros(0)])
+    patients, mass = patient_means(np.nan_to_num(mass), patient_ids)
+    _, rank = patient_means(rank, patient_ids)
     chance, mass, rank = float(mask.mean()), float(mass.mean()), float(rank.mean())
     return {"mass_accuracy": mass, "rank_accuracy": rank, "chance": chance,
             "mass_vs_chance": mass / chance, "rank_vs_chance": rank / chance,

@@ -115,19 +115,21 @@ def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scal
 
 
 def predict_logits(model, x, batch_size, device, rank=0, world_size=1):
-    """Logits (N, C) on CPU for the tensor `x`, in eval mode without autograd.
+    """Logits (N, C) on CPU for the beats `x` (a tensor, or StandardisedBeats read batch by
+    batch), in eval mode without autograd.
 
     Under DDP each rank predicts one contiguous share and the shares are gathered in order,
     so every rank gets all N rows.
     """
     model.eval()
     share = np.array_split(np.arange(len(x)), world_size)[rank]
-    x = x[share[0]:share[-1] + 1] if len(share) else x[:0]
     step = max(batch_size, 256)
     outputs = []
     with torch.inference_mode():
-        for start in range(0, len(x), step):
-            outputs.append(model(x[start:start + step].to(device, non_blocking=True)).float().cpu())
+        for start in range(0, len(share), step):
+            rows = share[start:start + step]
+            xb = x[int(rows[0]):int(rows[-1]) + 1]
+            outputs.append(model(xb.to(device, non_blocking=True)).float().cpu())
     local = torch.cat(outputs) if outputs else torch.empty(0)
     return gathered(local, world_size)
 
@@ -152,7 +154,8 @@ class FitState:
 
 def fit(config, train, val, class_names, output_dir, resume, *, in_channels, input_length,
         device, rank=0, world_size=1, log=print):
-    """Train on `train` = (x, y) tensors, select on `val`; returns the final FitState.
+    """Train on `train` = (x, y), select on `val`; returns the final FitState. x: a tensor or
+    StandardisedBeats (read batch by batch), y: a tensor of labels.
 
     Writes best_model.pth and last_checkpoint.pth in `output_dir` (rank 0). With `resume`, it
     continues from last_checkpoint.pth, whose options must match `config`.

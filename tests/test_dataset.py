@@ -1,5 +1,6 @@
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -137,6 +138,8 @@ BAD_COHORTS = {
                                "different binary class"),
     "bad_cohort_json": (lambda f: (f / "cohort.json").write_text("{groups: NS_0"), "cohort.json",
                         "not valid JSON"),
+    "truncated": (lambda f: (f / "cut_NS_1.npy").write_bytes(
+        (f / "cut_NS_1.npy").read_bytes()[:-100]), "cut_NS_1.npy", "is truncated"),
 }
 
 
@@ -147,6 +150,74 @@ def test_bad_cohort_gets_a_clear_error(case, cohort_copy):
     with pytest.raises(ds.CohortError) as error:
         ds.load_cohort(str(cohort_copy))
     assert file_name in str(error.value) and message in str(error.value)
+
+
+def test_nan_in_the_last_chunk_of_a_file_larger_than_a_chunk_is_found(cohort_copy, monkeypatch):
+    beats = np.load(cohort_copy / "cut_ST_1.npy")
+    monkeypatch.setattr(ds, "CHECK_CHUNK_BYTES", 3 * beats[0].nbytes)   # a file of many chunks
+    assert len(beats) > 6
+    beats[-1, 11, -1] = np.nan
+    np.save(cohort_copy / "cut_ST_1.npy", beats)
+    with pytest.raises(ds.CohortError, match=rf"cut_ST_1.npy: 1 of {len(beats)} beats contain NaN "
+                                             rf"or Inf \(first: beat {len(beats) - 1}\)"):
+        ds.load_cohort(str(cohort_copy))
+    beats[1, 0, 0] = np.inf                                # two chunks: counted together
+    np.save(cohort_copy / "cut_ST_1.npy", beats)
+    with pytest.raises(ds.CohortError, match=rf"2 of {len(beats)} beats .* \(first: beat 1\)"):
+        ds.load_cohort(str(cohort_copy))
+
+
+def test_float64_beyond_float32_range_is_refused_like_inf(cohort_copy):
+    beats = np.load(cohort_copy / "cut_NS_0.npy").astype(np.float64)
+    beats[2, 3, 4] = 1e300                                 # Inf once read as float32
+    np.save(cohort_copy / "cut_NS_0.npy", beats)
+    with pytest.raises(ds.CohortError, match=r"cut_NS_0.npy: 1 of .* \(first: beat 2\)"):
+        ds.load_cohort(str(cohort_copy))
+
+
+def test_beat_files_read_like_the_concatenated_files(small_cohort_dir):
+    cohort = ds.load_cohort(small_cohort_dir)
+    whole = np.concatenate([beats_of(small_cohort_dir, g) for g in GROUPS]).astype(np.float32)
+    beats = cohort.beats
+    assert isinstance(beats, ds.BeatFiles) and beats.shape == whole.shape
+    assert all(isinstance(a, np.memmap) for a in beats.arrays)       # nothing read into memory
+    rng = np.random.default_rng(0)
+    keys = [5, -1, slice(3, 40), slice(None, None, 7), rng.permutation(len(whole))[:30],
+            np.array([len(whole) - 1, 0, 0]), rng.random(len(whole)) < 0.3, [2, 1]]
+    for key in keys:
+        assert np.array_equal(beats[key], whole[key]) and beats[key].dtype == np.float32
+    assert np.array_equal(np.asarray(beats), whole)
+    with pytest.raises(IndexError):
+        beats[[len(whole)]]
+    copied = pickle.dumps(beats)                 # what a spawned DataLoader worker receives
+    assert len(copied) < 2000 and np.array_equal(pickle.loads(copied)[[7, 70]], whole[[7, 70]])
+    in_memory = ds.load_cohort(small_cohort_dir, in_memory=True).beats
+    assert type(in_memory) is np.ndarray and np.array_equal(in_memory, whole)
+
+
+def test_standardised_batches_equal_the_whole_array_standardised(small_cohort_dir):
+    """Per batch from the map gives exactly (bit for bit) the numbers of standardising every
+    beat at once, the data path before memory mapping."""
+    cohort = ds.load_cohort(small_cohort_dir)
+    whole = torch.from_numpy(ds.standardize_beats(np.asarray(cohort.beats)))
+    rows = np.random.default_rng(1).permutation(len(whole))[:50]
+    split = ds.StandardisedBeats(cohort.beats).rows(rows)
+    assert split.shape == (50, 12, 300) and len(split) == 50
+    assert torch.equal(split[:], whole[rows])
+    assert torch.equal(split[[4, 0, 49]], whole[rows[[4, 0, 49]]])
+    assert torch.equal(split[torch.tensor([3, 2])], whole[rows[[3, 2]]])
+    assert torch.equal(split[10:20], whole[rows[10:20]]) and torch.equal(split[7], whole[rows[7]])
+
+
+def test_dataloader_workers_read_the_same_batches(small_cohort_dir):
+    from lvr.training import batch_loader
+    cohort = ds.load_cohort(small_cohort_dir)
+    labels = torch.from_numpy(cohort.labels("binary"))
+    dataset = ds.ECGDataset.from_arrays(ds.StandardisedBeats(cohort.beats), labels)
+    batches = [[torch.cat(part) for part in zip(*batch_loader(dataset, 16, True, seed=3,
+                                                              num_workers=workers))]
+               for workers in (0, 2)]
+    assert all(torch.equal(a, b) for a, b in zip(*batches))
 
 
 def test_missing_folder_names_the_expected_files(tmp_path):
@@ -161,7 +232,7 @@ def test_object_array_loads_when_pickle_is_allowed(cohort_copy):
     assert cohort.beats.dtype == np.float32
 
 
-@pytest.mark.parametrize("case", ["missing_file", "object_array", "leads_last", "nan",
+@pytest.mark.parametrize("case", ["missing_file", "object_array", "leads_last", "nan", "truncated",
                                   "patient_in_two_classes", "different_length", "empty_group",
                                   "id_length", "not_numpy", "wrong_ndim"])
 def test_training_script_reports_bad_cohort_without_traceback(case, cohort_copy, tmp_path):

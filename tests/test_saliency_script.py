@@ -333,3 +333,45 @@ def test_a_ground_truth_naming_unknown_leads_is_a_clear_error(trained):
     cohort.spec = dict(cohort.spec, ground_truth={"lvr_leads": ["V2", "V9"]})
     with pytest.raises(UserError, match=r"ground_truth lvr_leads \['V9'\]"):
         check_ground_truth(cohort)
+
+
+def test_saliency_in_chunks_equals_one_pass(trained, tmp_path, monkeypatch):
+    """Maps, probabilities and wave shares do not depend on how many test beats are explained
+    at a time, nor on delineating in worker processes chunk by chunk."""
+    import Saliency_ana2_sys as script
+    import lvr.delineation as delineation
+    import lvr.explain as explain
+    root, data_dir = trained
+    config = {name: getattr(script, name) for name in dir(script) if name.isupper()}
+    config.update(BATCH_SIZE=4, NUM_SAMPLES=2, FIGURE_WORKERS=2)
+    split, model_path = explain.checked_training_run(str(root / "run"))
+    cohort = load_cohort(data_dir)
+    index = explain.test_set(cohort, split, data_dir, str(root / "run"))
+    model, _ = load_checkpoint(model_path)
+    found = []
+    for chunk in (len(index), 6):          # one pass; chunks of 4 beats (whole batches)
+        monkeypatch.setattr(explain, "CHUNK_BEATS", chunk)
+        monkeypatch.setattr(delineation, "CHUNK_BEATS", chunk)
+        work = tmp_path / f"chunk_{chunk}"
+        work.mkdir()
+        beats = explain.explained_beats(model, cohort, index, config, torch.device("cpu"),
+                                        ("II", "V2", "V5"), quiet, {}, str(work))
+        assert isinstance(beats.maps, np.memmap) and beats.maps.filename.startswith(str(work))
+        found.append((np.array(beats.maps), beats.prob, beats.segments, beats.shares))
+    (maps, prob, segments, shares), (maps2, prob2, segments2, shares2) = found
+    assert len(index) > 12                 # several delineation chunks in two workers
+    assert np.array_equal(maps, maps2) and np.array_equal(prob, prob2)
+    assert segments == segments2 and np.array_equal(shares, shares2)
+
+
+def test_percentile_of_stored_maps_is_numpys(tmp_path):
+    from numpy.lib.format import open_memmap
+
+    import lvr.explain as explain
+    maps = open_memmap(tmp_path / "maps.npy", "w+", np.float32, (37, 12, 50))
+    maps[:] = np.random.default_rng(0).gamma(2.0, size=maps.shape)
+    before = np.array(maps)
+    expected = np.percentile(before, 99.5)
+    assert explain.stored_percentile(maps, 99.5, chunk=5) == expected
+    assert not (tmp_path / "maps.npy.percentile").exists()
+    assert np.array_equal(maps, before)              # partitioned a copy, not the maps
