@@ -52,7 +52,7 @@ def write_predictions(path, cohort, index, y_true, prob, class_names):
         for k, i in enumerate(index):
             writer.writerow([groups[cohort.group_index[i]], cohort.patient_ids[i], records[k],
                              int(in_group[k]), int(y_true[k]),
-                             *(f"{p:.6f}" for p in prob[k])])
+                             *(f"{p:.9g}" for p in prob[k])])
 
 
 KEY = ["group", "patient", "record", "beat"]
