@@ -4,8 +4,12 @@ fixed seeds) and compare their JSON outputs with those recorded in tests/data/go
     python bench/check_unchanged.py              # quick configuration (about 1 min; also a test)
     python bench/check_unchanged.py --readme     # the README's demo commands, 1 thread (15 min)
     python bench/check_unchanged.py --record     # record the golden files from the current code
+    python bench/check_unchanged.py --reference=REV   # compare with commit REV run here (git)
 
 Only the scripts' command lines are used, so the same check runs against any version of the code.
+Golden files hold one machine's numbers: another CPU can pick other float kernels and give other
+last digits, which training amplifies. --reference=REV avoids that: it runs commit REV's code
+(from git) and the current code on this machine and compares the two.
 Numbers must agree to RTOL/ATOL. The compared files hold results only (no times, paths or
 versions); keys added since the recording are allowed, keys removed are reported.
 """
@@ -49,14 +53,17 @@ RUNS = {
 }
 
 
-def run_scripts(mode, work_dir, log=print):
-    """Run the mode's scripts in `work_dir` (a copy of the scripts' view of the repo)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="0")
+REFERENCE = "f8bc68c"   # the last commit before the lvr/ package: the behaviour to keep
+
+
+def run_scripts(mode, work_dir, log=print, code=ROOT):
+    """Run the mode's scripts of the code in `code` with `work_dir` as working directory."""
+    env = dict(os.environ, PYTHONPATH=str(code), PYTHONHASHSEED="0")
     if THREADS[mode]:
         env["OMP_NUM_THREADS"] = THREADS[mode]
     for script, options, _, _ in RUNS[mode]:
         log(f"  python {script} {' '.join(options)}")
-        done = subprocess.run([sys.executable, str(ROOT / script), *options], cwd=work_dir,
+        done = subprocess.run([sys.executable, str(Path(code) / script), *options], cwd=work_dir,
                               env=env, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -96,13 +103,33 @@ def outputs(mode, work_dir):
     return found
 
 
-def check(mode="quick", record=False, log=print):
-    """Run and compare (or record); returns the list of differences (empty: unchanged)."""
+def reference_outputs(mode, revision, log=print):
+    """The mode's outputs of commit `revision`'s code, run on this machine."""
+    with tempfile.TemporaryDirectory(prefix="lvr-reference-") as code, \
+            tempfile.TemporaryDirectory(prefix="lvr-unchanged-") as work_dir:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision],
+                                 capture_output=True)
+        if archive.returncode:
+            raise RuntimeError(f"git cannot give commit {revision} of {ROOT} (a shallow clone? "
+                               f"fetch the history): {archive.stderr.decode()[-500:]}")
+        subprocess.run(["tar", "-x", "-C", code], input=archive.stdout, check=True)
+        log(f"Running the {mode} configuration of {revision} in {work_dir}:")
+        run_scripts(mode, work_dir, log, code=code)
+        return outputs(mode, work_dir)
+
+
+def check(mode="quick", record=False, log=print, reference=None):
+    """Run and compare with the golden files, or with commit `reference` run here (or record);
+    returns the list of differences (empty: unchanged)."""
     golden_dir = GOLDEN / mode
     with tempfile.TemporaryDirectory(prefix="lvr-unchanged-") as work_dir:
         log(f"Running the {mode} configuration in {work_dir}:")
         run_scripts(mode, work_dir, log)
         found = outputs(mode, work_dir)
+    if reference:
+        expected = reference_outputs(mode, reference, log)
+        return [f"{name}{d}" for name, payload in found.items()
+                for d in differences(expected[name], payload)]
     if record:
         if golden_dir.exists():
             shutil.rmtree(golden_dir)
@@ -121,20 +148,24 @@ def check(mode="quick", record=False, log=print):
 
 def main():
     args = sys.argv[1:]
-    unknown = [a for a in args if a not in ("--readme", "--record")]
+    references = [a.split("=", 1)[1] for a in args if a.startswith("--reference=")]
+    unknown = [a for a in args if a not in ("--readme", "--record")
+               and not a.startswith("--reference=")]
     if unknown:
-        print(f"error: unknown option(s) {' '.join(unknown)}; valid: --readme, --record",
-              file=sys.stderr)
+        print(f"error: unknown option(s) {' '.join(unknown)}; valid: --readme, --record, "
+              f"--reference=REV", file=sys.stderr)
         raise SystemExit(2)
     mode = "readme" if "--readme" in args else "quick"
-    problems = check(mode, record="--record" in args)
+    reference = references[-1] if references else None
+    problems = check(mode, record="--record" in args, reference=reference)
+    against = f"commit {reference} run here" if reference else GOLDEN / mode
     if problems:
-        print(f"CHANGED: {len(problems)} value(s) differ from {GOLDEN / mode}:")
+        print(f"CHANGED: {len(problems)} value(s) differ from {against}:")
         for line in problems[:40]:
             print(f"  {line}")
         raise SystemExit(1)
     if "--record" not in args:
-        print(f"Unchanged: every compared value equals {GOLDEN / mode} (rtol {RTOL}).")
+        print(f"Unchanged: every compared value equals {against} (rtol {RTOL}).")
 
 
 if __name__ == "__main__":
