@@ -82,8 +82,8 @@ def paired_scores(a, b, positive, level, names=("A", "B")):
     """
     classes = [c[5:] for c in a.columns if c.startswith("prob_")]
     if [c[5:] for c in b.columns if c.startswith("prob_")] != classes:
-        raise UserError(f"the runs have different classes; DeLong's test compares two models of "
-                        f"the same task")
+        raise UserError("the runs have different classes; DeLong's test compares two models of "
+                        "the same task")
     positive = positive or classes[-1]
     if positive not in classes:
         raise UserError(f"--positive_class={positive!r} is not a class of the runs "
