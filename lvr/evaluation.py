@@ -8,7 +8,6 @@ patient-bootstrap CIs, patient-level metrics and calibration), predictions.csv, 
 and reliability figures, plus run.json and split.json (the patients evaluated).
 """
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from lvr.checkpoints import load_checkpoint
-from lvr.cohort import cohort_spec
+from lvr.cohort import cohort_spec, file_sha256
 from lvr.config import UserError
 from lvr.distributed import barrier, distributed_setup
 from lvr.engine import (TEST_RESULTS, cohort_geometry, evaluate, log_test_summary, quiet_log,
@@ -177,10 +176,8 @@ def evaluation_output_dir(config, cohort):
 
 def evaluation_record(train_dir, model_path, split, cohort, data_dir, own_data):
     """test_eval_results.json["evaluation"]: which model scored which cohort."""
-    with open(model_path, "rb") as handle:
-        checkpoint_sha = hashlib.sha256(handle.read()).hexdigest()
     return {"evaluated_run": train_dir, "checkpoint": model_path,
-            "checkpoint_sha256": checkpoint_sha, "training_data_dir": split.get("data_dir"),
+            "checkpoint_sha256": file_sha256(model_path), "training_data_dir": split.get("data_dir"),
             "training_data_fingerprint": split.get("data_fingerprint"),
             "data_dir": data_dir, "data_fingerprint": cohort.fingerprint(),
             "external": not own_data,
