@@ -114,6 +114,7 @@ def wave_variant_rows(cohort, data_dir, train_dir):
     sys.path.insert(0, str(ROOT))
     import torch  # imported here: the table part of the benchmark runs only the scripts
     from lvr import wave_effects as we
+    from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
     from lvr.checkpoints import load_checkpoint
     from lvr.cohort import load_cohort, standardize_beats
     from lvr.delineation import beat_segments_batch, r_peak_index
@@ -129,8 +130,8 @@ def wave_variant_rows(cohort, data_dir, train_dir):
     segments = [{w: s[w] for w in WAVES}
                 for s in beat_segments_batch(data.beats[test], fs, lead_names=leads)]
     rows = []
-    for units, reference, alignment, blend_ms in product(("mV", "standardised"), we.REFERENCES,
-                                                         we.ALIGNMENTS, (0, 10)):
+    for units, reference, alignment, blend_ms in product(("mV", "standardised"), WAVE_REFERENCES,
+                                                         WAVE_ALIGNMENTS, (0, 10)):
         convert = (lambda b: b) if units == "mV" else standardize_beats
         x = convert(data.beats[test])
         references = we.reference_beats(x, convert(data.beats[pool]), reference)

@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lvr.choices import METHODS
 from lvr.smoothgrad import DEFAULT_CHUNK_ROWS, check_eval_mode, smoothgrad
 
-METHODS = ("smoothgrad", "gradient", "input_x_gradient", "integrated_gradients", "occlusion",
-           "grad_cam")
 
 
 def attribution_maps(model, x, target, method="smoothgrad", *, num_samples=10, noise_level=0.1,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lvr.choices import TASKS
 from lvr.config import UserError
 from lvr.leads import LEAD_NAMES
 
@@ -37,7 +38,6 @@ SEED_COHORT = {
     "ground_truth": None,
 }
 COHORT_KEYS = set(SEED_COHORT) | {"source", "description"}
-TASKS = ("binary", "multiclass")
 
 
 class CohortError(UserError):

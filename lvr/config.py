@@ -19,6 +19,8 @@ import re
 import sys
 from typing import Callable, NamedTuple, Optional
 
+from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, PTBXL_TASKS, TASKS,
+                         UNITS, WAVE_ALIGNMENTS, WAVE_REFERENCES)
 from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 
 CONFIG_TYPES = (bool, int, float, str, tuple, list, type(None))
@@ -220,7 +222,7 @@ def prepare_task_ok(text):
     """The forms lvr.prepare.task_labels reads; it checks the group names themselves."""
     kind, _, rest = text.partition(":")
     groups = split_names(rest)
-    return (text in ("mi_norm", "lvh_norm", "superclass4") or (kind == "binary" and len(groups) == 2)
+    return (text in PTBXL_TASKS or (kind == "binary" and len(groups) == 2)
             or (kind == "multiclass" and len(groups) >= 2))
 
 
@@ -254,7 +256,7 @@ OPTIONS = {
     "BATCH_SIZE": integer(1),
     "DEVICE": matching(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"),
     # training scripts
-    "TASK": one_of("binary", "multiclass"),         # lvr.cohort.TASKS
+    "TASK": one_of(*TASKS),
     "NUM_CLASSES": integer(2),
     "CLASS_NAMES": Rule(class_names_ok, "empty (the cohort's names) or names, one per class"),
     "EXPERIMENT": experiment_rule,
@@ -289,23 +291,22 @@ OPTIONS = {
     "DELETION_TEST": FLAG,
     "DELETION_MAX_K": integer(1, len(LEAD_NAMES)),
     "DELETION_DRAWS": integer(1),
-    "METHOD": one_of("smoothgrad", "gradient", "input_x_gradient", "integrated_gradients",
-                     "occlusion", "grad_cam"),             # lvr.attribution.METHODS
+    "METHOD": one_of(*METHODS),
     "IG_STEPS": integer(1),
     "OCCLUSION_WINDOW_MS": POSITIVE,
     "PATIENT_BOOTSTRAP": integer(0),                # 0: no patient-bootstrap intervals
     "WAVE_EFFECTS": FLAG,
-    "WAVE_REFERENCE": one_of("mean", "median", "nearest"),  # lvr.wave_effects.REFERENCES
-    "WAVE_ALIGNMENT": one_of("segment", "r_peak"),  # lvr.wave_effects.ALIGNMENTS
+    "WAVE_REFERENCE": one_of(*WAVE_REFERENCES),
+    "WAVE_ALIGNMENT": one_of(*WAVE_ALIGNMENTS),
     "WAVE_BLEND_MS": NON_NEGATIVE,
-    "LEAD_IMPORTANCE": one_of("map", "wave_effects"),
+    "LEAD_IMPORTANCE": one_of(*LEAD_IMPORTANCE_SOURCES),
     "SAVE_MAPS": FLAG,
     "EXTERNAL": FLAG,
     # compare_runs.py
     "RUN_A": TEXT,
     "RUN_B": TEXT,
     "POSITIVE_CLASS": TEXT,
-    "LEVEL": one_of("patient", "beat"),
+    "LEVEL": one_of(*LEVELS),
     "ALPHA": number("(0, 1)"),
     "OUTPUT": TEXT,
     # prepare_data.py; lvr.prepare.checked_options and detector_problem check more, still early
@@ -332,14 +333,15 @@ OPTIONS = {
     "WORKERS": integer(1),
     "MIN_LIKELIHOOD": number("[0, 100]"),           # PTB-XL scp_codes likelihoods are 0-100
     "PTBXL_DEVICE": TEXT,                           # lvr.prepare.ptbxl_device_mask checks it
-    "UNIT": Rule(lambda v: isinstance(v, str) and v.strip().lower() in ("", "uv", "mv", "v"),
-                 "empty (each file's stated unit), uV, mV or V"),   # lvr.prepare.UNITS
+    "UNIT": Rule(lambda v: isinstance(v, str) and v.strip().lower() in
+                 {"", *(u.lower() for u in UNITS)},
+                 f"empty (each file's stated unit) or one of {', '.join(UNITS)}"),
     "PLAUSIBLE_MV": ascending(POSITIVE, strict=True),
     # demo_cohort.py (lvr.demo)
     "N_PATIENTS": integer(1),
     "BEATS_PER_PATIENT": ascending(integer(1), strict=False),
     "LVR_LEADS": Rule(leads_ok, f"one or more of {LEAD_LIST}", not_leads),
-    "LVR_WAVE": one_of("T", "QRS", "Q", "ST_DEPRESSION", "ST_ELEVATION"),   # lvr.demo.LVR_SIGNS
+    "LVR_WAVE": one_of(*LVR_SIGNS),
     "LVR_STRENGTH": ANY_RANGE,
     "NON_LVR_CHANGE": Rule(share_and_range_ok, "(share, low, high): share in [0, 1], low <= high"),
     "DISCORDANT_SHARE": SHARE,
@@ -354,7 +356,7 @@ OPTIONS = {
 SCRIPT_OPTIONS = {
     "prepare_data.py": {
         "TASK": Rule(lambda v: isinstance(v, str) and prepare_task_ok(v),
-                     "mi_norm, lvh_norm, superclass4, binary:NEG,POS or multiclass:A,B,C"),
+                     f"{', '.join(PTBXL_TASKS)}, binary:NEG,POS or multiclass:A,B,C"),
         "OUTPUT_DIR": folder(optional=True),        # "": data/<cohort name>
     },
 }

@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from lvr.choices import LVR_SIGNS
 from lvr.cohort import SEED_COHORT
 from lvr.config import UserError
 from lvr.leads import LEAD_NAMES
@@ -76,15 +77,13 @@ WAVE_SHAPES = {
     "T": (285.0, 42.0, 0.33, (0.55, 0.45, 0.75)),
 }
 QRS_WAVES = ("Q", "R", "S")
-# LVR_WAVE: the sign an LVR patient of strength s carries in LVR_LEADS -> the delineated segment
-# (lvr.leads.WAVES) that holds it, recorded as ground_truth lvr_wave.
-LVR_SIGNS = {
-    "T": "T",                  # T wave scaled by 1 - s: flattened (s < 1) or inverted (s > 1)
-    "QRS": "QRS",              # Q, R and S scaled by 1 - s: lost R amplitude
-    "Q": "QRS",                # pathological Q wave: the septal wave fades, a deep wide Q grows
-    "ST_DEPRESSION": "ST",     # flat ST shift of -ST_SHIFT_MV * s
-    "ST_ELEVATION": "ST",      # flat ST shift of +ST_SHIFT_MV * s
-}
+# LVR_WAVE (lvr.choices.LVR_SIGNS: sign -> the delineated segment recorded as ground_truth
+# lvr_wave), for an LVR patient of strength s in LVR_LEADS:
+#   T              T wave scaled by 1 - s: flattened (s < 1) or inverted (s > 1)
+#   QRS            Q, R and S scaled by 1 - s: lost R amplitude
+#   Q              pathological Q wave: the septal wave fades, a deep wide Q grows
+#   ST_DEPRESSION  flat ST shift of -ST_SHIFT_MV * s
+#   ST_ELEVATION   flat ST shift of +ST_SHIFT_MV * s
 # Q sign: the lead's septal wave (q, or the initial r of V1-V3) is scaled by 1 - min(s, 1) and a
 # negative Q of depth Q_DEPTH_MV * s (times the patient's Q size), Q_WIDENING times as wide as the
 # septal wave and at its time, is added. With the default LVR_STRENGTH, in leads with an upright R

@@ -25,6 +25,7 @@ from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
 from lvr.figures.training import (plot_confusion_matrix, plot_reliability_diagram,
                                   plot_roc_curve, plot_training_curves)
+from lvr.geometry import cohort_geometry
 from lvr.metrics import headline_metrics, patient_level_arrays, test_report
 from lvr.predictions import write_predictions
 from lvr.run_folder import (disk_space_guard, library_versions, output_lock, prepare_output_dir,
@@ -225,15 +226,6 @@ def split_record(config, run, parts):
             "patient_ids_given": cohort.patient_ids_given,
             "cohort": cohort_geometry(cohort),
             **{name: sorted(set(cohort.patient_ids[idx].tolist())) for name, idx in parts.items()}}
-
-
-def cohort_geometry(cohort):
-    """What a model's input depends on: leads, sampling rate and beat window of the cohort.
-    An external cohort must match it (lvr.evaluation)."""
-    spec = cohort.spec
-    return {"name": spec.get("name"), "leads": list(spec["leads"]),
-            "sampling_rate": spec["sampling_rate"], "r_peak_sample": spec.get("r_peak_sample"),
-            "beat_samples": int(cohort.beats.shape[2])}
 
 
 def evaluate(config, run, test, patient_ids, output_dir, checkpoint=None):

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from lvr.checkpoints import load_checkpoint
-from lvr.cohort import cohort_spec, file_sha256
+from lvr.cohort import file_sha256
 from lvr.config import UserError
 from lvr.distributed import barrier, distributed_setup
-from lvr.engine import (TEST_RESULTS, cohort_geometry, evaluate, log_test_summary, quiet_log,
+from lvr.engine import (TEST_RESULTS, evaluate, log_test_summary, quiet_log,
                         run_context, run_record, write_test_outputs)
-from lvr.leads import lead_key
+from lvr.geometry import check_geometry, cohort_geometry
 from lvr.predictions import write_predictions
 from lvr.run_folder import output_lock, prepare_output_dir, write_json_atomic
 from lvr.training import BEST_CHECKPOINT
@@ -117,54 +117,6 @@ def check_task(config, checkpoint, model, model_path):
     task = checkpoint.get("task")
     if task and task != config["TASK"]:
         raise UserError(f"{model_path} was trained for --task={task}; pass --task={task}")
-
-
-def check_geometry(split, model, cohort, train_dir):
-    """A clear error when the cohort's leads, sampling rate or window are not the model's."""
-    problems = geometry_problems(training_geometry(split, model), cohort_geometry(cohort))
-    if problems:
-        raise UserError(f"{cohort.data_dir} cannot be scored by the model in {train_dir}: "
-                        + "; ".join(problems) + ". Prepare the cohort as the training data was "
-                        "prepared (prepare_data.py --fs, --pre, --post) or train a new model")
-
-
-def training_geometry(split, model):
-    """Leads, sampling rate and window of the run's training cohort (split.json; a run from
-    before split.json recorded them: its cohort.json, if still there, and the model's input)."""
-    if "cohort" in split:
-        return split["cohort"]
-    geometry = {"beat_samples": model.config.get("input_length")}
-    data_dir = split.get("data_dir", "")
-    if os.path.isdir(data_dir):
-        spec = cohort_spec(data_dir)
-        geometry.update(leads=list(spec["leads"]), sampling_rate=spec["sampling_rate"],
-                        r_peak_sample=spec.get("r_peak_sample"))
-    return geometry
-
-
-def geometry_problems(trained, cohort):
-    """What differs between the training cohort's geometry and this cohort's, in words."""
-    problems = []
-    if "leads" in trained and [lead_key(x) for x in trained["leads"]] != \
-            [lead_key(x) for x in cohort["leads"]]:
-        same_set = sorted(map(lead_key, trained["leads"])) == sorted(map(lead_key, cohort["leads"]))
-        problems.append(f"its leads are {', '.join(cohort['leads'])} but the model reads "
-                        f"{', '.join(trained['leads'])}"
-                        + (" (same leads, another order: reorder the beat files)" if same_set
-                           else ""))
-    if trained.get("sampling_rate") not in (None, cohort["sampling_rate"]):
-        problems.append(f"its sampling rate is {cohort['sampling_rate']} Hz but the model was "
-                        f"trained at {trained['sampling_rate']} Hz (resample: prepare_data.py "
-                        f"--fs={trained['sampling_rate']})")
-    if trained.get("beat_samples") not in (None, cohort["beat_samples"]):
-        problems.append(f"its beats are {cohort['beat_samples']} samples long but the model's "
-                        f"window is {trained['beat_samples']} samples")
-    if None not in (trained.get("r_peak_sample"), cohort["r_peak_sample"]) and \
-            trained["r_peak_sample"] != cohort["r_peak_sample"]:
-        problems.append(f"its R peak sits at sample {cohort['r_peak_sample']} but at sample "
-                        f"{trained['r_peak_sample']} in the training beats (window "
-                        f"--pre/--post differ)")
-    return problems
 
 
 def evaluation_output_dir(config, cohort):

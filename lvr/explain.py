@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 from lvr.attribution import attribution_maps, has_lead_resolution
 from lvr.checkpoints import load_checkpoint
+from lvr.choices import METHODS
 from lvr.cohort import load_cohort, set_seed, standardize_beats
 from lvr.config import UserError
 from lvr.delineation import beat_segments_batch, r_peak_index, segments_in_chunks
 from lvr.demo import resolve_data_dir
-from lvr.evaluation import check_geometry
 from lvr.distributed import resolve_device
 from lvr.explanation_checks import (deletion_test, localisation, sanity_check,
                                     smoothgrad_saliency_fn,
@@ -37,6 +37,7 @@ from lvr.figures.checks import (plot_deletion_curves, plot_sanity_check,
 from lvr.figures.saliency import (draw_sample_figures, plot_lead_importance_comparison,
                                   plot_lead_importance_heatmap)
 from lvr.fold_agreement import fold_agreement, log_fold_agreement
+from lvr.geometry import check_geometry
 from lvr.lead_stats import (ground_truth_check, patient_level_lead_statistics, patient_means,
                             subgroup_lead_statistics)
 from lvr.leads import WAVES
@@ -45,10 +46,6 @@ from lvr.run_folder import (atomic_write, library_versions, prepare_output_dir,
 from lvr.wave_effects import (reference_beats, true_cell_ranks, wave_effect_rows,
                               wave_effects)
 
-METHOD_NAMES = {"smoothgrad": "SmoothGrad", "gradient": "Gradient",
-                "input_x_gradient": "Input x gradient",
-                "integrated_gradients": "Integrated gradients", "occlusion": "Occlusion",
-                "grad_cam": "Grad-CAM"}
 CHUNK_BEATS = 2048   # test beats standardised, explained and written to disk at a time
 REPORT_NOTE = ("Report the patient-level numbers: a patient's beats are not independent "
                "samples, so beat-level p-values and intervals are too confident. The beat-level "
@@ -181,7 +178,7 @@ def method_description(config):
         return f"integrated gradients, {config['IG_STEPS']} steps"
     if method == "occlusion":
         return f"occlusion of {config['OCCLUSION_WINDOW_MS']} ms windows per lead"
-    return METHOD_NAMES[method]
+    return METHODS[method]
 
 
 def explained_beats(model, cohort, index, config, device, wave_leads, log, timings, work_dir):
@@ -326,7 +323,7 @@ def write_lead_statistics(beats, cohort, config, log):
 def results_source(config):
     if config["LEAD_IMPORTANCE"] == "wave_effects":
         return "the wave effects summed over each lead's waves (positive parts)"
-    return f"the {METHOD_NAMES[config['METHOD']]} map averaged over time"
+    return f"the {METHODS[config['METHOD']]} map averaged over time"
 
 
 def write_wave_effects(beats, cohort, config, log):
@@ -356,7 +353,7 @@ def write_wave_effects(beats, cohort, config, log):
     truth = spec.get("ground_truth") or {}   # only marks the truth on the figure
     plot_wave_effects_heatmap(os.path.join(output_dir, "wave_effects_heatmap.png"),
                               figure_tables, lead_names, truth.get("lvr_leads", ()),
-                              truth.get("lvr_wave"), METHOD_NAMES[config["METHOD"]])
+                              truth.get("lvr_wave"), METHODS[config["METHOD"]])
 
 
 def wave_effect_tables(beats, cohort, config):
@@ -672,7 +669,7 @@ def log_localisation(report, log):
         if not isinstance(entry, dict) or "map" not in entry:
             continue
         found = entry["map"]
-        log(f"Localisation of the known truth, {name} ({METHOD_NAMES[report['method']]} map): "
+        log(f"Localisation of the known truth, {name} ({METHODS[report['method']]} map): "
             f"mass accuracy {found['mass_accuracy']:.3f} ({found['mass_vs_chance']:.1f}x "
             f"chance {found['chance']:.3f}), rank accuracy {found['rank_accuracy']:.3f} "
             f"({found['rank_vs_chance']:.1f}x chance)")

@@ -40,6 +40,7 @@ from scipy import signal
 import neurokit2 as nk
 from tqdm import tqdm
 
+from lvr.choices import PTBXL_TASKS, UNITS
 from lvr.config import UserError
 from lvr.formats import (FORMAT_NAMES, RecordRejected, millivolts_per_unit, read_waveform,
                          record_present)
@@ -47,7 +48,6 @@ from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 from lvr.run_folder import atomic_write, library_versions, write_json_atomic
 
 OUTPUT_FILES = ("cohort.json", "beats_manifest.csv", "prepare_summary.json")
-UNITS = ("uV", "mV", "V")  # values of UNIT, and the units a rejected record may look like in
 DERIVED_NOTE = "derived leads"  # start of the note lvr.formats adds to an 8-lead record
 
 
@@ -163,7 +163,7 @@ def task_labels(task):
         return {"groups": groups, "binary_labels": None, "binary_class_names": None,
                 "multiclass_labels": {g: i for i, g in enumerate(groups)},
                 "multiclass_class_names": groups, "analysis_subgroups": None}
-    raise UserError(f"--task={task!r} is not understood: use mi_norm, lvh_norm, superclass4, "
+    raise UserError(f"--task={task!r} is not understood: use {', '.join(PTBXL_TASKS)}, "
                     f"binary:NEGATIVE,POSITIVE or multiclass:A,B,C (group names of your table)")
 
 
@@ -177,9 +177,6 @@ def cohort_name(name, task, ptbxl_dir, table):
 
 
 # ---------------------------------------------------------------- tables
-
-PTBXL_TASKS = ("mi_norm", "lvh_norm", "superclass4")
-
 
 def ptbxl_statements(codes, min_likelihood):
     """The scp_codes of one PTB-XL record (its text "{'NORM': 100.0, ...}") whose likelihood is

@@ -30,11 +30,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
 from lvr.lead_stats import bootstrap_patient_means, patient_means
 from lvr.leads import WAVES
 
-REFERENCES = ("mean", "median", "nearest")
-ALIGNMENTS = ("segment", "r_peak")
 NEAREST_K = 10
 
 
@@ -48,7 +47,7 @@ def reference_beats(x, pool, method, chunk=64):
     if method == "median":
         return np.broadcast_to(np.median(pool, axis=0).astype(np.float32), x.shape)
     if method != "nearest":
-        raise ValueError(f"unknown reference {method!r}; use one of {', '.join(REFERENCES)}")
+        raise ValueError(f"unknown reference {method!r}; use one of {', '.join(WAVE_REFERENCES)}")
     k = min(NEAREST_K, len(pool))
     flat_pool = pool.reshape(len(pool), -1).astype(np.float32)
     pool_norms = (flat_pool ** 2).sum(axis=1)
@@ -138,8 +137,8 @@ def wave_effects(model, x, y, segments, references, reference_segments, alignmen
     blend: cross-fade width in samples; r_peaks / reference_r_peaks: R indices, needed for
     alignment "r_peak".
     """
-    if alignment not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {alignment!r}; use one of {', '.join(ALIGNMENTS)}")
+    if alignment not in WAVE_ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r}; use one of {', '.join(WAVE_ALIGNMENTS)}")
     device = next(model.parameters()).device
     y = np.asarray(y, dtype=int)
     n, leads, _ = x.shape

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients
 from torch import nn
 
-from lvr.attribution import METHODS, attribution_maps, has_lead_resolution
+from lvr.attribution import attribution_maps, has_lead_resolution
+from lvr.choices import METHODS
 from lvr.explain import saliency_maps
 from lvr.smoothgrad import smoothgrad
 from model.resnet1d import ResNet1D

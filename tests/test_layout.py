@@ -135,6 +135,25 @@ def test_no_import_cycle():
         visit(name, [])
 
 
+def reachable(name):
+    """Every project module that importing `name` imports, directly or through others."""
+    seen, todo = set(), [name]
+    while todo:
+        for nxt in GRAPH[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_explaining_a_model_does_not_depend_on_the_training_pipeline():
+    assert "lvr.engine" not in reachable("lvr.explain")
+    assert "lvr.engine" not in reachable("lvr.geometry")
+
+
+def test_reachable_follows_imports_through_other_modules():
+    assert {"lvr.engine", "lvr.cohort", "lvr.config"} <= reachable("lvr.evaluation")
+
+
 def test_imports_inside_functions_say_why():
     unexplained = []
     for path in FILES.values():

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import lvr.wave_effects as we
+from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
 from lvr.cohort import standardize_beats
 from lvr.explanation_checks import (localisation, relevance_mass_accuracy,
                                     relevance_rank_accuracy, truth_mask)
@@ -39,7 +40,7 @@ def test_a_reference_equal_to_the_beat_gives_zero_effect():
     model = WindowModel(9, 110, 150).eval()
     x = beats_with_sign(4, 1.0)
     for blend in (0, 4):
-        for alignment in we.ALIGNMENTS:
+        for alignment in WAVE_ALIGNMENTS:
             effects = we.wave_effects(model, x, np.ones(4, int), [SEGMENTS] * 4, x,
                                       [SEGMENTS] * 4, alignment, blend, [60] * 4, [60] * 4)
             np.testing.assert_allclose(effects, 0.0, atol=1e-7)
@@ -49,7 +50,7 @@ def test_the_effect_lies_in_the_lead_and_wave_the_model_reads():
     model = WindowModel(9, 110, 150).eval()
     x = beats_with_sign(6, 1.0)
     pool = beats_with_sign(30, 0.0, seed=1)
-    for reference in we.REFERENCES:
+    for reference in WAVE_REFERENCES:
         refs = we.reference_beats(x, pool, reference)
         effects = we.wave_effects(model, x, np.ones(6, int), [SEGMENTS] * 6, refs,
                                   [SEGMENTS] * 6, "r_peak", 4, [60] * 6, [60] * 6)

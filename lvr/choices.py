@@ -1,0 +1,44 @@
+"""The allowed values of every option that takes one of a list, written once.
+
+lvr.config builds the option rules (and ``--help``) from these, and the modules that act on a
+value import the same names, so a choice added here is accepted and handled alike. This module
+imports nothing: ``--help`` and option errors must answer before torch loads.
+"""
+
+# TASK of the training scripts: which label of cohort.json a run learns (lvr.cohort)
+TASKS = ("binary", "multiclass")
+
+# METHOD of the saliency script -> its name in figures and the console (lvr.attribution)
+METHODS = {
+    "smoothgrad": "SmoothGrad",
+    "gradient": "Gradient",
+    "input_x_gradient": "Input x gradient",
+    "integrated_gradients": "Integrated gradients",
+    "occlusion": "Occlusion",
+    "grad_cam": "Grad-CAM",
+}
+
+# LEAD_IMPORTANCE: what the lead statistics are computed on (lvr.explain.lead_importance)
+LEAD_IMPORTANCE_SOURCES = ("map", "wave_effects")
+
+# WAVE_REFERENCE and WAVE_ALIGNMENT of the counterfactual segment swaps (lvr.wave_effects)
+WAVE_REFERENCES = ("mean", "median", "nearest")
+WAVE_ALIGNMENTS = ("segment", "r_peak")
+
+# LEVEL of compare_runs.py: the unit whose scores DeLong's test pairs
+LEVELS = ("patient", "beat")
+
+# prepare_data.py: PTB-XL's ready-made tasks (lvr.record_tables.ptbxl_table) and the units a
+# record's values may be in (UNIT; also the units a rejected record is checked against)
+PTBXL_TASKS = ("mi_norm", "lvh_norm", "superclass4")
+UNITS = ("uV", "mV", "V")
+
+# LVR_WAVE of demo_cohort.py: the sign an LVR patient carries -> the delineated segment
+# (lvr.leads.WAVES) that holds it, recorded as ground_truth lvr_wave (lvr.demo says what each is)
+LVR_SIGNS = {
+    "T": "T",
+    "QRS": "QRS",
+    "Q": "QRS",
+    "ST_DEPRESSION": "ST",
+    "ST_ELEVATION": "ST",
+}
