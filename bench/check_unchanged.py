@@ -53,7 +53,8 @@ RUNS = {
 }
 
 
-REFERENCE = "f8bc68c"   # the last commit before the lvr/ package: the behaviour to keep
+# the last commit before the lvr/ package: the behaviour to keep (in full, so git can fetch it)
+REFERENCE = "f8bc68c6b55eaefac3a48997e2a34c145e7f5efe"
 
 
 def run_scripts(mode, work_dir, log=print, code=ROOT):

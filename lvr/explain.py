@@ -7,7 +7,6 @@ explanation checks (wave importance, randomisation sanity check, deletion test) 
 saliency_run.json. The cohort's ground truth is read only to report how well the analysis found
 it (ground_truth_check, the marks on the wave heatmap), never to compute a statistic.
 """
-import csv
 import json
 import os
 import tempfile
@@ -28,6 +27,9 @@ from lvr.config import UserError
 from lvr.delineation import beat_segments_batch, r_peak_index, segments_in_chunks
 from lvr.demo import resolve_data_dir
 from lvr.distributed import resolve_device
+from lvr.explain_report import (REPORT_NOTE, log_explanation_checks, log_subgroup,
+                                log_wave_effects, results_source, subgroup_label,
+                                write_wave_effects_csv, write_wave_importance_csv)
 from lvr.explanation_checks import (deletion_test, localisation, sanity_check,
                                     smoothgrad_saliency_fn,
                                     truth_mask, wave_importance_density, wave_importance_shares,
@@ -47,9 +49,6 @@ from lvr.wave_effects import (reference_beats, true_cell_ranks, wave_effect_rows
                               wave_effects)
 
 CHUNK_BEATS = 2048   # test beats standardised, explained and written to disk at a time
-REPORT_NOTE = ("Report the patient-level numbers: a patient's beats are not independent "
-               "samples, so beat-level p-values and intervals are too confident. The beat-level "
-               "keys are the original analysis's, kept for comparison.")
 
 
 @dataclass
@@ -320,40 +319,27 @@ def write_lead_statistics(beats, cohort, config, log):
     return results
 
 
-def results_source(config):
-    if config["LEAD_IMPORTANCE"] == "wave_effects":
-        return "the wave effects summed over each lead's waves (positive parts)"
-    return f"the {METHODS[config['METHOD']]} map averaged over time"
-
-
 def write_wave_effects(beats, cohort, config, log):
     """wave_effects.csv and wave_effects_heatmap.png (ground truth only marks the figure)."""
-    output_dir, spec = config["OUTPUT_DIR"], cohort.spec
-    lead_names = list(spec["leads"])
+    spec = cohort.spec
     tables, figure_tables = beats.effect_tables, {}
-    with atomic_write(os.path.join(output_dir, "wave_effects.csv")) as temporary, \
-            open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["subgroup", "lead", "wave", "effect", "ci_low", "ci_high", "rank",
-                         "map_share"])
-        for name, table in tables.items():
-            for row in table["rows"]:
-                writer.writerow([name, row["lead"], row["wave"],
-                                 *(f"{row[k]:.5f}" for k in ("effect", "ci_low", "ci_high")),
-                                 row["rank"], plain(row.get("map_share"))])
-            log(f"Wave effects, {subgroup_label(name, spec)} ({table['patients']} patients): "
-                + ", ".join(f"{r['lead']}-{r['wave']} {r['effect']:+.3f} "
-                            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
-                            for r in sorted(table["rows"], key=lambda r: r["rank"])[:5]))
-            grid = lambda key: np.array([[row[key] for row in table["rows"][i:i + len(WAVES)]]  # noqa: E731
-                                         for i in range(0, len(table["rows"]), len(WAVES))])
-            figure_tables[subgroup_label(name, spec)] = {
-                "effect": grid("effect"), "patients": table["patients"],
-                "share": grid("map_share") if beats.shares is not None else None}
+    write_wave_effects_csv(os.path.join(config["OUTPUT_DIR"], "wave_effects.csv"), tables)
+    for name, table in tables.items():
+        log_wave_effects(subgroup_label(name, spec), table, log)
+        figure_tables[subgroup_label(name, spec)] = {
+            "effect": lead_by_wave(table["rows"], "effect"), "patients": table["patients"],
+            "share": lead_by_wave(table["rows"], "map_share") if beats.shares is not None
+            else None}
     truth = spec.get("ground_truth") or {}   # only marks the truth on the figure
-    plot_wave_effects_heatmap(os.path.join(output_dir, "wave_effects_heatmap.png"),
-                              figure_tables, lead_names, truth.get("lvr_leads", ()),
+    plot_wave_effects_heatmap(os.path.join(config["OUTPUT_DIR"], "wave_effects_heatmap.png"),
+                              figure_tables, list(spec["leads"]), truth.get("lvr_leads", ()),
                               truth.get("lvr_wave"), METHODS[config["METHOD"]])
+
+
+def lead_by_wave(rows, key):
+    """(leads, waves) array of `key` from wave-effect rows, which run lead by lead, wave by wave."""
+    return np.array([[row[key] for row in rows[i:i + len(WAVES)]]
+                     for i in range(0, len(rows), len(WAVES))])
 
 
 def wave_effect_tables(beats, cohort, config):
@@ -419,7 +405,8 @@ def checked_training_run(train_dir, checkpoint="best_model.pth"):
     for path in (model_path, split_path):
         if not os.path.exists(path):
             raise UserError(f"{path} not found: TRAIN_DIR must be a finished run of "
-                            f"train_MCL_ResNet_1D_class2.py (run it first, or pass --train_dir=...)")
+                            f"train_MCL_ResNet_1D_class2.py (run it first, or pass "
+                            f"--train_dir=...)")
     with open(split_path, encoding="utf-8") as handle:
         split = json.load(handle)
     return split, model_path
@@ -490,7 +477,8 @@ def figure_jobs(x, maps, prob, y, groups, cohort, class_names, config, output_di
             "pred_name": class_names[pred], "prob": float(prob[i, pred]), "vmin": 0.0,
             "vmax": vmax, "dpi": config["FIG_DPI"],
             "segments": segments[i] if segments else None,
-            "path": os.path.join(output_dir, subtype, f"saliency_analysis_{subtype}_sample_{i}.png")})
+            "path": os.path.join(output_dir, subtype,
+                                 f"saliency_analysis_{subtype}_sample_{i}.png")})
     return jobs
 
 
@@ -636,50 +624,6 @@ def sanity_saliency_fn(config, fs):
     return lambda model, x, y: method_maps(model, x.numpy(), y.numpy(), config, fs)
 
 
-def log_explanation_checks(report, log, positive_name="LVR"):
-    if "sanity_spearman" in report:
-        log(f"\nRandomisation sanity check ({report['sanity_sample_count']} beats): Spearman "
-            f"between the trained and a fully randomised model's maps "
-            f"{report['sanity_spearman']:.3f}")
-        if report["sanity_flag"]:
-            log(f"  WARNING: the saliency barely changes when the model's weights are randomised "
-                f"(>= {report['sanity_threshold']}); it does not explain this model")
-        stages = report.get("sanity_cascading", [])
-        if stages:
-            log("  cascading from the head: " + ", ".join(
-                f"{s['layers_randomised']} {s['spearman']:.2f}" for s in stages))
-    if "deletion_win_rate" in report:
-        curve = report["deletion_curve"]
-        log(f"Deletion test ({report['deletion_count']} {positive_name} beats): removing the top "
-            f"leads beats removing random leads in {100 * report['deletion_win_rate']:.0f}% of "
-            f"beats; P(true class) after {curve['k'][-1]} leads: top "
-            f"{curve['top_mean'][-1]:.2f}, random {curve['random_mean'][-1]:.2f}")
-    log_localisation(report.get("localisation"), log)
-    for name, table in report.get("wave_importance", {}).items():
-        tops = ", ".join(f"{lead} {row['top_wave']}" for lead, row in table.items()
-                         if isinstance(row, dict) and "top_wave" in row)
-        log(f"Wave with the largest share of saliency, {name}: {tops}")
-
-
-def log_localisation(report, log):
-    """Ground-truth cohorts only: how well the map and the wave effects found the truth."""
-    if not report:
-        return
-    for name, entry in report.items():
-        if not isinstance(entry, dict) or "map" not in entry:
-            continue
-        found = entry["map"]
-        log(f"Localisation of the known truth, {name} ({METHODS[report['method']]} map): "
-            f"mass accuracy {found['mass_accuracy']:.3f} ({found['mass_vs_chance']:.1f}x "
-            f"chance {found['chance']:.3f}), rank accuracy {found['rank_accuracy']:.3f} "
-            f"({found['rank_vs_chance']:.1f}x chance)")
-        cells = entry.get("wave_effects")
-        if cells:
-            log(f"  wave effects rank the true cells {', '.join(cells['true_cells'])} at "
-                f"{', '.join(map(str, cells['ranks']))} of {cells['cells']}"
-                + (" (all first)" if cells["all_true_cells_first"] else ""))
-
-
 def delineation_leads(option, spec):
     """"all", or the named leads of DELINEATION_LEADS after checking they are the cohort's."""
     if option.strip().lower() == "all":
@@ -690,80 +634,3 @@ def delineation_leads(option, spec):
         raise UserError(f"DELINEATION_LEADS={option!r}: {', '.join(unknown) or 'no lead'} is not "
                         f"a lead of this cohort; use all or some of {', '.join(spec['leads'])}")
     return tuple(names)
-
-
-def write_wave_importance_csv(path, tables):
-    """wave_importance as rows: subgroup, lead, wave, share and density (mean, sd), beats."""
-    with atomic_write(path) as temporary, open(temporary, "w", newline="",
-                                                encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["subgroup", "lead", "wave", "mean_share", "sd_share", "mean_density",
-                         "sd_density", "beats"])
-        for name, table in tables.items():
-            for lead, row in table.items():
-                if not isinstance(row, dict):
-                    continue
-                for wave in (*WAVES, "other"):
-                    dens = row.get("density", {}).get(wave, {})
-                    writer.writerow([name, lead, wave,
-                                     *(plain(row[wave][k]) for k in ("mean", "sd")),
-                                     *(plain(dens.get(k)) for k in ("mean", "sd")),
-                                     table["sample_count"]])
-
-
-def plain(value):
-    """A CSV cell: 4 decimals, empty for a missing value."""
-    return "" if value is None else f"{value:.4f}"
-
-
-def subgroup_label(name, spec):
-    """'STEMI LVR' for the original's groups; the plain subgroup name for other cohorts."""
-    seed_groups = spec["groups"] == ["NS_0", "NS_1", "ST_0", "ST_1"]
-    return f"{name} LVR" if seed_groups else name
-
-
-def log_subgroup(label, stats, log):
-    count = stats.get("sample_count", 0)
-    if stats.get("status", "ok") != "ok":
-        log(f"\n[{label}] {count} samples: {stats['status']}")
-        return
-    log(f"\n[{label}] {count} samples; key leads {', '.join(stats['top3_leads'])} "
-        f"({', '.join(f'{s:.3f}' for s in stats['top3_scores'])})")
-    log(f"  one-way ANOVA over 12 leads (original): F={stats['anova_f']:.2f}, "
-        f"p={stats['anova_p']:.2e}; Friedman (repeated measures): chi2={stats['friedman_chi2']:.1f},"
-        f" p={stats['friedman_p']:.2e}")
-    log(f"  consistency: strict {stats['strict_consistency_percentage']:.1f}%, loose "
-        f"{stats['loose_consistency_percentage']:.1f}%, key leads in a sample's top 3: "
-        f"{stats['avg_key_in_top3']:.2f}/3")
-    log(f"  {stats['icc_form_name']}: {stats['icc']:.3f} "
-        f"(95% CI {stats['icc_ci_lower']:.3f} to {stats['icc_ci_upper']:.3f})")
-    check = stats.get("ground_truth_check")
-    if check:
-        log(f"  ground truth: {check['true_leads_in_top3']} of the true LVR leads in the top 3 "
-            f"({', '.join(check['true_leads_found']) or 'none'}); "
-            f"{100 * check['share_samples_top3_has_2_true']:.0f}% of samples have 2 of them in "
-            f"their own top 3")
-    log_patient_level(stats.get("patient_level"), log)
-
-
-def log_patient_level(stats, log):
-    """The patient-level block: the numbers to report."""
-    if not stats:
-        return
-    if stats.get("status", "ok") != "ok":
-        log(f"  patients ({stats['patient_count']}): {stats['status']}")
-        return
-    stability = stats.get("key_lead_stability") or {}
-    ci = stats.get("mean_lead_importance_ci95") or {}
-    keys = ", ".join(f"{lead} {score:.3f}"
-                     + (f" [{ci[lead][0]:.3f}, {ci[lead][1]:.3f}], stable "
-                        f"{stability[lead]:.2f}" if lead in ci else "")
-                     for lead, score in zip(stats["top3_leads"], stats["top3_scores"]))
-    log(f"  PATIENT LEVEL (report these; {stats['patient_count']} patients, "
-        f"{stats['beat_count']} beats, {stats['bootstrap']} bootstrap replicates): key leads "
-        f"{keys}")
-    log(f"    Friedman chi2={stats['friedman_chi2']:.1f}, p={stats['friedman_p']:.2e}; "
-        f"{stats['icc_form_name']}: {stats['icc']:.3f} ({stats['icc_ci_lower']:.3f} to "
-        f"{stats['icc_ci_upper']:.3f}); consistency strict "
-        f"{stats['strict_consistency_percentage']:.1f}%, loose "
-        f"{stats['loose_consistency_percentage']:.1f}%")

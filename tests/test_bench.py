@@ -22,6 +22,7 @@ def load_bench():
     return module
 
 
+@pytest.mark.slow
 def test_bench_harness_reports_every_key(tmp_path):
     bench = load_bench()
     threads = torch.get_num_threads()
@@ -59,6 +60,7 @@ def test_train_speedup_is_reported_without_a_target():
     assert "train_overhead_vs_bare_step" in bench.TARGETS
 
 
+@pytest.mark.slow
 def test_scale_bench_quick_measures_every_step(tmp_path):
     """bench/scale_bench.py --quick: two tiny demo cohorts (train, SmoothGrad) and prepare_data.py
     on a few PTB-XL records, each with its time and peak private memory; no target is checked."""
@@ -105,6 +107,7 @@ def test_peak_private_memory_counts_children_and_not_mapped_files(tmp_path):
     assert all("convolution" in table for table in tables.values())
 
 
+@pytest.mark.slow
 def test_explanation_bench_quick_writes_both_tables(tmp_path):
     """bench/explanation_bench.py --quick: one small cohort, a map method of each kind, wave
     effects and every wave variant."""

@@ -1,8 +1,6 @@
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 import ECG_dataset
 import lvr.cohort as ds
 from lvr import demo
-from conftest import ROOT, beats_of
+from helpers import beats_of, script_result
 
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
 
@@ -241,18 +239,16 @@ def test_training_script_reports_bad_cohort_without_traceback(case, cohort_copy,
     output_dir = tmp_path / "results"
     output_dir.mkdir()
     (output_dir / "earlier_result.json").write_text("{}")
-    run = subprocess.run([sys.executable, "train_MCL_ResNet_1D_class2.py",
-                          f"--data_dir={cohort_copy}", f"--output_dir={output_dir}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = script_result("train_MCL_ResNet_1D_class2.py", f"--data_dir={cohort_copy}",
+                        f"--output_dir={output_dir}")
     assert run.returncode == 2
     assert "Traceback" not in run.stderr and file_name in run.stderr and message in run.stderr
     assert (output_dir / "earlier_result.json").read_text() == "{}"
 
 
 def test_non_default_missing_data_dir_is_an_error_not_the_demo(tmp_path):
-    run = subprocess.run([sys.executable, "train_MCL_ResNet_1D_class2.py",
-                          f"--data_dir={tmp_path / 'mine'}", f"--output_dir={tmp_path / 'out'}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = script_result("train_MCL_ResNet_1D_class2.py", f"--data_dir={tmp_path / 'mine'}",
+                        f"--output_dir={tmp_path / 'out'}")
     assert run.returncode == 2 and "does not exist" in run.stderr and "DEMO" not in run.stdout
     assert not (tmp_path / "out").exists()
 
@@ -362,7 +358,7 @@ def test_lead_dropout_zero_is_the_identity_and_bad_rates_are_refused():
 # ----------------------------------------------------------------------------- demo cohort
 
 def test_demo_cohort_is_deterministic_and_carries_its_ground_truth(tmp_path, small_cohort_dir):
-    from conftest import write_small_cohort
+    from helpers import write_small_cohort
     again = write_small_cohort(tmp_path / "again")
     for g in GROUPS:
         assert np.array_equal(beats_of(small_cohort_dir, g), beats_of(again, g))
@@ -388,7 +384,7 @@ def test_demo_beats_look_like_ecgs(small_cohort_dir):
 
 
 def test_lvr_changes_only_the_lvr_leads_in_the_t_window(tmp_path):
-    from conftest import write_small_cohort
+    from helpers import write_small_cohort
     base = write_small_cohort(tmp_path / "a", NOISE_MV=0.0, WANDER_MV=0.0)
     no_lvr = write_small_cohort(tmp_path / "b", NOISE_MV=0.0, WANDER_MV=0.0, LVR_STRENGTH=(0.0, 0.0))
     changed = np.abs(beats_of(base, "NS_1") - beats_of(no_lvr, "NS_1")).max(axis=(0,))

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from lvr import demo
 from lvr.choices import LVR_SIGNS
 from lvr.config import UserError

@@ -9,13 +9,13 @@ import pytest
 import torch
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from conftest import write_small_cohort
+from helpers import write_small_cohort
 from lvr import engine
 from lvr.evaluation import run_evaluation
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort, standardize_beats
 from lvr.config import UserError
-from test_training import quiet, tiny_config
+from helpers import quiet, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def trained(small_cohort_dir, tmp_path_factory):
 def other_cohort(tmp_path_factory):
     """Another seed of the small cohort, recorded 20% louder."""
     from lvr import demo
-    from conftest import small_cohort_config
+    from helpers import small_cohort_config
     folder = tmp_path_factory.mktemp("other") / "cohort"
     demo.write_demo_cohort(str(folder), small_cohort_config(SEED=11), amplitude_scale=1.2)
     return folder
@@ -79,7 +79,7 @@ def test_a_global_gain_does_not_change_the_probabilities(trained, other_cohort, 
     """Beats are standardised per lead, so a device whose gain is 20% off gives the same scores
     (what the README's amplitude-shift experiment shows)."""
     from lvr import demo
-    from conftest import small_cohort_config
+    from helpers import small_cohort_config
     plain = tmp_path / "plain"
     demo.write_demo_cohort(str(plain), small_cohort_config(SEED=11))
     a = pd.read_csv(evaluate_on(trained, plain)[1] / "predictions.csv")

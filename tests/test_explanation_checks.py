@@ -10,7 +10,7 @@ from torch import nn
 
 import lvr.explanation_checks as ec
 import lvr.delineation as dl
-from conftest import beats_of
+from helpers import beats_of
 from model import build_model
 from lvr.delineation import r_peak_index
 
@@ -174,7 +174,7 @@ def test_cascading_layer_names_of_the_resnet_run_from_head_to_input():
 @pytest.fixture(scope="module")
 def demo_beats(tmp_path_factory):
     """Demo beats in the default 1 s window (the shared small cohort's 0.6 s clips the T wave)."""
-    from conftest import write_small_cohort
+    from helpers import write_small_cohort
     folder = write_small_cohort(tmp_path_factory.mktemp("full_window"), N_PATIENTS=3,
                                 WINDOW_S=1.0, R_PEAK_S=0.3)
     with open(os.path.join(folder, "cohort.json"), encoding="utf-8") as handle:

@@ -23,10 +23,9 @@ import lvr.prepare as prepare
 import lvr.run_folder as run_folder
 import lvr.training as training
 import prepare_data
-from conftest import ROOT
+from helpers import ROOT, quiet, script_result, tiny_config
 from lvr import demo as demo_cohort
 from lvr.config import config_names
-from test_training import quiet, tiny_config
 
 PREPARE_OPTIONS = prepare.checked_options(
     {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))})
@@ -85,6 +84,7 @@ KILL_DURING_CHECKPOINT_WRITE = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("driver", [KILL_MID_EPOCH, KILL_DURING_CHECKPOINT_WRITE],
                          ids=["mid-epoch", "during-checkpoint-write"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(driver, uninterrupted, small_cohort_dir,
@@ -137,7 +137,8 @@ def test_corrupt_or_foreign_checkpoint_gets_a_clear_error(damage, small_cohort_d
         torch.save({"weights": torch.zeros(3)}, path)
     else:
         path.write_text("not a checkpoint")
-    run = script_run(small_cohort_dir, output_dir, "--resume=True", "--epochs=2")
+    run = script_result("train_MCL_ResNet_1D_class2.py", f"--data_dir={small_cohort_dir}",
+                        f"--output_dir={output_dir}", *CLI_OPTIONS, "--resume=True", "--epochs=2")
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "last_checkpoint.pth" in run.stderr
 
@@ -162,14 +163,15 @@ def test_full_disk_ends_with_a_message_and_keeps_the_last_checkpoint(small_cohor
     assert not (output_dir / run_folder.LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
     """DDP with 2 CPU processes against 1 process, same seed and global batch.
 
     Each step sees the same 32 beats in both runs (the sampler's permutation is seeded by
     seed + epoch and split between ranks), so the runs differ only where a step is not a plain
     average over its batch: batch-norm statistics are computed per process (16 beats each
-    instead of 32) and float sums are ordered differently. We accept 0.04 (about 15%) in the first epoch's
-    training loss, 0.03 in test AUC and 0.06 in accuracy (about 8 of the ~140 test beats). The
+    instead of 32) and float sums are ordered differently. We accept 0.04 (about 15%) in the first
+    epoch's training loss, 0.03 in test AUC and 0.06 in accuracy (about 8 of the ~140 test beats). The
     cohort has no discordant patients: with label noise the validation accuracy plateaus at
     once and the two runs may pick checkpoints of different epochs, which says nothing about DDP.
     """

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 import lvr.engine as engine
-from conftest import ROOT, write_small_cohort
+from helpers import ROOT, write_small_cohort
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort
 from lvr.delineation import r_peak_index
 from lvr.config import UserError
 from lvr.explain import check_ground_truth
 from lvr.lead_stats import kendall_w
-from test_training import quiet, tiny_config
+from helpers import quiet, tiny_config
 
 SEED_KEYS = ("top3_leads", "top3_scores", "anova_f", "anova_p", "strict_consistency_percentage",
              "loose_consistency_percentage", "avg_key_in_top3", "icc", "icc_ci_lower",
@@ -132,6 +132,7 @@ def test_saliency_script_writes_figures_and_statistics(trained, explained):
     assert run_record["test_beats"] == int(in_test.sum())
 
 
+@pytest.mark.slow
 def test_saliency_outputs_do_not_depend_on_the_ground_truth(trained, explained, tmp_path):
     """The cohort's ground truth is only reported against (ground_truth_check): the same
     analysis of the same model on a cohort whose cohort.json has no ground truth gives the same
@@ -177,6 +178,7 @@ def test_saliency_outputs_do_not_depend_on_the_ground_truth(trained, explained, 
         assert (tmp_path / "saliency" / name).read_text() == (explained / name).read_text(), name
 
 
+@pytest.mark.slow
 def test_saliency_explains_the_final_epoch_on_request(trained, tmp_path):
     root, data_dir = trained
     run = run_saliency(f"--data_dir={data_dir}", f"--train_dir={root / 'run'}",
@@ -199,6 +201,7 @@ def test_saliency_refuses_data_that_is_not_the_runs(trained, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_an_external_cohort_is_explained_on_all_its_beats(trained, tmp_path):
     root, _ = trained
     other = write_small_cohort(tmp_path / "other", SEED=99, N_PATIENTS=6)
@@ -246,6 +249,7 @@ def test_r_peak_is_found_wherever_it_is(r_sample):
     assert abs(r_peak_index(beat, 500, expected=150) - r_sample) <= 2 or abs(r_sample - 150) > 60
 
 
+@pytest.mark.slow
 def test_a_cross_validation_run_is_explained_fold_by_fold_with_agreement(trained, tmp_path):
     _, data_dir = trained
     engine.run_training(tiny_config(data_dir, tmp_path / "cv", EPOCHS=1, CV_FOLDS=2,
@@ -294,6 +298,7 @@ def test_saved_maps_name_their_beats(trained, explained):
         assert all(float(r["ci_low"]) <= float(r["effect"]) <= float(r["ci_high"]) for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options, has_statistics", [
     (["--method=integrated_gradients", "--ig_steps=4"], True),
     (["--method=occlusion", "--occlusion_window_ms=100"], True),

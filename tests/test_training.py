@@ -16,23 +16,10 @@ import lvr.config as config
 import lvr.engine as engine
 import lvr.metrics as metrics
 import lvr.training as training
-from conftest import ROOT
+from helpers import ROOT, quiet, tiny_config
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort, patient_split_indices, standardize_beats
 from lvr.predictions import beat_records, rows_in_group
-
-
-def tiny_config(data_dir, output_dir, **overrides):
-    import train_MCL_ResNet_1D_class2 as script
-    config = {name: getattr(script, name) for name in dir(script) if name.isupper()}
-    config.update(DATA_DIR=str(data_dir), OUTPUT_DIR=str(output_dir), EXPERIMENT="baseline",
-                  EPOCHS=3, BATCH_SIZE=16, BOOTSTRAP=50, DEVICE="cpu", LR=1e-3)
-    config.update(overrides)
-    return config
-
-
-def quiet(*_):
-    pass
 
 
 # ----------------------------------------------------------------------------- loss and metrics
