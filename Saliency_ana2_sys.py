@@ -5,8 +5,8 @@ the evidence (counterfactual segment swaps).
 
 Reads the model and the test split of a training run (TRAIN_DIR); the data must be the data that
 run was trained on, or, with EXTERNAL=True, another cohort with the same leads, sampling rate and
-window (all its beats are explained). lvr/explain.py does the work. Every constant below can be overridden as
---lower_case_name=value; --help lists them.
+window (all its beats are explained). lvr/explain.py does the work. Every constant below can be
+overridden as --lower_case_name=value; --help lists them.
 """
 from lvr.config import configure, run_script
 from lvr.lead_stats import compute_icc  # noqa: F401  (the original defined it here)
@@ -15,9 +15,9 @@ DATA_DIR = "data"                    # cohort folder the model was trained on (d
 TRAIN_DIR = "results_class2"         # 2-class training run: best_model.pth and split.json
 EXTERNAL = False                     # True: DATA_DIR is another cohort; explain all its beats
 CHECKPOINT = "best_model.pth"        # model file in TRAIN_DIR (last_checkpoint.pth: final epoch)
-OUTPUT_DIR = "output_saliencyana2"   # an earlier analysis found here is kept as OUTPUT_DIR.<timestamp>
+OUTPUT_DIR = "output_saliencyana2"   # an earlier analysis here is kept as OUTPUT_DIR.<timestamp>
 METHOD = "smoothgrad"                # attribution map (grad_cam has no lead resolution)
-NUM_SAMPLES = 10                     # SmoothGrad noisy copies per beat (1 with NOISE_LEVEL=0: gradient)
+NUM_SAMPLES = 10                     # SmoothGrad noisy copies per beat (1, NOISE_LEVEL=0: gradient)
 NOISE_LEVEL = 0.1                    # SmoothGrad noise sd, in standardised units
 IG_STEPS = 32                        # integrated gradients: steps from the zero baseline
 OCCLUSION_WINDOW_MS = 50             # occlusion: window zeroed per lead
@@ -30,13 +30,13 @@ FIGURE_WORKERS = 2                   # processes drawing figures and delineating
 WAVE_IMPORTANCE = True               # share of each lead's saliency in its P, PR, QRS, ST, T waves
 DELINEATION_LEADS = "all"            # leads combined for wave boundaries: all, or II,V2,V5 (faster)
 SANITY_CHECK = True                  # Adebayo et al. 2018: saliency after randomising the weights
-SANITY_SAMPLES = 32                  # test beats the randomisation check uses (it reruns SmoothGrad)
+SANITY_SAMPLES = 32                  # test beats the randomisation check reruns the map on
 DELETION_TEST = True                 # remove each LVR beat's top-k leads vs k random leads
 DELETION_MAX_K = 6                   # largest number of leads removed
 DELETION_DRAWS = 10                  # random lead orders averaged per beat
 PATIENT_BOOTSTRAP = 1000             # patient resamples for the patient-level CIs and stability
 WAVE_EFFECTS = True                  # counterfactual lead x wave effects (wave_effects.csv)
-WAVE_REFERENCE = "mean"              # swapped-in segments from the mean, median or nearest non-LVR beats
+WAVE_REFERENCE = "mean"              # swapped-in segments: mean, median or nearest non-LVR beats
 WAVE_ALIGNMENT = "r_peak"            # reference aligned on the R peak, or warped per segment
 WAVE_BLEND_MS = 10                   # cross-fade across each segment edge
 LEAD_IMPORTANCE = "map"              # lead statistics on the map, or on wave_effects

@@ -19,14 +19,14 @@ BEATS_PER_PATIENT = DEMO["BEATS_PER_PATIENT"]   # beats per patient, drawn unifo
 LVR_LEADS = DEMO["LVR_LEADS"]                   # leads that carry the LVR effect
 LVR_WAVE = DEMO["LVR_WAVE"]                     # the sign: T, QRS, Q, ST_DEPRESSION or ST_ELEVATION
 LVR_STRENGTH = DEMO["LVR_STRENGTH"]             # per-patient strength s (T: wave scaled by 1 - s)
-NON_LVR_CHANGE = DEMO["NON_LVR_CHANGE"]         # share of non-LVR patients with a milder s ~ U(lo, hi)
+NON_LVR_CHANGE = DEMO["NON_LVR_CHANGE"]         # share of non-LVR patients with milder s~U(lo, hi)
 DISCORDANT_SHARE = DEMO["DISCORDANT_SHARE"]     # patients whose ECG contradicts their class
 FS = DEMO["FS"]                                 # sampling rate (Hz)
 WINDOW_S = DEMO["WINDOW_S"]                     # beat window length (s)
 R_PEAK_S = DEMO["R_PEAK_S"]                     # R peak position in the window (s)
 NOISE_MV = DEMO["NOISE_MV"]                     # white noise standard deviation (mV)
 WANDER_MV = DEMO["WANDER_MV"]                   # baseline wander amplitude (mV)
-AMPLITUDE_SCALE = 1.0                           # gain on every recorded beat (1.2: a device reading 20% high)
+AMPLITUDE_SCALE = 1.0                           # gain on every beat (1.2: a device 20% too high)
 
 
 def main():
@@ -37,9 +37,9 @@ def main():
     start = time.time()
     counts = write_demo_cohort(OUTPUT_DIR, {name: config[name] for name in DEMO},
                                amplitude_scale=AMPLITUDE_SCALE)
-    print(f"Wrote {sum(counts.values())} beats ({', '.join(f'{g}: {n}' for g, n in counts.items())})"
-          f" to {OUTPUT_DIR} in {time.time() - start:.1f} s; LVR signal in "
-          f"{', '.join(LVR_LEADS)} ({LVR_WAVE})"
+    per_group = ", ".join(f"{g}: {n}" for g, n in counts.items())
+    print(f"Wrote {sum(counts.values())} beats ({per_group}) to {OUTPUT_DIR} in "
+          f"{time.time() - start:.1f} s; LVR signal in {', '.join(LVR_LEADS)} ({LVR_WAVE})"
           + (f"; amplitudes x {AMPLITUDE_SCALE:g}." if AMPLITUDE_SCALE != 1 else "."))
 
 

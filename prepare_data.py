@@ -17,7 +17,7 @@ from lvr.config import configure, run_script
 
 TABLE = ""  # CSV with columns record, patient_id, group ("" when --ptbxl_dir is given)
 PTBXL_DIR = ""  # PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/)
-TASK = "mi_norm"  # mi_norm | lvh_norm | superclass4 | binary:NEG,POS | multiclass:A,B,C (groups of a table)
+TASK = "mi_norm"  # mi_norm | lvh_norm | superclass4 | binary:NEG,POS | multiclass:A,B,C (groups)
 NAME = ""  # cohort name in cohort.json; "" = ptbxl_<task> or <table file stem>
 OUTPUT_DIR = ""  # cohort folder to write; "" = data/<cohort name>
 OVERWRITE = False  # replace this script's files in a non-empty OUTPUT_DIR

@@ -29,7 +29,7 @@ BOOTSTRAP = 1000                  # patient-bootstrap resamples for the 95% CIs
 DEVICE = "auto"                   # auto (CUDA if present, with mixed precision), cpu, cuda, cuda:1
 NUM_WORKERS = 0                   # DataLoader worker processes
 RESUME = False                    # continue an interrupted run in OUTPUT_DIR from its last epoch
-EVALUATE = ""                     # a finished run: test its model on DATA_DIR (-> EVALUATE/external_<data>)
+EVALUATE = ""                     # a finished run: test its model on DATA_DIR (results inside it)
 ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
 
 

@@ -128,8 +128,8 @@ def cohort_spec(data_dir):
         if mapping is None:
             continue
         if not isinstance(mapping, dict) or set(mapping) != set(groups):
-            raise CohortError(f"{path}: '{task}_labels' must map every group in 'groups' to a class "
-                              f"number (or be null when the cohort has no {task} task)")
+            raise CohortError(f"{path}: '{task}_labels' must map every group in 'groups' to a "
+                              f"class number (or be null when the cohort has no {task} task)")
         classes = sorted(set(mapping.values()))
         if not all(isinstance(c, int) for c in classes) or classes != list(range(len(classes))):
             raise CohortError(f"{path}: '{task}_labels' classes must be 0, 1, ... without gaps; "
@@ -360,7 +360,7 @@ class BeatFiles:
 
     def __setstate__(self, state):
         arrays = [np.load(path, mmap_mode="r") if a is None else a
-                  for path, a in zip(state["paths"], state["arrays"])]
+                  for path, a in zip(state["paths"], state["arrays"], strict=True)]
         self.__init__(state["paths"], arrays)
 
 
@@ -393,19 +393,20 @@ def load_cohort(data_dir, allow_pickle=False, in_memory=False):
             id_arrays.append(None)
     if os.path.exists(os.path.join(data_dir, "cohort.json")):
         files["cohort.json"] = file_sha256(os.path.join(data_dir, "cohort.json"))
-    lengths = {g: b.shape[2] for g, b in zip(spec["groups"], beats)}
+    lengths = {g: b.shape[2] for g, b in zip(spec["groups"], beats, strict=True)}
     if len(set(lengths.values())) > 1:
         raise CohortError(f"beats in {data_dir} differ in length between groups "
                           f"({', '.join(f'cut_{g}.npy: T={t}' for g, t in lengths.items())}); "
                           f"cut all beats to the same window")
     given = [ids is not None for ids in id_arrays]
     if any(given) and not all(given):
-        lacking = [f"cut_{g}_patient_ids.npy" for g, ok in zip(spec["groups"], given) if not ok]
+        lacking = [f"cut_{g}_patient_ids.npy"
+                   for g, ok in zip(spec["groups"], given, strict=True) if not ok]
         raise CohortError(f"{data_dir} has patient-ID files for some groups but lacks "
                           f"{', '.join(lacking)}; give IDs for every group or for none")
     if not all(given):
         id_arrays = [np.array([f"{g}:{i}" for i in range(b.shape[0])])
-                     for g, b in zip(spec["groups"], beats)]
+                     for g, b in zip(spec["groups"], beats, strict=True)]
     group_index = np.concatenate([np.full(b.shape[0], i, dtype=np.int64)
                                   for i, b in enumerate(beats)])
     all_beats = (np.concatenate([np.asarray(b, dtype=np.float32) for b in beats]) if in_memory
@@ -429,7 +430,8 @@ def check_one_class_per_patient(cohort, task):
     mixed = np.flatnonzero(lo != hi)
     if mixed.size:
         patient = str(ids[starts[mixed[0]]])
-        groups = sorted({cohort.groups[g] for g in cohort.group_index[cohort.patient_ids == patient]})
+        rows = cohort.patient_ids == patient
+        groups = sorted({cohort.groups[g] for g in cohort.group_index[rows]})
         raise CohortError(
             f"{cohort.data_dir}: patient {patient!r} has beats in groups of different {task} "
             f"class ({', '.join(f'cut_{g}_patient_ids.npy' for g in groups)}); "

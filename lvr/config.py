@@ -17,7 +17,8 @@ import math
 import os
 import re
 import sys
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, PTBXL_TASKS, TASKS,
                          UNITS, WAVE_ALIGNMENTS, WAVE_REFERENCES)
@@ -100,7 +101,7 @@ class Rule(NamedTuple):
     words that follow "must be", and `detail(value)`, if given, names what is wrong."""
     accepts: Callable
     allowed: str
-    detail: Optional[Callable] = None
+    detail: Callable | None = None
 
 
 def is_integer(value):
@@ -374,7 +375,8 @@ RELATIONS = (
      "the band must end below FS/2 (Nyquist)"),
     (("R_PEAK_S", "WINDOW_S"), lambda r_peak, window: r_peak < window,
      "the R peak must lie inside the window (R_PEAK_S < WINDOW_S)"),
-    (("EVALUATE", "RESUME", "CV_FOLDS"), lambda run, resume, folds: not run or not (resume or folds),
+    (("EVALUATE", "RESUME", "CV_FOLDS"),
+     lambda run, resume, folds: not run or not (resume or folds),
      "EVALUATE only tests a finished model: leave RESUME False and CV_FOLDS 0"),
     (("LEAD_IMPORTANCE", "WAVE_EFFECTS"), lambda source, effects: source != "wave_effects"
      or effects, "LEAD_IMPORTANCE=wave_effects needs WAVE_EFFECTS=True"),

@@ -92,10 +92,10 @@ def _plausible(found, r_peaks, fs):
 def _segments_from_boundaries(found, r, fs, length, delineated):
     """Segment dict from boundaries (samples, NaN = missing): missing ones filled from
     FALLBACK_MS, then forced into the order P_on <= ... <= T_off and clipped to the window."""
-    filled = [name for name, value in zip(BOUNDARIES, found) if not np.isfinite(value)]
+    filled = [name for name, value in zip(BOUNDARIES, found, strict=True) if not np.isfinite(value)]
     boundaries = [int(round(value)) if np.isfinite(value)
                   else r + int(round(FALLBACK_MS[name] * fs / 1000))
-                  for name, value in zip(BOUNDARIES, found)]
+                  for name, value in zip(BOUNDARIES, found, strict=True)]
     boundaries = np.clip(np.maximum.accumulate(boundaries), 0, length)
     if not delineated or len(filled) == len(BOUNDARIES):
         method, filled = "fallback", list(BOUNDARIES)
@@ -142,7 +142,7 @@ def beat_segments_batch(beats, fs, r_peak_samples=None, leads=DELINEATION_LEADS,
     for row, lead in enumerate(bar):
         signals = np.stack([_detrended(b, fs) for b in beats[:, lead_names.index(lead)]])
         usable = np.array([_qrs_to_noise(s, r, fs) >= MIN_QRS_TO_NOISE
-                           for s, r in zip(signals, r_peaks)], dtype=bool)
+                           for s, r in zip(signals, r_peaks, strict=True)], dtype=bool)
         index = np.flatnonzero(usable)
         if index.size == 0:
             continue

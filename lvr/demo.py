@@ -221,9 +221,11 @@ def effect_window_ms(config):
     sign = config["LVR_WAVE"]
     if sign == "T":
         centre, width = WAVE_SHAPES["T"][0], WAVE_SHAPES["T"][1]
-        return [r_ms + centre - 0.12 * 200 - 2.5 * width * 1.35, r_ms + centre + 0.12 * 250 + 2.5 * width]
+        return [r_ms + centre - 0.12 * 200 - 2.5 * width * 1.35,
+                r_ms + centre + 0.12 * 250 + 2.5 * width]
     if sign == "QRS":
-        return [r_ms + WAVE_SHAPES["Q"][0] - 3 * WAVE_SHAPES["Q"][1], r_ms + WAVE_SHAPES["S"][0] + 3 * WAVE_SHAPES["S"][1]]
+        return [r_ms + WAVE_SHAPES["Q"][0] - 3 * WAVE_SHAPES["Q"][1],
+                r_ms + WAVE_SHAPES["S"][0] + 3 * WAVE_SHAPES["S"][1]]
     if sign == "Q":
         centre, width = WAVE_SHAPES["Q"][0], WAVE_SHAPES["Q"][1] * Q_WIDENING
         return [r_ms + centre - 3 * width, r_ms + centre + 3 * width]

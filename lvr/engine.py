@@ -304,9 +304,11 @@ def log_test_summary(report, class_names, output_dir, wall, log, title="Test set
     if "patient_level" in report:
         level = headline_metrics(report["patient_level"])
         auc = level["roc_auc"]
-        log(f"  patient level: AUC {auc:.4f} {format_ci(report['patient_level'].get('roc_auc_ci95'))}"
-            f", accuracy {level['accuracy']:.4f}" if auc is not None else
-            f"  patient level: accuracy {level['accuracy']:.4f}")
+        if auc is None:
+            log(f"  patient level: accuracy {level['accuracy']:.4f}")
+        else:
+            auc_ci = format_ci(report["patient_level"].get("roc_auc_ci95"))
+            log(f"  patient level: AUC {auc:.4f} {auc_ci}, accuracy {level['accuracy']:.4f}")
     model = ", best_model.pth" if os.path.exists(os.path.join(output_dir, BEST_CHECKPOINT)) else ""
     log(f"Results in {output_dir}/ (test_eval_results.json, predictions.csv, figures{model}) "
         f"after {wall / 60:.1f} min.")

@@ -129,7 +129,8 @@ def evaluation_output_dir(config, cohort):
 def evaluation_record(train_dir, model_path, split, cohort, data_dir, own_data):
     """test_eval_results.json["evaluation"]: which model scored which cohort."""
     return {"evaluated_run": train_dir, "checkpoint": model_path,
-            "checkpoint_sha256": file_sha256(model_path), "training_data_dir": split.get("data_dir"),
+            "checkpoint_sha256": file_sha256(model_path),
+            "training_data_dir": split.get("data_dir"),
             "training_data_fingerprint": split.get("data_fingerprint"),
             "data_dir": data_dir, "data_fingerprint": cohort.fingerprint(),
             "external": not own_data,

@@ -150,7 +150,7 @@ def log_patient_level(stats, log):
     keys = ", ".join(f"{lead} {score:.3f}"
                      + (f" [{ci[lead][0]:.3f}, {ci[lead][1]:.3f}], stable "
                         f"{stability[lead]:.2f}" if lead in ci else "")
-                     for lead, score in zip(stats["top3_leads"], stats["top3_scores"]))
+                     for lead, score in zip(stats["top3_leads"], stats["top3_scores"], strict=True))
     log(f"  PATIENT LEVEL (report these; {stats['patient_count']} patients, "
         f"{stats['beat_count']} beats, {stats['bootstrap']} bootstrap replicates): key leads "
         f"{keys}")

@@ -33,7 +33,7 @@ def fold_agreement(outcomes):
             tops = [set(sorted(c, key=lambda cell: c[cell]["rank"])[:3]) for c in cells]
             entry.update(cell_kendall_w=kendall_w(effects),
                          top_cells_per_fold=[sorted(t, key=lambda cell: c[cell]["rank"])
-                                             for t, c in zip(tops, cells)],
+                                             for t, c in zip(tops, cells, strict=True)],
                          top_cells_in_every_fold=sorted(set.intersection(*tops)),
                          top_cells_mean_jaccard=float(np.mean(
                              [len(a & b) / len(a | b) for i, a in enumerate(tops)

@@ -281,7 +281,8 @@ def muse_waveform(path):
         units.append(element_text(lead, "LeadAmplitudeUnits"))
         columns.append(samples * float(element_text(lead, "LeadAmplitudeUnitsPerBit") or 1.0))
     if len({len(c) for c in columns}) != 1:
-        lengths = ", ".join(f"{name} {len(column)}" for name, column in zip(names, columns))
+        lengths = ", ".join(f"{name} {len(column)}"
+                            for name, column in zip(names, columns, strict=True))
         raise RecordRejected("unreadable", f"GE MUSE XML {path.name}: leads of different "
                              f"lengths ({lengths})")
     return Waveform(np.column_stack(columns), fs, names, units, "muse",

@@ -296,7 +296,8 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
     key = _top_leads(mean_importance, n_key)
     result["top3_leads"] = [names[i] for i in key]
     result["top3_scores"] = [float(mean_importance[i]) for i in key]
-    result["mean_lead_importance"] = {name: float(v) for name, v in zip(names, mean_importance)}
+    result["mean_lead_importance"] = {name: float(v)
+                                      for name, v in zip(names, mean_importance, strict=True)}
     if n_samples < MIN_SAMPLES:
         return result
 
@@ -443,9 +444,9 @@ def patient_level_lead_statistics(importance, patient_ids, lead_names, n_key=3, 
     in_key = np.zeros(len(names))
     np.add.at(in_key, _top_leads(means, n_key).ravel(), 1)
     result["mean_lead_importance_ci95"] = {name: [float(lo), float(hi)]
-                                           for name, lo, hi in zip(names, low, high)}
+                                           for name, lo, hi in zip(names, low, high, strict=True)}
     result["key_lead_stability"] = {name: float(count / n_boot)
-                                    for name, count in zip(names, in_key)}
+                                    for name, count in zip(names, in_key, strict=True)}
     return result
 
 

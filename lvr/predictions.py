@@ -33,7 +33,7 @@ def beat_records(data_dir, groups, group_index):
         return records
     with open(path, newline="", encoding="utf-8") as handle:
         listed = {(row["group"], int(row["row"])): row["record"] for row in csv.DictReader(handle)}
-    for i, (group, row) in enumerate(zip(group_index, rows_in_group(group_index))):
+    for i, (group, row) in enumerate(zip(group_index, rows_in_group(group_index), strict=True)):
         records[i] = listed.get((groups[group], int(row)), "")
     return records
 

@@ -167,7 +167,7 @@ def smoothgrad_seed_loop(model, x, target, noise):
                 loss.backward()
             total += noisy.grad.abs()
     finally:
-        for p, grad in zip(parameters, saved_grads):
+        for p, grad in zip(parameters, saved_grads, strict=True):
             p.grad = grad
     return (total / noise.shape[0]).detach().float().cpu()
 

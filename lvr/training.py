@@ -213,14 +213,16 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
         val_loss = criterion(val_logits, y_val).item()
         val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
         scheduler.step(val_acc)
-        for key, value in zip(HISTORY_KEYS, (train_acc, train_loss, val_acc, val_loss)):
+        epoch_values = (train_acc, train_loss, val_acc, val_loss)
+        for key, value in zip(HISTORY_KEYS, epoch_values, strict=True):
             state.history[key].append(value)
         improved = state.improved_by(val_acc, val_loss)
         if writer:
             save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, config,
                                    class_names, improved)
+        lr = optimizer.param_groups[0]["lr"]
         log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
-            f" | val loss {val_loss:.4f} acc {val_acc:.4f} | lr {optimizer.param_groups[0]['lr']:.1e}"
+            f" | val loss {val_loss:.4f} acc {val_acc:.4f} | lr {lr:.1e}"
             f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
     barrier(world_size)
     return state

@@ -138,7 +138,8 @@ def wave_effects(model, x, y, segments, references, reference_segments, alignmen
     alignment "r_peak".
     """
     if alignment not in WAVE_ALIGNMENTS:
-        raise ValueError(f"unknown alignment {alignment!r}; use one of {', '.join(WAVE_ALIGNMENTS)}")
+        raise ValueError(f"unknown alignment {alignment!r}; use one of "
+                         f"{', '.join(WAVE_ALIGNMENTS)}")
     device = next(model.parameters()).device
     y = np.asarray(y, dtype=int)
     n, leads, _ = x.shape

@@ -96,7 +96,8 @@ class MultiScaleConv1d(nn.Module):
         super().__init__()
         self.branches = nn.ModuleList(
             nn.Conv1d(in_channels, width, k, stride=stride, padding=k // 2, bias=False)
-            for width, k in zip(branch_widths(out_channels, len(kernel_sizes)), kernel_sizes))
+            for width, k in zip(branch_widths(out_channels, len(kernel_sizes)), kernel_sizes,
+                                strict=True))
 
     def forward(self, x):
         return torch.cat([branch(x) for branch in self.branches], dim=1)
@@ -205,7 +206,7 @@ def conv_bn_pairs(model):
     for block in model.blocks:
         pairs += [(block, "conv1", "bn1"), (block, "conv2", "bn2")]
         names = [name for name, _ in block.skip.named_children()]
-        pairs += [(block.skip, a, b) for a, b in zip(names, names[1:])
+        pairs += [(block.skip, a, b) for a, b in zip(names, names[1:], strict=False)
                   if isinstance(getattr(block.skip, a), nn.Conv1d)
                   and isinstance(getattr(block.skip, b), nn.BatchNorm1d)]
     return pairs
@@ -248,7 +249,8 @@ class ResNet1D(nn.Module):
         with torch.no_grad():
             self.stem[0].weight.mul_(arch.get("stem_init_scale", 1.0))
         blocks, channels = [], arch["stem_channels"]
-        for width, count, stride in zip(arch["widths"], arch["blocks"], arch["strides"]):
+        stages = zip(arch["widths"], arch["blocks"], arch["strides"], strict=True)
+        for width, count, stride in stages:
             for i in range(count):
                 blocks.append(ResBlock1d(channels, width, stride if i == 0 else 1,
                                          arch["kernel_size"], arch["multi_scale"],

@@ -119,7 +119,8 @@ BAD_COHORTS = {
                    "cut_NS_1.npy", "leads last"),
     "eleven_leads": (lambda f: np.save(f / "cut_ST_0.npy", np.load(f / "cut_ST_0.npy")[:, :11]),
                      "cut_ST_0.npy", "expected 12"),
-    "different_length": (lambda f: np.save(f / "cut_ST_0.npy", np.load(f / "cut_ST_0.npy")[..., :250]),
+    "different_length": (lambda f: np.save(f / "cut_ST_0.npy",
+                                           np.load(f / "cut_ST_0.npy")[..., :250]),
                          "cut_ST_0.npy: T=250", "differ in length"),
     "nan": (lambda f: np.save(f / "cut_NS_0.npy", np.where(
         np.arange(300) == 7, np.nan, np.load(f / "cut_NS_0.npy"))), "cut_NS_0.npy", "NaN or Inf"),
@@ -213,9 +214,9 @@ def test_dataloader_workers_read_the_same_batches(small_cohort_dir):
     labels = torch.from_numpy(cohort.labels("binary"))
     dataset = ds.ECGDataset.from_arrays(ds.StandardisedBeats(cohort.beats), labels)
     batches = [[torch.cat(part) for part in zip(*batch_loader(dataset, 16, True, seed=3,
-                                                              num_workers=workers))]
+                                                              num_workers=workers), strict=True)]
                for workers in (0, 2)]
-    assert all(torch.equal(a, b) for a, b in zip(*batches))
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
 
 
 def test_missing_folder_names_the_expected_files(tmp_path):
@@ -386,14 +387,16 @@ def test_demo_beats_look_like_ecgs(small_cohort_dir):
 def test_lvr_changes_only_the_lvr_leads_in_the_t_window(tmp_path):
     from helpers import write_small_cohort
     base = write_small_cohort(tmp_path / "a", NOISE_MV=0.0, WANDER_MV=0.0)
-    no_lvr = write_small_cohort(tmp_path / "b", NOISE_MV=0.0, WANDER_MV=0.0, LVR_STRENGTH=(0.0, 0.0))
+    no_lvr = write_small_cohort(tmp_path / "b", NOISE_MV=0.0, WANDER_MV=0.0,
+                                LVR_STRENGTH=(0.0, 0.0))
     changed = np.abs(beats_of(base, "NS_1") - beats_of(no_lvr, "NS_1")).max(axis=(0,))
     lead = {name: i for i, name in enumerate(ds.LEAD_NAMES)}
     lvr_rows = [lead[n] for n in ("V2", "V3", "V4")]
     others = [i for i in range(12) if i not in lvr_rows]
     assert changed[others].max() == 0
     assert changed[lvr_rows].max() > 0.05
-    window = json.loads(open(os.path.join(base, "cohort.json")).read())["ground_truth"]["lvr_window_ms"]
+    with open(os.path.join(base, "cohort.json"), encoding="utf-8") as handle:
+        window = json.load(handle)["ground_truth"]["lvr_window_ms"]
     t_ms = np.arange(changed.shape[1]) * 2
     outside = (t_ms < window[0]) | (t_ms > window[1])
     assert changed[lvr_rows][:, outside].max() < 0.1 * changed[lvr_rows].max()

@@ -189,7 +189,7 @@ def test_segments_of_demo_beats_are_ordered_and_on_their_waves(demo_beats):
     lo, hi = (round(ms * fs / 1000) for ms in spec["ground_truth"]["lvr_window_ms"])
     segments = dl.beat_segments_batch(beats, fs)
     assert sum(s["method"] != "fallback" for s in segments) == len(beats)
-    for beat, segment in zip(beats, segments):
+    for beat, segment in zip(beats, segments, strict=True):
         spans = [segment[w] for w in ec.WAVES]
         edges = [edge for span in spans for edge in span]
         assert edges == sorted(edges)                    # ordered, never overlapping

@@ -171,8 +171,8 @@ def test_torchrun_two_processes_match_one(tmp_path):
     seed + epoch and split between ranks), so the runs differ only where a step is not a plain
     average over its batch: batch-norm statistics are computed per process (16 beats each
     instead of 32) and float sums are ordered differently. We accept 0.04 (about 15%) in the first
-    epoch's training loss, 0.03 in test AUC and 0.06 in accuracy (about 8 of the ~140 test beats). The
-    cohort has no discordant patients: with label noise the validation accuracy plateaus at
+    epoch's training loss, 0.03 in test AUC and 0.06 in accuracy (about 8 of the ~140 test beats).
+    The cohort has no discordant patients: with label noise the validation accuracy plateaus at
     once and the two runs may pick checkpoints of different epochs, which says nothing about DDP.
     """
     data_dir = tmp_path / "demo"
@@ -242,7 +242,8 @@ def write_cohort(folder, beats_ns1, ids_ns1=None):
         beats = beats_ns1 if g == "NS_1" else rng.normal(size=(3, 12, 300)).astype(np.float32)
         np.save(os.path.join(folder, f"cut_{g}.npy"), beats, allow_pickle=True)
         n = len(beats) if getattr(beats, "ndim", 0) else 0
-        ids = ids_ns1 if (g == "NS_1" and ids_ns1 is not None) else np.arange(n) + 100 * GROUPS.index(g)
+        own = np.arange(n) + 100 * GROUPS.index(g)
+        ids = ids_ns1 if (g == "NS_1" and ids_ns1 is not None) else own
         np.save(os.path.join(folder, f"cut_{g}_patient_ids.npy"), ids, allow_pickle=True)
 
 

@@ -113,7 +113,7 @@ def test_saliency_script_writes_figures_and_statistics(trained, explained):
     assert {(r[0], r[1], r[2]) for r in body} == {
         (name, lead, wave) for name in SUBGROUPS for lead in cohort.spec["leads"]
         for wave in CSV_WAVES}
-    for subgroup, lead, wave, mean_share, sd_share, mean_density, sd_density, count in body:
+    for subgroup, _, _, mean_share, sd_share, _, _, count in body:
         assert int(count) == lvr_beats[subgroup]
         assert -1e-4 <= float(mean_share) <= 1.0001 and float(sd_share) >= 0
     # a density per wave; "other" (outside P onset to T offset) has a share only

@@ -86,7 +86,8 @@ def test_bootstrap_resamples_patients_not_beats():
     p1 = np.repeat([0.2, 0.3, 0.9], 50)
     prob = np.stack([1 - p1, p1], 1)
     ids = np.repeat(["A", "B", "C"], 50)
-    lo, hi = metrics.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=400, seed=1)["accuracy_ci95"]
+    cis = metrics.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=400, seed=1)
+    lo, hi = cis["accuracy_ci95"]
     assert lo <= 0.34 and hi >= 0.99
 
 
@@ -341,7 +342,8 @@ def test_resume_refuses_changed_options(finished_run, small_cohort_dir, tmp_path
     output_dir = tmp_path / "run"
     engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=1), log=quiet)
     with pytest.raises(config.UserError, match="LR"):
-        engine.run_training(tiny_config(small_cohort_dir, output_dir, LR=0.5, RESUME=True), log=quiet)
+        engine.run_training(tiny_config(small_cohort_dir, output_dir, LR=0.5, RESUME=True),
+                            log=quiet)
 
 
 def test_second_run_keeps_the_first(small_cohort_dir, tmp_path):

@@ -1,4 +1,5 @@
-"""Counterfactual wave effects and the localisation measures: each can fail, and finds a known truth."""
+"""Counterfactual wave effects and the localisation measures: each can fail, and each finds a
+known truth."""
 import numpy as np
 import pytest
 import torch

@@ -38,7 +38,7 @@ def plot_wave_importance_heatmap(path, subgroups, lead_names, true_leads=(), tru
                                                                 0.62 * len(lead_names) + 2.6),
                                  squeeze=False, layout="constrained")
         image = None
-        for ax, name in zip(axes[0], names):
+        for ax, name in zip(axes[0], names, strict=False):
             mean = means[name]
             if mean is None:
                 ax.text(0.5, 0.5, f"{name}: no samples", ha="center", transform=ax.transAxes)
@@ -88,7 +88,7 @@ def plot_sanity_check(path, result, dpi=200):
         if stages:
             ax.plot(positions[:-1], [s["spearman"] for s in stages], color="#1f3b73", lw=1.5,
                     marker="o")
-        for p, v in zip(positions, values):
+        for p, v in zip(positions, values, strict=True):
             v = float("nan") if v is None else float(v)
             below = np.isfinite(v) and v < 0
             ax.text(p, np.nan_to_num(v) + (-0.03 if below else 0.03),
@@ -120,7 +120,7 @@ def plot_deletion_curves(path, results, dpi=200):
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(names), figsize=(6.8 * len(names), 6.0), squeeze=False,
                                  sharey=True, layout="constrained")
-        for ax, name in zip(axes[0], names):
+        for ax, name in zip(axes[0], names, strict=False):
             result = results[name]
             curve = result["deletion_curve"]
             k = np.asarray(curve["k"])
@@ -161,7 +161,7 @@ def plot_wave_effects_heatmap(path, tables, lead_names, true_leads=(), true_wave
         fig, axes = plt.subplots(len(names), 2, figsize=(13.5, (0.55 * len(lead_names) + 1.8)
                                                           * len(names) + 0.8),
                                  squeeze=False, layout="constrained")
-        for row, name in zip(axes, names):
+        for row, name in zip(axes, names, strict=False):
             table = tables.get(name)
             if table is None:
                 for ax in row:

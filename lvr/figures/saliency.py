@@ -12,6 +12,7 @@ from lvr.delineation import r_peak_index
 from lvr.figures import STYLE, WAVE_COLOURS, save_figure
 
 TOP_K = 6
+HEATMAP_COLOURS = ("YlOrRd", "YlGn", "PuBu", "OrRd")   # one colour map per subgroup panel, in turn
 
 
 def draw_sample_figure(job):
@@ -65,7 +66,7 @@ def draw_saliency_map(fig, ax, job, t_ms):
         waves.set_xticks([(s + e) / 2 / fs * 1000 for s, e in segments.values()],
                          list(segments))
         waves.tick_params(length=0, labelsize=12)
-        for label, wave in zip(waves.get_xticklabels(), segments):
+        for label, wave in zip(waves.get_xticklabels(), segments, strict=True):
             label.set_color(WAVE_COLOURS.get(wave, "black"))
             label.set_fontweight("bold")
         for start, end in segments.values():
@@ -114,7 +115,8 @@ def draw_sample_figures(jobs, workers, progress=None):
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for path in pool.map(draw_sample_figure, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
+        chunk = max(1, len(jobs) // (4 * workers))
+        for path in pool.map(draw_sample_figure, jobs, chunksize=chunk):
             if progress:
                 progress.update()
             yield path
@@ -126,7 +128,7 @@ def plot_lead_importance_comparison(path, subgroups, lead_names, dpi=200):
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, max(1, len(names)), figsize=(7.5 * max(1, len(names)), 5.5),
                                  squeeze=False)
-        for ax, name in zip(axes[0], names):
+        for ax, name in zip(axes[0], names, strict=False):
             values = subgroups[name]
             if len(values) == 0:
                 ax.text(0.5, 0.5, f"{name}: no samples", ha="center", transform=ax.transAxes)
@@ -151,8 +153,8 @@ def plot_lead_importance_heatmap(path, subgroups, lead_names, dpi=200):
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, max(1, len(names)), figsize=(7.5 * max(1, len(names)), 7),
                                  squeeze=False)
-        for ax, name, cmap in zip(axes[0], names, ("YlOrRd", "YlGn", "PuBu", "OrRd")):
-            values = subgroups[name]
+        for i, (ax, name) in enumerate(zip(axes[0], names, strict=False)):
+            values, cmap = subgroups[name], HEATMAP_COLOURS[i % len(HEATMAP_COLOURS)]
             if len(values) == 0:
                 ax.set_axis_off()
                 continue
