@@ -201,7 +201,7 @@ def smoothgrad_job(train_dir, data_dir, n_beats):
 def ptbxl_copies_table(folder, n_records):
     """A table CSV listing n_records records: the NORM/MI records of PTBXL_DIR repeated, each
     copy under its own folder of links (its own record path) with its own patient IDs."""
-    from lvr.prepare import ptbxl_table   # lazy: loads pandas and neurokit2
+    from lvr.record_tables import ptbxl_table   # lazy: loads pandas and the format readers
     base = ptbxl_table(str(PTBXL_DIR), "mi_norm")
     rows, copy = [], 0
     while len(rows) < n_records:

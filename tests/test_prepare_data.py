@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT))
 import dataclasses  # noqa: E402
 
 import lvr.prepare as prepare  # noqa: E402
+import lvr.record_beats as record_beats  # noqa: E402
+import lvr.record_tables as record_tables  # noqa: E402
 import prepare_data  # noqa: E402
 from lvr.config import UserError, config_names  # noqa: E402
 
@@ -30,7 +32,7 @@ SHARED_PTBXL = Path("/work/shared/datasets/ptbxl500")
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 RECORDS = sorted(p.with_suffix("") for p in (DATA / "records500" / "00000").glob("*.hea"))
 SCRIPT_DEFAULTS = {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))}
-OPTIONS = prepare.checked_options(SCRIPT_DEFAULTS)  # the script's constants as Options
+OPTIONS = record_beats.checked_options(SCRIPT_DEFAULTS)  # the script's constants as Options
 
 
 def options(**changes):
@@ -74,7 +76,7 @@ def reason_of(path, options=OPTIONS):
 
 @pytest.fixture(scope="module")
 def shipped_beats():
-    return {path.name: prepare.record_beats(path, OPTIONS) for path in RECORDS}
+    return {path.name: record_beats.record_beats(path, OPTIONS) for path in RECORDS}
 
 
 def run_main(monkeypatch, *args):
@@ -120,7 +122,7 @@ def test_r_peak_sits_at_the_configured_offset(shipped_beats):
 
 def test_r_peak_offset_follows_pre_and_fs():
     changed = options(fs=250, pre=0.25, post=0.5)
-    result = prepare.record_beats(record_path(1), changed)
+    result = record_beats.record_beats(record_path(1), changed)
     r = changed.pre_samples
     assert result.beats.shape[2] == round(0.75 * 250) and r == round(0.25 * 250)
     lead = np.median(result.beats[:, 1], axis=0)
@@ -129,9 +131,9 @@ def test_r_peak_offset_follows_pre_and_fs():
 
 def test_windows_are_cut_from_the_filtered_record_at_the_reported_r_peaks():
     x, _, fs = physical(record_path(108))
-    filtered = prepare.bandpassed(x, fs, OPTIONS.bandpass, OPTIONS.bandpass_order,
+    filtered = record_beats.bandpassed(x, fs, OPTIONS.bandpass, OPTIONS.bandpass_order,
                                        OPTIONS.notch_hz)
-    result = prepare.record_beats(record_path(108), OPTIONS)
+    result = record_beats.record_beats(record_path(108), OPTIONS)
     assert np.all(np.diff(result.r_peaks) > 0)
     assert list(result.beat_index) == list(range(len(result.beats)))
     for beat, peak in zip(result.beats, result.r_peaks):
@@ -142,27 +144,27 @@ def test_windows_are_cut_from_the_filtered_record_at_the_reported_r_peaks():
 def test_slow_rhythms_do_not_count_t_waves_as_beats():
     # neurokit's detector alone marks T-wave bumps in these bradycardic records (about 50 bpm)
     for ecg_id in (240, 289):
-        result = prepare.record_beats(record_path(ecg_id), OPTIONS)
+        result = record_beats.record_beats(record_path(ecg_id), OPTIONS)
         assert result.info["heart_rate_bpm"] < 55
         amplitude = np.abs(result.beats[:, 1, R])
         assert amplitude.min() > 0.5 * np.median(amplitude)
 
 
 def test_beat_selection_modes():
-    every = prepare.record_beats(record_path(270), OPTIONS)
-    first = prepare.record_beats(record_path(270), options(beats="first:3"))
+    every = record_beats.record_beats(record_path(270), OPTIONS)
+    first = record_beats.record_beats(record_path(270), options(beats="first:3"))
     np.testing.assert_array_equal(first.beats, every.beats[:3])
-    drawn = [prepare.record_beats(record_path(270),
+    drawn = [record_beats.record_beats(record_path(270),
                                        options(beats="random:4", seed=seed))
              for seed in (1, 1, 2)]
     assert list(drawn[0].beat_index) == list(drawn[1].beat_index) == sorted(drawn[0].beat_index)
     np.testing.assert_array_equal(drawn[0].beats, every.beats[drawn[0].beat_index])
     assert list(drawn[0].beat_index) != list(drawn[2].beat_index)
-    median = prepare.record_beats(record_path(270), options(beats="median"))
+    median = record_beats.record_beats(record_path(270), options(beats="median"))
     assert median.beats.shape == (1, 12, OPTIONS.window_samples)
     np.testing.assert_allclose(median.beats[0], np.median(every.beats, axis=0), atol=1e-6)
     with pytest.raises(UserError, match="first:K"):
-        prepare.beat_selection("some")
+        record_beats.beat_selection("some")
 
 
 # ------------------------------------------------------------------ lead names and order
@@ -174,7 +176,7 @@ def test_standard_lead_order_any_order_and_case(order, upper, extra):
     names = [LEADS[i].upper() if up else LEADS[i].lower() for i, up in zip(order, upper)]
     if extra:
         names.insert(3, "RESP")
-    columns, ignored = prepare.standard_lead_order(names)
+    columns, ignored = record_beats.standard_lead_order(names)
     assert [names[c].upper() for c in columns] == [lead.upper() for lead in LEADS]
     assert ignored == (["RESP"] if extra else [])
 
@@ -187,8 +189,8 @@ def test_shuffled_and_recased_leads_give_the_original_order(tmp_path):
     extra = np.column_stack([x[:, order], 0.01 * np.sin(np.arange(len(x)) / 50)])
     shuffled = write_record(tmp_path, "shuffled", extra, odd_names + ["EXTRA"], fs)
 
-    original = prepare.record_beats(record_path(1), OPTIONS)
-    result = prepare.record_beats(shuffled, OPTIONS)
+    original = record_beats.record_beats(record_path(1), OPTIONS)
+    result = record_beats.record_beats(shuffled, OPTIONS)
     np.testing.assert_allclose(result.beats, original.beats, atol=1e-5)
     np.testing.assert_array_equal(result.r_peaks, original.r_peaks)
     assert any("EXTRA" in note for note in result.info["notes"])
@@ -206,8 +208,8 @@ def test_other_sampling_rates_give_the_same_beats(tmp_path, fs_in):
     ratio = Fraction(fs_in, fs)
     low = signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=0)
     path = write_record(tmp_path, f"at{fs_in}", low, names, fs_in)
-    original = prepare.record_beats(record_path(1), OPTIONS)
-    result = prepare.record_beats(path, OPTIONS)
+    original = record_beats.record_beats(record_path(1), OPTIONS)
+    result = record_beats.record_beats(path, OPTIONS)
     assert result.info["fs_in"] == fs_in
     assert result.beats.shape[1:] == original.beats.shape[1:]
     assert abs(len(result.beats) - len(original.beats)) <= 1
@@ -225,8 +227,8 @@ def test_other_sampling_rates_give_the_same_beats(tmp_path, fs_in):
 
 def test_resampled_handles_non_integer_ratios():
     x = np.random.default_rng(0).standard_normal((3600, 2))
-    assert prepare.resampled(x, 360, 500).shape == (5000, 2)
-    assert prepare.resampled(x, 500.0, 500) is x
+    assert record_beats.resampled(x, 360, 500).shape == (5000, 2)
+    assert record_beats.resampled(x, 500.0, 500) is x
 
 
 # ------------------------------------------------------------------ rejected records
@@ -276,7 +278,7 @@ def test_flat_saturated_and_noisy_leads_are_rejected(tmp_path):
     hum = x + 0.5 * np.sin(2 * np.pi * 50 * np.arange(len(x)) / fs)[:, None]
     hum_path = write_record(tmp_path, "hum", hum, names, fs)
     result, reason = prepare.prepared_record((str(hum_path), OPTIONS))
-    clean = prepare.record_beats(record_path(1), OPTIONS)
+    clean = record_beats.record_beats(record_path(1), OPTIONS)
     assert reason is None and len(result.beats) == len(clean.beats)
     assert np.corrcoef(result.beats.ravel(), clean.beats.ravel())[0, 1] > 0.99
 
@@ -295,7 +297,7 @@ def test_implausible_heart_rate_is_rejected(tmp_path):
 
 
 def test_a_failing_record_does_not_stop_the_others(monkeypatch):
-    real = prepare.record_beats
+    real = record_beats.record_beats
 
     def explode_on_108(path, options):
         if str(path).endswith("00108_hr"):
@@ -313,26 +315,27 @@ def test_a_failing_record_does_not_stop_the_others(monkeypatch):
 # ------------------------------------------------------------------ tables and PTB-XL
 
 def test_ptbxl_table_on_the_shipped_slice():
-    table = prepare.ptbxl_table(DATA, "mi_norm")
+    table = record_tables.ptbxl_table(DATA, "mi_norm")
     assert dict(zip(table["ecg_id"], table["group"])) == {
         1: "NORM", 108: "NORM", 289: "NORM", 240: "MI", 266: "MI", 270: "MI"}
     assert table["patient_id"].dtype == np.int64
     assert set(table["record"]) == {f"records500/00000/{i:05d}_hr"
                                     for i in (1, 108, 289, 240, 266, 270)}
-    four = prepare.ptbxl_table(DATA, "superclass4")
+    four = record_tables.ptbxl_table(DATA, "superclass4")
     assert dict(zip(four["ecg_id"], four["group"])) == {
         1: "NORM", 108: "NORM", 289: "NORM", 240: "MI", 270: "MI", 22: "STTC", 32: "CD"}
 
 
 @pytest.mark.skipif(not SHARED_PTBXL.is_dir(), reason="shared PTB-XL subset not present")
 def test_ptbxl_table_counts_on_the_500_records():
-    counts = prepare.ptbxl_table(SHARED_PTBXL, "mi_norm")["group"].value_counts()
+    counts = record_tables.ptbxl_table(SHARED_PTBXL, "mi_norm")["group"].value_counts()
     assert counts.to_dict() == {"NORM": 290, "MI": 73}
 
 
 def test_min_likelihood_counts_only_statements_that_likely():
     # the slice: 108 and 289 {'NORM': 80}, 240 {'IMI': 50}, 266 {'ALMI': 100, 'IMI': 80, ...}
-    groups = {m: dict(zip(*prepare.ptbxl_table(DATA, "mi_norm", m)[["ecg_id", "group"]].T.values))
+    groups = {m: dict(zip(*record_tables.ptbxl_table(DATA, "mi_norm", m)[["ecg_id", "group"]]
+                          .T.values))
               for m in (0, 50, 51, 100)}
     assert groups[0] == groups[50] == {1: "NORM", 108: "NORM", 289: "NORM", 240: "MI",
                                        266: "MI", 270: "MI"}
@@ -343,7 +346,7 @@ def test_min_likelihood_counts_only_statements_that_likely():
 def group_changes(task, min_likelihood):
     """Records of the shared 500 whose group (or being in the task at all) changes."""
     def groups(m):
-        return prepare.ptbxl_table(SHARED_PTBXL, task, m).set_index("ecg_id")["group"]
+        return record_tables.ptbxl_table(SHARED_PTBXL, task, m).set_index("ecg_id")["group"]
     before, after = groups(0), groups(min_likelihood)
     both = before.index.union(after.index)
     return int((before.reindex(both).fillna("-") != after.reindex(both).fillna("-")).sum())
@@ -358,7 +361,7 @@ def test_min_likelihood_changes_on_the_500_records():
 
 def test_ptbxl_device_keeps_one_device_family():
     def ids(device):
-        return set(prepare.ptbxl_table(DATA, "superclass4", 0, device)["ecg_id"])
+        return set(record_tables.ptbxl_table(DATA, "superclass4", 0, device)["ecg_id"])
     assert ids("AT-6") == ids(" at-6 c ") == {270, 289}
     assert ids("cs-12") == ids("CS-12 E") == {1, 22, 32, 108, 240}
     for unknown in ("AT", "AT-60", "Schiller"):
@@ -386,38 +389,39 @@ def test_ptbxl_lvh_norm_takes_lvh_statements_and_pure_norm(tmp_path):
     db["scp_codes"] = ["{'NORM': 100.0}", "{'LVH': 50.0, 'SR': 0.0}", "{'LVH': 0.0, 'IMI': 80.0}",
                        "{'NORM': 80.0, 'IMI': 15.0}"]
     db.to_csv(tmp_path / "ptbxl_database.csv")
-    table = prepare.ptbxl_table(tmp_path, "lvh_norm")
+    table = record_tables.ptbxl_table(tmp_path, "lvh_norm")
     assert dict(zip(table["ecg_id"], table["group"])) == {
         db.index[0]: "NORM", db.index[1]: "LVH", db.index[2]: "LVH"}
-    assert prepare.task_labels("lvh_norm")["binary_labels"] == {"NORM": 0, "LVH": 1}
+    assert record_tables.task_labels("lvh_norm")["binary_labels"] == {"NORM": 0, "LVH": 1}
 
 
 def test_input_mistakes_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="file not found"):
-        prepare.records_table(tmp_path / "nope.csv", ["NORM", "MI"])
+        record_tables.records_table(tmp_path / "nope.csv", ["NORM", "MI"])
     with pytest.raises(UserError, match="ptbxl_database.csv not found"):
-        prepare.ptbxl_table(tmp_path, "mi_norm")
+        record_tables.ptbxl_table(tmp_path, "mi_norm")
     bad = tmp_path / "bad.csv"
     bad.write_text("record,patient\nx,1\n")
     with pytest.raises(UserError, match="missing column"):
-        prepare.records_table(bad, ["NORM", "MI"])
+        record_tables.records_table(bad, ["NORM", "MI"])
     bad.write_text("record,patient_id,group\nx,1,NORM\ny,2,HYP\n")
     with pytest.raises(UserError, match="HYP are not groups of this task"):
-        prepare.records_table(bad, ["NORM", "MI"])
+        record_tables.records_table(bad, ["NORM", "MI"])
     with pytest.raises(UserError, match="task"):
-        prepare.task_labels("three_class")
+        record_tables.task_labels("three_class")
     with pytest.raises(UserError, match="detector_lead"):
-        prepare.checked_options({**SCRIPT_DEFAULTS, "DETECTOR_LEAD": "V7"})
-    assert prepare.checked_options({**SCRIPT_DEFAULTS, "DETECTOR_LEAD": "avf"}).detector_lead == "aVF"
+        record_beats.checked_options({**SCRIPT_DEFAULTS, "DETECTOR_LEAD": "V7"})
+    lead = record_beats.checked_options({**SCRIPT_DEFAULTS, "DETECTOR_LEAD": "avf"}).detector_lead
+    assert lead == "aVF"
 
 
 def test_patient_ids_keep_numbers_as_integers_and_text_as_fixed_width_strings():
-    ids = prepare.patient_id_values(pd.Series([15709.0, 13243.0]))
+    ids = record_tables.patient_id_values(pd.Series([15709.0, 13243.0]))
     assert ids.dtype == np.int64
-    assert list(prepare.patient_id_values(pd.Series(["15709", "7.0"]))) == [15709, 7]
-    ids = prepare.patient_id_values(pd.Series(["P001", "P002"]))
+    assert list(record_tables.patient_id_values(pd.Series(["15709", "7.0"]))) == [15709, 7]
+    ids = record_tables.patient_id_values(pd.Series(["P001", "P002"]))
     assert ids.dtype.kind == "U"
-    assert list(prepare.patient_id_values(pd.Series(["007", "7"]))) == ["007", "7"]
+    assert list(record_tables.patient_id_values(pd.Series(["007", "7"]))) == ["007", "7"]
 
 
 # ------------------------------------------------------------------ the script
@@ -456,7 +460,7 @@ def test_cohort_folder_from_a_table(monkeypatch, tmp_path):
     # the manifest's R peak leads back to the beat in the original record
     first = manifest.iloc[0]
     x, _, fs = physical(DATA / first["record"])
-    filtered = prepare.bandpassed(x, fs, (0.5, 40.0), 2, (50.0, 60.0))
+    filtered = record_beats.bandpassed(x, fs, (0.5, 40.0), 2, (50.0, 60.0))
     beat = np.load(out / f"cut_{first['group']}.npy")[first["row"]]
     start = first["r_peak_sample"] - 150
     np.testing.assert_allclose(beat, filtered[start:start + 500].T, atol=1e-5)

@@ -19,16 +19,17 @@ from hypothesis.extra import numpy as hnp
 import lvr.cohort as ds
 import lvr.config as config
 import lvr.engine as engine
-import lvr.prepare as prepare
+import lvr.record_beats as record_beats
 import lvr.run_folder as run_folder
 import lvr.training as training
 import prepare_data
 from conftest import ROOT
 from lvr import demo as demo_cohort
 from lvr.config import config_names
+from lvr.formats import RecordRejected
 from test_training import quiet, tiny_config
 
-PREPARE_OPTIONS = prepare.checked_options(
+PREPARE_OPTIONS = record_beats.checked_options(
     {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))})
 
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
@@ -341,11 +342,12 @@ def outcome_of(path):
     """(kind, reason, RecordBeats): "beats", "" and the beats, or the rejection's kind, its
     stated reason ("kind: detail") and no beats."""
     try:
-        return "beats", "", prepare.record_beats(path, PREPARE_OPTIONS)
-    except prepare.RecordRejected as rejected:
+        return "beats", "", record_beats.record_beats(path, PREPARE_OPTIONS)
+    except RecordRejected as rejected:
         no_beats = np.empty((0, 12, PREPARE_OPTIONS.window_samples), np.float32)
         return (str(rejected).partition(": ")[0], str(rejected),
-                prepare.RecordBeats(no_beats, np.empty(0, np.int64), np.empty(0, np.int64), {}))
+                record_beats.RecordBeats(no_beats, np.empty(0, np.int64), np.empty(0, np.int64),
+                                         {}))
 
 
 # Broadband noise is "noisy" only where the record has content above the band-pass (40 Hz) over
