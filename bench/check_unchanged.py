@@ -15,14 +15,14 @@ versions); keys added since the recording are allowed, keys removed are reported
 """
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, script_env
+
 GOLDEN = ROOT / "tests" / "data" / "golden"
 RTOL = 1e-5                 # CPU results are deterministic; this allows last-digit float noise
 ATOL = 1e-7
@@ -58,9 +58,7 @@ REFERENCE = "f8bc68c"   # the last commit before the lvr/ package: the behaviour
 
 def run_scripts(mode, work_dir, log=print, code=ROOT):
     """Run the mode's scripts of the code in `code` with `work_dir` as working directory."""
-    env = dict(os.environ, PYTHONPATH=str(code), PYTHONHASHSEED="0")
-    if THREADS[mode]:
-        env["OMP_NUM_THREADS"] = THREADS[mode]
+    env = script_env(THREADS[mode], code)
     for script, options, _, _ in RUNS[mode]:
         log(f"  python {script} {' '.join(options)}")
         done = subprocess.run([sys.executable, str(Path(code) / script), *options], cwd=work_dir,
