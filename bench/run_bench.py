@@ -14,8 +14,8 @@ repeats each ratio with the fastest repetition of each side.
 | train_speedup_vs_seed_loop | one epoch: `batch_loader` + `train_one_epoch` | the original's loop (`seed_loop_epoch`); no target (see TARGETS) |
 | train_overhead_vs_bare_step | the same epoch | forward/loss/backward/clip/step over pre-sliced tensors |
 | train_seed_loop_vs_bare_step | the original's loop | the bare step: the ceiling of train_speedup_vs_seed_loop |
-| smoothgrad_speedup_vs_seed_loop | `saliency.smoothgrad` | `saliency.smoothgrad_seed_loop`, same noise |
-| smoothgrad_speedup_vs_captum | `saliency.smoothgrad` | captum NoiseTunnel(Saliency) at its fastest chunking |
+| smoothgrad_speedup_vs_seed_loop | `smoothgrad` (lvr.smoothgrad) | `smoothgrad_seed_loop`, same noise |
+| smoothgrad_speedup_vs_captum | `smoothgrad` | captum NoiseTunnel(Saliency) at its fastest chunking |
 | bootstrap_speedup_vs_sklearn_loop | `patient_bootstrap_ci` (vectorised) | `patient_bootstrap_ci_loop` (scikit-learn per resample) |
 | figures_speedup_vs_sequential | `draw_sample_figures(jobs, 2)` | `draw_sample_figures(jobs, 1)` |
 | demo_end_to_end_s | demo cohort + 2-class training + saliency script, defaults, in a temp dir | |
@@ -156,7 +156,7 @@ def pipeline_optimizer(model):
 # ----------------------------------------------------------------------------- training
 
 def pipeline_loader(dataset, seed=SEED):
-    """The training scripts' loader: para_define.batch_loader, shuffled, built once per run."""
+    """The training scripts' loader: lvr.training.batch_loader, shuffled, built once per run."""
     return batch_loader(dataset, BATCH_SIZE, shuffle=True, seed=seed)
 
 
@@ -353,7 +353,7 @@ def wave_segments(raw_beats, spec):
 
 def sample_figure_jobs(x, maps, prob, y, groups, spec, n_figures, output_dir, dpi=FIG_DPI,
                        segments=None):
-    """Jobs exactly as Saliency_ana2_sys.figure_jobs builds them."""
+    """Jobs exactly as the saliency script builds them (lvr.explain.figure_jobs)."""
     cohort = SimpleNamespace(spec=spec)
     config = {"MAX_FIGURES": n_figures, "FIG_DPI": dpi}
     extra = {"segments": segments} if segments is not None else {}
