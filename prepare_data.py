@@ -3,8 +3,8 @@
 Input: a CSV table (columns record, patient_id, group; record = path relative to the CSV's
 folder: a WFDB record without extension, or an EDF, DICOM, Philips XML or GE MUSE XML file by its
 name), or PTB-XL itself (--ptbxl_dir=DIR builds the table from ptbxl_database.csv and
-scp_statements.csv). lvr/prepare.py describes each step and the output, lvr/formats.py the
-formats.
+scp_statements.csv). lvr/record_tables.py describes the tables, lvr/record_beats.py each step
+of a record, lvr/prepare.py the output, lvr/formats.py the formats.
 
     python prepare_data.py --ptbxl_dir=DIR --task=mi_norm --output_dir=OUT
     python prepare_data.py --table=records.csv --task=binary:CONTROL,LVR --output_dir=OUT

@@ -15,14 +15,14 @@ versions); keys added since the recording are allowed, keys removed are reported
 """
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, script_env
+
 GOLDEN = ROOT / "tests" / "data" / "golden"
 RTOL = 1e-5                 # CPU results are deterministic; this allows last-digit float noise
 ATOL = 1e-7
@@ -37,7 +37,8 @@ QUICK_SALIENCY = ["--max_figures=1", "--num_samples=3", "--sanity_samples=8",
 # (script, options, output folder, JSON files compared); folders are relative to the work dir
 RUNS = {
     "quick": [
-        ("train_MCL_ResNet_1D_class2.py", QUICK_TRAIN, "results_class2", ["test_eval_results.json"]),
+        ("train_MCL_ResNet_1D_class2.py", QUICK_TRAIN, "results_class2",
+         ["test_eval_results.json"]),
         ("Saliency_ana2_sys.py", QUICK_SALIENCY + ["--train_dir=results_class2"],
          "output_saliencyana2",
          ["quantitative_consistency_analysis.json", "explanation_checks.json"]),
@@ -59,9 +60,7 @@ REFERENCE = "f8bc68c6b55eaefac3a48997e2a34c145e7f5efe"
 
 def run_scripts(mode, work_dir, log=print, code=ROOT):
     """Run the mode's scripts of the code in `code` with `work_dir` as working directory."""
-    env = dict(os.environ, PYTHONPATH=str(code), PYTHONHASHSEED="0")
-    if THREADS[mode]:
-        env["OMP_NUM_THREADS"] = THREADS[mode]
+    env = script_env(THREADS[mode], code)
     for script, options, _, _ in RUNS[mode]:
         log(f"  python {script} {' '.join(options)}")
         done = subprocess.run([sys.executable, str(Path(code) / script), *options], cwd=work_dir,
@@ -81,7 +80,7 @@ def differences(expected, actual, where=""):
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return [f"{where}: length {len(expected)} -> {len(actual)}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual))
+        return [d for i, (e, a) in enumerate(zip(expected, actual, strict=True))
                 for d in differences(e, a, f"{where}[{i}]")]
     numbers = (int, float)
     if (isinstance(expected, numbers) and isinstance(actual, numbers)

@@ -1,6 +1,7 @@
 """Explanation benchmark: attribution methods measured on cohorts whose truth is known.
 
-    python bench/explanation_bench.py [--out DIR] [--epochs N] [--quick] [--parts=maps,waves,variants]
+    python bench/explanation_bench.py [--out DIR] [--epochs N] [--quick]
+                                      [--parts=maps,waves,variants]
 
 For each ground-truth cohort (demo_cohort.py with a sign in known leads and a known wave) it
 trains the 2-class model with the training script, then runs Saliency_ana2_sys.py once per map
@@ -35,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, script_env  # puts ROOT on sys.path: before lvr
+
 # name -> demo_cohort.py options: the sign, where it is, and a seed of its own
 COHORTS = {
     "demo T V2-V4": [],
@@ -71,7 +73,7 @@ def run(script, options, log_path):
     with open(log_path, "w", encoding="utf-8") as handle:
         done = subprocess.run([sys.executable, str(ROOT / script), *options], stdout=handle,
                               stderr=subprocess.STDOUT, cwd=log_path.parent,
-                              env=dict(os.environ, PYTHONHASHSEED="0"))
+                              env=script_env())
     if done.returncode:
         raise SystemExit(f"{script} {' '.join(options)} failed; see {log_path}")
 
@@ -111,7 +113,6 @@ def wave_row(cohort, out_dir, auc):
 
 def wave_variant_rows(cohort, data_dir, train_dir):
     """True-cell rank and margin of each wave-effect variant on the run's LVR test beats."""
-    sys.path.insert(0, str(ROOT))
     import torch  # imported here: the table part of the benchmark runs only the scripts
     from lvr import wave_effects as we
     from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES

@@ -9,16 +9,13 @@ with a cross-entropy loss, at torch's default thread count.
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-# Run as a script from anywhere: the repository root holds the `model` package and cli.py.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from model import EXPERIMENTS, build_model, parameter_count  # noqa: E402
+import common  # noqa: F401  puts the repository root on sys.path: before model
+from model import EXPERIMENTS, build_model, parameter_count
 
 BATCH = 32        # beats per training batch
 LEADS = 12        # input leads

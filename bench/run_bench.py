@@ -9,15 +9,21 @@ repeats each ratio with the fastest repetition of each side.
     python bench/run_bench.py [--json PATH] [--quick]
     python bench/run_bench.py --profile      # where the time goes, per op (torch.profiler)
 
-| key | ours | reference |
-|---|---|---|
-| train_speedup_vs_seed_loop | one epoch: `batch_loader` + `train_one_epoch` | the original's loop (`seed_loop_epoch`); no target (see TARGETS) |
-| train_overhead_vs_bare_step | the same epoch | forward/loss/backward/clip/step over pre-sliced tensors |
-| train_seed_loop_vs_bare_step | the original's loop | the bare step: the ceiling of train_speedup_vs_seed_loop |
-| smoothgrad_speedup_vs_seed_loop | `saliency.smoothgrad` | `saliency.smoothgrad_seed_loop`, same noise |
-| smoothgrad_speedup_vs_captum | `saliency.smoothgrad` | captum NoiseTunnel(Saliency) at its fastest chunking |
-| bootstrap_speedup_vs_sklearn_loop | `patient_bootstrap_ci` (vectorised) | `patient_bootstrap_ci_loop` (scikit-learn per resample) |
-| figures_speedup_vs_sequential | `draw_sample_figures(jobs, 2)` | `draw_sample_figures(jobs, 1)` |
+Each ratio is the reference's time over ours:
+- train_speedup_vs_seed_loop: one epoch, `batch_loader` + `train_one_epoch`, against the
+  original's loop (`seed_loop_epoch`); no target (see TARGETS)
+- train_overhead_vs_bare_step: the same epoch against forward/loss/backward/clip/step over
+  pre-sliced tensors
+- train_seed_loop_vs_bare_step: the original's loop against the bare step (the ceiling of
+  train_speedup_vs_seed_loop)
+- smoothgrad_speedup_vs_seed_loop: `smoothgrad` (lvr.smoothgrad) against
+  `smoothgrad_seed_loop`, same noise
+- smoothgrad_speedup_vs_captum: `smoothgrad` against captum NoiseTunnel(Saliency) at its
+  fastest chunking
+- bootstrap_speedup_vs_sklearn_loop: `patient_bootstrap_ci` (vectorised) against
+  `patient_bootstrap_ci_loop` (scikit-learn per resample)
+- figures_speedup_vs_sequential: `draw_sample_figures(jobs, 2)` against
+  `draw_sample_figures(jobs, 1)`
 | demo_end_to_end_s | demo cohort + 2-class training + saliency script, defaults, in a temp dir | |
 | train_flops_fraction_of_peak | achieved training FLOP/s / fp32 matmul FLOP/s of this machine | |
 
@@ -28,12 +34,9 @@ the table says DISTURBED when it exceeds 0.1: rerun on an idle machine.
 the full run takes ~6 min, of which the end-to-end demo ~4.
 """
 import argparse
-import datetime
 import json
 import os
 import pickle
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,27 +47,22 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from captum.attr import NoiseTunnel, Saliency
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-# Run as a script from anywhere: the repository root holds the pipeline's modules.
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from captum.attr import NoiseTunnel, Saliency  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from lvr import demo  # noqa: E402
-from lvr.cohort import ECGDataset, LeadDropout, standardize_beats  # noqa: E402
-from lvr.delineation import beat_segments_batch  # noqa: E402
-from lvr.explain import figure_jobs  # noqa: E402
-from lvr.figures.saliency import draw_sample_figure  # noqa: E402
-from lvr.leads import WAVES  # noqa: E402
-from lvr.metrics import patient_bootstrap_ci, patient_bootstrap_ci_loop  # noqa: E402
-from lvr.smoothgrad import smoothgrad, smoothgrad_seed_loop  # noqa: E402
-from lvr.training import (LabelSmoothingLoss, batch_loader, build_optimizer,  # noqa: E402
-                          train_one_epoch)
-from model import build_model  # noqa: E402
+from common import ROOT, OtherLoad, machine  # puts ROOT on sys.path: before lvr, model
+from lvr import demo
+from lvr.cohort import ECGDataset, LeadDropout, standardize_beats
+from lvr.delineation import beat_segments_batch
+from lvr.explain import figure_jobs
+from lvr.figures.saliency import draw_sample_figure
+from lvr.leads import WAVES
+from lvr.metrics import patient_bootstrap_ci, patient_bootstrap_ci_loop
+from lvr.smoothgrad import smoothgrad, smoothgrad_seed_loop
+from lvr.training import LabelSmoothingLoss, batch_loader, build_optimizer, train_one_epoch
+from model import build_model
 
 EXPERIMENT = "ca_ms_v2"        # model of the training scripts
 NUM_CLASSES = 2                # 2-class task
@@ -112,39 +110,6 @@ def interleaved_times(candidates, reps, warmup=1):
 
 def median(values):
     return float(statistics.median(values))
-
-
-def cpu_seconds():
-    """(CPU seconds used by the whole machine, by this process and its finished children)."""
-    try:
-        with open("/proc/stat", encoding="utf-8") as handle:
-            fields = [int(v) for v in handle.readline().split()[1:]]
-        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        busy = float("nan")
-    own = sum(getattr(resource.getrusage(who), field)
-              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-              for field in ("ru_utime", "ru_stime"))
-    return busy, own
-
-
-class OtherLoad:
-    """Share of the machine's CPU capacity used by other processes while the block ran.
-
-    Above ~0.1 the timings were disturbed: two torch threads on two busy cores stall in their
-    barriers, and times can grow tenfold. Rerun when it is high.
-    """
-
-    def __enter__(self):
-        self.start = (time.perf_counter(), *cpu_seconds())
-        return self
-
-    def __exit__(self, *exc):
-        wall = time.perf_counter() - self.start[0]
-        busy, own = cpu_seconds()
-        other = (busy - self.start[1]) - (own - self.start[2])
-        self.fraction = max(0.0, other / (wall * (os.cpu_count() or 1))) if wall > 0 else 0.0
-        return False
 
 
 # ----------------------------------------------------------------------------- data
@@ -197,7 +162,7 @@ def pipeline_optimizer(model):
 # ----------------------------------------------------------------------------- training
 
 def pipeline_loader(dataset, seed=SEED):
-    """The training scripts' loader: para_define.batch_loader, shuffled, built once per run."""
+    """The training scripts' loader: lvr.training.batch_loader, shuffled, built once per run."""
     return batch_loader(dataset, BATCH_SIZE, shuffle=True, seed=seed)
 
 
@@ -219,7 +184,7 @@ def seed_items(x, y):
     beat a float64 numpy array, so the default collate builds float64 batches that the loop
     converts to the model's float32.
     """
-    return [[beat.astype(np.float64), int(label)] for beat, label in zip(x, y)]
+    return [[beat.astype(np.float64), int(label)] for beat, label in zip(x, y, strict=True)]
 
 
 def seed_loop_epoch(model, optimizer, items, generator):
@@ -394,7 +359,7 @@ def wave_segments(raw_beats, spec):
 
 def sample_figure_jobs(x, maps, prob, y, groups, spec, n_figures, output_dir, dpi=FIG_DPI,
                        segments=None):
-    """Jobs exactly as Saliency_ana2_sys.figure_jobs builds them."""
+    """Jobs exactly as the saliency script builds them (lvr.explain.figure_jobs)."""
     cohort = SimpleNamespace(spec=spec)
     config = {"MAX_FIGURES": n_figures, "FIG_DPI": dpi}
     extra = {"segments": segments} if segments is not None else {}
@@ -414,7 +379,7 @@ def figure_times(jobs, reps, workers=FIGURE_WORKERS):
         jobs_path = os.path.join(folder, "jobs.pkl")
         with open(jobs_path, "wb") as handle:
             pickle.dump(jobs, handle)
-        code = (f"import json, pickle, sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'bench')!r}]\n"
+        code = (f"import json, pickle, sys; sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
                 f"from run_bench import interleaved_times\n"
                 f"from lvr.figures.saliency import draw_sample_figure, draw_sample_figures\n"
                 f"jobs = pickle.load(open({jobs_path!r}, 'rb'))\n"
@@ -484,20 +449,6 @@ def profile_tables(steps=8, rows=12):
 
 # ----------------------------------------------------------------------------- the bench
 
-def machine_info():
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
-
-
 def ratio(times, slow, fast, statistic=median):
     return statistic(times[slow]) / statistic(times[fast])
 
@@ -518,7 +469,10 @@ def run_bench(quick=False, train_beats=None, train_reps=None, saliency_beats=BAT
     saliency_reps = saliency_reps or 5
     figure_reps = figure_reps or (2 if quick else 3)
     end_to_end = (not quick) if end_to_end is None else end_to_end
-    result = {"machine": machine_info(), "quick": quick, "experiment": experiment}
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    result = {"machine": machine(torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                                 load_average_1min=load_average),
+              "quick": quick, "experiment": experiment}
     other, best = {}, {}
 
     log(f"training: {train_beats} beats x 12 x {length}, batch {BATCH_SIZE}, {train_reps} reps")

@@ -18,13 +18,9 @@ back under pressure, so they do not count. Steps:
 Writes scale_bench.json and scale_bench.md to --out (default bench_scale/, gitignored).
 """
 import argparse
-import datetime
-import functools
 import json
 import os
-import platform
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,8 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, OtherLoad, machine, script_env  # puts ROOT on sys.path: before lvr
 
 SIZES = (10_000, 50_000, 200_000)          # beats per demo cohort
 QUICK_SIZES = (300, 600)
@@ -85,50 +80,33 @@ def process_tree(pid):
     return found
 
 
-def busy_cpu_s():
-    """CPU seconds all processes of the machine have run (/proc/stat: all but idle and iowait)."""
-    with open("/proc/stat", encoding="ascii") as handle:
-        fields = [int(v) for v in handle.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_s():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def measured_run(command, cwd=ROOT, env=None, load=None):
     """Run `command`; returns (seconds, peak summed RssAnon of its process tree in MB, stdout).
     `load` (a list) gets the share of the machine's CPU that other processes used meanwhile,
     which slows the command down. A failed command raises RuntimeError with its output's end."""
-    busy, own = busy_cpu_s(), children_cpu_s()
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    peak = [0]
+    with OtherLoad() as others:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        peak = [0]
 
-    def sample():
-        while process.poll() is None:
-            peak[0] = max(peak[0], sum(rss_anon_kb(p) for p in process_tree(process.pid)))
-            time.sleep(SAMPLE_S)
+        def sample():
+            while process.poll() is None:
+                peak[0] = max(peak[0], sum(rss_anon_kb(p) for p in process_tree(process.pid)))
+                time.sleep(SAMPLE_S)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output = process.stdout.read()
-    process.wait()
-    sampler.join()
-    seconds = time.perf_counter() - start
-    others = busy_cpu_s() - busy - (children_cpu_s() - own)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        output = process.stdout.read()
+        process.wait()
+        sampler.join()
+        seconds = time.perf_counter() - start
     if load is not None:
-        load.append(round(max(0.0, others) / (seconds * os.cpu_count()), 3))
+        load.append(round(others.fraction, 3))
     if process.returncode:
         raise RuntimeError(f"{' '.join(map(str, command))} failed ({process.returncode}):\n"
                            f"{output[-3000:]}")
     return seconds, peak[0] * 1024 / MB, output
-
-
-def script_env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="0", OMP_NUM_THREADS=THREADS)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -142,7 +120,7 @@ def written_demo(folder, beats):
     """Write a demo cohort of about `beats` beats; returns (beats written, seconds)."""
     seconds, _, output = measured_run(
         [sys.executable, str(ROOT / "demo_cohort.py"), f"--n_patients={demo_patients(beats)}",
-         f"--output_dir={folder}", "--overwrite=True"], env=script_env())
+         f"--output_dir={folder}", "--overwrite=True"], env=script_env(THREADS))
     return int(re.search(r"Wrote (\d+) beats", output).group(1)), seconds
 
 
@@ -154,7 +132,7 @@ def training_step(data_dir, output_dir, quick):
     seconds, peak, output = measured_run(
         [sys.executable, str(ROOT / "train_MCL_ResNet_1D_class2.py"), f"--data_dir={data_dir}",
          f"--output_dir={output_dir}", "--epochs=1", "--device=cpu",
-         *(QUICK_TRAIN if quick else [])], env=script_env(), load=load)
+         *(QUICK_TRAIN if quick else [])], env=script_env(THREADS), load=load)
     epoch_s = float(re.search(r"epoch +1/1 .*\| ([\d.]+) s", output).group(1))
     train_beats = int(re.search(r"train +\d+ patients +(\d+) beats", output).group(1))
     return {"seconds": round(seconds, 2), "peak_private_mb": round(peak, 1),
@@ -168,7 +146,7 @@ def smoothgrad_step(train_dir, data_dir, n_beats):
     load = []
     seconds, peak, output = measured_run(
         [sys.executable, str(Path(__file__).resolve()),
-         f"--smoothgrad_job={train_dir},{data_dir},{n_beats}"], env=script_env(), load=load)
+         f"--smoothgrad_job={train_dir},{data_dir},{n_beats}"], env=script_env(THREADS), load=load)
     job = json.loads(output.strip().splitlines()[-1])
     return {"beats": job["beats"], "maps_s": job["maps_s"],
             "s_per_1000_beats": round(1000 * job["maps_s"] / job["beats"], 2),
@@ -201,7 +179,7 @@ def smoothgrad_job(train_dir, data_dir, n_beats):
 def ptbxl_copies_table(folder, n_records):
     """A table CSV listing n_records records: the NORM/MI records of PTBXL_DIR repeated, each
     copy under its own folder of links (its own record path) with its own patient IDs."""
-    from lvr.prepare import ptbxl_table   # lazy: loads pandas and neurokit2
+    from lvr.record_tables import ptbxl_table   # lazy: loads pandas and the format readers
     base = ptbxl_table(str(PTBXL_DIR), "mi_norm")
     rows, copy = [], 0
     while len(rows) < n_records:
@@ -230,7 +208,7 @@ def prepare_step(work, n_records):
     seconds, peak, _ = measured_run(
         [sys.executable, str(ROOT / "prepare_data.py"), f"--table={table}",
          "--task=binary:NORM,MI", f"--output_dir={output_dir}", "--overwrite=True"],
-        env=script_env(), load=load)
+        env=script_env(THREADS), load=load)
     summary = json.loads((output_dir / "prepare_summary.json").read_text())
     beats = sum(summary["beats_per_group"].values())
     shutil.rmtree(output_dir)
@@ -264,7 +242,8 @@ def markdown(result):
     for size in result["sizes"]:
         train, grad = size["train"], size["smoothgrad"]
         lines.append(f"| {size['beats']:,} | {size['file_gb']:.2f} | "
-                     f"{train['peak_private_mb']:.0f} | {train['seconds']:.0f} | {train['epoch_s_per_1000_beats']:.2f} | "
+                     f"{train['peak_private_mb']:.0f} | {train['seconds']:.0f} | "
+                     f"{train['epoch_s_per_1000_beats']:.2f} | "
                      f"{grad['s_per_1000_beats']:.1f} | {grad['peak_private_mb']:.0f} | "
                      f"{train['other_cpu_fraction']:.0%}, {grad['other_cpu_fraction']:.0%} |")
     lines += ["", "| records | kept | beats | s / 1,000 records | peak private, all workers (MB) | "
@@ -284,19 +263,11 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+def flushed_print(*args):
+    print(*args, flush=True)
 
 
-def run_scale_bench(out, quick=False, keep=False, log=functools.partial(print, flush=True)):
+def run_scale_bench(out, quick=False, keep=False, log=flushed_print):
     """Every step at every size; writes scale_bench.json and scale_bench.md in `out`."""
     out = Path(out)
     work = out / "work"

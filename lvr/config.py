@@ -220,7 +220,7 @@ def share_and_range_ok(values):
 
 
 def prepare_task_ok(text):
-    """The forms lvr.prepare.task_labels reads; it checks the group names themselves."""
+    """The forms lvr.record_tables.task_labels reads; it checks the group names themselves."""
     kind, _, rest = text.partition(":")
     groups = split_names(rest)
     return (text in PTBXL_TASKS or (kind == "binary" and len(groups) == 2)
@@ -310,7 +310,7 @@ OPTIONS = {
     "LEVEL": one_of(*LEVELS),
     "ALPHA": number("(0, 1)"),
     "OUTPUT": TEXT,
-    # prepare_data.py; lvr.prepare.checked_options and detector_problem check more, still early
+    # prepare_data.py; lvr.record_beats.checked_options and detector_problem check more, still early
     "TABLE": file_path(optional=True),
     "PTBXL_DIR": folder(optional=True),
     "NAME": TEXT,
@@ -333,7 +333,7 @@ OPTIONS = {
     "REJECT_NOISE": POSITIVE,
     "WORKERS": integer(1),
     "MIN_LIKELIHOOD": number("[0, 100]"),           # PTB-XL scp_codes likelihoods are 0-100
-    "PTBXL_DEVICE": TEXT,                           # lvr.prepare.ptbxl_device_mask checks it
+    "PTBXL_DEVICE": TEXT,                           # lvr.record_tables.ptbxl_device_mask checks it
     "UNIT": Rule(lambda v: isinstance(v, str) and v.strip().lower() in
                  {"", *(u.lower() for u in UNITS)},
                  f"empty (each file's stated unit) or one of {', '.join(UNITS)}"),

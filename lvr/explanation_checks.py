@@ -194,7 +194,7 @@ def spearman_per_sample(a, b):
 
 
 def smoothgrad_saliency_fn(num_samples=10, noise_level=0.1, seed=0, chunk_size=None):
-    """saliency_fn(model, x, y) running saliency.smoothgrad with the same noise on every call.
+    """saliency_fn(model, x, y) running lvr.smoothgrad.smoothgrad with the same noise on every call.
 
     Re-seeding per call makes the trained and randomised maps share their noise, so their
     difference comes from the model alone.

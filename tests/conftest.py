@@ -1,10 +1,16 @@
 """Shared fixtures: small synthetic cohorts written in the data contract, and trained runs that
 several test files read (session scope: trained once per test session)."""
+import os
 import shutil
 
-import pytest
+# One thread for torch and BLAS, also in the scripts the tests start: the models are tiny, so a
+# second thread only adds synchronisation (on a busy 2-core machine whole seconds per run), and
+# one-thread CPU results are reproducible.
+os.environ["OMP_NUM_THREADS"] = "1"
 
-from helpers import write_small_cohort
+import pytest  # noqa: E402
+
+from helpers import write_small_cohort  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,14 @@
 """What several test files share that is not a fixture: the repository root, small synthetic
-cohorts written in the data contract, and a short training configuration."""
+cohorts written in the data contract, a short training configuration, scripts run in this
+process, and the shipped PTB-XL records with prepare_data.py's options."""
 import contextlib
+import dataclasses
+import importlib
 import io
 import os
 import runpy
 import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -13,7 +17,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from lvr import demo as demo_cohort  # noqa: E402  (after the root is importable)
+import lvr.prepare as prepare  # noqa: E402  (after the root is importable)
+import prepare_data  # noqa: E402
+from lvr import demo as demo_cohort  # noqa: E402
+from lvr.config import config_names  # noqa: E402
+from lvr.record_beats import checked_options  # noqa: E402
+
+PTBXL_SLICE = Path(ROOT) / "tests" / "data" / "ptbxl"   # eight PTB-XL records (CC BY 4.0)
+PREPARE_DEFAULTS = {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))}
+OPTIONS = checked_options(PREPARE_DEFAULTS)   # prepare_data.py's constants as record Options
 
 
 def small_cohort_config(**overrides):
@@ -70,3 +82,28 @@ def script_result(script, *args):
         sys.argv = argv
         os.chdir(cwd)
     return ScriptResult(returncode, stdout.getvalue(), stderr.getvalue())
+
+
+def record_path(ecg_id):
+    """The shipped PTB-XL record `ecg_id` (WFDB, without extension)."""
+    return PTBXL_SLICE / "records500" / "00000" / f"{ecg_id:05d}_hr"
+
+
+def options(**changes):
+    """prepare_data.py's default Options with some fields changed."""
+    return dataclasses.replace(OPTIONS, **changes)
+
+
+def reason_of(path, options=OPTIONS):
+    """Why prepare_data.py rejects the record at `path` (the test fails if it is kept)."""
+    result, reason = prepare.prepared_record((str(path), options))
+    assert result is None, f"{path} was expected to be rejected"
+    return reason
+
+
+def run_prepare_data(monkeypatch, *args):
+    """prepare_data.main() in this process with fresh constants and the given options."""
+    module = importlib.reload(prepare_data)
+    monkeypatch.setattr(sys, "argv", ["prepare_data.py", *args])
+    module.main()
+    return module

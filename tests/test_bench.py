@@ -12,11 +12,15 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("run_bench",
-                                                  os.path.join(ROOT, "bench", "run_bench.py"))
+def bench_module(name):
+    """bench/<name>.py as a module, its folder on sys.path as when it runs as a script (for
+    bench/common.py)."""
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -24,7 +28,7 @@ def load_bench():
 
 @pytest.mark.slow
 def test_bench_harness_reports_every_key(tmp_path):
-    bench = load_bench()
+    bench = bench_module("run_bench")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops on a busy 2-core machine stall in multi-thread barriers
     try:
@@ -55,7 +59,7 @@ def test_bench_harness_reports_every_key(tmp_path):
 
 def test_train_speedup_is_reported_without_a_target():
     """Its ceiling on this CPU (train_seed_loop_vs_bare_step) measured 0.99-1.07."""
-    bench = load_bench()
+    bench = bench_module("run_bench")
     assert "train_speedup_vs_seed_loop" not in bench.TARGETS
     assert "train_overhead_vs_bare_step" in bench.TARGETS
 
@@ -89,10 +93,7 @@ def test_scale_bench_quick_measures_every_step(tmp_path):
 
 def test_peak_private_memory_counts_children_and_not_mapped_files(tmp_path):
     """RssAnon of a child that allocates 200 MB counts; reading a 200 MB mapped file does not."""
-    spec = importlib.util.spec_from_file_location(
-        "scale_bench", os.path.join(ROOT, "bench", "scale_bench.py"))
-    scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scale)
+    scale = bench_module("scale_bench")
     path = tmp_path / "big.npy"
     np.save(path, np.ones((50, 1_000_000), dtype=np.float32))
     child = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
@@ -102,7 +103,7 @@ def test_peak_private_memory_counts_children_and_not_mapped_files(tmp_path):
     _, allocated, _ = scale.measured_run([sys.executable, "-c", child])
     _, reading, _ = scale.measured_run([sys.executable, "-c", mapped])
     assert allocated > 190 and reading < 150, (allocated, reading)
-    tables = load_bench().profile_tables(steps=1, rows=5)
+    tables = bench_module("run_bench").profile_tables(steps=1, rows=5)
     assert set(tables) == {"training steps", "SmoothGrad batch"}
     assert all("convolution" in table for table in tables.values())
 
@@ -125,4 +126,4 @@ def test_explanation_bench_quick_writes_both_tables(tmp_path):
             float(row["mass_accuracy"]) / 0.075, rel=0.02)   # chance: 3 of 12 leads x 150 of 500
     assert 3 <= int(rows[-1]["true_cell_rank"]) <= 60
     variants = (tmp_path / "wave_variants.md").read_text().splitlines()[2:]
-    assert len(variants) == 2 * 3 * 2 * 2                      # units x reference x alignment x blend
+    assert len(variants) == 2 * 3 * 2 * 2             # units x reference x alignment x blend

@@ -4,7 +4,6 @@ follows the vendor's schema (Philips XML with XLI compression, GE MUSE XML) give
 record's beats; broken files, wrong units, missing leads and unknown formats get clear reasons."""
 import base64
 import json
-import sys
 from pathlib import Path
 
 import edfio
@@ -14,13 +13,10 @@ import wfdb
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from test_prepare_data import OPTIONS, options, reason_of, record_path, run_main  # noqa: E402
-
-import lvr.formats as formats  # noqa: E402
-import lvr.prepare as prepare  # noqa: E402
-from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key  # noqa: E402
+import lvr.formats as formats
+import lvr.record_beats as record_beats
+from helpers import OPTIONS, options, reason_of, record_path, run_prepare_data
+from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 
 ORIGINAL = record_path(1)  # NORM, 64 bpm, 10 s at 500 Hz, 1 uV per unit
 EIGHT_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -32,8 +28,8 @@ DICOM_MEANINGS = {"I": "Lead I (Einthoven)", "aVR": "Lead aVR (Goldberger)"}
 def original():
     """(signal in mV, lead names, fs, beats) of the WFDB original."""
     record = wfdb.rdrecord(str(ORIGINAL))
-    return record.p_signal, list(record.sig_name), record.fs, prepare.record_beats(ORIGINAL,
-                                                                                   OPTIONS)
+    return (record.p_signal, list(record.sig_name), record.fs,
+            record_beats.record_beats(ORIGINAL, OPTIONS))
 
 
 def counts(x_mv, per_unit_uv):
@@ -248,7 +244,7 @@ TOLERANCE_MV = {"edf": 1e-5, "dicom": 1e-5, "philips": 0.004, "muse": 0.006}
 def test_each_format_gives_the_beats_of_the_wfdb_original(tmp_path, original, kind):
     x, names, fs, expected = original
     path = format_file(kind, tmp_path, f"ecg.{kind}", x, names, fs)
-    result = prepare.record_beats(path, OPTIONS)
+    result = record_beats.record_beats(path, OPTIONS)
     assert result.info["format"] == kind
     np.testing.assert_array_equal(result.r_peaks, expected.r_peaks)
     np.testing.assert_allclose(result.beats, expected.beats, atol=TOLERANCE_MV[kind])
@@ -261,7 +257,7 @@ def test_eight_lead_muse_file_derives_the_limb_leads_of_the_original(tmp_path, o
     waveform = formats.read_waveform(path)
     assert waveform.channels == list(EIGHT_LEADS) + ["III", "aVR", "aVL", "aVF"]
     assert any(note.startswith("derived leads III, aVR, aVL, aVF") for note in waveform.notes)
-    result = prepare.record_beats(path, OPTIONS)
+    result = record_beats.record_beats(path, OPTIONS)
     limb = [LEAD_NAMES.index(lead) for lead in ("III", "aVR", "aVL", "aVF")]
     # PTB-XL's own limb leads are I and II combined, each stored to 1 uV
     np.testing.assert_allclose(result.beats[:, limb], expected.beats[:, limb], atol=0.002)
@@ -275,7 +271,7 @@ def test_content_decides_the_format_not_the_extension(tmp_path, original):
     for kind, name in misnamed.items():
         path = format_file(kind, tmp_path, name, x, names, fs)
         assert formats.record_file(path) == (kind, path)
-        assert len(prepare.record_beats(path, OPTIONS).beats) == len(expected.beats)
+        assert len(record_beats.record_beats(path, OPTIONS).beats) == len(expected.beats)
     no_extension = write_edf(tmp_path / "plain", x, names, fs)
     assert formats.record_file(no_extension) == ("edf", no_extension)
 
@@ -338,7 +334,7 @@ def test_values_of_another_unit_are_rejected_naming_it(tmp_path, original):
     assert "stated unit (none)" in reason
     # a unit this code does not know is checked the same way
     mmhg = prepare_record(tmp_path, "mmhg", x, names, fs, units="mmHg")
-    result = prepare.record_beats(mmhg, OPTIONS)
+    result = record_beats.record_beats(mmhg, OPTIONS)
     assert "unit(s) 'mmHg' not known: values read as mV" in " ".join(result.info["notes"])
 
 
@@ -352,7 +348,7 @@ def prepare_record(folder, name, x, names, fs, adc_gain=1000.0, units="mV"):
 def test_unit_option_rescales_every_record(tmp_path, original):
     x, names, fs, expected = original
     as_uv = prepare_record(tmp_path, "uv_as_mv", 1000 * x, names, fs, adc_gain=1.0)
-    result = prepare.record_beats(as_uv, options(unit="uV"))
+    result = record_beats.record_beats(as_uv, options(unit="uV"))
     np.testing.assert_allclose(result.beats, expected.beats, atol=1e-5)
     assert any("values read as uV (--unit)" in note for note in result.info["notes"])
     reason = reason_of(ORIGINAL, options(unit="uV"))
@@ -360,7 +356,7 @@ def test_unit_option_rescales_every_record(tmp_path, original):
     muse = write_muse(tmp_path / "volts.xml", columns(x, names, EIGHT_LEADS) / 1000, EIGHT_LEADS,
                       fs, per_bit=1e-6, units="MILLIVOLTS")
     assert reason_of(muse).startswith("unit: amplitudes look like V")
-    assert len(prepare.record_beats(muse, options(unit="V")).beats) == len(expected.beats)
+    assert len(record_beats.record_beats(muse, options(unit="V")).beats) == len(expected.beats)
 
 
 def test_missing_leads_and_unknown_formats_are_named(tmp_path, original):
@@ -411,7 +407,7 @@ def test_a_table_of_mixed_formats(monkeypatch, tmp_path, original):
                      "ecg_philips.bin,4,MI\necg_muse.bin,5,MI\nuv_as_mv,6,NORM\n"
                      "notes.txt,7,MI\n")
     out = tmp_path / "out"
-    run_main(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=1")
+    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=1")
     summary = json.loads((out / "prepare_summary.json").read_text())
     assert summary["records_per_format"] == {"WFDB": 1, "EDF": 1, "DICOM": 1, "Philips XML": 1,
                                              "GE MUSE XML": 1}
@@ -424,7 +420,7 @@ def test_a_table_of_mixed_formats(monkeypatch, tmp_path, original):
 
     out_uv = tmp_path / "out_uv"
     table.write_text(f"record,patient_id,group\nuv_as_mv,6,NORM\n{ORIGINAL},1,MI\n")
-    run_main(monkeypatch, f"--table={table}", f"--output_dir={out_uv}", "--workers=1",
+    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out_uv}", "--workers=1",
              "--unit=uV")
     summary = json.loads((out_uv / "prepare_summary.json").read_text())
     assert summary["records_kept"] == 1 and summary["rejection_counts"] == {"unit": 1}

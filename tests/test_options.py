@@ -9,6 +9,7 @@ import pytest
 from lvr import config
 from lvr.config import (OPTIONS, RELATIONS, SCRIPT_OPTIONS, UserError, config_names, configure,
                         option_rules)
+from lvr.leads import LEAD_BY_KEY, lead_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("train_MCL_ResNet_1D_class2.py", "train_MCL_ResNet_1D_class4.py",
@@ -169,24 +170,25 @@ def test_a_missing_constant_rule_is_no_error_at_run_time():
 
 
 def test_rules_agree_with_the_library():
-    """The checks config.py repeats, because lvr.prepare is too slow to import for them."""
-    from lvr import prepare
+    """The checks config.py repeats, because lvr.record_beats and lvr.record_tables are too slow
+    to import for them."""
+    from lvr import record_beats, record_tables
     for text in ["all", " Median ", "first:8", "RANDOM:2", "first:0", "first", "random:-1",
                  "last:3", "first:03", "all,median"]:
         try:
-            prepare.beat_selection(text)
+            record_beats.beat_selection(text)
             valid = True
         except UserError:
             valid = False
         assert config.accepted(OPTIONS["BEATS"], text) == valid, text
     for name in ["II", "ii", "lead II", "Lead_aVL", " v6 ", "V7", "", "lead"]:
         assert config.accepted(OPTIONS["DETECTOR_LEAD"], name) == \
-            (prepare.lead_key(name) in prepare.LEAD_BY_KEY), name
+            (lead_key(name) in LEAD_BY_KEY), name
     prepare_task = SCRIPT_OPTIONS["prepare_data.py"]["TASK"]
     for task in ["mi_norm", "superclass4", "binary:A,B", "binary: A , B ,", "multiclass:A,B,C",
                  "binary:A", "binary:A,B,C", "multiclass:A", "regression", "binary:A,A"]:
         try:
-            prepare.task_labels(task)
+            record_tables.task_labels(task)
             valid = True
         except UserError:
             valid = False

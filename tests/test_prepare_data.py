@@ -1,6 +1,5 @@
 """Tests of prepare_data.py on real PTB-XL records (tests/data/ptbxl) and on WFDB records
 written here from them (shuffled leads, other sampling rates, broken inputs)."""
-import importlib
 import json
 import shutil
 import subprocess
@@ -17,32 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import dataclasses  # noqa: E402
+import lvr.prepare as prepare
+import lvr.record_beats as record_beats
+import lvr.record_tables as record_tables
+from helpers import (OPTIONS, PREPARE_DEFAULTS, PTBXL_SLICE, ROOT, options, reason_of,
+                     record_path, run_prepare_data)
+from lvr.config import UserError
 
-import lvr.prepare as prepare  # noqa: E402
-import prepare_data  # noqa: E402
-from lvr.config import UserError, config_names  # noqa: E402
-
-DATA = ROOT / "tests" / "data" / "ptbxl"
+DATA = PTBXL_SLICE
 SHARED_PTBXL = Path("/work/shared/datasets/ptbxl500")
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 RECORDS = sorted(p.with_suffix("") for p in (DATA / "records500" / "00000").glob("*.hea"))
-SCRIPT_DEFAULTS = {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))}
-OPTIONS = prepare.checked_options(SCRIPT_DEFAULTS)  # the script's constants as Options
-
-
-def options(**changes):
-    """The script's default Options with some fields changed."""
-    return dataclasses.replace(OPTIONS, **changes)
-
-
 R = OPTIONS.pre_samples
-
-
-def record_path(ecg_id):
-    return DATA / "records500" / "00000" / f"{ecg_id:05d}_hr"
 
 
 def physical(path):
@@ -66,23 +51,9 @@ def xqrs_heart_rate(path):
     return 60.0 * fs / np.median(np.diff(peaks))
 
 
-def reason_of(path, options=OPTIONS):
-    result, reason = prepare.prepared_record((str(path), options))
-    assert result is None, f"{path} was expected to be rejected"
-    return reason
-
-
 @pytest.fixture(scope="module")
 def shipped_beats():
-    return {path.name: prepare.record_beats(path, OPTIONS) for path in RECORDS}
-
-
-def run_main(monkeypatch, *args):
-    """prepare_data.main() in this process with fresh constants and the given options."""
-    module = importlib.reload(prepare_data)
-    monkeypatch.setattr(sys, "argv", ["prepare_data.py", *args])
-    module.main()
-    return module
+    return {path.name: record_beats.record_beats(path, OPTIONS) for path in RECORDS}
 
 
 # ------------------------------------------------------------------ beats of real records
@@ -120,7 +91,7 @@ def test_r_peak_sits_at_the_configured_offset(shipped_beats):
 
 def test_r_peak_offset_follows_pre_and_fs():
     changed = options(fs=250, pre=0.25, post=0.5)
-    result = prepare.record_beats(record_path(1), changed)
+    result = record_beats.record_beats(record_path(1), changed)
     r = changed.pre_samples
     assert result.beats.shape[2] == round(0.75 * 250) and r == round(0.25 * 250)
     lead = np.median(result.beats[:, 1], axis=0)
@@ -129,12 +100,12 @@ def test_r_peak_offset_follows_pre_and_fs():
 
 def test_windows_are_cut_from_the_filtered_record_at_the_reported_r_peaks():
     x, _, fs = physical(record_path(108))
-    filtered = prepare.bandpassed(x, fs, OPTIONS.bandpass, OPTIONS.bandpass_order,
+    filtered = record_beats.bandpassed(x, fs, OPTIONS.bandpass, OPTIONS.bandpass_order,
                                        OPTIONS.notch_hz)
-    result = prepare.record_beats(record_path(108), OPTIONS)
+    result = record_beats.record_beats(record_path(108), OPTIONS)
     assert np.all(np.diff(result.r_peaks) > 0)
     assert list(result.beat_index) == list(range(len(result.beats)))
-    for beat, peak in zip(result.beats, result.r_peaks):
+    for beat, peak in zip(result.beats, result.r_peaks, strict=True):
         np.testing.assert_allclose(beat, filtered[peak - R:peak - R + OPTIONS.window_samples].T,
                                    atol=1e-5)
 
@@ -142,27 +113,27 @@ def test_windows_are_cut_from_the_filtered_record_at_the_reported_r_peaks():
 def test_slow_rhythms_do_not_count_t_waves_as_beats():
     # neurokit's detector alone marks T-wave bumps in these bradycardic records (about 50 bpm)
     for ecg_id in (240, 289):
-        result = prepare.record_beats(record_path(ecg_id), OPTIONS)
+        result = record_beats.record_beats(record_path(ecg_id), OPTIONS)
         assert result.info["heart_rate_bpm"] < 55
         amplitude = np.abs(result.beats[:, 1, R])
         assert amplitude.min() > 0.5 * np.median(amplitude)
 
 
 def test_beat_selection_modes():
-    every = prepare.record_beats(record_path(270), OPTIONS)
-    first = prepare.record_beats(record_path(270), options(beats="first:3"))
+    every = record_beats.record_beats(record_path(270), OPTIONS)
+    first = record_beats.record_beats(record_path(270), options(beats="first:3"))
     np.testing.assert_array_equal(first.beats, every.beats[:3])
-    drawn = [prepare.record_beats(record_path(270),
+    drawn = [record_beats.record_beats(record_path(270),
                                        options(beats="random:4", seed=seed))
              for seed in (1, 1, 2)]
     assert list(drawn[0].beat_index) == list(drawn[1].beat_index) == sorted(drawn[0].beat_index)
     np.testing.assert_array_equal(drawn[0].beats, every.beats[drawn[0].beat_index])
     assert list(drawn[0].beat_index) != list(drawn[2].beat_index)
-    median = prepare.record_beats(record_path(270), options(beats="median"))
+    median = record_beats.record_beats(record_path(270), options(beats="median"))
     assert median.beats.shape == (1, 12, OPTIONS.window_samples)
     np.testing.assert_allclose(median.beats[0], np.median(every.beats, axis=0), atol=1e-6)
     with pytest.raises(UserError, match="first:K"):
-        prepare.beat_selection("some")
+        record_beats.beat_selection("some")
 
 
 # ------------------------------------------------------------------ lead names and order
@@ -171,10 +142,11 @@ def test_beat_selection_modes():
 @given(order=st.permutations(range(12)), upper=st.lists(st.booleans(), min_size=12, max_size=12),
        extra=st.booleans())
 def test_standard_lead_order_any_order_and_case(order, upper, extra):
-    names = [LEADS[i].upper() if up else LEADS[i].lower() for i, up in zip(order, upper)]
+    names = [LEADS[i].upper() if up else LEADS[i].lower()
+             for i, up in zip(order, upper, strict=True)]
     if extra:
         names.insert(3, "RESP")
-    columns, ignored = prepare.standard_lead_order(names)
+    columns, ignored = record_beats.standard_lead_order(names)
     assert [names[c].upper() for c in columns] == [lead.upper() for lead in LEADS]
     assert ignored == (["RESP"] if extra else [])
 
@@ -187,8 +159,8 @@ def test_shuffled_and_recased_leads_give_the_original_order(tmp_path):
     extra = np.column_stack([x[:, order], 0.01 * np.sin(np.arange(len(x)) / 50)])
     shuffled = write_record(tmp_path, "shuffled", extra, odd_names + ["EXTRA"], fs)
 
-    original = prepare.record_beats(record_path(1), OPTIONS)
-    result = prepare.record_beats(shuffled, OPTIONS)
+    original = record_beats.record_beats(record_path(1), OPTIONS)
+    result = record_beats.record_beats(shuffled, OPTIONS)
     np.testing.assert_allclose(result.beats, original.beats, atol=1e-5)
     np.testing.assert_array_equal(result.r_peaks, original.r_peaks)
     assert any("EXTRA" in note for note in result.info["notes"])
@@ -206,13 +178,13 @@ def test_other_sampling_rates_give_the_same_beats(tmp_path, fs_in):
     ratio = Fraction(fs_in, fs)
     low = signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=0)
     path = write_record(tmp_path, f"at{fs_in}", low, names, fs_in)
-    original = prepare.record_beats(record_path(1), OPTIONS)
-    result = prepare.record_beats(path, OPTIONS)
+    original = record_beats.record_beats(record_path(1), OPTIONS)
+    result = record_beats.record_beats(path, OPTIONS)
     assert result.info["fs_in"] == fs_in
     assert result.beats.shape[1:] == original.beats.shape[1:]
     assert abs(len(result.beats) - len(original.beats)) <= 1
     matched = 0
-    for beat, peak in zip(result.beats, result.r_peaks):
+    for beat, peak in zip(result.beats, result.r_peaks, strict=True):
         distance = np.abs(original.r_peaks - peak)
         if distance.min() > 5:
             continue
@@ -225,8 +197,8 @@ def test_other_sampling_rates_give_the_same_beats(tmp_path, fs_in):
 
 def test_resampled_handles_non_integer_ratios():
     x = np.random.default_rng(0).standard_normal((3600, 2))
-    assert prepare.resampled(x, 360, 500).shape == (5000, 2)
-    assert prepare.resampled(x, 500.0, 500) is x
+    assert record_beats.resampled(x, 360, 500).shape == (5000, 2)
+    assert record_beats.resampled(x, 500.0, 500) is x
 
 
 # ------------------------------------------------------------------ rejected records
@@ -276,7 +248,7 @@ def test_flat_saturated_and_noisy_leads_are_rejected(tmp_path):
     hum = x + 0.5 * np.sin(2 * np.pi * 50 * np.arange(len(x)) / fs)[:, None]
     hum_path = write_record(tmp_path, "hum", hum, names, fs)
     result, reason = prepare.prepared_record((str(hum_path), OPTIONS))
-    clean = prepare.record_beats(record_path(1), OPTIONS)
+    clean = record_beats.record_beats(record_path(1), OPTIONS)
     assert reason is None and len(result.beats) == len(clean.beats)
     assert np.corrcoef(result.beats.ravel(), clean.beats.ravel())[0, 1] > 0.99
 
@@ -295,7 +267,7 @@ def test_implausible_heart_rate_is_rejected(tmp_path):
 
 
 def test_a_failing_record_does_not_stop_the_others(monkeypatch):
-    real = prepare.record_beats
+    real = record_beats.record_beats
 
     def explode_on_108(path, options):
         if str(path).endswith("00108_hr"):
@@ -304,36 +276,37 @@ def test_a_failing_record_does_not_stop_the_others(monkeypatch):
 
     monkeypatch.setattr(prepare, "record_beats", explode_on_108)
     outcomes = list(prepare.prepared_records([(str(p), OPTIONS) for p in RECORDS], workers=1))
-    reasons = {p.name: reason for p, (_, reason) in zip(RECORDS, outcomes)}
+    reasons = {p.name: reason for p, (_, reason) in zip(RECORDS, outcomes, strict=True)}
     assert reasons["00108_hr"] == "error: RuntimeError: boom"
     assert all(result is not None
-               for p, (result, _) in zip(RECORDS, outcomes) if p.name != "00108_hr")
+               for p, (result, _) in zip(RECORDS, outcomes, strict=True) if p.name != "00108_hr")
 
 
 # ------------------------------------------------------------------ tables and PTB-XL
 
 def test_ptbxl_table_on_the_shipped_slice():
-    table = prepare.ptbxl_table(DATA, "mi_norm")
-    assert dict(zip(table["ecg_id"], table["group"])) == {
+    table = record_tables.ptbxl_table(DATA, "mi_norm")
+    assert dict(zip(table["ecg_id"], table["group"], strict=True)) == {
         1: "NORM", 108: "NORM", 289: "NORM", 240: "MI", 266: "MI", 270: "MI"}
     assert table["patient_id"].dtype == np.int64
     assert set(table["record"]) == {f"records500/00000/{i:05d}_hr"
                                     for i in (1, 108, 289, 240, 266, 270)}
-    four = prepare.ptbxl_table(DATA, "superclass4")
-    assert dict(zip(four["ecg_id"], four["group"])) == {
+    four = record_tables.ptbxl_table(DATA, "superclass4")
+    assert dict(zip(four["ecg_id"], four["group"], strict=True)) == {
         1: "NORM", 108: "NORM", 289: "NORM", 240: "MI", 270: "MI", 22: "STTC", 32: "CD"}
 
 
 @pytest.mark.skipif(not SHARED_PTBXL.is_dir(), reason="shared PTB-XL subset not present")
 def test_ptbxl_table_counts_on_the_500_records():
-    counts = prepare.ptbxl_table(SHARED_PTBXL, "mi_norm")["group"].value_counts()
+    counts = record_tables.ptbxl_table(SHARED_PTBXL, "mi_norm")["group"].value_counts()
     assert counts.to_dict() == {"NORM": 290, "MI": 73}
 
 
 def test_min_likelihood_counts_only_statements_that_likely():
     # the slice: 108 and 289 {'NORM': 80}, 240 {'IMI': 50}, 266 {'ALMI': 100, 'IMI': 80, ...}
-    groups = {m: dict(zip(*prepare.ptbxl_table(DATA, "mi_norm", m)[["ecg_id", "group"]].T.values))
-              for m in (0, 50, 51, 100)}
+    tables = {m: record_tables.ptbxl_table(DATA, "mi_norm", m) for m in (0, 50, 51, 100)}
+    groups = {m: dict(zip(table["ecg_id"], table["group"], strict=True))
+              for m, table in tables.items()}
     assert groups[0] == groups[50] == {1: "NORM", 108: "NORM", 289: "NORM", 240: "MI",
                                        266: "MI", 270: "MI"}
     assert groups[51] == {1: "NORM", 108: "NORM", 289: "NORM", 266: "MI", 270: "MI"}
@@ -343,7 +316,7 @@ def test_min_likelihood_counts_only_statements_that_likely():
 def group_changes(task, min_likelihood):
     """Records of the shared 500 whose group (or being in the task at all) changes."""
     def groups(m):
-        return prepare.ptbxl_table(SHARED_PTBXL, task, m).set_index("ecg_id")["group"]
+        return record_tables.ptbxl_table(SHARED_PTBXL, task, m).set_index("ecg_id")["group"]
     before, after = groups(0), groups(min_likelihood)
     both = before.index.union(after.index)
     return int((before.reindex(both).fillna("-") != after.reindex(both).fillna("-")).sum())
@@ -358,7 +331,7 @@ def test_min_likelihood_changes_on_the_500_records():
 
 def test_ptbxl_device_keeps_one_device_family():
     def ids(device):
-        return set(prepare.ptbxl_table(DATA, "superclass4", 0, device)["ecg_id"])
+        return set(record_tables.ptbxl_table(DATA, "superclass4", 0, device)["ecg_id"])
     assert ids("AT-6") == ids(" at-6 c ") == {270, 289}
     assert ids("cs-12") == ids("CS-12 E") == {1, 22, 32, 108, 240}
     for unknown in ("AT", "AT-60", "Schiller"):
@@ -369,15 +342,15 @@ def test_ptbxl_device_keeps_one_device_family():
 
 def test_ptbxl_options_are_recorded_and_refused_with_a_table(monkeypatch, tmp_path):
     out = tmp_path / "cohort"
-    run_main(monkeypatch, f"--ptbxl_dir={DATA}", f"--output_dir={out}", "--workers=1",
+    run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", f"--output_dir={out}", "--workers=1",
              "--beats=first:1", "--min_likelihood=50", "--ptbxl_device=CS-12")
     source = json.loads((out / "cohort.json").read_text())["source"]
     assert source["min_likelihood"] == 50.0 and source["ptbxl_device"] == "CS-12"
     summary = json.loads((out / "prepare_summary.json").read_text())
     assert summary["records_read"] == 3 and summary["records_per_group"] == {"NORM": 2, "MI": 1}
     with pytest.raises(UserError, match="--ptbxl_device='AT-6' select PTB-XL records"):
-        run_main(monkeypatch, f"--table={DATA / 'records.csv'}", f"--output_dir={tmp_path / 'x'}",
-                 "--ptbxl_device=AT-6")
+        run_prepare_data(monkeypatch, f"--table={DATA / 'records.csv'}",
+                         f"--output_dir={tmp_path / 'x'}", "--ptbxl_device=AT-6")
 
 
 def test_ptbxl_lvh_norm_takes_lvh_statements_and_pure_norm(tmp_path):
@@ -386,38 +359,39 @@ def test_ptbxl_lvh_norm_takes_lvh_statements_and_pure_norm(tmp_path):
     db["scp_codes"] = ["{'NORM': 100.0}", "{'LVH': 50.0, 'SR': 0.0}", "{'LVH': 0.0, 'IMI': 80.0}",
                        "{'NORM': 80.0, 'IMI': 15.0}"]
     db.to_csv(tmp_path / "ptbxl_database.csv")
-    table = prepare.ptbxl_table(tmp_path, "lvh_norm")
-    assert dict(zip(table["ecg_id"], table["group"])) == {
+    table = record_tables.ptbxl_table(tmp_path, "lvh_norm")
+    assert dict(zip(table["ecg_id"], table["group"], strict=True)) == {
         db.index[0]: "NORM", db.index[1]: "LVH", db.index[2]: "LVH"}
-    assert prepare.task_labels("lvh_norm")["binary_labels"] == {"NORM": 0, "LVH": 1}
+    assert record_tables.task_labels("lvh_norm")["binary_labels"] == {"NORM": 0, "LVH": 1}
 
 
 def test_input_mistakes_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="file not found"):
-        prepare.records_table(tmp_path / "nope.csv", ["NORM", "MI"])
+        record_tables.records_table(tmp_path / "nope.csv", ["NORM", "MI"])
     with pytest.raises(UserError, match="ptbxl_database.csv not found"):
-        prepare.ptbxl_table(tmp_path, "mi_norm")
+        record_tables.ptbxl_table(tmp_path, "mi_norm")
     bad = tmp_path / "bad.csv"
     bad.write_text("record,patient\nx,1\n")
     with pytest.raises(UserError, match="missing column"):
-        prepare.records_table(bad, ["NORM", "MI"])
+        record_tables.records_table(bad, ["NORM", "MI"])
     bad.write_text("record,patient_id,group\nx,1,NORM\ny,2,HYP\n")
     with pytest.raises(UserError, match="HYP are not groups of this task"):
-        prepare.records_table(bad, ["NORM", "MI"])
+        record_tables.records_table(bad, ["NORM", "MI"])
     with pytest.raises(UserError, match="task"):
-        prepare.task_labels("three_class")
+        record_tables.task_labels("three_class")
     with pytest.raises(UserError, match="detector_lead"):
-        prepare.checked_options({**SCRIPT_DEFAULTS, "DETECTOR_LEAD": "V7"})
-    assert prepare.checked_options({**SCRIPT_DEFAULTS, "DETECTOR_LEAD": "avf"}).detector_lead == "aVF"
+        record_beats.checked_options({**PREPARE_DEFAULTS, "DETECTOR_LEAD": "V7"})
+    lead = record_beats.checked_options({**PREPARE_DEFAULTS, "DETECTOR_LEAD": "avf"}).detector_lead
+    assert lead == "aVF"
 
 
 def test_patient_ids_keep_numbers_as_integers_and_text_as_fixed_width_strings():
-    ids = prepare.patient_id_values(pd.Series([15709.0, 13243.0]))
+    ids = record_tables.patient_id_values(pd.Series([15709.0, 13243.0]))
     assert ids.dtype == np.int64
-    assert list(prepare.patient_id_values(pd.Series(["15709", "7.0"]))) == [15709, 7]
-    ids = prepare.patient_id_values(pd.Series(["P001", "P002"]))
+    assert list(record_tables.patient_id_values(pd.Series(["15709", "7.0"]))) == [15709, 7]
+    ids = record_tables.patient_id_values(pd.Series(["P001", "P002"]))
     assert ids.dtype.kind == "U"
-    assert list(prepare.patient_id_values(pd.Series(["007", "7"]))) == ["007", "7"]
+    assert list(record_tables.patient_id_values(pd.Series(["007", "7"]))) == ["007", "7"]
 
 
 # ------------------------------------------------------------------ the script
@@ -429,7 +403,8 @@ COHORT_KEYS = {"name", "groups", "group_names", "binary_labels", "binary_class_n
 
 def test_cohort_folder_from_a_table(monkeypatch, tmp_path):
     out = tmp_path / "cohort"
-    run_main(monkeypatch, f"--table={DATA / 'records.csv'}", f"--output_dir={out}", "--workers=1")
+    run_prepare_data(monkeypatch, f"--table={DATA / 'records.csv'}", f"--output_dir={out}",
+                     "--workers=1")
     cohort = json.loads((out / "cohort.json").read_text())
     assert set(cohort) == COHORT_KEYS
     assert cohort["groups"] == ["NORM", "MI"]
@@ -456,7 +431,7 @@ def test_cohort_folder_from_a_table(monkeypatch, tmp_path):
     # the manifest's R peak leads back to the beat in the original record
     first = manifest.iloc[0]
     x, _, fs = physical(DATA / first["record"])
-    filtered = prepare.bandpassed(x, fs, (0.5, 40.0), 2, (50.0, 60.0))
+    filtered = record_beats.bandpassed(x, fs, (0.5, 40.0), 2, (50.0, 60.0))
     beat = np.load(out / f"cut_{first['group']}.npy")[first["row"]]
     start = first["r_peak_sample"] - 150
     np.testing.assert_allclose(beat, filtered[start:start + 500].T, atol=1e-5)
@@ -480,7 +455,7 @@ def test_patients_in_two_classes_are_left_out(monkeypatch, tmp_path):
                      f"{record_path(1)},7,NORM\n{record_path(270)},7,MI\n"
                      f"{record_path(108)},8,NORM\n{record_path(240)},9,MI\n")
     out = tmp_path / "out"
-    run_main(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=1")
+    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=1")
     summary = json.loads((out / "prepare_summary.json").read_text())
     assert summary["records_read"] == 4 and summary["records_kept"] == 2
     rejected = {r["record"]: r["reason"] for r in summary["rejections"]}
@@ -503,7 +478,7 @@ def test_mixed_table_keeps_good_records_and_lists_rejections(monkeypatch, tmp_pa
                      f"{record_path(1)},P1,NORM\n{record_path(270)},P2,MI\n"
                      "no_avf,P3,MI\nnan,P4,NORM\nshort,P5,NORM\nmissing,P6,MI\n")
     out = tmp_path / "out"
-    run_main(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=2")
+    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=2")
     summary = json.loads((out / "prepare_summary.json").read_text())
     reasons = {r["record"]: r["reason"] for r in summary["rejections"]}
     assert set(reasons) == {"no_avf", "nan", "short", "missing"}
@@ -518,8 +493,8 @@ def test_mixed_table_keeps_good_records_and_lists_rejections(monkeypatch, tmp_pa
 
 def test_superclass4_from_ptbxl_and_the_overwrite_rule(monkeypatch, tmp_path):
     out = tmp_path / "four"
-    run_main(monkeypatch, f"--ptbxl_dir={DATA}", "--task=superclass4", f"--output_dir={out}",
-             "--workers=1", "--beats=first:2")
+    run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", "--task=superclass4",
+                     f"--output_dir={out}", "--workers=1", "--beats=first:2")
     cohort = json.loads((out / "cohort.json").read_text())
     assert set(cohort) == COHORT_KEYS and cohort["name"] == "ptbxl_superclass4"
     assert cohort["groups"] == ["NORM", "MI", "STTC", "CD"]
@@ -529,9 +504,10 @@ def test_superclass4_from_ptbxl_and_the_overwrite_rule(monkeypatch, tmp_path):
     assert [len(np.load(out / f"cut_{g}.npy")) for g in cohort["groups"]] == [6, 4, 2, 2]
 
     with pytest.raises(UserError, match="not empty.*--overwrite=True"):
-        run_main(monkeypatch, f"--ptbxl_dir={DATA}", "--task=mi_norm", f"--output_dir={out}")
+        run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", "--task=mi_norm",
+                         f"--output_dir={out}")
     (out / "notes.txt").write_text("mine")
-    run_main(monkeypatch, f"--ptbxl_dir={DATA}", "--task=mi_norm", f"--output_dir={out}",
+    run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", "--task=mi_norm", f"--output_dir={out}",
              "--overwrite=True", "--workers=1")
     assert json.loads((out / "cohort.json").read_text())["groups"] == ["NORM", "MI"]
     assert not (out / "cut_STTC.npy").exists()

@@ -19,16 +19,12 @@ from hypothesis.extra import numpy as hnp
 import lvr.cohort as ds
 import lvr.config as config
 import lvr.engine as engine
-import lvr.prepare as prepare
+import lvr.record_beats as record_beats
 import lvr.run_folder as run_folder
 import lvr.training as training
-import prepare_data
-from helpers import ROOT, quiet, script_result, tiny_config
+from helpers import OPTIONS, ROOT, quiet, script_result, tiny_config
 from lvr import demo as demo_cohort
-from lvr.config import config_names
-
-PREPARE_OPTIONS = prepare.checked_options(
-    {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))})
+from lvr.formats import RecordRejected
 
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
 CLI_OPTIONS = ["--experiment=baseline", "--epochs=3", "--batch_size=16", "--bootstrap=50",
@@ -328,7 +324,7 @@ def expected_outcomes(defect, duration):
     peak-to-peak exceeds any plausible ECG ("amplitude"); any other kind (flat, saturated,
     NaN...) is wrong for them.
     """
-    window = PREPARE_OPTIONS.pre + PREPARE_OPTIONS.post
+    window = OPTIONS.pre + OPTIONS.post
     if defect == "nan":
         return {"NaN samples"}
     if duration < window:
@@ -344,11 +340,12 @@ def outcome_of(path):
     """(kind, reason, RecordBeats): "beats", "" and the beats, or the rejection's kind, its
     stated reason ("kind: detail") and no beats."""
     try:
-        return "beats", "", prepare.record_beats(path, PREPARE_OPTIONS)
-    except prepare.RecordRejected as rejected:
-        no_beats = np.empty((0, 12, PREPARE_OPTIONS.window_samples), np.float32)
+        return "beats", "", record_beats.record_beats(path, OPTIONS)
+    except RecordRejected as rejected:
+        no_beats = np.empty((0, 12, OPTIONS.window_samples), np.float32)
         return (str(rejected).partition(": ")[0], str(rejected),
-                prepare.RecordBeats(no_beats, np.empty(0, np.int64), np.empty(0, np.int64), {}))
+                record_beats.RecordBeats(no_beats, np.empty(0, np.int64), np.empty(0, np.int64),
+                                         {}))
 
 
 # Broadband noise is "noisy" only where the record has content above the band-pass (40 Hz) over
@@ -395,4 +392,4 @@ def test_a_clean_record_gives_its_beats_at_its_heart_rate(tmp_path, fs):
     assert result.beats.shape == (3, 12, 500) and np.isfinite(result.beats).all()
     assert result.info["heart_rate_bpm"] == pytest.approx(SIMULATED_BPM, abs=2.0)
     expected_r_s = 0.25 + np.arange(1, 4) * 60.0 / SIMULATED_BPM
-    assert np.allclose(result.r_peaks / PREPARE_OPTIONS.fs, expected_r_s, atol=0.006)
+    assert np.allclose(result.r_peaks / OPTIONS.fs, expected_r_s, atol=0.006)

@@ -1,4 +1,5 @@
-"""saliency.smoothgrad against the original's loop, plain autograd and captum's NoiseTunnel."""
+"""lvr.smoothgrad.smoothgrad against the original's loop, plain autograd and captum's
+NoiseTunnel."""
 import pytest
 import torch
 import torch.nn.functional as F
