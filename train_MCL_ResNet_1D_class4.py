@@ -5,14 +5,14 @@ overridden as --lower_case_name=value; --help lists them.
 """
 from lvr.config import configure, run_script
 
-DATA_DIR = "data"                 # cohort folder (README: 'Data format'); default: the demo cohort
+DATA_DIR = "data"                 # cohort folder (docs/data.md); default: the demo cohort
 OUTPUT_DIR = "results_class4"     # an earlier run found here is kept as OUTPUT_DIR.<timestamp>
 TASK = "multiclass"               # label mapping of the cohort: binary or multiclass
 NUM_CLASSES = 4                   # classes of the model's head
 CLASS_NAMES = ()                  # empty: the cohort's names (seed: NSTEMI/STEMI non-LVR/LVR)
 EXPERIMENT = "ca_ms_v2"           # model variant (model.EXPERIMENTS)
 DROPOUT = 0.5                     # dropout before the classifier
-LEAD_DROPOUT = 0.3                # training: chance each lead of a beat is zeroed (README: Model)
+LEAD_DROPOUT = 0.3                # training: chance each lead of a beat is zeroed (docs/model.md)
 EPOCHS = 50                       # training epochs
 BATCH_SIZE = 32                   # beats per batch
 LR = 1e-4                         # AdamW learning rate

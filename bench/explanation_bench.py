@@ -47,7 +47,7 @@ COHORTS = {
     "ST-dep V1-V3": ["--lvr_wave=ST_DEPRESSION", "--lvr_leads=V1,V2,V3", "--seed=13"],
 }
 # name -> Saliency_ana2_sys.py options of one map method
-METHODS = {
+MAP_SETTINGS = {
     "smoothgrad n10 sd0.1": ["--method=smoothgrad", "--num_samples=10", "--noise_level=0.1"],
     "smoothgrad n10 sd0.5": ["--method=smoothgrad", "--num_samples=10", "--noise_level=0.5"],
     "smoothgrad n10 sd1.0": ["--method=smoothgrad", "--num_samples=10", "--noise_level=1.0"],
@@ -58,7 +58,8 @@ METHODS = {
     "occlusion": ["--method=occlusion"],
     "grad_cam": ["--method=grad_cam"],
 }
-QUICK_METHODS = ("smoothgrad n10 sd0.1", "occlusion", "grad_cam")   # gradient, perturbation, CAM
+# one map method of each kind: gradient, perturbation, CAM
+QUICK_MAP_SETTINGS = ("smoothgrad n10 sd0.1", "occlusion", "grad_cam")
 COMMON = ["--max_figures=0", "--device=cpu", "--figure_workers=1", "--save_maps=False"]
 MAP_RUN = ["--wave_importance=False", "--wave_effects=False"]
 WAVE_RUN = ["--wave_effects=True", "--wave_importance=False", "--sanity_check=False",
@@ -207,7 +208,7 @@ def main():
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cohorts = dict(list(COHORTS.items())[:1]) if args.quick else COHORTS
-    methods = METHODS
+    methods = MAP_SETTINGS
     demo_extra, train_extra, saliency_extra = [], [f"--epochs={args.epochs}"], []
     if args.quick:
         demo_extra = ["--n_patients=16"]
@@ -216,8 +217,8 @@ def main():
                           "--patient_bootstrap=50", "--ig_steps=4", "--delineation_leads=II,V2,V5"]
         # one map method of each kind (every method runs end to end in
         # tests/test_saliency_script.py); the full table needs them all
-        methods = {name: [o for o in METHODS[name] if not o.startswith("--num_samples")]
-                   for name in QUICK_METHODS}
+        methods = {name: [o for o in MAP_SETTINGS[name] if not o.startswith("--num_samples")]
+                   for name in QUICK_MAP_SETTINGS}
     rows, variants, start = [], [], time.time()
     for number, (cohort, options) in enumerate(cohorts.items(), 1):
         slug = cohort.replace(" ", "_").replace(",", "")

@@ -20,7 +20,7 @@ from lvr.choices import TASKS
 from lvr.config import UserError
 from lvr.leads import LEAD_NAMES
 
-FORMAT_HELP = "see README.md, section 'Data format'"
+FORMAT_HELP = "see docs/data.md, section 'Data format'"
 CHECK_CHUNK_BYTES = 64 << 20   # bytes of a beat file read at a time when checking it for NaN/Inf
 
 SEED_COHORT = {

@@ -364,6 +364,6 @@ def resolve_data_dir(data_dir, log=print):
     log(f" DEMO DATA: no cohort in {data_dir}/, so this run uses the synthetic demo cohort")
     log(f" in {DEMO_DIR}/. Its beats are simulated, not patients. To use your own data, put")
     log(f" cut_NS_0.npy, cut_NS_1.npy, cut_ST_0.npy, cut_ST_1.npy (N, 12, T) in {data_dir}/")
-    log(" or pass --data_dir=FOLDER (README: 'Data format').")
+    log(" or pass --data_dir=FOLDER (docs/data.md: 'Data format').")
     log("=" * 78)
     return DEMO_DIR

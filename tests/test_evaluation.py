@@ -77,7 +77,7 @@ def test_evaluation_scores_every_beat_and_writes_a_test_report(trained, other_co
 
 def test_a_global_gain_does_not_change_the_probabilities(trained, other_cohort, tmp_path):
     """Beats are standardised per lead, so a device whose gain is 20% off gives the same scores
-    (what the README's amplitude-shift experiment shows)."""
+    (what the amplitude-shift experiment in docs/evaluation.md shows)."""
     from lvr import demo
     from helpers import small_cohort_config
     plain = tmp_path / "plain"

@@ -11,7 +11,7 @@ from model import MCL_ResNet1D_2, MCL_ResNet1D_4
 
 
 
-# Parameters of each variant with 12 leads in and 2 classes out (the README's model table shows
+# Parameters of each variant with 12 leads in and 2 classes out (docs/model.md's table shows
 # the same numbers). A 4-class head has 2 x (128 inputs + 1 bias) more.
 PARAMETER_COUNTS = {
     "baseline": 580_994,

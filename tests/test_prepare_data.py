@@ -324,7 +324,7 @@ def group_changes(task, min_likelihood):
 
 @pytest.mark.skipif(not SHARED_PTBXL.is_dir(), reason="shared PTB-XL subset not present")
 def test_min_likelihood_changes_on_the_500_records():
-    # the numbers the README gives for MIN_LIKELIHOOD
+    # the numbers docs/data.md gives for MIN_LIKELIHOOD
     assert [group_changes("mi_norm", m) for m in (50, 100)] == [27, 97]
     assert [group_changes("lvh_norm", m) for m in (50, 100)] == [2, 58]
 
