@@ -3,7 +3,7 @@
 Without data of your own it trains on the synthetic demo cohort. Every constant below can be
 overridden as --lower_case_name=value; --help lists them.
 """
-from lvr.config import configure, run_script
+from lvr.config import configure, run_script, typed_options
 
 DATA_DIR = "data"                 # cohort folder (docs/data.md); default: the demo cohort
 OUTPUT_DIR = "results_class2"     # an earlier run found here is kept as OUTPUT_DIR.<timestamp>
@@ -38,7 +38,8 @@ def main():
     # imported once the options are checked: --help and a bad option answer before torch loads
     if config["EVALUATE"]:
         from lvr.evaluation import run_evaluation
-        run_evaluation(config)
+        chosen = config["OUTPUT_DIR"] if "OUTPUT_DIR" in typed_options() else None
+        run_evaluation(config, output_dir=chosen)
     else:  # imported once the options are checked, like lvr.evaluation
         from lvr.engine import run_training
         run_training(config)

@@ -3,11 +3,10 @@
 A cohort folder (``DATA_DIR``) holds one file per group, ``cut_<GROUP>.npy`` of shape
 (N, 12, T), optionally ``cut_<GROUP>_patient_ids.npy`` (length N) and ``cohort.json`` describing
 the groups; without ``cohort.json`` the original project's four groups and label mapping apply.
-The README section "Data format" is the full contract. Every problem with the files raises
-``CohortError`` naming the file, what is wrong and what to do.
+docs/data.md is the full contract; lvr.cohort_json checks cohort.json. Every problem with the
+files raises ``CohortError`` naming the file, what is wrong and what to do.
 """
 import hashlib
-import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -18,30 +17,14 @@ from torch.utils.data import Dataset
 
 from lvr.choices import TASKS
 from lvr.config import UserError
-from lvr.leads import LEAD_NAMES
+from lvr.cohort_json import (FORMAT_HELP, SEED_COHORT, CohortError, cohort_spec,
+                             problem_report, window_problems)
 
-FORMAT_HELP = "see docs/data.md, section 'Data format'"
 CHECK_CHUNK_BYTES = 64 << 20   # bytes of a beat file read at a time when checking it for NaN/Inf
-
-SEED_COHORT = {
-    "name": "seed (NSTEMI/STEMI without/with LVR)",
-    "groups": ["NS_0", "NS_1", "ST_0", "ST_1"],
-    "group_names": {"NS_0": "NSTEMI_0", "NS_1": "NSTEMI_1", "ST_0": "STEMI_0", "ST_1": "STEMI_1"},
-    "binary_labels": {"NS_0": 0, "NS_1": 1, "ST_0": 0, "ST_1": 1},
-    "binary_class_names": ["Normal", "Abnormal"],
-    "multiclass_labels": {"NS_0": 0, "NS_1": 1, "ST_0": 2, "ST_1": 3},
-    "multiclass_class_names": ["NSTEMI non-LVR", "NSTEMI LVR", "STEMI non-LVR", "STEMI LVR"],
-    "analysis_subgroups": {"STEMI": "ST_1", "NSTEMI": "NS_1"},
-    "leads": list(LEAD_NAMES),
-    "sampling_rate": 500,
-    "r_peak_sample": None,
-    "ground_truth": None,
-}
-COHORT_KEYS = set(SEED_COHORT) | {"source", "description"}
-
-
-class CohortError(UserError):
-    """The cohort folder or one of its files is not usable as it is."""
+# A beat with fewer distinct values than this over its 12 leads has been cut to a few levels
+# (an integer cast of mV values, a wrong gain): it carries almost no waveform.
+QUANTISED_LEVELS = 16
+QUANTISATION_SAMPLE = 64       # beats per group whose distinct values are counted
 
 
 @dataclass
@@ -54,6 +37,7 @@ class Cohort:
     patient_ids: np.ndarray      # str (N,)
     patient_ids_given: bool      # False: every beat is its own patient (the seed's behaviour)
     files: dict = field(default_factory=dict)  # file name -> sha256
+    warnings: list = field(default_factory=list)   # data that loads but may carry no signal
 
     @property
     def groups(self):
@@ -96,58 +80,6 @@ def set_seed(seed=42):
 
 
 # ----------------------------------------------------------------------------- cohort.json
-
-def cohort_spec(data_dir):
-    """The cohort description: DATA_DIR/cohort.json checked and completed, else the seed's."""
-    path = os.path.join(data_dir, "cohort.json")
-    if not os.path.exists(path):
-        return dict(SEED_COHORT)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            given = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CohortError(f"{path} is not valid JSON ({error}); {FORMAT_HELP}") from None
-    if not isinstance(given, dict):
-        raise CohortError(f"{path} must hold a JSON object; {FORMAT_HELP}")
-    unknown = sorted(set(given) - COHORT_KEYS)
-    if unknown:
-        raise CohortError(f"{path}: unknown key(s) {unknown}; valid keys are {sorted(COHORT_KEYS)}")
-    groups = given.get("groups")
-    if (not isinstance(groups, list) or not groups or len(set(groups)) != len(groups)
-            or not all(isinstance(g, str) and g and "/" not in g for g in groups)):
-        raise CohortError(f"{path}: 'groups' must be a non-empty list of distinct group names "
-                          f"(the <GROUP> of cut_<GROUP>.npy)")
-    spec = {key: None for key in SEED_COHORT}
-    spec.update({"name": os.path.basename(os.path.normpath(data_dir)), "leads": list(LEAD_NAMES),
-                 "sampling_rate": 500, "binary_class_names": None,
-                 "multiclass_class_names": None})
-    spec.update(given)
-    spec["group_names"] = {g: (given.get("group_names") or {}).get(g, g) for g in groups}
-    for task in TASKS:
-        mapping = spec.get(f"{task}_labels")
-        if mapping is None:
-            continue
-        if not isinstance(mapping, dict) or set(mapping) != set(groups):
-            raise CohortError(f"{path}: '{task}_labels' must map every group in 'groups' to a "
-                              f"class number (or be null when the cohort has no {task} task)")
-        classes = sorted(set(mapping.values()))
-        if not all(isinstance(c, int) for c in classes) or classes != list(range(len(classes))):
-            raise CohortError(f"{path}: '{task}_labels' classes must be 0, 1, ... without gaps; "
-                              f"found {classes}")
-        names = spec.get(f"{task}_class_names")
-        if names is not None and len(names) != len(classes):
-            raise CohortError(f"{path}: '{task}_class_names' has {len(names)} names for "
-                              f"{len(classes)} classes")
-    if not isinstance(spec["leads"], list) or not spec["leads"]:
-        raise CohortError(f"{path}: 'leads' must be a list of lead names")
-    subgroups = spec.get("analysis_subgroups")
-    if subgroups is None and spec.get("binary_labels"):
-        subgroups = {spec["group_names"][g]: g for g in groups if spec["binary_labels"][g] == 1}
-    if subgroups and not set(subgroups.values()) <= set(groups):
-        raise CohortError(f"{path}: 'analysis_subgroups' names groups that are not in 'groups'")
-    spec["analysis_subgroups"] = subgroups
-    return spec
-
 
 def task_mapping(spec, task, data_dir="."):
     """group -> class for `task`; a clear error when the cohort does not define that task."""
@@ -276,6 +208,32 @@ def nonfinite_beats(beats):
     return np.concatenate(bad)
 
 
+def signal_warnings(beats, name):
+    """Warnings, naming the file, for beats that load but can carry little or no signal: every
+    beat all zeros, beats that are constant on every lead, values cut to a few levels."""
+    step = max(1, CHECK_CHUNK_BYTES // max(1, beats[:1].nbytes))
+    flat = zero = 0
+    for start in range(0, len(beats), step):
+        chunk = np.asarray(beats[start:start + step], dtype=np.float32)
+        constant = np.ptp(chunk, axis=2).max(axis=1) == 0
+        flat += int(constant.sum())
+        zero += int((constant & (np.abs(chunk).max(axis=(1, 2)) == 0)).sum())
+    n = len(beats)
+    if zero == n:
+        return [f"{name}: every beat is all zeros; the group carries no signal (an export that "
+                f"failed?)"]
+    found = []
+    if flat:
+        found.append(f"{name}: {flat} of {n} beats are constant on every lead (no waveform)")
+    rows = np.unique(np.linspace(0, n - 1, min(n, QUANTISATION_SAMPLE)).astype(np.int64))
+    levels = np.median([len(np.unique(np.asarray(beats[int(i)]))) for i in rows])
+    if levels < QUANTISED_LEVELS:
+        found.append(f"{name}: a beat holds {levels:.0f} distinct values (median of {len(rows)} "
+                     f"beats), as if cut to a few levels by an integer cast or a wrong gain; "
+                     f"store the beats as float (mV)")
+    return found
+
+
 def checked_patient_ids(path, n_beats, allow_pickle=False):
     ids = npy_array(path, allow_pickle, what="patient ID")
     if ids.dtype == object:
@@ -398,6 +356,9 @@ def load_cohort(data_dir, allow_pickle=False, in_memory=False):
         raise CohortError(f"beats in {data_dir} differ in length between groups "
                           f"({', '.join(f'cut_{g}.npy: T={t}' for g, t in lengths.items())}); "
                           f"cut all beats to the same window")
+    problems = window_problems(spec, beats[0].shape[2])
+    if problems:
+        raise CohortError(problem_report(os.path.join(data_dir, "cohort.json"), problems))
     given = [ids is not None for ids in id_arrays]
     if any(given) and not all(given):
         lacking = [f"cut_{g}_patient_ids.npy"
@@ -411,9 +372,11 @@ def load_cohort(data_dir, allow_pickle=False, in_memory=False):
                                   for i, b in enumerate(beats)])
     all_beats = (np.concatenate([np.asarray(b, dtype=np.float32) for b in beats]) if in_memory
                  else BeatFiles(paths, beats))
+    warnings = [text for path, group_beats in zip(paths, beats, strict=True)
+                for text in signal_warnings(group_beats, path)]
     cohort = Cohort(data_dir=data_dir, spec=spec, beats=all_beats,
                     group_index=group_index, patient_ids=np.concatenate(id_arrays),
-                    patient_ids_given=all(given), files=files)
+                    patient_ids_given=all(given), files=files, warnings=warnings)
     for task in TASKS:
         if spec.get(f"{task}_labels"):
             check_one_class_per_patient(cohort, task)

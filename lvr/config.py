@@ -13,16 +13,18 @@ Scripts raise ``UserError`` for mistakes the user can fix (bad data, bad option)
 prints such an error as one clear message, without a traceback, and exits with status 2.
 """
 import ast
+import errno
 import math
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import NamedTuple
 
 from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, PTBXL_TASKS, TASKS,
                          UNITS, WAVE_ALIGNMENTS, WAVE_REFERENCES)
-from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
+from lvr.leads import DELINEATION_WINDOW_MS, LEAD_BY_KEY, LEAD_NAMES, lead_key
 
 CONFIG_TYPES = (bool, int, float, str, tuple, list, type(None))
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
@@ -362,6 +364,16 @@ SCRIPT_OPTIONS = {
     },
 }
 
+WINDOW_NEEDED = (f"the window must reach {DELINEATION_WINDOW_MS[0]} ms before the R peak and "
+                 f"{DELINEATION_WINDOW_MS[1]} ms after it, for the wave delineation")
+
+
+def window_fits(before_s, after_s):
+    """True if a window from `before_s` before to `after_s` after the R peak is long enough."""
+    return (1000 * before_s >= DELINEATION_WINDOW_MS[0] - 1e-9
+            and 1000 * after_s >= DELINEATION_WINDOW_MS[1] - 1e-9)
+
+
 # Rules between options, for a script that has all the names: (names, test of their values, what
 # is needed). Checked once each option is valid on its own.
 RELATIONS = (
@@ -373,14 +385,101 @@ RELATIONS = (
      "CLASS_NAMES must be empty or name NUM_CLASSES classes"),
     (("BANDPASS", "FS"), lambda band, fs: band[1] < fs / 2,
      "the band must end below FS/2 (Nyquist)"),
-    (("R_PEAK_S", "WINDOW_S"), lambda r_peak, window: r_peak < window,
-     "the R peak must lie inside the window (R_PEAK_S < WINDOW_S)"),
+    (("R_PEAK_S", "WINDOW_S"), lambda r_peak, window: window_fits(r_peak, window - r_peak),
+     WINDOW_NEEDED),
+    (("PRE", "POST"), window_fits, WINDOW_NEEDED),
     (("EVALUATE", "RESUME", "CV_FOLDS"),
      lambda run, resume, folds: not run or not (resume or folds),
      "EVALUATE only tests a finished model: leave RESUME False and CV_FOLDS 0"),
     (("LEAD_IMPORTANCE", "WAVE_EFFECTS"), lambda source, effects: source != "wave_effects"
      or effects, "LEAD_IMPORTANCE=wave_effects needs WAVE_EFFECTS=True"),
+    (("TEST_SIZE", "CV_FOLDS", "EVALUATE"), lambda test, folds, run: test > 0 or folds or run,
+     "a run tests its model on TEST_SIZE of the patients, so TEST_SIZE must be above 0 (for "
+     "cross-validation set CV_FOLDS instead)"),
 )
+
+TRAINED_ALREADY = "with --evaluate (the model is trained already)"
+# Options that act only in some modes: (when the option is used, in which case). Given on the
+# command line in another mode it would be silently dropped, so it is refused instead.
+USED_ONLY = {
+    **{name: (lambda c: not c["EVALUATE"], TRAINED_ALREADY)
+       for name in ("EXPERIMENT", "DROPOUT", "LEAD_DROPOUT", "EPOCHS", "LR", "WEIGHT_DECAY",
+                    "LABEL_SMOOTHING", "GRAD_CLIP", "LR_FACTOR", "LR_PATIENCE", "VAL_SIZE",
+                    "NUM_WORKERS")},
+    "TEST_SIZE": (lambda c: not c["EVALUATE"] and not c["CV_FOLDS"],
+                  "with --evaluate or --cv_folds (every beat, or each fold, is tested)"),
+    "NUM_SAMPLES": (lambda c: c["METHOD"] == "smoothgrad", "unless --method=smoothgrad"),
+    "NOISE_LEVEL": (lambda c: c["METHOD"] == "smoothgrad", "unless --method=smoothgrad"),
+    "IG_STEPS": (lambda c: c["METHOD"] == "integrated_gradients",
+                 "unless --method=integrated_gradients"),
+    "OCCLUSION_WINDOW_MS": (lambda c: c["METHOD"] == "occlusion", "unless --method=occlusion"),
+    "SANITY_SAMPLES": (lambda c: c["SANITY_CHECK"], "with --sanity_check=False"),
+    "DELETION_MAX_K": (lambda c: c["DELETION_TEST"], "with --deletion_test=False"),
+    "DELETION_DRAWS": (lambda c: c["DELETION_TEST"], "with --deletion_test=False"),
+    **{name: (lambda c: c["WAVE_EFFECTS"], "with --wave_effects=False")
+       for name in ("WAVE_REFERENCE", "WAVE_ALIGNMENT", "WAVE_BLEND_MS")},
+}
+
+
+# Folder options a script writes into; checked for writing before the script starts.
+WRITTEN_FOLDERS = ("OUTPUT_DIR",)
+SCRIPT_WRITTEN_FOLDERS = {"plot_training_curves.py": ("TRAIN_DIR",)}
+
+
+def unwritable_folder_problem(path):
+    """Why folder `path` cannot be written, or None. A folder that does not exist yet is judged
+    by its nearest existing parent, where it will be made; nothing is left behind."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f"{probe} is a file, so no folder can be made there"
+    try:
+        with tempfile.TemporaryDirectory(dir=probe, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        where = "it" if probe == os.path.abspath(path) else f"{probe}, where it would be made,"
+        return f"{where} cannot be written ({error.strerror or error})"
+    return None
+
+
+def written_folders(config, script, typed):
+    """The folder options of `config` this run will write into."""
+    names = SCRIPT_WRITTEN_FOLDERS.get(script, WRITTEN_FOLDERS)
+    if config.get("EVALUATE"):   # the evaluation writes into the run, or an --output_dir typed
+        names = ("EVALUATE", "OUTPUT_DIR") if "OUTPUT_DIR" in typed else ("EVALUATE",)
+    return [name for name in names if config.get(name)]
+
+
+def output_problem(config, script, typed):
+    """The message for the first output folder that cannot be written, or None."""
+    for name in written_folders(config, script, typed):
+        problem = unwritable_folder_problem(config[name])
+        if problem:
+            return (f"--{name.lower()}={config[name]}: {problem}; choose a folder you can "
+                    f"write, or fix its permissions")
+    return None
+
+
+def typed_options(argv=None):
+    """The UPPER_CASE names of the options given on the command line (--name=value)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return {arg[2:].split("=", 1)[0].upper() for arg in argv
+            if arg.startswith("--") and "=" in arg}
+
+
+def unused_option_problem(config, typed):
+    """The message for the first typed option that the configured mode would not use, or None."""
+    for name in sorted(typed & set(USED_ONLY)):
+        used, case = USED_ONLY[name]
+        try:
+            ignored = not used(config)
+        except KeyError:   # a script without the names the rule reads
+            continue
+        if ignored:
+            return (f"--{name.lower()}={config[name]!r} has no effect {case}; leave it out, or "
+                    f"change the option that makes it unused")
+    return None
 
 
 def option_rules(script):
@@ -491,18 +590,36 @@ def configure(namespace, argv=None):
         namespace[name] = converted_value(name, text, namespace[name])
     config = {name: namespace[name] for name in names}
     check_options(config, os.path.basename(namespace.get("__file__", "")))
+    typed = typed_options(argv)
+    problem = (unused_option_problem(config, typed)
+               or output_problem(config, os.path.basename(namespace.get("__file__", "")), typed))
+    if problem:
+        raise UserError(problem)
     return config
 
 
+# Errors of writing that the user fixes (permissions, a read-only or full disk), not the code
+WRITE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 def run_script(main):
-    """Run a script's main(); a UserError becomes a one-line message and exit status 2."""
+    """Run a script's main(); a UserError, or a write the system refused, becomes a one-line
+    message and exit status 2."""
     try:
         main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("\ninterrupted.", file=sys.stderr)
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        where = error.filename or "a file"
+        print(f"error: cannot write {where}: {error.strerror}. Files written before are intact "
+              f"(every file is written under a temporary name, then renamed); free space or fix "
+              f"the permissions, then run again", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt as error:
+        print(f"\ninterrupted: {error}" if str(error) else "\ninterrupted.", file=sys.stderr)
         raise SystemExit(130) from None
     except BrokenPipeError:  # output piped into a command that stopped reading (| head)
         sys.stdout = None

@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from lvr.choices import LVR_SIGNS
-from lvr.cohort import SEED_COHORT
+from lvr.cohort_json import SEED_COHORT
 from lvr.config import UserError
 from lvr.leads import LEAD_NAMES
 from lvr.run_folder import save_npy_atomic, write_json_atomic
@@ -67,6 +67,7 @@ DEMO_CONFIG = {
 GENERATOR_VERSION = 4
 LEADS = LEAD_NAMES
 GROUPS = tuple(SEED_COHORT["groups"])
+DEMO_BINARY_CLASS_NAMES = ("non-LVR", "LVR")
 PRECORDIAL_ANGLES = np.deg2rad([115, 95, 75, 55, 30, 0])   # V1..V6 in the horizontal plane
 # wave: (centre ms from R, width ms, amplitude mV, direction x=left, y=inferior, z=anterior)
 WAVE_SHAPES = {
@@ -271,10 +272,13 @@ def demo_group_arrays(config):
 
 
 def demo_cohort_spec(config):
-    """cohort.json of the demo: the original's four groups and labels, plus the ground truth."""
+    """cohort.json of the demo: the original's four groups and labels, its classes named for
+    what they are (the original's "Normal"/"Abnormal" read as an ECG finding), and the ground
+    truth."""
     lo, hi = effect_window_ms(config)
     return {
         **SEED_COHORT,
+        "binary_class_names": list(DEMO_BINARY_CLASS_NAMES),
         "name": "demo (synthetic)",
         "description": "Synthetic beats from demo_cohort.py; not patient data.",
         "sampling_rate": config["FS"],

@@ -80,6 +80,8 @@ def run_training(config, log=print):
             parts = patient_split_indices(run.labels, run.cohort.patient_ids, config["TEST_SIZE"],
                                           config["VAL_SIZE"], config["SEED"])
             return train_and_test(config, run, parts, output_dir, config["RESUME"], start_time)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(resume_hint(config["OUTPUT_DIR"])) from None
     finally:
         if world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -89,11 +91,24 @@ def quiet_log(*_):
     pass
 
 
+def resume_hint(output_dir):
+    """What to do after Ctrl-C: where the last completed epoch is, and how to continue."""
+    kept = [os.path.join(root, LAST_CHECKPOINT) for root, _, files in os.walk(output_dir)
+            if LAST_CHECKPOINT in files] if os.path.isdir(output_dir) else []
+    if not kept:
+        return "no epoch was completed, so nothing is kept; run the command again"
+    return (f"the last completed epoch is kept in {kept[0]}"
+            + (f" (and {len(kept) - 1} more folds)" if len(kept) > 1 else "")
+            + "; run the same command with --resume=True to continue from it")
+
+
 def run_context(config, log, rank, world_size, device):
     """Load the cohort and describe the run; checks that need the cohort happen here."""
     task = config["TASK"]
     data_dir = resolve_data_dir(config["DATA_DIR"], log=log)
     cohort = load_cohort(data_dir, allow_pickle=config["ALLOW_PICKLE"])
+    for text in cohort.warnings:
+        log(f"warning: {text}")
     if not cohort.patient_ids_given:
         log("warning: no cut_<GROUP>_patient_ids.npy files, so every beat counts as its own "
             "patient and the split is per beat (beats of one patient may land in train and test)")
@@ -296,19 +311,23 @@ def log_test_summary(report, class_names, output_dir, wall, log, title="Test set
     head = headline_metrics(report)
     log(f"\n{title} ({report['n_patients']} patients, {report['n_beats']} beats), best checkpoint "
         f"from epoch {report['best_epoch']}; 95% CIs resample patients:")
+    if "patient_level" in report:
+        level = headline_metrics(report["patient_level"])
+        auc = level["roc_auc"]
+        if auc is None:
+            log(f"  patient level (report this): accuracy {level['accuracy']:.4f}")
+        else:
+            auc_ci = format_ci(report["patient_level"].get("roc_auc_ci95"))
+            log(f"  patient level (report this): AUC {auc:.4f} {auc_ci}, accuracy "
+                f"{level['accuracy']:.4f}")
+        log("  beat level (the original's metrics):")
     for name in ("roc_auc", "accuracy", "f1", "sensitivity", "specificity"):
         value = head[name]
         label = "AUC (macro one-vs-rest)" if name == "roc_auc" and len(class_names) > 2 else name
         log(f"  {label:<24} {value:.4f}  {format_ci(report.get(f'{name}_ci95'))}"
             if value is not None else f"  {label:<24} n/a")
-    if "patient_level" in report:
-        level = headline_metrics(report["patient_level"])
-        auc = level["roc_auc"]
-        if auc is None:
-            log(f"  patient level: accuracy {level['accuracy']:.4f}")
-        else:
-            auc_ci = format_ci(report["patient_level"].get("roc_auc_ci95"))
-            log(f"  patient level: AUC {auc:.4f} {auc_ci}, accuracy {level['accuracy']:.4f}")
+    if report.get("small_sample_warning"):
+        log(f"  warning: {report['small_sample_warning']}")
     model = ", best_model.pth" if os.path.exists(os.path.join(output_dir, BEST_CHECKPOINT)) else ""
     log(f"Results in {output_dir}/ (test_eval_results.json, predictions.csv, figures{model}) "
         f"after {wall / 60:.1f} min.")

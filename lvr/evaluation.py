@@ -29,8 +29,9 @@ from lvr.run_folder import output_lock, prepare_output_dir, write_json_atomic
 from lvr.training import BEST_CHECKPOINT
 
 
-def run_evaluation(config, log=print):
-    """Evaluate EVALUATE's best checkpoint on every beat of DATA_DIR; returns the test report."""
+def run_evaluation(config, log=print, output_dir=None):
+    """Evaluate EVALUATE's best checkpoint on every beat of DATA_DIR; returns the test report.
+    Results go to `output_dir` (an --output_dir the user typed), by default inside the run."""
     start_time = time.time()
     train_dir = config["EVALUATE"]
     split, model_path = finished_run(train_dir)
@@ -50,7 +51,7 @@ def run_evaluation(config, log=print):
     if own_data:
         log(f"warning: {run.data_dir} is the cohort {train_dir} was trained on; its training and "
             f"validation patients are scored too, so this is not an external validation")
-    output_dir = evaluation_output_dir(config, cohort)
+    output_dir = evaluation_output_dir(config, cohort, output_dir)
     if run.writer:
         prepare_output_dir(output_dir, log=log, finished_file=TEST_RESULTS)
     barrier(world_size)
@@ -119,9 +120,18 @@ def check_task(config, checkpoint, model, model_path):
         raise UserError(f"{model_path} was trained for --task={task}; pass --task={task}")
 
 
-def evaluation_output_dir(config, cohort):
-    """TRAIN_DIR/external_<cohort folder name>: the results sit beside the model they come from,
-    and neither the run's own results nor OUTPUT_DIR (the next training run's folder) change."""
+def evaluation_output_dir(config, cohort, chosen=None):
+    """`chosen`, or TRAIN_DIR/external_<cohort folder name>: by default the results sit beside
+    the model they come from, and neither the run's own results nor OUTPUT_DIR (the next
+    training run's folder) change. A chosen folder that holds the run would move the model
+    aside (an earlier run is kept under another name), so it is refused."""
+    if chosen:
+        run, target = os.path.realpath(config["EVALUATE"]), os.path.realpath(chosen)
+        if run == target or run.startswith(target.rstrip(os.sep) + os.sep):
+            raise UserError(f"--output_dir={chosen} holds the run being evaluated "
+                            f"({config['EVALUATE']}); choose another folder, or leave "
+                            f"--output_dir out to write into {config['EVALUATE']}/external_*")
+        return chosen
     name = os.path.basename(os.path.abspath(cohort.data_dir))
     return os.path.join(config["EVALUATE"], "external_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
 

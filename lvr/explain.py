@@ -49,6 +49,7 @@ from lvr.wave_effects import (reference_beats, true_cell_ranks, wave_effect_rows
                               wave_effects)
 
 CHUNK_BEATS = 2048   # test beats standardised, explained and written to disk at a time
+SMALL_SUBGROUP_PATIENTS = 10   # below: a subgroup's statistics carry a small-sample warning
 
 
 @dataclass
@@ -110,6 +111,8 @@ def explain_run(config, log=print):
     split, model_path = checked_training_run(config["TRAIN_DIR"], config["CHECKPOINT"])
     data_dir = resolve_data_dir(config["DATA_DIR"], log=log)
     cohort = load_cohort(data_dir, allow_pickle=config["ALLOW_PICKLE"])
+    for text in cohort.warnings:
+        log(f"warning: {text}")
     check_ground_truth(cohort)
     needs_waves = config["WAVE_IMPORTANCE"] or config["WAVE_EFFECTS"]
     wave_leads = (delineation_leads(config["DELINEATION_LEADS"], cohort.spec)
@@ -538,6 +541,12 @@ def quantitative_analysis(beats, cohort, config):
         stats["patient_level"] = patient_level_lead_statistics(
             values, beats.patient_ids[members], lead_names, n_boot=config["PATIENT_BOOTSTRAP"],
             seed=config["SEED"])
+        patients = stats["patient_level"].get("patient_count", 0)
+        if patients < SMALL_SUBGROUP_PATIENTS:
+            stats["small_sample_warning"] = (
+                f"{patients} patients: below {SMALL_SUBGROUP_PATIENTS} the lead statistics are "
+                f"not stable; the beat-level p-values count a patient's beats as independent "
+                f"and are far too small")
         if without_evidence is not None:
             stats["beats_without_evidence"] = without_evidence
         if truth:

@@ -79,9 +79,14 @@ def log_localisation(report, log):
             f"({found['rank_vs_chance']:.1f}x chance)")
         cells = entry.get("wave_effects")
         if cells:
-            log(f"  wave effects rank the true cells {', '.join(cells['true_cells'])} at "
-                f"{', '.join(map(str, cells['ranks']))} of {cells['cells']}"
+            log(f"  wave effects rank the true cells {true_cell_text(cells)} of {cells['cells']}"
                 + (" (all first)" if cells["all_true_cells_first"] else ""))
+
+
+def true_cell_text(cells):
+    """'V3-T 1, V2-T 3, V4-T 60': each true cell with its own rank, best first."""
+    return ", ".join(f"{cell} {rank}"
+                     for cell, rank in zip(cells["true_cells"], cells["ranks"], strict=True))
 
 
 def write_wave_importance_csv(path, tables):
@@ -119,7 +124,12 @@ def log_subgroup(label, stats, log):
     if stats.get("status", "ok") != "ok":
         log(f"\n[{label}] {count} samples: {stats['status']}")
         return
-    log(f"\n[{label}] {count} samples; key leads {', '.join(stats['top3_leads'])} "
+    log(f"\n[{label}] {count} samples")
+    log_patient_level(stats.get("patient_level"), log)
+    if stats.get("small_sample_warning"):
+        log(f"  warning: {stats['small_sample_warning']}")
+    log(f"  beat level (the original's statistics; beats of a patient are not independent): "
+        f"key leads {', '.join(stats['top3_leads'])} "
         f"({', '.join(f'{s:.3f}' for s in stats['top3_scores'])})")
     log(f"  one-way ANOVA over 12 leads (original): F={stats['anova_f']:.2f}, "
         f"p={stats['anova_p']:.2e}; Friedman (repeated measures): "
@@ -135,7 +145,6 @@ def log_subgroup(label, stats, log):
             f"({', '.join(check['true_leads_found']) or 'none'}); "
             f"{100 * check['share_samples_top3_has_2_true']:.0f}% of samples have 2 of them in "
             f"their own top 3")
-    log_patient_level(stats.get("patient_level"), log)
 
 
 def log_patient_level(stats, log):

@@ -6,7 +6,7 @@ reordered or resampled for the user.
 """
 import os
 
-from lvr.cohort import cohort_spec
+from lvr.cohort_json import cohort_spec
 from lvr.config import UserError
 from lvr.leads import lead_key
 

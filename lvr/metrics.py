@@ -249,6 +249,25 @@ def patient_level_arrays(y_true, prob, patient_ids):
     return patients, y_patient, mean_prob
 
 
+# A test set smaller than this gives intervals too wide, or too unstable, to report as they are
+# (with 4 patients a perfect AUC has a bootstrap interval of [1, 1]); its report says so.
+SMALL_TEST_PATIENTS = 20
+SMALL_TEST_PATIENTS_PER_CLASS = 5
+
+
+def small_sample_warning(y_patient, class_names):
+    """A warning for a test set of too few patients (overall or in a class), or None."""
+    counts = {name: int((np.asarray(y_patient) == i).sum()) for i, name in enumerate(class_names)}
+    few = {name: n for name, n in counts.items() if n < SMALL_TEST_PATIENTS_PER_CLASS}
+    if len(y_patient) >= SMALL_TEST_PATIENTS and not few:
+        return None
+    per_class = ", ".join(f"{name}: {n}" for name, n in counts.items())
+    return (f"small test set: {len(y_patient)} patients ({per_class}); below "
+            f"{SMALL_TEST_PATIENTS} patients or {SMALL_TEST_PATIENTS_PER_CLASS} per class the "
+            f"metrics and their bootstrap CIs are unstable, and a CI of [1, 1] does not mean "
+            f"certainty. Report them as such, or test on more patients")
+
+
 def test_report(y_true, prob, patient_ids, class_names, n_boot, seed):
     """Beat-level metrics with patient-bootstrap CIs, and patient-level metrics when relevant."""
     report = classification_metrics(y_true, prob, class_names)
@@ -256,6 +275,9 @@ def test_report(y_true, prob, patient_ids, class_names, n_boot, seed):
     patients, y_patient, prob_patient = patient_level_arrays(y_true, prob, patient_ids)
     report["n_beats"] = int(len(y_true))
     report["n_patients"] = int(len(patients))
+    warning = small_sample_warning(y_patient, class_names)
+    if warning:
+        report["small_sample_warning"] = warning
     if len(patients) < len(y_true):
         level = classification_metrics(y_patient, prob_patient, class_names)
         level.update(patient_bootstrap_ci(y_patient, prob_patient, patients, class_names, n_boot,

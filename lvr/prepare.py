@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from lvr.config import UserError
+from lvr.config import UserError, unwritable_folder_problem
 from lvr.formats import FORMAT_NAMES, RecordRejected
 from lvr.leads import LEAD_NAMES
 from lvr.record_beats import checked_options, detector_problem, record_beats
@@ -117,6 +117,9 @@ def output_folder_problem(folder, overwrite):
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
         return (f"--output_dir={folder} is not empty; choose a new folder or pass --overwrite=True "
                 f"to replace the files this script writes there")
+    problem = unwritable_folder_problem(folder)
+    if problem:
+        return f"--output_dir={folder}: {problem}; choose a folder you can write"
     return None
 
 

@@ -181,9 +181,11 @@ def wave_effect_rows(effects, patient_ids, lead_names, n_boot=1000, seed=0, shar
 
 
 def true_cell_ranks(rows, true_leads, true_wave):
-    """Where the true (lead, wave) cells rank among all cells of one subgroup's rows."""
-    ranks = sorted(row["rank"] for row in rows
+    """Where the true (lead, wave) cells rank among all cells of one subgroup's rows: the cells
+    and their ranks in the same order, best first (ranks[i] is the rank of true_cells[i])."""
+    found = sorted((row["rank"], f"{row['lead']}-{true_wave}") for row in rows
                    if row["lead"] in true_leads and row["wave"] == true_wave)
-    return {"true_cells": [f"{lead}-{true_wave}" for lead in true_leads], "ranks": ranks,
+    ranks = [rank for rank, _ in found]
+    return {"true_cells": [cell for _, cell in found], "ranks": ranks,
             "all_true_cells_first": bool(ranks) and ranks[-1] == len(ranks),
             "cells": len(rows)}

@@ -10,6 +10,7 @@ from sklearn.preprocessing import StandardScaler
 import ECG_dataset
 import lvr.cohort as ds
 from lvr import demo
+from lvr.leads import LEAD_NAMES
 from helpers import beats_of, script_result
 
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
@@ -81,7 +82,7 @@ def test_string_patient_ids_are_accepted(cohort_copy):
 def test_cohort_json_describes_other_groups(tmp_path):
     rng = np.random.default_rng(1)
     for g in ("NORM", "MI"):
-        np.save(tmp_path / f"cut_{g}.npy", rng.normal(size=(6, 12, 250)).astype(np.float32))
+        np.save(tmp_path / f"cut_{g}.npy", rng.normal(size=(6, 12, 300)).astype(np.float32))
     (tmp_path / "cohort.json").write_text(json.dumps({
         "groups": ["NORM", "MI"], "binary_labels": {"NORM": 0, "MI": 1},
         "binary_class_names": ["NORM", "MI"], "sampling_rate": 500}))
@@ -371,7 +372,7 @@ def test_demo_cohort_is_deterministic_and_carries_its_ground_truth(tmp_path, sma
 
 def test_demo_beats_look_like_ecgs(small_cohort_dir):
     beats = beats_of(small_cohort_dir, "NS_0").astype(float)
-    lead = {name: i for i, name in enumerate(ds.LEAD_NAMES)}
+    lead = {name: i for i, name in enumerate(LEAD_NAMES)}
     # R peak of lead II near the configured sample, with a plausible amplitude (mV)
     r = np.abs(beats[:, lead["II"]]).argmax(axis=1)
     assert np.all(np.abs(r - 100) <= 6)
@@ -390,7 +391,7 @@ def test_lvr_changes_only_the_lvr_leads_in_the_t_window(tmp_path):
     no_lvr = write_small_cohort(tmp_path / "b", NOISE_MV=0.0, WANDER_MV=0.0,
                                 LVR_STRENGTH=(0.0, 0.0))
     changed = np.abs(beats_of(base, "NS_1") - beats_of(no_lvr, "NS_1")).max(axis=(0,))
-    lead = {name: i for i, name in enumerate(ds.LEAD_NAMES)}
+    lead = {name: i for i, name in enumerate(LEAD_NAMES)}
     lvr_rows = [lead[n] for n in ("V2", "V3", "V4")]
     others = [i for i in range(12) if i not in lvr_rows]
     assert changed[others].max() == 0

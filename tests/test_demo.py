@@ -66,9 +66,11 @@ def test_the_qrs_sign_is_unchanged_too():
     assert arrays_sha256(tiny_default(LVR_WAVE="QRS")) == V4_TINY_SHA256["QRS"]
 
 
-def test_the_default_cohort_json_only_gained_lvr_sign():
+def test_the_default_cohort_json_only_gained_lvr_sign_and_class_names():
     spec = demo.demo_cohort_spec(demo.default_config())
     assert spec["source"] == V4_DEFAULT_SOURCE
+    assert spec["binary_class_names"] == ["non-LVR", "LVR"]
+    spec["binary_class_names"] = ["Normal", "Abnormal"]   # version 4 had the original's names
     truth = dict(spec["ground_truth"])
     assert truth.pop("lvr_sign") == "T"
     assert truth == V4_DEFAULT_TRUTH

@@ -62,15 +62,15 @@ def test_evaluation_scores_every_beat_and_writes_a_test_report(trained, other_co
     with torch.no_grad():
         expected = torch.softmax(model(torch.from_numpy(standardize_beats(cohort.beats))), 1)
     table = pd.read_csv(out / "predictions.csv", dtype={"patient": str})
-    np.testing.assert_allclose(table[["prob_Normal", "prob_Abnormal"]], expected.numpy(),
+    np.testing.assert_allclose(table[["prob_non-LVR", "prob_LVR"]], expected.numpy(),
                                atol=2e-6)
 
     # predictions.csv gives the reported metrics when they are recomputed from it
-    y, p = table["true_label"], table["prob_Abnormal"]
+    y, p = table["true_label"], table["prob_LVR"]
     assert roc_auc_score(y, p) == pytest.approx(saved["roc_auc"], abs=1e-5)
     assert brier_score_loss(y, p) == pytest.approx(
-        saved["calibration"]["Abnormal"]["brier"], abs=1e-5)
-    patients = table.groupby("patient").agg(y=("true_label", "first"), p=("prob_Abnormal", "mean"))
+        saved["calibration"]["LVR"]["brier"], abs=1e-5)
+    patients = table.groupby("patient").agg(y=("true_label", "first"), p=("prob_LVR", "mean"))
     assert roc_auc_score(patients["y"], patients["p"]) == pytest.approx(
         saved["patient_level"]["roc_auc"], abs=1e-5)
 
@@ -84,7 +84,7 @@ def test_a_global_gain_does_not_change_the_probabilities(trained, other_cohort, 
     demo.write_demo_cohort(str(plain), small_cohort_config(SEED=11))
     a = pd.read_csv(evaluate_on(trained, plain)[1] / "predictions.csv")
     b = pd.read_csv(evaluate_on(trained, other_cohort)[1] / "predictions.csv")
-    np.testing.assert_allclose(a["prob_Abnormal"], b["prob_Abnormal"], atol=2e-5)
+    np.testing.assert_allclose(a["prob_LVR"], b["prob_LVR"], atol=2e-5)
 
 
 def test_results_go_inside_the_run_and_replace_nothing(trained, other_cohort):
@@ -108,7 +108,7 @@ def test_the_run_own_cohort_is_scored_with_a_warning(trained, small_cohort_dir):
 @pytest.mark.parametrize("change, words", [
     ({"FS": 250}, "sampling rate is 250 Hz but the model was trained at 500 Hz"),
     ({"WINDOW_S": 0.8}, "beats are 400 samples long but the model's window is 300 samples"),
-    ({"R_PEAK_S": 0.25}, "R peak sits at sample 125 but at sample 100"),
+    ({"R_PEAK_S": 0.25, "WINDOW_S": 0.65}, "R peak sits at sample 125 but at sample 100"),
 ])
 def test_evaluation_refuses_another_rate_or_window(trained, tmp_path, change, words):
     other = write_small_cohort(tmp_path / "other", SEED=3, **change)
@@ -126,9 +126,9 @@ def test_evaluation_refuses_other_leads(trained, tmp_path):
     open(spec_path, "w").write(json.dumps(spec))
     with pytest.raises(UserError, match="same leads, another order: reorder"):
         evaluate_on(trained, other)
-    spec["leads"][0] = "X1"
+    spec["leads"][0] = "X1"   # the cohort itself is refused, before any model is read
     open(spec_path, "w").write(json.dumps(spec))
-    with pytest.raises(UserError, match="leads are .*X1"):
+    with pytest.raises(UserError, match="'leads' names 'X1', which is not a standard lead"):
         evaluate_on(trained, other)
 
 

@@ -49,7 +49,7 @@ BAD = {
 VALID = [
     ("train_MCL_ResNet_1D_class2.py", arg) for arg in [
         "--device=cuda:1", "--device=cuda", "--device=cpu", "--class_names=()",
-        "--class_names=Normal,Abnormal", "--class_names=0,1", "--test_size=0", "--cv_folds=5",
+        "--class_names=Normal,Abnormal", "--class_names=0,1", "--test_size=0.3", "--cv_folds=5",
         "--bootstrap=0", "--lead_dropout=0", "--experiment=baseline", "--label_smoothing=0",
         "--seed=0", "--weight_decay=0", "--output_dir=" + A_FOLDER]
 ] + [
@@ -62,7 +62,7 @@ VALID = [
         "--task=binary:CONTROL,LVR", "--task=multiclass:A,B,C", "--task=superclass4",
         "--table=records.csv", "--ptbxl_dir=" + A_FOLDER, "--beats=median", "--beats=first:8",
         "--beats=random:3", "--notch_hz=", "--notch_hz=50", "--detector_lead=lead ii",
-        "--detector=pantompkins1985", "--output_dir=data/mine", "--name=mine", "--pre=0",
+        "--detector=pantompkins1985", "--output_dir=data/mine", "--name=mine", "--pre=0.25",
         "--workers=1", "--min_peak_ratio=0", "--reject_flat_mv=0", "--unit=uV", "--unit=v",
         "--min_likelihood=50", "--ptbxl_device=AT-6", "--plausible_mv=0.05,30"]
 ] + [
@@ -70,7 +70,7 @@ VALID = [
         "--output_dir=data/other", "--lvr_leads=I,aVL,V6", "--lvr_leads=V1", "--seed=7",
         "--lvr_wave=QRS", "--lvr_wave=Q", "--lvr_wave=ST_DEPRESSION", "--lvr_wave=ST_ELEVATION",
         "--beats_per_patient=3,3", "--non_lvr_change=0,0,0",
-        "--lvr_strength=-1,1", "--discordant_share=0", "--noise_mv=0", "--r_peak_s=0"]
+        "--lvr_strength=-1,1", "--discordant_share=0", "--noise_mv=0", "--r_peak_s=0.25"]
 ] + [("train_MCL_ResNet_1D_class4.py", "--class_names=a,b,c,d"),
      ("plot_training_curves.py", "--train_dir=results_class4")]
 

@@ -268,11 +268,11 @@ def test_run_writes_the_seeds_outputs_and_provenance(finished_run, small_cohort_
         assert key in saved, key
     assert (output_dir / "test_calibration.png").exists()
     table = pd.read_csv(output_dir / "predictions.csv")
-    positive = saved["calibration"]["Abnormal"]
+    positive = saved["calibration"]["LVR"]
     assert positive["brier"] == pytest.approx(
-        np.mean((table["prob_Abnormal"] - table["true_label"]) ** 2), abs=1e-6)
+        np.mean((table["prob_LVR"] - table["true_label"]) ** 2), abs=1e-6)
     assert sum(b["count"] for b in positive["reliability"]) == saved["n_beats"]
-    assert list(saved["patient_level"]["calibration"]) == ["Abnormal"]
+    assert list(saved["patient_level"]["calibration"]) == ["LVR"]
     assert len(np.load(output_dir / "train_acc_list.npy")) == 3
     split = json.loads((output_dir / "split.json").read_text())
     assert not set(split["test"]) & set(split["train"]) and split["data_fingerprint"]
@@ -288,17 +288,17 @@ def test_predictions_csv_names_every_test_beat_and_gives_the_reported_metrics(fi
     split = json.loads((output_dir / "split.json").read_text())
     cohort = load_cohort(small_cohort_dir)
     assert list(table.columns) == ["group", "patient", "record", "beat", "true_label",
-                                   "prob_Normal", "prob_Abnormal"]
+                                   "prob_non-LVR", "prob_LVR"]
     assert len(table) == report["n_beats"] and set(table["patient"]) == set(split["test"])
     for row in table.itertuples():                      # each row names its beat in its file
         group = cohort.groups.index(row.group)
         cohort_row = np.flatnonzero(cohort.group_index == group)[row.beat]
         assert cohort.patient_ids[cohort_row] == row.patient
         assert cohort.labels("binary")[cohort_row] == row.true_label
-    np.testing.assert_allclose(table[["prob_Normal", "prob_Abnormal"]].sum(axis=1), 1, atol=1e-5)
-    assert roc_auc_score(table["true_label"], table["prob_Abnormal"]) == pytest.approx(
+    np.testing.assert_allclose(table[["prob_non-LVR", "prob_LVR"]].sum(axis=1), 1, atol=1e-5)
+    assert roc_auc_score(table["true_label"], table["prob_LVR"]) == pytest.approx(
         report["roc_auc"], abs=1e-5)
-    patients = table.groupby("patient").agg(y=("true_label", "first"), p=("prob_Abnormal", "mean"))
+    patients = table.groupby("patient").agg(y=("true_label", "first"), p=("prob_LVR", "mean"))
     assert roc_auc_score(patients["y"], patients["p"]) == pytest.approx(
         report["patient_level"]["roc_auc"], abs=1e-5)
 

@@ -65,6 +65,19 @@ def test_the_effect_lies_in_the_lead_and_wave_the_model_reads():
         assert we.true_cell_ranks(rows, ["V4", "V5"], "T")["all_true_cells_first"] is False
 
 
+def test_true_cells_keep_their_own_ranks():
+    """The cells and the ranks are listed in the same order (the console prints them as pairs),
+    not each sorted on its own."""
+    from lvr.explain_report import true_cell_text
+    rank = {"V3": 1, "V2": 3, "V4": 60}
+    rows = [{"lead": lead, "wave": wave, "rank": rank.get(lead, 10) if wave == "T" else 20}
+            for lead in LEAD_NAMES for wave in WAVES]
+    found = we.true_cell_ranks(rows, ["V2", "V3", "V4"], "T")
+    assert found["true_cells"] == ["V3-T", "V2-T", "V4-T"] and found["ranks"] == [1, 3, 60]
+    assert true_cell_text(found) == "V3-T 1, V2-T 3, V4-T 60"
+    assert found["all_true_cells_first"] is False
+
+
 def test_swapping_raw_beats_then_standardising_matches_swapping_by_hand():
     model = WindowModel(2, 100, 160).eval()
     x = beats_with_sign(2, 0.5) * 3 + 1
