@@ -13,7 +13,7 @@ independent, so --level=beat gives too small a p. Every constant below can be ov
 """
 from lvr.config import UserError, configure, run_script
 from lvr.delong import delong_paired_test
-from lvr.predictions import paired_scores, read_predictions
+from lvr.predictions import paired_scores, read_predictions, same_cohort_problem
 from lvr.run_folder import write_json_atomic
 
 RUN_A = "results_class2"   # a finished run's folder (or its predictions.csv)
@@ -29,6 +29,11 @@ def main():
     if not config["RUN_B"]:
         raise UserError("give the second run: --run_b=FOLDER (and --run_a=FOLDER)")
     a, b = read_predictions(config["RUN_A"]), read_predictions(config["RUN_B"])
+    problem = same_cohort_problem(config["RUN_A"], config["RUN_B"])
+    if problem and problem[0] == "error":
+        raise UserError(problem[1])
+    if problem:
+        print(f"{problem[0]}: {problem[1]}")
     y, score_a, score_b = paired_scores(a, b, config["POSITIVE_CLASS"], config["LEVEL"])
     if y.min() == y.max():
         raise UserError(f"the test set has only one class at --level={config['LEVEL']}; an AUC "

@@ -5,6 +5,7 @@ patient's the mean over the patient's beats (lvr.metrics.patient_level_arrays); 
 the beats so users can aggregate, calibrate or compare runs themselves.
 """
 import csv
+import json
 import os
 
 import numpy as np
@@ -72,6 +73,36 @@ def read_predictions(path):
         raise UserError(f"{path} is not a predictions.csv of this project (missing "
                         f"{', '.join(missing) or 'prob_<class> columns'})")
     return table
+
+
+def scored_cohort(path):
+    """(data folder, data fingerprint) of the cohort a run's predictions.csv scored, from the
+    split.json beside it, or None when there is none."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    split_path = os.path.join(folder, "split.json")
+    if not os.path.isfile(split_path):
+        return None
+    with open(split_path, encoding="utf-8") as handle:
+        split = json.load(handle)
+    return split.get("data_dir"), split.get("data_fingerprint")
+
+
+def same_cohort_problem(path_a, path_b):
+    """Why two runs' predictions cannot be paired because they scored different cohorts, a
+    warning when that cannot be checked, or None. Patient IDs alone do not tell: two cohorts
+    can number their patients alike."""
+    found = {path: scored_cohort(path) for path in (path_a, path_b)}
+    unknown = [path for path, cohort in found.items() if not cohort or not cohort[1]]
+    if unknown:
+        return "warning", (f"cannot check that both runs scored the same cohort: no split.json "
+                           f"with a data fingerprint beside {', '.join(unknown)}")
+    (dir_a, print_a), (dir_b, print_b) = found[path_a], found[path_b]
+    if print_a != print_b:
+        return "error", (f"the runs scored different cohorts: {path_a} scored {dir_a} "
+                         f"(fingerprint {print_a[:12]}), {path_b} scored {dir_b} (fingerprint "
+                         f"{print_b[:12]}); DeLong's paired test needs the same beats of the "
+                         f"same cohort")
+    return None
 
 
 def paired_scores(a, b, positive, level, names=("A", "B")):

@@ -35,6 +35,8 @@ from lvr.record_tables import (class_conflict_rejections, cohort_name, input_tab
                                patients_in_several_classes, task_labels, to_json)
 from lvr.run_folder import atomic_write, library_versions, write_json_atomic
 
+# fewer patients in a class cannot be split by patient at all (lvr.cohort.patient_split_indices)
+MIN_PATIENTS_PER_CLASS = 2
 OUTPUT_FILES = ("cohort.json", "beats_manifest.csv", "prepare_summary.json")
 DERIVED_NOTE = "derived leads"  # start of the note lvr.formats adds to an 8-lead record
 
@@ -223,7 +225,29 @@ def prepare_cohort(config, log=print):
     }
     write_json_atomic(folder / "prepare_summary.json", summary)
     log("\n".join(summary_lines(summary, folder, groups)))
+    short = classes_too_small(labels, written.patients)
+    if short:
+        raise UserError(f"the cohort in {folder} cannot train: {'; '.join(short)}. A "
+                        f"patient-level split needs {MIN_PATIENTS_PER_CLASS} patients per class "
+                        f"at the least (3 with a test set). The files are written; every "
+                        f"rejected record and its reason is in "
+                        f"{folder / 'prepare_summary.json'}")
     return summary
+
+
+def classes_too_small(labels, patients):
+    """'class MI (group MI): 1 patient' for each class with fewer than MIN_PATIENTS_PER_CLASS
+    patients written."""
+    mapping = labels["binary_labels"] or labels["multiclass_labels"]
+    names = labels["binary_class_names"] or labels["multiclass_class_names"]
+    short = []
+    for cls in sorted(set(mapping.values())):
+        groups = [g for g, c in mapping.items() if c == cls]
+        count = len({p for g in groups for p in patients[g]})
+        if count < MIN_PATIENTS_PER_CLASS:
+            short.append(f"class {names[cls]} (group {', '.join(groups)}): "
+                         f"{count} patient{'s' if count != 1 else ''}")
+    return short
 
 
 class WrittenBeats(NamedTuple):

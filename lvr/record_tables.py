@@ -170,6 +170,9 @@ def records_table(table_path, groups):
         raise UserError(f"--table={table_path}: missing column(s) {', '.join(missing)} "
                         f"(has: {', '.join(map(str, table.columns))}); it needs record, "
                         f"patient_id, group")
+    if table.empty:
+        raise UserError(f"--table={table_path}: the table has a header but no records; add one "
+                        f"row (record, patient_id, group) per recording")
     for column in ("record", "patient_id", "group"):
         table[column] = table[column].str.strip()
         empty = table.index[table[column] == ""]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -20,7 +21,7 @@ if ROOT not in sys.path:
 import lvr.prepare as prepare  # noqa: E402  (after the root is importable)
 import prepare_data  # noqa: E402
 from lvr import demo as demo_cohort  # noqa: E402
-from lvr.config import config_names  # noqa: E402
+from lvr.config import UserError, config_names  # noqa: E402
 from lvr.record_beats import checked_options  # noqa: E402
 
 PTBXL_SLICE = Path(ROOT) / "tests" / "data" / "ptbxl"   # eight PTB-XL records (CC BY 4.0)
@@ -101,9 +102,15 @@ def reason_of(path, options=OPTIONS):
     return reason
 
 
-def run_prepare_data(monkeypatch, *args):
-    """prepare_data.main() in this process with fresh constants and the given options."""
+def run_prepare_data(monkeypatch, *args, trainable=True):
+    """prepare_data.main() in this process with fresh constants and the given options.
+    trainable=False: the cohort it writes is too small to train (the shipped slice has 8
+    records), so the script must end with the error that says so, after writing its files."""
     module = importlib.reload(prepare_data)
     monkeypatch.setattr(sys, "argv", ["prepare_data.py", *args])
-    module.main()
+    if trainable:
+        module.main()
+    else:
+        with pytest.raises(UserError, match="cannot train: class"):
+            module.main()
     return module

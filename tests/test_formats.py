@@ -421,7 +421,7 @@ def test_a_table_of_mixed_formats(monkeypatch, tmp_path, original):
     out_uv = tmp_path / "out_uv"
     table.write_text(f"record,patient_id,group\nuv_as_mv,6,NORM\n{ORIGINAL},1,MI\n")
     run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out_uv}", "--workers=1",
-             "--unit=uV")
+                     "--unit=uV", trainable=False)
     summary = json.loads((out_uv / "prepare_summary.json").read_text())
     assert summary["records_kept"] == 1 and summary["rejection_counts"] == {"unit": 1}
     np.testing.assert_allclose(np.load(out_uv / "cut_NORM.npy"), expected.beats, atol=1e-5)

@@ -343,7 +343,8 @@ def test_ptbxl_device_keeps_one_device_family():
 def test_ptbxl_options_are_recorded_and_refused_with_a_table(monkeypatch, tmp_path):
     out = tmp_path / "cohort"
     run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", f"--output_dir={out}", "--workers=1",
-             "--beats=first:1", "--min_likelihood=50", "--ptbxl_device=CS-12")
+                     "--beats=first:1", "--min_likelihood=50", "--ptbxl_device=CS-12",
+                     trainable=False)
     source = json.loads((out / "cohort.json").read_text())["source"]
     assert source["min_likelihood"] == 50.0 and source["ptbxl_device"] == "CS-12"
     summary = json.loads((out / "prepare_summary.json").read_text())
@@ -455,7 +456,8 @@ def test_patients_in_two_classes_are_left_out(monkeypatch, tmp_path):
                      f"{record_path(1)},7,NORM\n{record_path(270)},7,MI\n"
                      f"{record_path(108)},8,NORM\n{record_path(240)},9,MI\n")
     out = tmp_path / "out"
-    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=1")
+    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=1",
+                     trainable=False)
     summary = json.loads((out / "prepare_summary.json").read_text())
     assert summary["records_read"] == 4 and summary["records_kept"] == 2
     rejected = {r["record"]: r["reason"] for r in summary["rejections"]}
@@ -478,7 +480,8 @@ def test_mixed_table_keeps_good_records_and_lists_rejections(monkeypatch, tmp_pa
                      f"{record_path(1)},P1,NORM\n{record_path(270)},P2,MI\n"
                      "no_avf,P3,MI\nnan,P4,NORM\nshort,P5,NORM\nmissing,P6,MI\n")
     out = tmp_path / "out"
-    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=2")
+    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=2",
+                     trainable=False)
     summary = json.loads((out / "prepare_summary.json").read_text())
     reasons = {r["record"]: r["reason"] for r in summary["rejections"]}
     assert set(reasons) == {"no_avf", "nan", "short", "missing"}
@@ -494,7 +497,7 @@ def test_mixed_table_keeps_good_records_and_lists_rejections(monkeypatch, tmp_pa
 def test_superclass4_from_ptbxl_and_the_overwrite_rule(monkeypatch, tmp_path):
     out = tmp_path / "four"
     run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", "--task=superclass4",
-                     f"--output_dir={out}", "--workers=1", "--beats=first:2")
+                     f"--output_dir={out}", "--workers=1", "--beats=first:2", trainable=False)
     cohort = json.loads((out / "cohort.json").read_text())
     assert set(cohort) == COHORT_KEYS and cohort["name"] == "ptbxl_superclass4"
     assert cohort["groups"] == ["NORM", "MI", "STTC", "CD"]
@@ -508,7 +511,7 @@ def test_superclass4_from_ptbxl_and_the_overwrite_rule(monkeypatch, tmp_path):
                          f"--output_dir={out}")
     (out / "notes.txt").write_text("mine")
     run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", "--task=mi_norm", f"--output_dir={out}",
-             "--overwrite=True", "--workers=1")
+                     "--overwrite=True", "--workers=1")
     assert json.loads((out / "cohort.json").read_text())["groups"] == ["NORM", "MI"]
     assert not (out / "cut_STTC.npy").exists()
     assert (out / "notes.txt").read_text() == "mine"
