@@ -610,6 +610,9 @@ def run_script(main):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
+        sys.stdout = None
+        raise SystemExit(0) from None
     except OSError as error:
         if error.errno not in WRITE_ERRNOS:
             raise
@@ -621,6 +624,3 @@ def run_script(main):
     except KeyboardInterrupt as error:
         print(f"\ninterrupted: {error}" if str(error) else "\ninterrupted.", file=sys.stderr)
         raise SystemExit(130) from None
-    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
-        sys.stdout = None
-        raise SystemExit(0) from None

@@ -321,11 +321,12 @@ def log_test_summary(report, class_names, output_dir, wall, log, title="Test set
             log(f"  patient level (report this): AUC {auc:.4f} {auc_ci}, accuracy "
                 f"{level['accuracy']:.4f}")
         log("  beat level (the original's metrics):")
+    indent = "    " if "patient_level" in report else "  "
     for name in ("roc_auc", "accuracy", "f1", "sensitivity", "specificity"):
         value = head[name]
         label = "AUC (macro one-vs-rest)" if name == "roc_auc" and len(class_names) > 2 else name
-        log(f"  {label:<24} {value:.4f}  {format_ci(report.get(f'{name}_ci95'))}"
-            if value is not None else f"  {label:<24} n/a")
+        log(f"{indent}{label:<24} {value:.4f}  {format_ci(report.get(f'{name}_ci95'))}"
+            if value is not None else f"{indent}{label:<24} n/a")
     if report.get("small_sample_warning"):
         log(f"  warning: {report['small_sample_warning']}")
     model = ", best_model.pth" if os.path.exists(os.path.join(output_dir, BEST_CHECKPOINT)) else ""

@@ -1,16 +1,20 @@
 """The bad-input matrix (docs/faults.md): every case ends with a non-zero exit and an `error:`
 message that names the file or option, without a traceback, and leaves every file the user had
 as it was. Scripts run in this process (helpers.script_result), as `python <script>` would."""
+import errno
 import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import PTBXL_SLICE, quiet, record_path, script_result, tiny_config
+import lvr.training as training
+from helpers import PTBXL_SLICE, ROOT, quiet, record_path, script_result, tiny_config
 from lvr import engine
 from lvr.cohort import load_cohort
 
@@ -180,9 +184,6 @@ def test_an_output_folder_that_cannot_be_written_is_refused_first(script, extra,
 
 def test_a_write_refused_later_is_one_line(small_cohort_dir, tmp_path, monkeypatch):
     """A read-only remount or lost permission during a run: one message, earlier files kept."""
-    import errno
-
-    import lvr.training as training
     real_save, calls = training.save_checkpoint, []
 
     def save(path, *args, **kwargs):
@@ -285,7 +286,6 @@ def test_compare_runs_refuses_runs_of_different_cohorts_with_the_same_patient_id
 
 
 def test_ctrl_c_says_how_to_continue(small_cohort_dir, tmp_path, monkeypatch):
-    import lvr.training as training
     real_save, calls = training.save_checkpoint, []
 
     def save(path, *args, **kwargs):
@@ -301,3 +301,10 @@ def test_ctrl_c_says_how_to_continue(small_cohort_dir, tmp_path, monkeypatch):
     assert run.returncode == 130 and "Traceback" not in run.stderr
     assert "interrupted: the last completed epoch is kept in" in run.stderr
     assert "--resume=True" in run.stderr and (out / "last_checkpoint.pth").exists()
+
+
+def test_help_piped_into_a_command_that_stops_reading_is_no_error():
+    """`python script --help | head -1`: the closed pipe ends the script quietly."""
+    done = subprocess.run(f"{sys.executable} {TRAIN} --help | head -1", shell=True, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("usage: python") and done.stderr == "", done.stderr

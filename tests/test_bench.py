@@ -127,3 +127,24 @@ def test_explanation_bench_quick_writes_both_tables(tmp_path):
     assert 3 <= int(rows[-1]["true_cell_rank"]) <= 60
     variants = (tmp_path / "wave_variants.md").read_text().splitlines()[2:]
     assert len(variants) == 2 * 3 * 2 * 2             # units x reference x alignment x blend
+
+
+@pytest.mark.slow
+def test_seed_spread_quick_reports_every_seed_and_claim(tmp_path):
+    """bench/seed_spread.py --quick: two training seeds on a small demo cohort, each trained and
+    explained; the summary counts, per subgroup, the seeds for which each claim holds."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "seed_spread.py"),
+                           "--quick", f"--out={tmp_path}"], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "seed_spread.json").read_text())
+    assert [row["seed"] for row in result["rows"]] == [42, 1]
+    for row in result["rows"]:
+        assert 0 <= row["roc_auc"] <= 1 and row["best_epoch"] in (1, 2)
+        for cells in row["subgroups"].values():
+            assert sorted(cells["true_cells"]) == ["V2-T", "V3-T", "V4-T"]
+            assert cells["ranks"] == sorted(cells["ranks"]) and 1 <= cells["ranks"][0] <= 60
+    for claim in result["summary"]["claims"].values():
+        assert 0 <= claim["true_cells_first"] <= claim["seeds"] <= 2
+    table = (tmp_path / "seed_spread.md").read_text()
+    assert "| 42 |" in table and "| 1 |" in table and "true cells ranked first in" in table
