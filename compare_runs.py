@@ -22,6 +22,7 @@ POSITIVE_CLASS = ""        # class scored one-vs-rest ("": the last class, the p
 LEVEL = "patient"          # patient (one case per patient) or beat
 ALPHA = 0.05               # 1 - confidence of the interval of the difference
 OUTPUT = ""                # also write the result to this JSON file ("": print only)
+ALLOW_OTHER_COHORT = False # pair runs of different cohorts whose beats match (one cohort, 2 gains)
 
 
 def main():
@@ -30,10 +31,11 @@ def main():
         raise UserError("give the second run: --run_b=FOLDER (and --run_a=FOLDER)")
     a, b = read_predictions(config["RUN_A"]), read_predictions(config["RUN_B"])
     problem = same_cohort_problem(config["RUN_A"], config["RUN_B"])
-    if problem and problem[0] == "error":
-        raise UserError(problem[1])
+    if problem and problem[0] == "error" and not config["ALLOW_OTHER_COHORT"]:
+        raise UserError(f"{problem[1]}; if both are versions of one cohort (the same recordings, "
+                        f"e.g. at another gain), pass --allow_other_cohort=True")
     if problem:
-        print(f"{problem[0]}: {problem[1]}")
+        print(f"warning: {problem[1]}")
     y, score_a, score_b = paired_scores(a, b, config["POSITIVE_CLASS"], config["LEVEL"])
     if y.min() == y.max():
         raise UserError(f"the test set has only one class at --level={config['LEVEL']}; an AUC "

@@ -312,6 +312,7 @@ OPTIONS = {
     "LEVEL": one_of(*LEVELS),
     "ALPHA": number("(0, 1)"),
     "OUTPUT": TEXT,
+    "ALLOW_OTHER_COHORT": FLAG,
     # prepare_data.py; lvr.record_beats.checked_options and detector_problem check more, still early
     "TABLE": file_path(optional=True),
     "PTBXL_DIR": folder(optional=True),

@@ -283,6 +283,11 @@ def test_compare_runs_refuses_runs_of_different_cohorts_with_the_same_patient_id
     run = script_result("compare_runs.py", f"--run_a={tmp_path / 'one'}",
                         f"--run_b={tmp_path / 'two'}")
     assert_refused(run, "scored different cohorts", "/cohorts/one", "/cohorts/two")
+    allowed = script_result("compare_runs.py", f"--run_a={tmp_path / 'one'}",
+                            f"--run_b={tmp_path / 'two'}", "--allow_other_cohort=True")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "warning: the runs scored different cohorts" in allowed.stdout
+    assert "AUC A" in allowed.stdout
 
 
 def test_ctrl_c_says_how_to_continue(small_cohort_dir, tmp_path, monkeypatch):

@@ -43,6 +43,7 @@ BAD = {
     "WINDOW_S": 0.0, "R_PEAK_S": -0.3, "NOISE_MV": -0.02, "WANDER_MV": -0.08,
     "AMPLITUDE_SCALE": 0, "EVALUATE": __file__, "EXTERNAL": "maybe", "LEVEL": "record",
     "ALPHA": 1.5, "RUN_A": 3, "RUN_B": 3, "POSITIVE_CLASS": 1, "OUTPUT": 2,
+    "ALLOW_OTHER_COHORT": "yes",
 }
 
 # Valid values other than the defaults, given as on the command line
