@@ -60,6 +60,7 @@ MAP_SETTINGS = {
 }
 # one map method of each kind: gradient, perturbation, CAM
 QUICK_MAP_SETTINGS = ("smoothgrad n10 sd0.1", "occlusion", "grad_cam")
+QUICK_STEPS = {"--num_samples": "--num_samples=2", "--ig_steps": "--ig_steps=4"}   # --quick
 COMMON = ["--max_figures=0", "--device=cpu", "--figure_workers=1", "--save_maps=False"]
 MAP_RUN = ["--wave_importance=False", "--wave_effects=False"]
 WAVE_RUN = ["--wave_effects=True", "--wave_importance=False", "--sanity_check=False",
@@ -210,14 +211,16 @@ def main():
     cohorts = dict(list(COHORTS.items())[:1]) if args.quick else COHORTS
     methods = MAP_SETTINGS
     demo_extra, train_extra, saliency_extra = [], [f"--epochs={args.epochs}"], []
+    map_extra, wave_extra = [], []
     if args.quick:
         demo_extra = ["--n_patients=16"]
         train_extra = ["--epochs=2", "--bootstrap=50"]
-        saliency_extra = ["--num_samples=2", "--sanity_samples=4", "--deletion_draws=2",
-                          "--patient_bootstrap=50", "--ig_steps=4", "--delineation_leads=II,V2,V5"]
+        saliency_extra = ["--patient_bootstrap=50", "--delineation_leads=II,V2,V5"]
+        map_extra = ["--sanity_samples=4", "--deletion_draws=2"]
+        wave_extra = ["--num_samples=2"]   # the SmoothGrad map beside the effects
         # one map method of each kind (every method runs end to end in
-        # tests/test_saliency_script.py); the full table needs them all
-        methods = {name: [o for o in MAP_SETTINGS[name] if not o.startswith("--num_samples")]
+        # tests/test_saliency_script.py), each with fewer steps of its own kind
+        methods = {name: [QUICK_STEPS.get(o.split("=")[0], o) for o in MAP_SETTINGS[name]]
                    for name in QUICK_MAP_SETTINGS}
     rows, variants, start = [], [], time.time()
     for number, (cohort, options) in enumerate(cohorts.items(), 1):
@@ -243,13 +246,13 @@ def main():
         for method, method_options in (methods.items() if "maps" in parts else ()):
             print(f"    {method}", flush=True)
             target = folder / ("saliency_" + method.replace(" ", "_"))
-            run("Saliency_ana2_sys.py", [*base, f"--output_dir={target}", *MAP_RUN,
+            run("Saliency_ana2_sys.py", [*base, f"--output_dir={target}", *MAP_RUN, *map_extra,
                                          *method_options], folder / f"{target.name}.log")
             rows.append(map_row(cohort, method, target, auc))
         if "waves" in parts:
             print("    wave effects", flush=True)
             target = folder / "saliency_wave_effects"
-            run("Saliency_ana2_sys.py", [*base, f"--output_dir={target}", *WAVE_RUN],
+            run("Saliency_ana2_sys.py", [*base, f"--output_dir={target}", *WAVE_RUN, *wave_extra],
                 folder / "saliency_wave_effects.log")
             rows.append(wave_row(cohort, target, auc))
         if rows:

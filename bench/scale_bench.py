@@ -181,6 +181,9 @@ def ptbxl_copies_table(folder, n_records):
     copy under its own folder of links (its own record path) with its own patient IDs."""
     from lvr.record_tables import ptbxl_table   # lazy: loads pandas and the format readers
     base = ptbxl_table(str(PTBXL_DIR), "mi_norm")
+    # both classes from the first rows on, so that even a few records make a cohort that trains
+    base = base.assign(turn=base.groupby("group").cumcount()).sort_values(
+        ["turn", "group"], kind="stable")
     rows, copy = [], 0
     while len(rows) < n_records:
         for record, patient, group in base[["record", "patient_id", "group"]].itertuples(

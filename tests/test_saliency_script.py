@@ -208,7 +208,7 @@ def test_an_external_cohort_is_explained_on_all_its_beats(trained, tmp_path):
     out = tmp_path / "out"
     run = run_saliency(f"--data_dir={other}", f"--train_dir={root / 'run'}", f"--output_dir={out}",
                        "--external=True", "--max_figures=1", "--sanity_check=False",
-                       "--deletion_test=False", *SALIENCY_OPTIONS)
+                       "--deletion_test=False", "--num_samples=4")
     assert run.returncode == 0, run.stderr
     assert "external cohort: all" in run.stdout and "non-LVR beats of this cohort" in run.stdout
     cohort = load_cohort(other)
