@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from lvr.choices import NORMALISATIONS
 from lvr.config import UserError
 from lvr.run_folder import atomic_write
 from model import EXPERIMENTS, ResNet1D
@@ -26,6 +27,16 @@ PLAIN_CONTAINERS = (dict, collections.OrderedDict, list, tuple)
 
 class CheckpointError(UserError):
     """A checkpoint file that cannot be read or does not fit the model asked for."""
+
+
+def checkpoint_normalisation(checkpoint, path):
+    """How the model of `checkpoint` (a loaded dict) wants its beats normalised: the stored
+    NORMALISATION, or per_lead for a checkpoint saved before it was stored."""
+    value = checkpoint.get("normalisation", "per_lead")
+    if value not in NORMALISATIONS:
+        raise CheckpointError(f"checkpoint {path} stores normalisation {value!r}, which this code "
+                              f"does not know ({', '.join(NORMALISATIONS)}); update the code")
+    return value
 
 
 def non_plain_value(value, where):

@@ -42,3 +42,15 @@ LVR_SIGNS = {
     "ST_DEPRESSION": "ST",
     "ST_ELEVATION": "ST",
 }
+
+# NORMALISATION of the training scripts: how a beat becomes the network's input
+# (lvr.cohort.normalised_beats); stored in the checkpoint, so evaluation and saliency match it
+NORMALISATIONS = {
+    "per_lead": "each lead of each beat to zero mean and unit sd (the original's)",
+    "per_beat": "each beat to zero mean and unit sd over all its leads (keeps lead amplitudes)",
+    "none": "the beats in mV as stored",
+}
+
+# SELECT_BY of the training scripts: the validation measure that picks the best epoch and drives
+# the learning-rate plateau schedule (lvr.training.FitState)
+SELECTION_RULES = ("val_acc", "val_auc", "val_loss")

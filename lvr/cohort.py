@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lvr.choices import TASKS
+from lvr.choices import NORMALISATIONS, TASKS
 from lvr.config import UserError
 from lvr.cohort_json import (FORMAT_HELP, SEED_COHORT, CohortError, cohort_spec,
                              problem_report, window_problems)
@@ -416,21 +416,43 @@ def standardize_beats(beats):
     return ((beats - mean) / std).astype(np.float32)
 
 
+def normalised_beats(beats, normalisation="per_lead"):
+    """Beats as the network's input (float32), by one of lvr.choices.NORMALISATIONS.
+
+    per_lead is standardize_beats; per_beat standardises each beat over all its leads and time
+    together, so a lead twice as tall as another stays twice as tall; none keeps the mV values.
+    """
+    if normalisation == "per_lead":
+        return standardize_beats(beats)
+    beats = np.asarray(beats, dtype=np.float32)
+    if normalisation == "none":
+        return np.ascontiguousarray(beats)
+    if normalisation != "per_beat":
+        raise ValueError(f"unknown normalisation {normalisation!r}; use one of "
+                         f"{', '.join(NORMALISATIONS)}")
+    mean = beats.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
+    std = beats.std(axis=(-2, -1), keepdims=True, dtype=np.float64)
+    std[std < 10 * np.finfo(np.float64).eps] = 1.0
+    return ((beats - mean) / std).astype(np.float32)
+
+
 class StandardisedBeats(Dataset):
     """Beats `index` of an (N, leads, T) array (BeatFiles or numpy), standardised when read.
 
     ``x[key]`` (an int, a slice, a list or an array of positions) reads those beats and returns
-    them standardised as a float32 tensor; `standardize_beats` works beat by beat and lead by
-    lead, so a batch gets exactly the numbers the whole array would. ``x.rows(index)`` is the
-    subset at positions `index`; nothing is read until it is indexed. Training, validation and
-    test batches are taken this way, so no split is ever copied whole.
+    them normalised (`normalisation`, lvr.choices.NORMALISATIONS) as a float32 tensor; every
+    normalisation works beat by beat, so a batch gets exactly the numbers the whole array
+    would. ``x.rows(index)`` is the subset at positions `index`; nothing is read until it is
+    indexed. Training, validation and test batches are taken this way, so no split is ever
+    copied whole.
     """
 
-    def __init__(self, beats, index=None):
+    def __init__(self, beats, index=None, normalisation="per_lead"):
         self.beats = beats
         self.index = (np.arange(len(beats), dtype=np.int64) if index is None
                       else np.asarray(index, dtype=np.int64))
         self.shape = (len(self.index),) + tuple(beats.shape[1:])
+        self.normalisation = normalisation
 
     def __len__(self):
         return len(self.index)
@@ -441,10 +463,10 @@ class StandardisedBeats(Dataset):
         rows = self.index[key]
         if rows.ndim == 0:
             return self[[key]][0]
-        return torch.from_numpy(standardize_beats(self.beats[rows]))
+        return torch.from_numpy(normalised_beats(self.beats[rows], self.normalisation))
 
     def rows(self, index):
-        return StandardisedBeats(self.beats, self.index[index])
+        return StandardisedBeats(self.beats, self.index[index], self.normalisation)
 
 
 # ----------------------------------------------------------------------------- split

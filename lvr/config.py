@@ -22,8 +22,9 @@ import tempfile
 from collections.abc import Callable
 from typing import NamedTuple
 
-from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, PTBXL_TASKS, TASKS,
-                         UNITS, WAVE_ALIGNMENTS, WAVE_REFERENCES)
+from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, NORMALISATIONS,
+                         PTBXL_TASKS, SELECTION_RULES, TASKS, UNITS, WAVE_ALIGNMENTS,
+                         WAVE_REFERENCES)
 from lvr.leads import DELINEATION_WINDOW_MS, LEAD_BY_KEY, LEAD_NAMES, lead_key
 
 CONFIG_TYPES = (bool, int, float, str, tuple, list, type(None))
@@ -266,6 +267,8 @@ OPTIONS = {
     "DROPOUT": FRACTION,
     "LEAD_DROPOUT": FRACTION,                       # lvr.cohort.LeadDropout
     "EPOCHS": integer(1),
+    "NORMALISATION": one_of(*NORMALISATIONS),
+    "SELECT_BY": one_of(*SELECTION_RULES),
     "LR": POSITIVE,
     "WEIGHT_DECAY": NON_NEGATIVE,
     "LABEL_SMOOTHING": FRACTION,
@@ -406,7 +409,7 @@ USED_ONLY = {
     **{name: (lambda c: not c["EVALUATE"], TRAINED_ALREADY)
        for name in ("EXPERIMENT", "DROPOUT", "LEAD_DROPOUT", "EPOCHS", "LR", "WEIGHT_DECAY",
                     "LABEL_SMOOTHING", "GRAD_CLIP", "LR_FACTOR", "LR_PATIENCE", "VAL_SIZE",
-                    "NUM_WORKERS")},
+                    "NUM_WORKERS", "NORMALISATION", "SELECT_BY")},
     "TEST_SIZE": (lambda c: not c["EVALUATE"] and not c["CV_FOLDS"],
                   "with --evaluate or --cv_folds (every beat, or each fold, is tested)"),
     "NUM_SAMPLES": (lambda c: c["METHOD"] == "smoothgrad", "unless --method=smoothgrad"),

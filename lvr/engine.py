@@ -30,8 +30,8 @@ from lvr.metrics import headline_metrics, patient_level_arrays, test_report
 from lvr.predictions import write_predictions
 from lvr.run_folder import (disk_space_guard, library_versions, output_lock, prepare_output_dir,
                             save_npy_atomic, write_json_atomic)
-from lvr.training import (BEST_CHECKPOINT, HISTORY_KEYS, LAST_CHECKPOINT, fit,
-                          predict_logits)
+from lvr.training import (BEST_CHECKPOINT, EXTRA_HISTORY_KEYS, HISTORY_KEYS, LAST_CHECKPOINT,
+                          fit, predict_logits)
 
 TEST_RESULTS = "test_eval_results.json"
 CV_SUMMARY = "cv_summary.json"
@@ -102,8 +102,9 @@ def resume_hint(output_dir):
             + "; run the same command with --resume=True to continue from it")
 
 
-def run_context(config, log, rank, world_size, device):
-    """Load the cohort and describe the run; checks that need the cohort happen here."""
+def run_context(config, log, rank, world_size, device, normalisation=None):
+    """Load the cohort and describe the run; checks that need the cohort happen here. Beats are
+    normalised as `normalisation` says (an evaluated checkpoint's), by default NORMALISATION."""
     task = config["TASK"]
     data_dir = resolve_data_dir(config["DATA_DIR"], log=log)
     cohort = load_cohort(data_dir, allow_pickle=config["ALLOW_PICKLE"])
@@ -124,7 +125,8 @@ def run_context(config, log, rank, world_size, device):
         log(f"Distributed: {world_size} processes ({dist.get_backend()}), "
             f"{config['BATCH_SIZE'] // world_size} beats per process per batch")
     return RunContext(cohort=cohort, data_dir=data_dir, labels=labels, class_names=class_names,
-                      x_all=StandardisedBeats(cohort.beats), device=device,
+                      x_all=StandardisedBeats(cohort.beats, normalisation=normalisation
+                                              or config["NORMALISATION"]), device=device,
                       rank=rank, world_size=world_size, log=log)
 
 
@@ -217,6 +219,7 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
     report, prob = evaluate(config, run, tensors["test"], cohort.patient_ids[parts["test"]],
                             output_dir)
     report.update({"best_epoch": outcome.best_epoch, "best_val_acc": outcome.best_val_acc,
+                   "selected_by": config["SELECT_BY"], "normalisation": config["NORMALISATION"],
                    "class_names": run.class_names, "processes": run.world_size})
     if run.writer:
         write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, parts["test"],
@@ -268,7 +271,7 @@ def evaluate(config, run, test, patient_ids, output_dir, checkpoint=None):
 def write_run_outputs(config, run, output_dir, outcome, report, start_time):
     """Curves, test results, figures and run.json of a finished run (rank 0 only)."""
     history = outcome.history
-    for key in HISTORY_KEYS:
+    for key in HISTORY_KEYS + EXTRA_HISTORY_KEYS:
         save_npy_atomic(os.path.join(output_dir, f"{key}.npy"), np.asarray(history[key]))
     plot_training_curves(output_dir, *(history[key] for key in HISTORY_KEYS),
                          best_epoch=outcome.best_epoch)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from lvr.checkpoints import load_checkpoint
+from lvr.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.cohort import file_sha256
 from lvr.config import UserError
 from lvr.distributed import barrier, distributed_setup
@@ -40,7 +40,8 @@ def run_evaluation(config, log=print, output_dir=None):
         log = quiet_log
     model, checkpoint = load_checkpoint(model_path, map_location="cpu")
     check_task(config, checkpoint, model, model_path)
-    run = run_context(config, log, rank, world_size, device)
+    run = run_context(config, log, rank, world_size, device,
+                      normalisation=checkpoint_normalisation(checkpoint, model_path))
     cohort = run.cohort
     check_geometry(split, model, cohort, train_dir)
     if list(checkpoint.get("class_names") or run.class_names) != run.class_names:

@@ -13,6 +13,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -20,9 +21,9 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from lvr.attribution import attribution_maps, has_lead_resolution
-from lvr.checkpoints import load_checkpoint
+from lvr.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.choices import METHODS
-from lvr.cohort import load_cohort, set_seed, standardize_beats
+from lvr.cohort import load_cohort, normalised_beats, set_seed
 from lvr.config import UserError
 from lvr.delineation import beat_segments_batch, r_peak_index, segments_in_chunks
 from lvr.demo import resolve_data_dir
@@ -48,7 +49,7 @@ from lvr.run_folder import (atomic_write, library_versions, prepare_output_dir,
 from lvr.wave_effects import (reference_beats, true_cell_ranks, wave_effect_rows,
                               wave_effects)
 
-CHUNK_BEATS = 2048   # test beats standardised, explained and written to disk at a time
+CHUNK_BEATS = 2048   # test beats normalised, explained and written to disk at a time
 SMALL_SUBGROUP_PATIENTS = 10   # below: a subgroup's statistics carry a small-sample warning
 
 
@@ -56,7 +57,7 @@ SMALL_SUBGROUP_PATIENTS = 10   # below: a subgroup's statistics carry a small-sa
 class ExplainedBeats:
     """The test beats of the run and what the analysis found in them."""
     index: np.ndarray        # rows of the cohort
-    x: np.ndarray            # standardised beats (N, leads, T), memory-mapped work file
+    x: np.ndarray            # normalised beats (N, leads, T), memory-mapped work file
     y: np.ndarray            # binary labels
     groups: np.ndarray       # group index of each beat
     patient_ids: np.ndarray  # patient of each beat
@@ -122,6 +123,7 @@ def explain_run(config, log=print):
     if model.config["num_classes"] != 2:
         raise UserError(f"{model_path} is a {model.config['num_classes']}-class model; this "
                         f"analysis explains the 2-class (LVR) model")
+    normalisation = checkpoint_normalisation(checkpoint, model_path)
     index = explained_index(cohort, split, model, config)
     set_seed(config["SEED"])
     prepare_output_dir(output_dir, finished_file=None)
@@ -129,16 +131,16 @@ def explain_run(config, log=print):
     log(f"Explaining {model_path} ({model.config['experiment']}) on {len(index)} "
         f"{'beats (external cohort: all)' if config['EXTERNAL'] else 'test beats'} of "
         f"{len(np.unique(cohort.patient_ids[index]))} patients from {data_dir}; "
-        f"{method_description(config)}, on {device}")
+        f"{method_description(config)}, on {device}; inputs normalised {normalisation}")
     timings = {}
     # the test beats and their maps live in work files beside the outputs, never whole in memory
     with tempfile.TemporaryDirectory(prefix=".work-", dir=output_dir) as work_dir:
         beats = explained_beats(model, cohort, index, config, device, wave_leads, log, timings,
-                                work_dir)
+                                work_dir, normalisation)
         if config["WAVE_EFFECTS"]:
             with timed(timings, "wave_effects"):
                 beats.effects = segment_swap_effects(model, beats, cohort, split, config, device,
-                                                     log)
+                                                     log, normalisation)
                 beats.effect_tables = wave_effect_tables(beats, cohort, config)
         with timed(timings, "figures"):
             draw_figures(beats, cohort, class_names, config, log)
@@ -154,7 +156,8 @@ def explain_run(config, log=print):
             write_maps(os.path.join(output_dir, "saliency_maps.npz"), beats)
         write_json_atomic(os.path.join(output_dir, "saliency_run.json"), {
             "config": config, "train_dir": config["TRAIN_DIR"], "data_dir": data_dir,
-            "data_fingerprint": cohort.fingerprint(), "test_beats": int(len(index)),
+            "data_fingerprint": cohort.fingerprint(), "normalisation": normalisation,
+            "test_beats": int(len(index)),
             "test_patients": sorted(set(cohort.patient_ids[index].tolist())),
             "device": str(device), "versions": library_versions(),
             "step_times_s": timings, "wall_time_s": round(time.time() - start, 2)})
@@ -183,12 +186,13 @@ def method_description(config):
     return METHODS[method]
 
 
-def explained_beats(model, cohort, index, config, device, wave_leads, log, timings, work_dir):
+def explained_beats(model, cohort, index, config, device, wave_leads, log, timings, work_dir,
+                    normalisation="per_lead"):
     """Attribution maps and probabilities of the test beats, and their wave segments.
 
-    The beats are read, standardised and explained CHUNK_BEATS at a time (a whole number of
-    batches, so the SmoothGrad noise is drawn exactly as in one pass); beats and maps are
-    written to memory-mapped files in `work_dir` as they are computed.
+    The beats are read, normalised as the model was trained, and explained CHUNK_BEATS at a time
+    (a whole number of batches, so the SmoothGrad noise is drawn exactly as in one pass); beats
+    and maps are written to memory-mapped files in `work_dir` as they are computed.
     """
     shape = (len(index),) + tuple(cohort.beats.shape[1:])
     x = open_memmap(os.path.join(work_dir, "beats.npy"), "w+", np.float32, shape)
@@ -202,7 +206,7 @@ def explained_beats(model, cohort, index, config, device, wave_leads, log, timin
                                       dynamic_ncols=True) as progress:
         for start in range(0, len(index), step):
             part = slice(start, start + step)
-            x[part] = standardize_beats(cohort.beats[index[part]])
+            x[part] = normalised_beats(cohort.beats[index[part]], normalisation)
             maps[part], prob[part] = saliency_maps(model, x[part], y[part], config, device,
                                                    cohort.spec["sampling_rate"], generator)
             progress.update(len(x[part]))
@@ -226,7 +230,8 @@ def explained_beats(model, cohort, index, config, device, wave_leads, log, timin
     return beats
 
 
-def segment_swap_effects(model, beats, cohort, split, config, device, log):
+def segment_swap_effects(model, beats, cohort, split, config, device, log,
+                         normalisation="per_lead"):
     """Counterfactual effect of each lead's P, PR, QRS, ST and T segment on the LVR beats: the
     drop in P(LVR) when it is swapped for a reference from the other class's training patients
     (EXTERNAL: from the other class's beats of the explained cohort, whose training data may be
@@ -246,7 +251,7 @@ def segment_swap_effects(model, beats, cohort, split, config, device, log):
         raise UserError(f"{where} of the negative class in {cohort.data_dir}: the wave effects "
                         f"need their beats as references (or pass --wave_effects=False)")
     fs = cohort.spec["sampling_rate"]
-    # swapped in mV, then standardised like every input (lvr.wave_effects says why)
+    # swapped in mV, then normalised like every input (lvr.wave_effects says why)
     x = cohort.beats[beats.index[positive]]
     if config["WAVE_REFERENCE"] == "mean":   # the mean beat, read chunk by chunk
         references = np.broadcast_to(mean_beat(cohort.beats, pool_index), x.shape)
@@ -276,7 +281,8 @@ def segment_swap_effects(model, beats, cohort, split, config, device, log):
                                      reference_segments, config["WAVE_ALIGNMENT"],
                                      config["WAVE_BLEND_MS"] * fs / 1000, r_peaks,
                                      reference_r_peaks, progress=True,
-                                     prepare=standardize_beats)
+                                     prepare=partial(normalised_beats,
+                                                     normalisation=normalisation))
     return effects
 
 

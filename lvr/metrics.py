@@ -82,6 +82,18 @@ def classification_metrics(y_true, prob, class_names, sample_weight=None):
     return out
 
 
+def macro_roc_auc(y_true, prob):
+    """AUC of P(class 1) for two classes, else the mean of the one-vs-rest AUCs (the reports'
+    macro AUC); NaN when a class is absent from `y_true`."""
+    y_true, prob = np.asarray(y_true), np.asarray(prob)
+    classes = range(prob.shape[1])
+    if any(not 0 < (y_true == k).sum() < len(y_true) for k in classes):
+        return float("nan")
+    if prob.shape[1] == 2:
+        return float(roc_auc_score(y_true, prob[:, 1]))
+    return float(np.mean([roc_auc_score(y_true == k, prob[:, k]) for k in classes]))
+
+
 def headline_metrics(metrics):
     """The scalar metrics a confidence interval is reported for."""
     auc = metrics["roc_auc"]

@@ -1,7 +1,8 @@
 """The training loop: the loss, batches, the optimizer, one epoch, predictions, and `fit`.
 
-`fit` trains one split for EPOCHS epochs, keeps the best checkpoint (highest validation accuracy;
-a tie goes to the lower validation loss, where the original kept the earliest epoch) and a
+`fit` trains one split for EPOCHS epochs, keeps the best checkpoint (by SELECT_BY: highest
+validation accuracy, the original's rule, or highest validation AUC, or lowest validation loss; a
+tie goes to the lower validation loss, where the original kept the earliest epoch) and a
 resumable last checkpoint. lvr.engine decides what to fit and what to do with the result.
 """
 import os
@@ -17,6 +18,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from lvr.checkpoints import load_checkpoint, save_checkpoint
+from lvr.metrics import macro_roc_auc
 from lvr.cohort import ECGDataset, LeadDropout, set_seed
 from lvr.config import UserError
 from lvr.distributed import barrier, gathered
@@ -26,6 +28,9 @@ from model import ArchitectureError, build_model, parameter_count
 LAST_CHECKPOINT = "last_checkpoint.pth"
 BEST_CHECKPOINT = "best_model.pth"
 HISTORY_KEYS = ("train_acc_list", "train_loss_list", "val_acc_list", "val_loss_list")
+EXTRA_HISTORY_KEYS = ("val_auc_list",)   # not in the original's files; written beside them
+# Options added after runs were made: an interrupted run without them used these values.
+LEGACY_DEFAULTS = {"NORMALISATION": "per_lead", "SELECT_BY": "val_acc"}
 # Options that may change when a run is resumed; every other option must match the checkpoint.
 RESUMABLE_CHANGES = {"EPOCHS", "RESUME", "DEVICE", "NUM_WORKERS"}
 
@@ -134,31 +139,48 @@ def predict_logits(model, x, batch_size, device, rank=0, world_size=1):
     return gathered(local, world_size)
 
 
+def selection_score(rule, val_acc, val_loss, val_auc):
+    """The number SELECT_BY `rule` maximises (an AUC that cannot be computed scores -inf)."""
+    if rule == "val_loss":
+        return -val_loss
+    value = val_auc if rule == "val_auc" else val_acc
+    return value if np.isfinite(value) else -np.inf
+
+
 @dataclass
 class FitState:
     """Where training stands after an epoch: what a resumed run continues from."""
-    history: dict = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
+    history: dict = field(default_factory=lambda: {key: []
+                                                   for key in HISTORY_KEYS + EXTRA_HISTORY_KEYS})
     best_val_acc: float = -1.0
     best_val_loss: float = float("inf")
+    best_val_auc: float = float("nan")
     best_epoch: int = 0
     epoch: int = 0
+    select_by: str = "val_acc"
 
-    def improved_by(self, val_acc, val_loss):
-        """Record an epoch's validation result; True when it is the new best."""
-        better = val_acc > self.best_val_acc or (val_acc == self.best_val_acc
-                                                 and val_loss < self.best_val_loss)
+    def improved_by(self, val_acc, val_loss, val_auc=float("nan")):
+        """Record an epoch's validation result; True when it is the new best by `select_by`."""
+        score = selection_score(self.select_by, val_acc, val_loss, val_auc)
+        best = (selection_score(self.select_by, self.best_val_acc, self.best_val_loss,
+                                self.best_val_auc) if self.best_epoch else -np.inf)
+        better = self.best_epoch == 0 or score > best or (score == best
+                                                          and val_loss < self.best_val_loss)
         if better:
-            self.best_val_acc, self.best_val_loss, self.best_epoch = val_acc, val_loss, self.epoch
+            self.best_val_acc, self.best_val_loss, self.best_val_auc = val_acc, val_loss, val_auc
+            self.best_epoch = self.epoch
         return better
 
 
 def fit(config, train, val, class_names, output_dir, resume, *, in_channels, input_length,
-        device, rank=0, world_size=1, log=print):
+        device, rank=0, world_size=1, log=print, on_epoch=None):
     """Train on `train` = (x, y), select on `val`; returns the final FitState. x: a tensor or
     StandardisedBeats (read batch by batch), y: a tensor of labels.
 
     Writes best_model.pth and last_checkpoint.pth in `output_dir` (rank 0). With `resume`, it
-    continues from last_checkpoint.pth, whose options must match `config`.
+    continues from last_checkpoint.pth, whose options must match `config`. `on_epoch(epoch,
+    model, val_logits)`, if given, is called after each epoch (bench/model_bench.py records the
+    validation predictions of every epoch with it).
     """
     writer = rank == 0
     set_seed(config["SEED"])
@@ -190,10 +212,11 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
             model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(network.parameters(), config["LR"], config["WEIGHT_DECAY"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
-    state = FitState()
+        optimizer, mode="min" if config["SELECT_BY"] == "val_loss" else "max",
+        factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
+    state = FitState(select_by=config["SELECT_BY"])
     if resume:
-        state = resumed_state(saved, optimizer, scheduler)
+        state = resumed_state(saved, optimizer, scheduler, config["SELECT_BY"])
         log(f"Resuming {output_dir} after epoch {state.epoch} (best so far: epoch "
             f"{state.best_epoch}, validation accuracy {state.best_val_acc:.4f})")
     log(f"Model: {config['EXPERIMENT']} ({parameter_count(model):,} parameters) on {device}; "
@@ -212,17 +235,21 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
         val_logits = predict_logits(model, x_val, config["BATCH_SIZE"], device, rank, world_size)
         val_loss = criterion(val_logits, y_val).item()
         val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
-        scheduler.step(val_acc)
-        epoch_values = (train_acc, train_loss, val_acc, val_loss)
-        for key, value in zip(HISTORY_KEYS, epoch_values, strict=True):
+        val_auc = macro_roc_auc(y_val.numpy(), torch.softmax(val_logits, 1).numpy())
+        scheduler.step({"val_acc": val_acc, "val_auc": val_auc if np.isfinite(val_auc) else 0.0,
+                        "val_loss": val_loss}[config["SELECT_BY"]])
+        epoch_values = (train_acc, train_loss, val_acc, val_loss, val_auc)
+        for key, value in zip(HISTORY_KEYS + EXTRA_HISTORY_KEYS, epoch_values, strict=True):
             state.history[key].append(value)
-        improved = state.improved_by(val_acc, val_loss)
+        improved = state.improved_by(val_acc, val_loss, val_auc)
         if writer:
             save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, config,
                                    class_names, improved)
+        if on_epoch is not None:
+            on_epoch(epoch, model, val_logits)
         lr = optimizer.param_groups[0]["lr"]
         log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
-            f" | val loss {val_loss:.4f} acc {val_acc:.4f} | lr {lr:.1e}"
+            f" | val loss {val_loss:.4f} acc {val_acc:.4f} auc {val_auc:.4f} | lr {lr:.1e}"
             f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
     barrier(world_size)
     return state
@@ -233,18 +260,22 @@ def save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, confi
     """best_model.pth when the epoch improved, and always the resumable last_checkpoint.pth."""
     if improved:
         save_checkpoint(os.path.join(output_dir, BEST_CHECKPOINT), model, epoch=state.epoch,
-                        val_acc=state.best_val_acc, class_names=class_names, task=config["TASK"])
+                        val_acc=state.best_val_acc, val_loss=state.best_val_loss,
+                        val_auc=float(state.best_val_auc), selected_by=state.select_by,
+                        class_names=class_names, task=config["TASK"],
+                        normalisation=config["NORMALISATION"])
     save_checkpoint(os.path.join(output_dir, LAST_CHECKPOINT), model, epoch=state.epoch,
                     run_config=config, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), history=state.history,
                     best_val_acc=state.best_val_acc, best_val_loss=state.best_val_loss,
-                    best_epoch=state.best_epoch, torch_rng=torch.get_rng_state())
+                    best_val_auc=float(state.best_val_auc), best_epoch=state.best_epoch,
+                    torch_rng=torch.get_rng_state(), normalisation=config["NORMALISATION"])
 
 
 def checked_resume_state(path, config):
     """(model, checkpoint dict) of an interrupted run whose options match `config`."""
     model, state = load_checkpoint(path)
-    saved = state.get("run_config", {})
+    saved = {**LEGACY_DEFAULTS, **state.get("run_config", {})}
     changed = sorted(k for k in set(saved) | set(config)
                      if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
     if changed:
@@ -254,11 +285,15 @@ def checked_resume_state(path, config):
     return model, state
 
 
-def resumed_state(saved, optimizer, scheduler):
-    """Restore the optimizer, scheduler and torch RNG; the FitState after the saved epoch."""
+def resumed_state(saved, optimizer, scheduler, select_by):
+    """Restore the optimizer, scheduler and torch RNG; the FitState after the saved epoch. A run
+    saved before validation AUCs were recorded has NaN for its earlier epochs."""
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
-    return FitState(history={key: list(saved["history"][key]) for key in HISTORY_KEYS},
-                    best_val_acc=saved["best_val_acc"], best_val_loss=saved["best_val_loss"],
-                    best_epoch=saved["best_epoch"], epoch=saved["epoch"])
+    history = {key: list(saved["history"].get(key, [float("nan")] * saved["epoch"]))
+               for key in HISTORY_KEYS + EXTRA_HISTORY_KEYS}
+    return FitState(history=history, best_val_acc=saved["best_val_acc"],
+                    best_val_loss=saved["best_val_loss"],
+                    best_val_auc=saved.get("best_val_auc", float("nan")),
+                    best_epoch=saved["best_epoch"], epoch=saved["epoch"], select_by=select_by)

@@ -43,7 +43,7 @@ BAD = {
     "WINDOW_S": 0.0, "R_PEAK_S": -0.3, "NOISE_MV": -0.02, "WANDER_MV": -0.08,
     "AMPLITUDE_SCALE": 0, "EVALUATE": __file__, "EXTERNAL": "maybe", "LEVEL": "record",
     "ALPHA": 1.5, "RUN_A": 3, "RUN_B": 3, "POSITIVE_CLASS": 1, "OUTPUT": 2,
-    "ALLOW_OTHER_COHORT": "yes",
+    "ALLOW_OTHER_COHORT": "yes", "NORMALISATION": "zscore", "SELECT_BY": "val_f1",
 }
 
 # Valid values other than the defaults, given as on the command line
@@ -52,7 +52,9 @@ VALID = [
         "--device=cuda:1", "--device=cuda", "--device=cpu", "--class_names=()",
         "--class_names=Normal,Abnormal", "--class_names=0,1", "--test_size=0.3", "--cv_folds=5",
         "--bootstrap=0", "--lead_dropout=0", "--experiment=baseline", "--label_smoothing=0",
-        "--seed=0", "--weight_decay=0", "--output_dir=" + A_FOLDER]
+        "--seed=0", "--weight_decay=0", "--output_dir=" + A_FOLDER,
+        "--normalisation=per_beat", "--normalisation=none", "--select_by=val_auc",
+        "--select_by=val_loss"]
 ] + [
     ("Saliency_ana2_sys.py", arg) for arg in [
         "--max_figures=None", "--max_figures=0", "--noise_level=0", "--num_samples=1",

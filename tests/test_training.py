@@ -475,3 +475,46 @@ def test_lead_dropout_reaches_the_training_batches_only(small_cohort_dir, tmp_pa
     assert np.load(output_dir / "val_acc_list.npy")[-1] == pytest.approx(
         accuracy(training.LAST_CHECKPOINT, "val"), abs=1e-6)
     assert report["accuracy"] == pytest.approx(accuracy(training.BEST_CHECKPOINT, "test"), abs=1e-6)
+
+
+@pytest.mark.parametrize("rule, expected_epoch", [("val_acc", 2), ("val_auc", 3), ("val_loss", 1)])
+def test_select_by_picks_the_epoch_of_its_measure(rule, expected_epoch):
+    from lvr.training import FitState
+    state = FitState(select_by=rule)
+    # (val_acc, val_loss, val_auc) per epoch: each rule prefers another epoch
+    for epoch, values in enumerate([(0.80, 0.40, 0.85), (0.90, 0.50, 0.86), (0.85, 0.60, 0.95)],
+                                   start=1):
+        state.epoch = epoch
+        state.improved_by(*values)
+    assert state.best_epoch == expected_epoch
+
+
+def test_select_by_auc_keeps_the_epoch_of_the_best_validation_auc(small_cohort_dir, tmp_path):
+    out = tmp_path / "run"
+    report = engine.run_training(tiny_config(small_cohort_dir, out, SELECT_BY="val_auc"),
+                                 log=quiet)
+    aucs = np.load(out / "val_auc_list.npy")
+    assert len(aucs) == 3
+    assert report["best_epoch"] == int(np.argmax(aucs)) + 1
+    assert report["selected_by"] == "val_auc"
+    _, checkpoint = load_checkpoint(out / "best_model.pth")
+    assert checkpoint["selected_by"] == "val_auc"
+    assert checkpoint["val_auc"] == pytest.approx(aucs.max())
+
+
+def test_a_run_interrupted_before_normalisation_and_select_by_existed_resumes(small_cohort_dir,
+                                                                              tmp_path):
+    out = tmp_path / "run"
+    engine.run_training(tiny_config(small_cohort_dir, out, EPOCHS=2), log=quiet)
+    (out / "test_eval_results.json").unlink()
+    path = out / "last_checkpoint.pth"
+    stored = torch.load(path, weights_only=True)
+    for key in ("NORMALISATION", "SELECT_BY"):
+        del stored["run_config"][key]
+    del stored["history"]["val_auc_list"], stored["best_val_auc"], stored["normalisation"]
+    torch.save(stored, path)
+    report = engine.run_training(tiny_config(small_cohort_dir, out, EPOCHS=3, RESUME=True),
+                                 log=quiet)
+    aucs = np.load(out / "val_auc_list.npy")
+    assert np.isnan(aucs[:2]).all() and np.isfinite(aucs[2])
+    assert report["n_beats"] > 0
