@@ -51,6 +51,6 @@ NORMALISATIONS = {
     "none": "the beats in mV as stored",
 }
 
-# SELECT_BY of the training scripts: the validation measure that picks the best epoch and drives
-# the learning-rate plateau schedule (lvr.training.FitState)
+# SELECT_BY of the training scripts: the validation measure that picks the best epoch
+# (lvr.training.FitState; the plateau schedule follows validation accuracy whatever it is)
 SELECTION_RULES = ("val_acc", "val_auc", "val_loss")

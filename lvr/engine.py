@@ -155,9 +155,9 @@ def class_names_for(config, cohort, task):
 def cross_validate(config, run, folds, output_dir, start_time):
     """k patient-level folds: each is the test set once; train/val come from the other folds."""
     cohort, labels, log = run.cohort, run.labels, run.log
-    fold_indices = patient_kfold_indices(labels, cohort.patient_ids, folds, config["SEED"])
     reports = []
-    for k, test_idx in enumerate(fold_indices):
+    for k, parts in enumerate(cv_fold_parts(labels, cohort.patient_ids, folds, config["VAL_SIZE"],
+                                            config["SEED"])):
         fold_dir = os.path.join(output_dir, f"fold_{k + 1}")
         finished = os.path.join(fold_dir, TEST_RESULTS)
         if os.path.exists(finished):
@@ -165,10 +165,6 @@ def cross_validate(config, run, folds, output_dir, start_time):
                 reports.append(json.load(handle))
             log(f"fold {k + 1}/{folds}: finished earlier, kept")
             continue
-        rest = np.setdiff1d(np.arange(len(labels)), test_idx)
-        inner = patient_split_indices(labels[rest], cohort.patient_ids[rest], 0.0,
-                                      config["VAL_SIZE"] / (1 - 1 / folds), config["SEED"] + k)
-        parts = {"train": rest[inner["train"]], "val": rest[inner["val"]], "test": test_idx}
         log(f"\n===== fold {k + 1}/{folds} =====")
         resume = os.path.exists(os.path.join(fold_dir, LAST_CHECKPOINT))
         if run.writer:
@@ -188,6 +184,17 @@ def cross_validate(config, run, folds, output_dir, start_time):
                 f"(min {stats['min']:.4f}, max {stats['max']:.4f})")
     log(f"Per-fold results in {output_dir}/fold_*/, summary in {output_dir}/{CV_SUMMARY}")
     return summary
+
+
+def cv_fold_parts(labels, patient_ids, folds, val_size, seed):
+    """The beat indices {"train", "val", "test"} of each of `folds` patient-level folds: each
+    fold is the test set once, validation (VAL_SIZE of all patients) and training come from the
+    other folds. Lazy: a fold finished earlier costs nothing."""
+    for k, test_idx in enumerate(patient_kfold_indices(labels, patient_ids, folds, seed)):
+        rest = np.setdiff1d(np.arange(len(labels)), test_idx)
+        inner = patient_split_indices(labels[rest], patient_ids[rest], 0.0,
+                                      val_size / (1 - 1 / folds), seed + k)
+        yield {"train": rest[inner["train"]], "val": rest[inner["val"]], "test": test_idx}
 
 
 def cross_validation_summary(reports):
