@@ -357,6 +357,9 @@ OPTIONS = {
     "NOISE_MV": NON_NEGATIVE,
     "WANDER_MV": NON_NEGATIVE,
     "AMPLITUDE_SCALE": POSITIVE,
+    # ecg_features_baseline.py (lvr.feature_baseline)
+    "PENALTY_FOLDS": integer(2),                    # StratifiedGroupKFold needs 2 or more
+    "PENALTIES": integer(1),
 }
 
 # Names that one script reads differently from the others.
@@ -365,6 +368,10 @@ SCRIPT_OPTIONS = {
         "TASK": Rule(lambda v: isinstance(v, str) and prepare_task_ok(v),
                      f"{', '.join(PTBXL_TASKS)}, binary:NEG,POS or multiclass:A,B,C"),
         "OUTPUT_DIR": folder(optional=True),        # "": data/<cohort name>
+    },
+    "ecg_features_baseline.py": {
+        "DATA_DIR": folder(optional=True),          # "": the run's cohort (split.json)
+        "OUTPUT_DIR": folder(optional=True),        # "": <TRAIN_DIR>_ecg_features
     },
 }
 

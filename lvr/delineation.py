@@ -164,31 +164,49 @@ def beat_segments_batch(beats, fs, r_peak_samples=None, leads=DELINEATION_LEADS,
             for i in range(n)]
 
 
-def segments_in_chunks(beats, index, fs, workers=1, chunk=CHUNK_BEATS, **options):
+def segments_in_chunks(beats, index, fs, workers=1, chunk=CHUNK_BEATS, r_peak_samples=None,
+                       progress=None, **options):
     """beat_segments_batch of beats[index] (a mapped BeatFiles or an array), CHUNK_BEATS at a
     time in `workers` processes, each reading only its own chunk.
 
     A beat's P-wave search reaches into the beat laid before it, so each chunk is delineated
     with up to CONTEXT_BEATS neighbours on either side, whose segments are dropped; a set of
     beats no larger than `chunk` is one call, exactly as beat_segments_batch. At most
-    `workers` + 1 chunks are in flight.
+    `workers` + 1 chunks are in flight. r_peak_samples: None (found by r_peak_index) or one R
+    index per beat of `index`, passed on chunk by chunk. progress: None, or the description of
+    a progress bar over the beats, advanced as chunks finish.
     """
     index = np.asarray(index)
-    jobs = (chunk_job(beats, index[max(0, s - CONTEXT_BEATS):s + chunk + CONTEXT_BEATS],
-                      s - max(0, s - CONTEXT_BEATS), min(chunk, len(index) - s), fs, options)
-            for s in range(0, len(index), chunk))
-    if workers <= 1 or len(index) <= chunk:
-        return [seg for job in jobs for seg in chunk_segments(job)]
+    peaks = None if r_peak_samples is None else np.asarray(r_peak_samples, dtype=int).reshape(-1)
+    if peaks is not None and len(peaks) != len(index):
+        raise ValueError(f"r_peak_samples must hold {len(index)} indices, got {len(peaks)}")
+
+    def job_at(s):
+        lo, hi = max(0, s - CONTEXT_BEATS), s + chunk + CONTEXT_BEATS
+        chosen = options if peaks is None else dict(options, r_peak_samples=peaks[lo:hi])
+        return chunk_job(beats, index[lo:hi], s - lo, min(chunk, len(index) - s), fs, chosen)
+
+    jobs = (job_at(s) for s in range(0, len(index), chunk))
+    bar = tqdm(total=len(index), desc=progress or "", unit="beat", dynamic_ncols=True,
+               disable=None if progress else True)
     found = []
-    context = multiprocessing.get_context("spawn")   # no forked copy of the parent's memory
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        pending = []
-        for job in jobs:
-            pending.append(pool.submit(chunk_segments, job))
-            if len(pending) > workers:
-                found += pending.pop(0).result()
-        for future in pending:
-            found += future.result()
+    with bar:
+        if workers <= 1 or len(index) <= chunk:
+            for job in jobs:
+                found += chunk_segments(job)
+                bar.update(job[3])
+            return found
+        context = multiprocessing.get_context("spawn")   # no forked copy of the parent's memory
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pending = []
+            for job in jobs:
+                pending.append(pool.submit(chunk_segments, job))
+                if len(pending) > workers:
+                    found += pending.pop(0).result()
+                    bar.update(len(found) - bar.n)
+            for future in pending:
+                found += future.result()
+                bar.update(len(found) - bar.n)
     return found
 
 

@@ -262,17 +262,22 @@ def evaluate(config, run, test, patient_ids, output_dir, checkpoint=None):
     logits = predict_logits(best_model, x_test, config["BATCH_SIZE"], run.device, run.rank,
                             run.world_size)
     prob = torch.softmax(logits, 1).numpy()
-    y_true = y_test.numpy()
-    report = test_report(y_true, prob, patient_ids, run.class_names, config["BOOTSTRAP"],
-                         config["SEED"])
-    report["calibration"] = calibration_by_class(y_true, prob, patient_ids, run.class_names,
-                                                 config["BOOTSTRAP"], config["SEED"])
+    report = probability_report(y_test.numpy(), prob, patient_ids, run.class_names,
+                                config["BOOTSTRAP"], config["SEED"])
+    return report, prob
+
+
+def probability_report(y_true, prob, patient_ids, class_names, bootstrap, seed):
+    """test_eval_results.json of class probabilities: lvr.metrics.test_report (patient-bootstrap
+    CIs, patient_level) plus calibration, at beat and at patient level."""
+    report = test_report(y_true, prob, patient_ids, class_names, bootstrap, seed)
+    report["calibration"] = calibration_by_class(y_true, prob, patient_ids, class_names,
+                                                 bootstrap, seed)
     if "patient_level" in report:
         patients, y_patient, prob_patient = patient_level_arrays(y_true, prob, patient_ids)
         report["patient_level"]["calibration"] = calibration_by_class(
-            y_patient, prob_patient, patients, run.class_names, config["BOOTSTRAP"],
-            config["SEED"])
-    return report, prob
+            y_patient, prob_patient, patients, class_names, bootstrap, seed)
+    return report
 
 
 def write_run_outputs(config, run, output_dir, outcome, report, start_time):
@@ -319,8 +324,10 @@ def format_ci(ci):
 
 def log_test_summary(report, class_names, output_dir, wall, log, title="Test set"):
     head = headline_metrics(report)
-    log(f"\n{title} ({report['n_patients']} patients, {report['n_beats']} beats), best checkpoint "
-        f"from epoch {report['best_epoch']}; 95% CIs resample patients:")
+    source = (f", best checkpoint from epoch {report['best_epoch']}"
+              if report.get("best_epoch") is not None else "")
+    log(f"\n{title} ({report['n_patients']} patients, {report['n_beats']} beats){source}; "
+        f"95% CIs resample patients:")
     if "patient_level" in report:
         level = headline_metrics(report["patient_level"])
         auc = level["roc_auc"]

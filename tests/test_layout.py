@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"train_MCL_ResNet_1D_class2", "train_MCL_ResNet_1D_class4", "Saliency_ana2_sys",
-           "prepare_data", "demo_cohort", "plot_training_curves", "compare_runs"}
+           "prepare_data", "demo_cohort", "plot_training_curves", "compare_runs",
+           "ecg_features_baseline"}
 COMPATIBILITY = {"ECG_dataset", "para_define"}   # the original's module names, re-exporting lvr
 TOP_LEVEL = SCRIPTS | COMPATIBILITY
 # lvr modules that orchestrate a script's job and so may draw figures

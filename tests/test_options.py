@@ -14,7 +14,7 @@ from lvr.leads import LEAD_BY_KEY, lead_key
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("train_MCL_ResNet_1D_class2.py", "train_MCL_ResNet_1D_class4.py",
            "Saliency_ana2_sys.py", "prepare_data.py", "demo_cohort.py", "plot_training_curves.py",
-           "compare_runs.py")
+           "compare_runs.py", "ecg_features_baseline.py")
 A_FILE = os.path.abspath(__file__)      # exists as a regular file: no folder may be named so
 A_FOLDER = os.path.dirname(A_FILE)
 
@@ -44,6 +44,7 @@ BAD = {
     "AMPLITUDE_SCALE": 0, "EVALUATE": __file__, "EXTERNAL": "maybe", "LEVEL": "record",
     "ALPHA": 1.5, "RUN_A": 3, "RUN_B": 3, "POSITIVE_CLASS": 1, "OUTPUT": 2,
     "ALLOW_OTHER_COHORT": "yes", "NORMALISATION": "zscore", "SELECT_BY": "val_f1",
+    "PENALTY_FOLDS": 1, "PENALTIES": 0,
 }
 
 # Valid values other than the defaults, given as on the command line

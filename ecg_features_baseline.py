@@ -1,0 +1,37 @@
+"""A conventional ECG-measurement baseline on a finished training run's split: does the network
+beat what a cardiologist reads off the ECG?
+
+Measures R, S, Q amplitude, Q duration, ST deviation at J+60 ms and T amplitude in each lead,
+QRS duration and QT interval (lvr/ecg_features.py), fits an L2 logistic regression on the run's
+TRAINING patients only and scores its test patients. The output folder has a training run's
+test files, so compare_runs.py pairs it with the network:
+
+    python ecg_features_baseline.py --train_dir=results_class2
+    python compare_runs.py --run_a=results_class2 --run_b=results_class2_ecg_features
+
+lvr/feature_baseline.py does the work. Every constant below can be overridden as
+--lower_case_name=value; --help lists them.
+"""
+from lvr.config import configure, run_script
+
+TRAIN_DIR = "results_class2"      # a finished training run: its split.json gives the patients
+DATA_DIR = ""                     # "": the cohort the run was trained on (split.json data_dir)
+OUTPUT_DIR = ""                   # "": <TRAIN_DIR>_ecg_features, beside the run
+DELINEATION_LEADS = "all"         # leads combined for wave boundaries: all, or II,V2,V5 (faster)
+WORKERS = 1                       # processes delineating beats (1 = run in this process)
+PENALTY_FOLDS = 5                 # patient-grouped folds that choose the L2 penalty
+PENALTIES = 10                    # penalty strengths C tried, log-spaced over 1e-4..1e4
+BOOTSTRAP = 1000                  # patient-bootstrap resamples for the 95% CIs
+SEED = 42                         # fixes the penalty folds and the bootstrap
+ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
+
+
+def main():
+    config = configure(globals())
+    # imported once the options are checked: --help and a bad option answer before torch loads
+    from lvr.feature_baseline import run_feature_baseline
+    run_feature_baseline(config)
+
+
+if __name__ == "__main__":
+    run_script(main)
