@@ -19,6 +19,7 @@ DATA_DIR = ""                     # "": the cohort the run was trained on (split
 OUTPUT_DIR = ""                   # "": <TRAIN_DIR>_ecg_features, beside the run
 DELINEATION_LEADS = "all"         # leads combined for wave boundaries: all, or II,V2,V5 (faster)
 WORKERS = 1                       # processes delineating beats (1 = run in this process)
+MEASUREMENTS = ""                 # an earlier baseline run's measurements.npz: reuse them
 PENALTY_FOLDS = 5                 # patient-grouped folds that choose the L2 penalty
 PENALTIES = 10                    # penalty strengths C tried, log-spaced over 1e-4..1e4
 BOOTSTRAP = 1000                  # patient-bootstrap resamples for the 95% CIs

@@ -360,6 +360,8 @@ OPTIONS = {
     # ecg_features_baseline.py (lvr.feature_baseline)
     "PENALTY_FOLDS": integer(2),                    # StratifiedGroupKFold needs 2 or more
     "PENALTIES": integer(1),
+    "MEASUREMENTS": Rule(lambda v: isinstance(v, str),   # lvr.feature_baseline checks the file
+                         "empty, or an earlier baseline run's measurements.npz or its folder"),
 }
 
 # Names that one script reads differently from the others.

@@ -8,7 +8,8 @@ penalty chosen by cross-validation grouped by patient), and scores the test beat
 what a training run writes for its test set, so compare_runs.py pairs it with the network:
 predictions.csv, test_eval_results.json (patient-bootstrap CIs, patient_level, calibration),
 the ROC, confusion and reliability figures, plus coefficients.csv, baseline_model.json,
-run.json and a copy of split.json.
+measurements.npz (every measured beat's features: MEASUREMENTS of a later run on another split
+of the same cohort reuses them instead of delineating again), run.json and a copy of split.json.
 """
 import csv
 import datetime
@@ -31,6 +32,41 @@ from lvr.run_folder import (atomic_write, library_versions, output_lock, prepare
 
 PENALTY_RANGE = (1e-4, 1e4)   # inverse penalty strengths C tried, log-spaced
 OUTPUT_SUFFIX = "_ecg_features"
+MEASUREMENTS_FILE = "measurements.npz"
+
+
+def stored_measurements(path, cohort, index, delineation):
+    """(features, names, methods) of the cohort rows `index` from an earlier run's
+    measurements.npz, refused unless it measured this cohort with the same delineation leads."""
+    if os.path.isdir(path):
+        path = os.path.join(path, MEASUREMENTS_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"--measurements={path}: file not found; give the {MEASUREMENTS_FILE} "
+                        f"of an earlier baseline run (or its folder), or leave it out")
+    with np.load(path, allow_pickle=False) as stored:
+        if str(stored["data_fingerprint"]) != cohort.fingerprint():
+            raise UserError(f"--measurements={path} measured another cohort (fingerprint "
+                            f"{str(stored['data_fingerprint'])[:12]}, this one "
+                            f"{cohort.fingerprint()[:12]}); leave --measurements out")
+        if str(stored["delineation_leads"]) != str(delineation):
+            raise UserError(f"--measurements={path} was delineated on "
+                            f"{stored['delineation_leads']}, this run asks for {delineation}; "
+                            f"pass the same --delineation_leads or leave --measurements out")
+        position = {int(row): i for i, row in enumerate(stored["index"])}
+        missing = [int(row) for row in index if int(row) not in position]
+        if missing:
+            raise UserError(f"--measurements={path} lacks {len(missing)} of the beats this split "
+                            f"needs; leave --measurements out to measure them")
+        rows = [position[int(row)] for row in index]
+        return (stored["features"][rows], [str(n) for n in stored["names"]],
+                [str(m) for m in stored["methods"][rows]])
+
+
+def write_measurements(path, cohort, index, features, names, methods, delineation):
+    with atomic_write(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, features=features, names=np.asarray(names), index=np.asarray(index),
+                 methods=np.asarray(methods), data_fingerprint=cohort.fingerprint(),
+                 delineation_leads=str(delineation))
 
 
 def baseline_output_dir(config):
@@ -167,10 +203,19 @@ def run_feature_baseline(config, log=print):
     prepare_output_dir(output_dir, log=log, finished_file=TEST_RESULTS)
     with output_lock(output_dir):
         measured = np.concatenate([parts["train"], parts["val"], parts["test"]])
-        features, names, methods = cohort_features(
-            cohort.beats, measured, fs, lead_names=list(cohort.spec["leads"]),
-            r_peak_sample=cohort.spec.get("r_peak_sample"), workers=config["WORKERS"],
-            leads=delineation_leads(config["DELINEATION_LEADS"]))
+        delineation = delineation_leads(config["DELINEATION_LEADS"])
+        if config["MEASUREMENTS"]:
+            features, names, methods = stored_measurements(config["MEASUREMENTS"], cohort,
+                                                           measured, delineation)
+            log(f"Measurements of {config['MEASUREMENTS']} reused (same cohort, same "
+                f"delineation leads)")
+        else:
+            features, names, methods = cohort_features(
+                cohort.beats, measured, fs, lead_names=list(cohort.spec["leads"]),
+                r_peak_sample=cohort.spec.get("r_peak_sample"), workers=config["WORKERS"],
+                leads=delineation)
+        write_measurements(os.path.join(output_dir, MEASUREMENTS_FILE), cohort, measured,
+                           features, names, methods, delineation)
         fallback = sum(m == "fallback" for m in methods)
         log(f"Measured {len(names)} features of {len(measured)} beats (delineation: "
             f"{len(measured) - fallback} delineated, {fallback} standard intervals around R); "

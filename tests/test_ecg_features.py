@@ -172,3 +172,23 @@ def test_patients_missing_from_the_cohort_are_refused(baseline_run, tmp_path):
     result = script_result("ecg_features_baseline.py", f"--train_dir={run}")
     assert result.returncode == 2 and "no-such-patient" in result.stderr
     assert "Traceback" not in result.stderr and not os.path.exists(f"{run}_ecg_features")
+
+
+def test_measurements_of_an_earlier_run_are_reused_and_give_the_same_fit(baseline_run, tmp_path,
+                                                                         monkeypatch):
+    root, _ = baseline_run
+    first = root / "run_ecg_features"
+    assert (first / "measurements.npz").is_file()
+
+    def no_delineation(*args, **kwargs):
+        raise AssertionError("the stored measurements should have been used")
+    monkeypatch.setattr("lvr.feature_baseline.cohort_features", no_delineation)
+    again = script_result("ecg_features_baseline.py", f"--train_dir={root / 'run'}", *FAST,
+                          f"--output_dir={tmp_path / 'again'}", f"--measurements={first}")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "coefficients.csv").read_text() == \
+        (first / "coefficients.csv").read_text()
+    other = script_result("ecg_features_baseline.py", f"--train_dir={root / 'run'}",
+                          f"--output_dir={tmp_path / 'other'}", f"--measurements={first}",
+                          "--delineation_leads=all")
+    assert other.returncode == 2 and "delineated on" in other.stderr

@@ -44,7 +44,7 @@ BAD = {
     "AMPLITUDE_SCALE": 0, "EVALUATE": __file__, "EXTERNAL": "maybe", "LEVEL": "record",
     "ALPHA": 1.5, "RUN_A": 3, "RUN_B": 3, "POSITIVE_CLASS": 1, "OUTPUT": 2,
     "ALLOW_OTHER_COHORT": "yes", "NORMALISATION": "zscore", "SELECT_BY": "val_f1",
-    "PENALTY_FOLDS": 1, "PENALTIES": 0,
+    "PENALTY_FOLDS": 1, "PENALTIES": 0, "MEASUREMENTS": 5,
 }
 
 # Valid values other than the defaults, given as on the command line
