@@ -1,4 +1,4 @@
-"""CPU speed of each model variant: forward + backward of one training batch.
+"""CPU speed of each model variant and reference network: forward + backward of one batch.
 
 Prints a markdown table (variant, parameters, median ms per batch) for a batch of BATCH beats
 of LEADS x LENGTH samples, timed over REPS repetitions after WARMUP untimed ones, in train mode
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import common  # noqa: F401  puts the repository root on sys.path: before model
-from model import EXPERIMENTS, build_model, parameter_count
+from model import EXPERIMENT_NAMES, build_model, parameter_count
 
 BATCH = 32        # beats per training batch
 LEADS = 12        # input leads
@@ -39,7 +39,7 @@ def batch_milliseconds(model, batch, labels, warmup=WARMUP, reps=REPS):
     return statistics.median(times)
 
 
-def speed_table(experiments=tuple(EXPERIMENTS)):
+def speed_table(experiments=EXPERIMENT_NAMES):
     """One row per experiment: name, parameter count, median ms per batch."""
     torch.manual_seed(0)
     batch = torch.randn(BATCH, LEADS, LENGTH)

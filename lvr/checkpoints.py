@@ -15,7 +15,7 @@ import torch
 from lvr.choices import NORMALISATIONS
 from lvr.config import UserError
 from lvr.run_folder import atomic_write
-from model import EXPERIMENTS, ResNet1D
+from model import EXPERIMENT_NAMES, rebuild_model
 
 CHECKPOINT_FORMAT = "mcl-resnet1d-v1"
 RESERVED_KEYS = ("format", "config", "state_dict")
@@ -162,7 +162,7 @@ def load_checkpoint(path, map_location="cpu", experiment=None, num_classes=None,
 
 
 def stored_build_args(path, stored, experiment, num_classes):
-    """ResNet1D arguments from a checkpoint's config, checked against what the caller asked for."""
+    """Model arguments from a checkpoint's config, checked against what the caller asked for."""
     config = stored.get("config")
     if not isinstance(config, dict) or any(key not in config for key in CONFIG_KEYS) or (
             not is_state_dict(stored.get("state_dict"))):
@@ -179,11 +179,11 @@ def stored_build_args(path, stored, experiment, num_classes):
 
 
 def old_style_build_args(path, state_dict, experiment, num_classes, in_channels, dropout_rate):
-    """ResNet1D arguments for a file that holds only a state dict."""
+    """Model arguments for a file that holds only a state dict."""
     if experiment is None:
         raise CheckpointError(f"checkpoint {path} is an old-style file holding only a state "
                               f"dict; it needs experiment=... (one of "
-                              f"{', '.join(EXPERIMENTS)}) to rebuild the model")
+                              f"{', '.join(EXPERIMENT_NAMES)}) to rebuild the model")
     if num_classes is None:
         if "head.weight" not in state_dict:
             raise CheckpointError(f"old-style checkpoint {path} has no head.weight; pass "
@@ -205,9 +205,9 @@ def unknown_content(path, stored):
 
 
 def rebuilt_model(path, build_args, state_dict):
-    """A ResNet1D built from `build_args` holding `state_dict`, or a CheckpointError saying why."""
+    """The network built from `build_args` holding `state_dict`, or a CheckpointError saying why."""
     try:
-        model = ResNet1D(**build_args)
+        model = rebuild_model(**build_args)
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the model ({error})") from None
     problems = state_dict_problems(model, state_dict)

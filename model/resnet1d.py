@@ -212,7 +212,31 @@ def conv_bn_pairs(model):
     return pairs
 
 
-class ResNet1D(nn.Module):
+class BeatClassifier(nn.Module):
+    """What every network of this package shares: beats (B, leads, T) -> logits (B, classes).
+
+    Subclasses set ``self.config`` (experiment, num_classes, in_channels, input_length,
+    dropout_rate, architecture) and ``self.min_length``, and keep their residual or inception
+    blocks in ``self.blocks`` (Grad-CAM explains the last).
+    """
+
+    def check_input(self, x):
+        in_channels, length = self.config["in_channels"], self.config["input_length"]
+        if x.dim() != 3 or x.shape[1] != in_channels:
+            raise ValueError(f"expected beats of shape (batch, {in_channels}, time), "
+                             f"got {tuple(x.shape)}")
+        if length is not None and x.shape[2] != length:
+            raise ValueError(f"model was built for beats of {length} samples, got {x.shape[2]}")
+        if x.shape[2] < self.min_length:
+            raise ValueError(f"beats need at least {self.min_length} samples, got {x.shape[2]}")
+
+    def lead_weights(self, x):
+        """Per-beat input lead weights (B, in_channels); all ones for models without a gate."""
+        self.check_input(x)
+        return x.new_ones(x.shape[:2])
+
+
+class ResNet1D(BeatClassifier):
     """Beats (B, in_channels, T) -> logits (B, num_classes).
 
     `architecture` (a dict like the values of EXPERIMENTS) overrides the named experiment; a
@@ -262,16 +286,6 @@ class ResNet1D(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
         self.head = nn.Linear(channels, num_classes)
 
-    def check_input(self, x):
-        in_channels, length = self.config["in_channels"], self.config["input_length"]
-        if x.dim() != 3 or x.shape[1] != in_channels:
-            raise ValueError(f"expected beats of shape (batch, {in_channels}, time), "
-                             f"got {tuple(x.shape)}")
-        if length is not None and x.shape[2] != length:
-            raise ValueError(f"model was built for beats of {length} samples, got {x.shape[2]}")
-        if x.shape[2] < self.min_length:
-            raise ValueError(f"beats need at least {self.min_length} samples, got {x.shape[2]}")
-
     def inference_copy(self):
         """An eval-mode copy for input-gradient work (SmoothGrad): each BatchNorm folded into
         the conv before it, parameters frozen. Same outputs and input gradients as the eval
@@ -290,9 +304,9 @@ class ResNet1D(nn.Module):
 
     def lead_weights(self, x):
         """Per-beat input lead weights (B, in_channels); all ones for models without a gate."""
-        self.check_input(x)
         if self.lead_gate is None:
-            return x.new_ones(x.shape[:2])
+            return super().lead_weights(x)
+        self.check_input(x)
         return self.lead_gate.weights(x)
 
     def forward(self, x):

@@ -6,7 +6,7 @@ import torch
 
 from lvr.config import UserError
 from lvr.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from model import EXPERIMENTS, ArchitectureError, build_model, parameter_count
+from model import EXPERIMENT_NAMES, EXPERIMENTS, ArchitectureError, build_model, parameter_count
 from model import MCL_ResNet1D_2, MCL_ResNet1D_4
 
 
@@ -37,6 +37,7 @@ def seeded_model(num_classes=2, experiment="ca_ms_v2", seed=0, **kwargs):
 def test_the_experiments_are_the_five_variants():
     assert list(EXPERIMENTS) == ["baseline", "ca", "ms", "ca_ms", "ca_ms_v2"]
     assert set(PARAMETER_COUNTS) == set(EXPERIMENTS)
+    assert list(EXPERIMENT_NAMES) == [*EXPERIMENTS, "resnet1d_wang", "xresnet1d101", "inception1d"]
 
 
 @pytest.mark.parametrize("experiment", VARIANTS)
