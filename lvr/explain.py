@@ -512,10 +512,14 @@ def lead_importance(beats, config):
 
     "map": the map averaged over time. "wave_effects": each lead's positive segment-swap effects
     summed over its waves (evidence for the true class); a beat whose swaps never lower
-    P(true class) has no evidence in any lead and gets equal importance everywhere.
+    P(true class) has no evidence in any lead and gets equal importance everywhere. So does a
+    beat whose map is zero everywhere (a model so sure of a beat that its gradient underflows);
+    the note counts those beats.
     """
     if config["LEAD_IMPORTANCE"] != "wave_effects":
-        return beats.maps.mean(axis=2), None
+        importance = beats.maps.mean(axis=2)
+        empty = (importance <= 0).all(axis=1)
+        return importance + 1e-12 * empty[:, None], int(empty.sum())
     evidence = np.clip(np.nan_to_num(beats.effects), 0, None).sum(axis=2)
     empty = (evidence <= 0).all(axis=1) & (beats.y == 1)
     return evidence + 1e-12, int(empty.sum())

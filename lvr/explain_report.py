@@ -128,6 +128,9 @@ def log_subgroup(label, stats, log):
     log_patient_level(stats.get("patient_level"), log)
     if stats.get("small_sample_warning"):
         log(f"  warning: {stats['small_sample_warning']}")
+    if stats.get("beats_without_evidence"):
+        log(f"  note: {stats['beats_without_evidence']} explained beats have no evidence in any "
+            f"lead (a zero map, or no swap lowering P(LVR)) and count every lead equally")
     log(f"  beat level (the original's statistics; beats of a patient are not independent): "
         f"key leads {', '.join(stats['top3_leads'])} "
         f"({', '.join(f'{s:.3f}' for s in stats['top3_scores'])})")

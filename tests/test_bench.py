@@ -148,3 +148,75 @@ def test_seed_spread_quick_reports_every_seed_and_claim(tmp_path):
         assert 0 <= claim["true_cells_first"] <= claim["seeds"] <= 2
     table = (tmp_path / "seed_spread.md").read_text()
     assert "| 42 |" in table and "| 1 |" in table and "true cells ranked first in" in table
+
+
+def test_model_bench_recipe_rules_pick_their_epoch_on_one_half_and_score_on_the_other():
+    bench = bench_module("model_bench")
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"p{i}" for i in range(20)], 3)
+    y = np.repeat(np.arange(20) % 2, 3)
+    good = np.where(y[:, None] == np.arange(2), 2.0, -2.0) + rng.normal(0, 0.5, (60, 2))
+    noise = rng.normal(0, 1, (60, 2))
+    # epoch 1 is noise, epoch 2 separates the classes: every rule picks epoch 2 on either half,
+    # so each scores the held-out half's AUC at epoch 2
+    job = {"val_labels": y.tolist(), "val_patients": patients.tolist(), "label_smoothing": 0.0,
+           "val_logits": [noise.tolist(), good.tolist()]}
+    scores = bench.rule_scores(job)
+    halves = bench.patient_halves(y, patients, bench.SEED)
+    assert set(np.unique(halves)) == {0, 1}
+    for cls in (0, 1):   # both halves hold patients of both classes
+        assert len(set(patients[(y == cls) & (halves == 0)])) == 5
+    assert scores == {rule: 1.0 for rule in bench.RULES}
+    chosen, means = bench.chosen_recipe([{"lr": lr, "scores": {r: 0.8 for r in bench.RULES}}
+                                         for lr in bench.LRS])
+    assert chosen == bench.SEED_RECIPE     # a tie goes to the original's recipe
+
+
+def test_model_bench_decision_needs_most_tasks_higher_and_none_significantly_worse():
+    bench = bench_module("model_bench")
+    reference = f"{bench.DEFAULT} (original recipe)"
+
+    def task(ref, row, p):
+        return {reference: {"pooled_auc": ref}, "x": {"pooled_auc": row, "p_vs_default": p}}
+    tasks = {"a": task(0.8, 0.85, 0.2), "b": task(0.8, 0.9, 0.01), "c": task(0.8, 0.79, 0.5)}
+    assert bench.decision(tasks)["x"]["better"]
+    tasks["c"] = task(0.8, 0.7, 0.01)     # significantly worse on one task
+    assert not bench.decision(tasks)["x"]["better"]
+
+
+@pytest.mark.slow
+def test_model_bench_quick_trains_every_model_on_the_same_folds_and_resumes(tmp_path):
+    """bench/model_bench.py --quick: the recipe phase and every model on a small demo, 3 folds;
+    a second run finds everything done and writes the same table."""
+    command = [sys.executable, os.path.join(ROOT, "bench", "model_bench.py"), "--quick",
+               f"--out={tmp_path}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    bench = bench_module("model_bench")
+    result = json.loads((tmp_path / "model_bench.json").read_text())
+    assert set(result["recipe"]["scores"]) == {f"{lr:g} {rule}" for lr in bench.LRS
+                                               for rule in bench.RULES}
+    assert len(result["recipe"]["runs"]) == len(bench.RECIPE_MODELS) * len(bench.LRS) * 3
+    rows = result["tasks"]["demo"]
+    expected = {bench.FEATURES, f"{bench.DEFAULT} (original recipe)", *bench.OURS,
+                *bench.REFERENCES, *(f"{bench.DEFAULT} {n}" for n in bench.OTHER_NORMALISATIONS)}
+    chosen = result["recipe"]["chosen"]
+    if chosen == bench.SEED_RECIPE:       # the default at the winning recipe is the same row
+        expected.discard(bench.DEFAULT)
+    assert set(rows) == expected
+    patients = {row["patients"] for row in rows.values()}
+    assert len(patients) == 1             # every model predicted every patient once
+    from model import build_model, parameter_count
+    for name in (*bench.OURS, *bench.REFERENCES):
+        if name in rows:
+            assert rows[name]["parameters"] == parameter_count(build_model(2, name))
+            assert len(rows[name]["fold_aucs"]) == 3
+    for name, row in rows.items():
+        low, high = row["pooled_auc_ci95"]
+        assert low <= row["pooled_auc"] <= high
+        assert ("p_vs_default" in row) == (name != f"{bench.DEFAULT} (original recipe)")
+    table = (tmp_path / "model_bench.md").read_text()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "12 of 12 trainings done earlier" in again.stdout
+    assert (tmp_path / "model_bench.md").read_text().split("\n", 1)[1] == table.split("\n", 1)[1]

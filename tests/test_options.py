@@ -167,6 +167,20 @@ def test_experiment_lists_the_variants_and_the_reference_networks(namespaces):
                                 "ca_ms, ca_ms_v2, resnet1d_wang, xresnet1d101, inception1d")
 
 
+@pytest.mark.parametrize("script", ["train_MCL_ResNet_1D_class2.py",
+                                    "train_MCL_ResNet_1D_class4.py"])
+def test_normalisation_and_select_by_list_their_choices(namespaces, script):
+    with pytest.raises(UserError) as error:
+        configure(dict(namespaces[script]), ["--normalisation=zscore"])
+    assert str(error.value) == ("--normalisation='zscore': must be one of per_lead, per_beat, "
+                                "none")
+    with pytest.raises(UserError) as error:
+        configure(dict(namespaces[script]), ["--select_by=val_f1"])
+    assert str(error.value) == "--select_by='val_f1': must be one of val_acc, val_auc, val_loss"
+    with pytest.raises(UserError, match="has no effect with --evaluate"):
+        configure(dict(namespaces[script]), ["--evaluate=" + A_FOLDER, "--normalisation=none"])
+
+
 def test_a_missing_constant_rule_is_no_error_at_run_time():
     assert configure({"__file__": "script.py", "LEADS": ("V1",), "EPOCHS": 3}, []) == \
         {"LEADS": ("V1",), "EPOCHS": 3}

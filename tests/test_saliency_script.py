@@ -380,3 +380,17 @@ def test_percentile_of_stored_maps_is_numpys(tmp_path):
     assert explain.stored_percentile(maps, 99.5, chunk=5) == expected
     assert not (tmp_path / "maps.npy.percentile").exists()
     assert np.array_equal(maps, before)              # partitioned a copy, not the maps
+
+
+def test_a_beat_with_a_zero_map_counts_every_lead_equally_and_is_counted():
+    from types import SimpleNamespace
+
+    from lvr.explain import lead_importance
+    from lvr.lead_stats import subgroup_lead_statistics
+    maps = np.ones((3, 12, 10))
+    maps[1] = 0.0                       # a gradient that underflowed
+    importance, empty = lead_importance(SimpleNamespace(maps=maps), {"LEAD_IMPORTANCE": "map"})
+    assert empty == 1
+    np.testing.assert_allclose(importance[1] / importance[1].sum(), np.full(12, 1 / 12))
+    stats = subgroup_lead_statistics(importance, [f"L{i}" for i in range(12)])
+    assert stats["sample_count"] == 3
