@@ -294,10 +294,17 @@ def fold_seconds(run_dir, folds):
 
 
 def parameters(run_dir):
+    """A network's parameters, or the logistic regression's coefficients and intercepts."""
     from lvr.checkpoints import load_checkpoint
     from model import parameter_count
     path = run_dir / "fold_1" / "best_model.pth"
-    return parameter_count(load_checkpoint(path)[0]) if path.exists() else None
+    if path.exists():
+        return parameter_count(load_checkpoint(path)[0])
+    fitted = run_dir / "fold_1" / "baseline_model.json"
+    if fitted.exists():
+        model = json.loads(fitted.read_text())
+        return int(np.size(model["coef"]) + np.size(model["intercept"]))
+    return None
 
 
 def bootstrap_auc(y, prob, n_boot, seed=SEED):
