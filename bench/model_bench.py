@@ -344,8 +344,9 @@ def task_rows(task_dir, rows, folds, pooled_boot):
     found, pooled = {}, {}
     for name, folder in rows.items():
         run_dir = task_dir / folder
-        if not all((run_dir / f"fold_{k}" / "predictions.csv").exists()
-                   for k in range(1, folds + 1)):
+        # run.json is the last file of a finished fold (of a network and of the baseline alike);
+        # another worker may be writing a fold's other files right now
+        if not all((run_dir / f"fold_{k}" / "run.json").exists() for k in range(1, folds + 1)):
             continue
         pooled[name] = pooled_predictions(run_dir, folds)
         values = fold_aucs(run_dir, folds)
@@ -407,6 +408,7 @@ def markdown(result):
                 f"{recipe['scores'][f'{lr:g} {rule}']:.4f}" for rule in RULES) + " |")
         lines += ["", f"Chosen: lr {recipe['chosen']['lr']:g}, select by "
                       f"{recipe['chosen']['select_by']}.", ""]
+    lines += [summary_table(result), ""]
     for task, rows in result["tasks"].items():
         lines += [f"**{task}**", "", "| model | AUC per fold (mean ± sd) | pooled AUC [95% CI] | "
                   "p vs default | parameters | s / fold |", "|---|---:|---:|---:|---:|---:|"]
@@ -430,6 +432,24 @@ def markdown(result):
         lines.append(f"| {name} | {v['higher']} of {v['tasks']} | {v['significantly_worse']} | "
                      f"{gain} | {'yes' if v['better'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def summary_table(result):
+    """Pooled out-of-fold AUC of every model (rows) on every task (columns); * marks p < 0.05
+    against the default at the original recipe."""
+    tasks = list(result["tasks"])
+    names = sorted({name for rows in result["tasks"].values() for name in rows},
+                   key=lambda name: -np.mean([rows[name]["pooled_auc"] for rows in
+                                              result["tasks"].values() if name in rows]))
+    lines = ["| model | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for name in names:
+        cells = []
+        for task in tasks:
+            row = result["tasks"][task].get(name)
+            star = "*" if row and row.get("p_vs_default", 1) < 0.05 else ""
+            cells.append(f"{row['pooled_auc']:.3f}{star}" if row else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- driver
