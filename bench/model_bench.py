@@ -412,7 +412,7 @@ def markdown(result):
     for task, rows in result["tasks"].items():
         lines += [f"**{task}**", "", "| model | AUC per fold (mean ± sd) | pooled AUC [95% CI] | "
                   "p vs default | parameters | s / fold |", "|---|---:|---:|---:|---:|---:|"]
-        for name, row in sorted(rows.items(), key=lambda item: -item[1]["pooled_auc"]):
+        for name, row in sorted(rows.items(), key=lambda item: (-item[1]["pooled_auc"], item[0])):
             low, high = row["pooled_auc_ci95"]
             p = row.get("p_vs_default")
             params, seconds = row["parameters"], row["seconds_per_fold"]
@@ -426,7 +426,8 @@ def markdown(result):
               "many, significantly lower (p < 0.05) on how many, mean difference.", "",
               "| model | higher | significantly lower | mean AUC difference | better |",
               "|---|---:|---:|---:|---|"]
-    ranked = sorted(result["decision"].items(), key=lambda item: -(item[1]["mean_gain"] or 0))
+    ranked = sorted(result["decision"].items(),
+                    key=lambda item: (-(item[1]["mean_gain"] or 0), item[0]))
     for name, v in ranked:
         gain = "" if v["mean_gain"] is None else f"{v['mean_gain']:+.3f}"
         lines.append(f"| {name} | {v['higher']} of {v['tasks']} | {v['significantly_worse']} | "
@@ -439,8 +440,8 @@ def summary_table(result):
     against the default at the original recipe."""
     tasks = list(result["tasks"])
     names = sorted({name for rows in result["tasks"].values() for name in rows},
-                   key=lambda name: -np.mean([rows[name]["pooled_auc"] for rows in
-                                              result["tasks"].values() if name in rows]))
+                   key=lambda name: (-np.mean([rows[name]["pooled_auc"] for rows in
+                                               result["tasks"].values() if name in rows]), name))
     lines = ["| model | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
     for name in names:
         cells = []
