@@ -23,6 +23,7 @@ GRAD_CLIP = 1.0                   # gradient clipping (max norm)
 LR_FACTOR = 0.5                   # plateau scheduler: lr factor when SELECT_BY stalls
 LR_PATIENCE = 3                   # plateau scheduler: epochs without improvement
 SELECT_BY = "val_acc"             # best epoch by val_acc (the original's), val_auc or val_loss
+THRESHOLD = "argmax"              # operating point: more than 2 classes classify by argmax
 TEST_SIZE = 0.1                   # share of patients in the test set
 VAL_SIZE = 0.1                    # share of patients in the validation set (8:1:1)
 SEED = 42                         # fixes the split, the initialisation and the batches
@@ -32,6 +33,7 @@ DEVICE = "auto"                   # auto (CUDA if present, with mixed precision)
 NUM_WORKERS = 0                   # DataLoader worker processes
 RESUME = False                    # continue an interrupted run in OUTPUT_DIR from its last epoch
 EVALUATE = ""                     # a finished run: test its model on DATA_DIR (results inside it)
+REPORT = True                     # write report.html, the run in one self-contained page
 ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
 
 

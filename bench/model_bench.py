@@ -230,9 +230,10 @@ def folder_name(opts):
 
 
 def network_job(task, script, cohort_dir, opts, run_dir, folds, epochs, bootstrap):
-    """One network's cross-validation on one task, by the training script (resumable)."""
+    """One network's cross-validation on one task, by the training script (resumable); False if
+    it was finished earlier."""
     if (run_dir / "cv_summary.json").exists():
-        return run_dir
+        return False
     command = [script, f"--data_dir={cohort_dir}", f"--output_dir={run_dir}",
                f"--cv_folds={folds}", f"--epochs={epochs}", f"--bootstrap={bootstrap}",
                f"--seed={SEED}", "--device=cpu", *(f"--{k}={v}" for k, v in opts.items())]
@@ -240,7 +241,7 @@ def network_job(task, script, cohort_dir, opts, run_dir, folds, epochs, bootstra
         command.append("--resume=True")
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     run_script(command, run_dir.parent / f"{run_dir.name}.log")
-    return run_dir
+    return True
 
 
 def features_job(network_dir, out_dir, folds, bootstrap):
@@ -307,16 +308,27 @@ def parameters(run_dir):
     return None
 
 
-def bootstrap_auc(y, prob, n_boot, seed=SEED):
-    """Patient-bootstrap 95% CI of the AUC; resamples lacking a class are drawn again."""
-    from lvr.metrics import macro_roc_auc
+def resampled_macro_aucs(y, probs, n_boot, seed=SEED):
+    """Macro AUCs (n_boot,) of each of `probs` on the same patient resamples (rows of y drawn
+    with replacement, computed at once from counts); resamples lacking a class are drawn again."""
+    from lvr.metrics import weighted_roc_auc
     rng = np.random.default_rng(seed)
-    draws = []
-    while len(draws) < n_boot:
-        pick = rng.integers(0, len(y), len(y))
-        value = macro_roc_auc(y[pick], prob[pick])
-        if np.isfinite(value):
-            draws.append(value)
+    kept = [[] for _ in probs]
+    while sum(len(v) for v in kept[0]) < n_boot:
+        weights = np.stack([np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y))
+                            for _ in range(n_boot)]).astype(np.float64)
+        aucs = [np.mean([weighted_roc_auc(y == k, prob[:, k], weights) for k in
+                         ([1] if prob.shape[1] == 2 else range(prob.shape[1]))], axis=0)
+                for prob in probs]
+        finite = np.all([np.isfinite(a) for a in aucs], axis=0)
+        for store, a in zip(kept, aucs, strict=True):
+            store.append(a[finite])
+    return [np.concatenate(v)[:n_boot] for v in kept]
+
+
+def bootstrap_auc(y, prob, n_boot, seed=SEED):
+    """Patient-bootstrap 95% CI of the (macro) AUC."""
+    draws, = resampled_macro_aucs(y, [prob], n_boot, seed)
     return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
 
 
@@ -324,17 +336,10 @@ def paired_p(y, prob_a, prob_b, n_boot, seed=SEED):
     """Two-sided p of AUC(a) = AUC(b) on the same patients: DeLong for 2 classes, a paired
     patient bootstrap of the macro AUC difference for more."""
     from lvr.delong import delong_paired_test
-    from lvr.metrics import macro_roc_auc
     if prob_a.shape[1] == 2:
         return delong_paired_test(y, prob_a[:, 1], prob_b[:, 1])["p"]
-    rng = np.random.default_rng(seed)
-    differences = []
-    while len(differences) < n_boot:
-        pick = rng.integers(0, len(y), len(y))
-        d = macro_roc_auc(y[pick], prob_a[pick]) - macro_roc_auc(y[pick], prob_b[pick])
-        if np.isfinite(d):
-            differences.append(d)
-    differences = np.asarray(differences)
+    a, b = resampled_macro_aucs(y, [prob_a, prob_b], n_boot, seed)
+    differences = a - b
     return float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean())))
 
 
@@ -370,6 +375,12 @@ def task_rows(task_dir, rows, folds, pooled_boot):
     return found
 
 
+def significant(row):
+    """p < 0.05 against the default; a p that could not be computed (None) is not."""
+    p = row.get("p_vs_default")
+    return p is not None and p < 0.05
+
+
 def decision(tasks):
     """Which rows beat the default at the original recipe: higher pooled AUC on most tasks and
     on no task significantly (p < 0.05) worse."""
@@ -387,7 +398,7 @@ def decision(tasks):
             gains.append(row["pooled_auc"] - reference["pooled_auc"])
             higher += row["pooled_auc"] > reference["pooled_auc"]
             worse += (row["pooled_auc"] < reference["pooled_auc"]
-                      and row.get("p_vs_default", 1) < 0.05)
+                      and significant(row))
         verdicts[name] = {"tasks": compared, "higher": higher, "significantly_worse": worse,
                           "mean_gain": float(np.mean(gains)) if gains else None,
                           "better": compared > 0 and higher > compared / 2 and worse == 0}
@@ -447,7 +458,7 @@ def summary_table(result):
         cells = []
         for task in tasks:
             row = result["tasks"][task].get(name)
-            star = "*" if row and row.get("p_vs_default", 1) < 0.05 else ""
+            star = "*" if row and significant(row) else ""
             cells.append(f"{row['pooled_auc']:.3f}{star}" if row else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -527,11 +538,16 @@ class Bench:
                                    options[name], self.out / "runs" / task / rows[name],
                                    self.folds, self.epochs, self.bootstrap): (task, name)
                        for task, name in jobs}
+            earlier = 0
             for i, future in enumerate(futures, 1):
-                future.result()
+                if not future.result():
+                    earlier += 1
+                    continue
                 task, name = futures[future]
                 self.log(f"models {i}/{len(jobs)}: {task} {name} ({self.elapsed()})")
-                self.write(recipe, rows)
+                self.write(recipe, rows)      # the table so far, readable while the rest runs
+            if earlier:
+                self.log(f"models: {earlier} of {len(jobs)} cross-validations done earlier")
         default_dir = folder_name(options[f"{DEFAULT} (original recipe)"])
         for task in self.tasks:
             features_job(self.out / "runs" / task / default_dir,

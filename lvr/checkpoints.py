@@ -82,6 +82,21 @@ def save_checkpoint(path, model, **extra):
             os.fsync(handle.fileno())
 
 
+def add_to_checkpoint(path, **extra):
+    """Rewrite the checkpoint at `path` with the plain values `extra` added (or replaced), as
+    atomically as save_checkpoint writes it; weights and config are kept as they are."""
+    stored = read_checkpoint_file(Path(path), "cpu")
+    for key, value in extra.items():
+        found = non_plain_value(value, key)
+        if found:
+            raise TypeError(f"add_to_checkpoint: {found} is not a plain type")
+    with atomic_write(path) as temporary:
+        with open(temporary, "wb") as handle:
+            torch.save({**stored, **extra}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
 def read_checkpoint_file(path, map_location):
     """The object stored in `path`, loaded with weights_only=True, or a CheckpointError."""
     if not path.is_file():

@@ -2,8 +2,10 @@
 
 lvr.config builds the option rules (and ``--help``) from these, and the modules that act on a
 value import the same names, so a choice added here is accepted and handled alike. This module
-imports nothing: ``--help`` and option errors must answer before torch loads.
+imports nothing but `re`: ``--help`` and option errors must answer before torch loads.
 """
+import re
+
 
 # TASK of the training scripts: which label of cohort.json a run learns (lvr.cohort)
 TASKS = ("binary", "multiclass")
@@ -54,3 +56,31 @@ NORMALISATIONS = {
 # SELECT_BY of the training scripts: the validation measure that picks the best epoch
 # (lvr.training.FitState; the plateau schedule follows validation accuracy whatever it is)
 SELECTION_RULES = ("val_acc", "val_auc", "val_loss")
+
+# THRESHOLD of the training scripts: how a 2-class model's operating point is chosen on the
+# validation patients (lvr.operating_point)
+ARGMAX_THRESHOLD = 0.5
+THRESHOLD_TARGET = re.compile(r"(sensitivity|specificity):(0?\.\d+|1(\.0*)?)")
+THRESHOLD_WORDS = ("youden, sensitivity:X or specificity:X (X in (0, 1]), a probability in (0, 1), "
+              "or argmax")
+
+
+def threshold_rule(value):
+    """(kind, number) of a THRESHOLD value: ("youden", None), ("sensitivity", 0.9),
+    ("specificity", 0.9), ("probability", 0.3) or ("argmax", 0.5); None if it is none of them."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return ("probability", float(value)) if 0 < value < 1 else None
+    text = str(value).strip().lower()
+    if text in ("youden", "argmax"):
+        return (text, ARGMAX_THRESHOLD if text == "argmax" else None)
+    match = THRESHOLD_TARGET.fullmatch(text)
+    if match:
+        target = float(match.group(2))
+        return (match.group(1), target) if 0 < target <= 1 else None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return ("probability", number) if 0 < number < 1 else None

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, NORMALISATIONS,
-                         PTBXL_TASKS, SELECTION_RULES, TASKS, UNITS, WAVE_ALIGNMENTS,
-                         WAVE_REFERENCES)
+                         PTBXL_TASKS, SELECTION_RULES, TASKS, THRESHOLD_WORDS, UNITS,
+                         WAVE_ALIGNMENTS, WAVE_REFERENCES, threshold_rule)
 from lvr.leads import DELINEATION_WINDOW_MS, LEAD_BY_KEY, LEAD_NAMES, lead_key
 
 CONFIG_TYPES = (bool, int, float, str, tuple, list, type(None))
@@ -269,6 +269,7 @@ OPTIONS = {
     "EPOCHS": integer(1),
     "NORMALISATION": one_of(*NORMALISATIONS),
     "SELECT_BY": one_of(*SELECTION_RULES),
+    "THRESHOLD": Rule(lambda v: threshold_rule(v) is not None, THRESHOLD_WORDS),
     "LR": POSITIVE,
     "WEIGHT_DECAY": NON_NEGATIVE,
     "LABEL_SMOOTHING": FRACTION,
@@ -282,6 +283,7 @@ OPTIONS = {
     "NUM_WORKERS": integer(0),                      # DataLoader: 0 loads in the main process
     "RESUME": FLAG,
     "EVALUATE": folder(optional=True),              # lvr.evaluation
+    "REPORT": FLAG,                                 # lvr.report: report.html
     # Saliency_ana2_sys.py
     "NUM_SAMPLES": integer(1),
     "NOISE_LEVEL": NON_NEGATIVE,
@@ -404,6 +406,8 @@ RELATIONS = (
     (("EVALUATE", "RESUME", "CV_FOLDS"),
      lambda run, resume, folds: not run or not (resume or folds),
      "EVALUATE only tests a finished model: leave RESUME False and CV_FOLDS 0"),
+    (("THRESHOLD", "NUM_CLASSES"), lambda rule, n: n == 2 or threshold_rule(rule)[0] == "argmax",
+     "a model of more than 2 classes classifies by argmax: THRESHOLD must be argmax"),
     (("LEAD_IMPORTANCE", "WAVE_EFFECTS"), lambda source, effects: source != "wave_effects"
      or effects, "LEAD_IMPORTANCE=wave_effects needs WAVE_EFFECTS=True"),
     (("TEST_SIZE", "CV_FOLDS", "EVALUATE"), lambda test, folds, run: test > 0 or folds or run,
@@ -418,7 +422,7 @@ USED_ONLY = {
     **{name: (lambda c: not c["EVALUATE"], TRAINED_ALREADY)
        for name in ("EXPERIMENT", "DROPOUT", "LEAD_DROPOUT", "EPOCHS", "LR", "WEIGHT_DECAY",
                     "LABEL_SMOOTHING", "GRAD_CLIP", "LR_FACTOR", "LR_PATIENCE", "VAL_SIZE",
-                    "NUM_WORKERS", "NORMALISATION", "SELECT_BY")},
+                    "NUM_WORKERS", "NORMALISATION", "SELECT_BY", "THRESHOLD")},
     "TEST_SIZE": (lambda c: not c["EVALUATE"] and not c["CV_FOLDS"],
                   "with --evaluate or --cv_folds (every beat, or each fold, is tested)"),
     "NUM_SAMPLES": (lambda c: c["METHOD"] == "smoothgrad", "unless --method=smoothgrad"),

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 
 from lvr.calibration import calibration_by_class
-from lvr.checkpoints import load_checkpoint
+from lvr.checkpoints import add_to_checkpoint, load_checkpoint
+from lvr.choices import threshold_rule
 from lvr.cohort import (StandardisedBeats, load_cohort, patient_kfold_indices,
                         patient_split_indices)
 from lvr.config import UserError
@@ -27,6 +28,7 @@ from lvr.figures.training import (plot_confusion_matrix, plot_reliability_diagra
                                   plot_roc_curve, plot_training_curves)
 from lvr.geometry import cohort_geometry
 from lvr.metrics import headline_metrics, patient_level_arrays, test_report
+from lvr.operating_point import argmax_note, operating_point_report, validation_operating_point
 from lvr.predictions import write_predictions
 from lvr.run_folder import (disk_space_guard, library_versions, output_lock, prepare_output_dir,
                             save_npy_atomic, write_json_atomic)
@@ -220,11 +222,14 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
                for name, idx in parts.items()}
     if run.writer and not resume:
         write_json_atomic(os.path.join(output_dir, "split.json"), split_record(config, run, parts))
+    check_threshold_computable(config, labels[parts["val"]], cohort.patient_ids[parts["val"]])
     outcome = fit(config, tensors["train"], tensors["val"], run.class_names, output_dir, resume,
                   in_channels=cohort.beats.shape[1], input_length=cohort.beats.shape[2],
                   device=run.device, rank=run.rank, world_size=run.world_size, log=run.log)
+    point = chosen_operating_point(config, run, tensors["val"], cohort.patient_ids[parts["val"]],
+                                   os.path.join(output_dir, BEST_CHECKPOINT))
     report, prob = evaluate(config, run, tensors["test"], cohort.patient_ids[parts["test"]],
-                            output_dir)
+                            output_dir, operating_point=point)
     report.update({"best_epoch": outcome.best_epoch, "best_val_acc": outcome.best_val_acc,
                    "selected_by": config["SELECT_BY"], "normalisation": config["NORMALISATION"],
                    "class_names": run.class_names, "processes": run.world_size})
@@ -253,17 +258,55 @@ def split_record(config, run, parts):
             **{name: sorted(set(cohort.patient_ids[idx].tolist())) for name, idx in parts.items()}}
 
 
-def evaluate(config, run, test, patient_ids, output_dir, checkpoint=None):
+def check_threshold_computable(config, y_val, val_patient_ids):
+    """A THRESHOLD rule that reads the validation patients needs both classes among them; said
+    before training, not after it."""
+    if config["NUM_CLASSES"] != 2 or threshold_rule(config["THRESHOLD"])[0] in ("probability",
+                                                                               "argmax"):
+        return
+    present = np.unique(y_val)
+    if len(present) < 2:
+        raise UserError(f"the validation split has patients of class {int(present[0])} only "
+                        f"({len(np.unique(val_patient_ids))} patients), so THRESHOLD="
+                        f"{config['THRESHOLD']} cannot be chosen on it; use a cohort with more "
+                        f"patients, a larger VAL_SIZE, or a fixed --threshold=0.5")
+
+
+def chosen_operating_point(config, run, val, val_patient_ids, checkpoint):
+    """The 2-class operating point chosen by THRESHOLD on the validation patients with the best
+    checkpoint's probabilities (lvr.operating_point), stored in that checkpoint; None for more
+    classes, which classify by argmax."""
+    if config["NUM_CLASSES"] != 2:
+        return None
+    prob_val = best_probabilities(config, run, val[0], checkpoint)
+    point = validation_operating_point(val[1].numpy(), prob_val, val_patient_ids,
+                                       config["THRESHOLD"])
+    if run.writer:
+        add_to_checkpoint(checkpoint, operating_point=point)
+    barrier(run.world_size)
+    return point
+
+
+def best_probabilities(config, run, x, checkpoint):
+    """Class probabilities of the checkpoint's model for the beats `x`."""
+    model, _ = load_checkpoint(checkpoint, map_location=run.device)
+    logits = predict_logits(model, x, config["BATCH_SIZE"], run.device, run.rank, run.world_size)
+    return torch.softmax(logits, 1).numpy()
+
+
+def evaluate(config, run, test, patient_ids, output_dir, checkpoint=None, operating_point=None):
     """Test metrics of the best checkpoint (in output_dir unless `checkpoint` names another),
-    with patient-bootstrap CIs and patient-level metrics."""
-    best_model, _ = load_checkpoint(checkpoint or os.path.join(output_dir, BEST_CHECKPOINT),
-                                    map_location=run.device)
+    with patient-bootstrap CIs and patient-level metrics, and the metrics at `operating_point`
+    (2 classes; chosen before the test set was seen)."""
     x_test, y_test = test
-    logits = predict_logits(best_model, x_test, config["BATCH_SIZE"], run.device, run.rank,
-                            run.world_size)
-    prob = torch.softmax(logits, 1).numpy()
+    prob = best_probabilities(config, run, x_test,
+                              checkpoint or os.path.join(output_dir, BEST_CHECKPOINT))
     report = probability_report(y_test.numpy(), prob, patient_ids, run.class_names,
                                 config["BOOTSTRAP"], config["SEED"])
+    report["operating_point"] = (
+        operating_point_report(y_test.numpy(), prob, patient_ids, operating_point,
+                               config["BOOTSTRAP"], config["SEED"])
+        if operating_point else argmax_note(len(run.class_names)))
     return report, prob
 
 
@@ -322,6 +365,20 @@ def format_ci(ci):
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[n/a]"
 
 
+def log_operating_point(point, log):
+    """The console lines of a test report's operating_point block (2 classes)."""
+    if not point or point.get("threshold") is None or "patient_level" not in point:
+        return
+    level = point["patient_level"]
+    log(f"  at the operating point (threshold {point['threshold']:.4f}, {point['rule']}, chosen "
+        f"on {point['chosen_on'].split(' (')[0]}), patient level:")
+    for names in (("sensitivity", "specificity"), ("ppv", "npv")):
+        log("    " + ", ".join(
+            f"{name if len(name) > 3 else name.upper()} " +
+            ("n/a" if level[name] is None else
+             f"{level[name]:.3f} {format_ci(level.get(name + '_ci95'))}") for name in names))
+
+
 def log_test_summary(report, class_names, output_dir, wall, log, title="Test set"):
     head = headline_metrics(report)
     source = (f", best checkpoint from epoch {report['best_epoch']}"
@@ -337,13 +394,16 @@ def log_test_summary(report, class_names, output_dir, wall, log, title="Test set
             auc_ci = format_ci(report["patient_level"].get("roc_auc_ci95"))
             log(f"  patient level (report this): AUC {auc:.4f} {auc_ci}, accuracy "
                 f"{level['accuracy']:.4f}")
-        log("  beat level (the original's metrics):")
+        log_operating_point(report.get("operating_point"), log)
+        log("  beat level (the original's metrics, at the argmax):")
     indent = "    " if "patient_level" in report else "  "
     for name in ("roc_auc", "accuracy", "f1", "sensitivity", "specificity"):
         value = head[name]
         label = "AUC (macro one-vs-rest)" if name == "roc_auc" and len(class_names) > 2 else name
         log(f"{indent}{label:<24} {value:.4f}  {format_ci(report.get(f'{name}_ci95'))}"
             if value is not None else f"{indent}{label:<24} n/a")
+    if "patient_level" not in report:
+        log_operating_point(report.get("operating_point"), log)
     if report.get("small_sample_warning"):
         log(f"  warning: {report['small_sample_warning']}")
     model = ", best_model.pth" if os.path.exists(os.path.join(output_dir, BEST_CHECKPOINT)) else ""

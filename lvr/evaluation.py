@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lvr.checkpoints import checkpoint_normalisation, load_checkpoint
+from lvr.choices import ARGMAX_THRESHOLD
 from lvr.cohort import file_sha256
 from lvr.config import UserError
 from lvr.distributed import barrier, distributed_setup
@@ -62,7 +63,8 @@ def run_evaluation(config, log=print, output_dir=None):
         f"results in {output_dir}/")
     with output_lock(output_dir) if run.writer else contextlib.nullcontext():
         report, prob = evaluate(config, run, (run.x_all, torch.from_numpy(run.labels)),
-                                cohort.patient_ids, output_dir, checkpoint=model_path)
+                                cohort.patient_ids, output_dir, checkpoint=model_path,
+                                operating_point=trained_operating_point(checkpoint, model, log))
         report.update({"best_epoch": checkpoint.get("epoch"), "class_names": run.class_names,
                        "processes": world_size,
                        "evaluation": evaluation_record(train_dir, model_path, split, cohort,
@@ -107,6 +109,23 @@ def finished_run(train_dir):
         raise UserError(f"--evaluate={train_dir} is itself an evaluation's output; point at the "
                         f"training run ({split.get('evaluated_run')})")
     return split, paths[0]
+
+
+def trained_operating_point(checkpoint, model, log):
+    """The operating point the training run chose on its validation patients (2 classes; None
+    for more). A checkpoint saved before THRESHOLD existed gets the original's 0.5, said so."""
+    if model.config["num_classes"] != 2:
+        return None
+    point = checkpoint.get("operating_point")
+    if point is None:
+        log(f"note: the checkpoint predates THRESHOLD, so no threshold was chosen on its "
+            f"validation patients; the operating point is the original's argmax "
+            f"({ARGMAX_THRESHOLD})")
+        return {"rule": "argmax", "threshold": ARGMAX_THRESHOLD,
+                "chosen_on": "none: the checkpoint predates THRESHOLD (the original's argmax)"}
+    log(f"Operating point: threshold {point['threshold']:.4f} ({point['rule']}), chosen on the "
+        f"training run's validation patients")
+    return point
 
 
 def check_task(config, checkpoint, model, model_path):

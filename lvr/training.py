@@ -32,7 +32,8 @@ EXTRA_HISTORY_KEYS = ("val_auc_list",)   # not in the original's files; written 
 # Options added after runs were made: an interrupted run without them used these values.
 LEGACY_DEFAULTS = {"NORMALISATION": "per_lead", "SELECT_BY": "val_acc"}
 # Options that may change when a run is resumed; every other option must match the checkpoint.
-RESUMABLE_CHANGES = {"EPOCHS", "RESUME", "DEVICE", "NUM_WORKERS"}
+# THRESHOLD and REPORT act after training.
+RESUMABLE_CHANGES = {"EPOCHS", "RESUME", "DEVICE", "NUM_WORKERS", "THRESHOLD", "REPORT"}
 
 
 class LabelSmoothingLoss(nn.Module):
