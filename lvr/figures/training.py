@@ -1,6 +1,7 @@
-"""Figures of a training run: accuracy/loss curves, ROC curves and the confusion matrix.
+"""Figures of a training run: accuracy/loss curves, ROC curves, the confusion matrix, the
+reliability diagram and the decision curve.
 
-The metrics they show come from lvr/metrics.py.
+The metrics they show come from lvr/metrics.py, lvr/calibration.py and lvr/decision_curve.py.
 """
 import os
 
@@ -120,4 +121,37 @@ def plot_reliability_diagram(path, calibration, title="Calibration (test set)"):
         ax.set_ylabel("Observed share of the class")
         ax.set_title(title)
         ax.legend(loc="upper left", frameon=False, fontsize=9)
+        return save_figure(fig, path, dpi=200)
+
+
+def plot_decision_curve(path, curve, title="Decision curve (test set, patients)"):
+    """Net benefit of the model (with its bootstrap band), of treating all and of treating none
+    against the threshold probability, from lvr.decision_curve.decision_curve's dict. The y-axis
+    stops a little above the largest of the prevalence, the model's net benefit and its band, and
+    a little below 0, since treat-all falls steeply at high thresholds."""
+    t = np.asarray(curve["thresholds"])
+    model = np.asarray(curve["net_benefit_model"])
+    band_top = max(curve["net_benefit_model_ci95_high"] or [0])
+    top = max(curve["prevalence"], model.max(), band_top, 0.01) * 1.1
+    with plt.rc_context(TRAINING_STYLE):
+        fig, ax = plt.subplots(figsize=(6.6, 4.8))
+        if curve["net_benefit_model_ci95_low"] is not None:
+            ax.fill_between(t, curve["net_benefit_model_ci95_low"],
+                            curve["net_benefit_model_ci95_high"], color="#1f77b4", alpha=0.2,
+                            lw=0, label=f"Model, {100 * curve['level']:.0f}% bootstrap band")
+        ax.plot(t, model, color="#1f77b4", lw=2, label="Model")
+        ax.plot(t, curve["net_benefit_treat_all"], color="#d62728", lw=1.5, ls="--",
+                label="Treat all")
+        ax.plot(t, curve["net_benefit_treat_none"], color="black", lw=1.2, label="Treat none")
+        ax.plot([], [], " ", label=f"{curve['n_patients']} patients, prevalence "
+                                   f"{curve['prevalence']:.2f}")
+        ax.set_xlim(t[0], t[-1])
+        ax.set_ylim(-0.15 * top, top)
+        ax.set_xlabel("Threshold probability")
+        ax.set_ylabel("Net benefit")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        # below the axes: inside, it would cover the curves wherever they run
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+        fig.tight_layout()
         return save_figure(fig, path, dpi=200)
