@@ -44,7 +44,8 @@ BAD = {
     "AMPLITUDE_SCALE": 0, "EVALUATE": __file__, "EXTERNAL": "maybe", "LEVEL": "record",
     "ALPHA": 1.5, "RUN_A": 3, "RUN_B": 3, "POSITIVE_CLASS": 1, "OUTPUT": 2,
     "ALLOW_OTHER_COHORT": "yes", "NORMALISATION": "zscore", "SELECT_BY": "val_f1",
-    "PENALTY_FOLDS": 1, "PENALTIES": 0, "MEASUREMENTS": 5,
+    "PENALTY_FOLDS": 1, "PENALTIES": 0, "MEASUREMENTS": 5, "THRESHOLD": "sensitivity:1.5",
+    "REPORT": "sometimes",
 }
 
 # Valid values other than the defaults, given as on the command line
@@ -55,7 +56,8 @@ VALID = [
         "--bootstrap=0", "--lead_dropout=0", "--experiment=baseline", "--label_smoothing=0",
         "--seed=0", "--weight_decay=0", "--output_dir=" + A_FOLDER,
         "--normalisation=per_beat", "--normalisation=none", "--select_by=val_auc",
-        "--select_by=val_loss"]
+        "--select_by=val_loss", "--threshold=youden", "--threshold=sensitivity:0.9",
+        "--threshold=specificity:.95", "--threshold=0.3", "--threshold=argmax", "--report=False"]
 ] + [
     ("Saliency_ana2_sys.py", arg) for arg in [
         "--max_figures=None", "--max_figures=0", "--noise_level=0", "--num_samples=1",
@@ -149,6 +151,7 @@ def test_conversion_errors_still_come_first(arg, namespaces):
     ("train_MCL_ResNet_1D_class2.py", ["--cv_folds=2", "--val_size=0.5"],
      ["--val_size=0.5", "--cv_folds=2"]),
     ("train_MCL_ResNet_1D_class4.py", ["--class_names=a,b"], ["--class_names=('a', 'b')"]),
+    ("train_MCL_ResNet_1D_class4.py", ["--threshold=youden"], ["--threshold=", "--num_classes=4", "argmax"]),
     ("prepare_data.py", ["--fs=100", "--bandpass=0.5,50"], ["--bandpass=(0.5, 50.0)", "--fs=100"]),
     ("demo_cohort.py", ["--r_peak_s=1.0"], ["--r_peak_s=1.0", "--window_s=1.0"]),
     ("Saliency_ana2_sys.py", ["--lead_importance=wave_effects", "--wave_effects=False"],
@@ -179,6 +182,19 @@ def test_normalisation_and_select_by_list_their_choices(namespaces, script):
     assert str(error.value) == "--select_by='val_f1': must be one of val_acc, val_auc, val_loss"
     with pytest.raises(UserError, match="has no effect with --evaluate"):
         configure(dict(namespaces[script]), ["--evaluate=" + A_FOLDER, "--normalisation=none"])
+
+
+@pytest.mark.parametrize("value", ["sensitivity:1.5", "specificity:0", "0", "1", "1.2",
+                                   "youdens", "sensitivity", "-0.3", "nan"])
+def test_threshold_names_its_forms(namespaces, value):
+    with pytest.raises(UserError) as error:
+        configure(dict(namespaces["train_MCL_ResNet_1D_class2.py"]), [f"--threshold={value}"])
+    assert str(error.value) == (f"--threshold={value!r}: must be youden, sensitivity:X or "
+                                f"specificity:X (X in (0, 1]), a probability in (0, 1), or "
+                                f"argmax")
+    with pytest.raises(UserError, match="has no effect with --evaluate"):
+        configure(dict(namespaces["train_MCL_ResNet_1D_class2.py"]),
+                  ["--evaluate=" + A_FOLDER, "--threshold=0.3"])
 
 
 def test_a_missing_constant_rule_is_no_error_at_run_time():

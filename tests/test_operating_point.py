@@ -1,0 +1,199 @@
+"""THRESHOLD: the 2-class operating point is chosen on the validation patients only, stored in the
+checkpoint, and applied unchanged to the test set and in --evaluate; the metrics at it agree with
+scikit-learn."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_curve
+
+from helpers import quiet, tiny_config
+from lvr import engine
+from lvr.choices import threshold_rule
+from lvr.config import UserError
+from lvr.evaluation import run_evaluation
+from lvr.metrics import patient_level_arrays
+from lvr.operating_point import (chosen_threshold, metrics_at_threshold, operating_point_report,
+                                 sensitivity_specificity, validation_operating_point)
+
+
+def scores(seed, n=60, separation=1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = 1 / (1 + np.exp(-(rng.normal(size=n) + separation * (2 * y - 1))))
+    return y, np.round(p, 2)                       # rounded: ties between patients
+
+
+def roc_points(y, p):
+    """(sensitivity, specificity) of every threshold of scikit-learn's ROC curve."""
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    return tpr, 1 - fpr
+
+
+def test_threshold_rules_are_parsed():
+    assert threshold_rule("youden") == ("youden", None)
+    assert threshold_rule("Sensitivity:0.9") == ("sensitivity", 0.9)
+    assert threshold_rule("specificity:.95") == ("specificity", 0.95)
+    assert threshold_rule("0.3") == ("probability", 0.3)
+    assert threshold_rule(0.3) == ("probability", 0.3)
+    assert threshold_rule("argmax") == ("argmax", 0.5)
+    for bad in ("sensitivity:0", "sensitivity:1.1", "1", "0", "nan", "youdens", True):
+        assert threshold_rule(bad) is None, bad
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_youden_reaches_the_largest_j_of_the_roc_curve(seed):
+    y, p = scores(seed)
+    threshold = chosen_threshold(y, p, "youden")
+    sensitivity, specificity = sensitivity_specificity(y, p, [threshold])
+    tpr, tnr = roc_points(y, p)
+    assert sensitivity[0] + specificity[0] - 1 == pytest.approx(np.max(tpr + tnr - 1), abs=1e-12)
+    assert not np.isin(threshold, p)               # midway between patients, not on one
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_target_rules_keep_their_target_and_are_best_on_the_other_measure(seed):
+    y, p = scores(seed)
+    tpr, tnr = roc_points(y, p)
+    sensitivity, specificity = sensitivity_specificity(
+        y, p, [chosen_threshold(y, p, "sensitivity:0.9")])
+    assert sensitivity[0] >= 0.9
+    assert specificity[0] == pytest.approx(tnr[tpr >= 0.9].max(), abs=1e-12)
+    sensitivity, specificity = sensitivity_specificity(
+        y, p, [chosen_threshold(y, p, "specificity:0.8")])
+    assert specificity[0] >= 0.8
+    assert sensitivity[0] == pytest.approx(tpr[tnr >= 0.8].max(), abs=1e-12)
+
+
+def test_a_fixed_probability_is_used_as_given():
+    y, p = scores(0)
+    assert chosen_threshold(y, p, "0.37") == 0.37
+    assert chosen_threshold(y, p, "argmax") == 0.5
+
+
+def test_the_validation_threshold_is_chosen_on_patient_means():
+    rng = np.random.default_rng(3)
+    patients = np.repeat(np.arange(30), 3).astype(str)
+    y = np.repeat(rng.integers(0, 2, 30), 3)
+    p1 = np.clip(0.3 * y + rng.uniform(0, 0.7, len(y)), 0, 1)
+    prob = np.stack([1 - p1, p1], 1)
+    point = validation_operating_point(y, prob, patients, "youden")
+    _, y_patient, prob_patient = patient_level_arrays(y, prob, patients)
+    assert point["threshold"] == chosen_threshold(y_patient, prob_patient[:, 1], "youden")
+    assert point["validation"]["n_patients"] == 30
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.45, 0.8])
+def test_metrics_at_the_threshold_equal_scikit_learn(threshold):
+    y, p = scores(1, n=80)
+    patients = np.arange(len(y)).astype(str)
+    out = metrics_at_threshold(y, p, patients, threshold, n_boot=200, seed=0)
+    pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    assert out["confusion_matrix"] == [[tn, fp], [fn, tp]]
+    assert out["sensitivity"] == pytest.approx(recall_score(y, pred))
+    assert out["specificity"] == pytest.approx(recall_score(1 - y, 1 - pred))
+    assert out["ppv"] == pytest.approx(precision_score(y, pred))
+    assert out["npv"] == pytest.approx(precision_score(1 - y, 1 - pred))
+    assert out["f1"] == pytest.approx(f1_score(y, pred))
+    for name in ("sensitivity", "specificity", "ppv", "npv", "f1"):
+        low, high = out[f"{name}_ci95"]
+        assert low <= out[name] <= high
+
+
+def test_the_bootstrap_resamples_patients_with_all_their_beats():
+    """Beats of one patient move together: a patient of 10 identical beats has the interval of
+    one patient counted 10 times, which differs from 10 independent beats."""
+    y, p = scores(2, n=30)
+    beats_y, beats_p = np.repeat(y, 10), np.repeat(p, 10)
+    by_patient = metrics_at_threshold(beats_y, beats_p, np.repeat(np.arange(30), 10), 0.5, 300, 0)
+    alone = metrics_at_threshold(y, p, np.arange(30), 0.5, 300, 0)
+    assert by_patient["sensitivity_ci95"] == pytest.approx(alone["sensitivity_ci95"])
+    by_beat = metrics_at_threshold(beats_y, beats_p, np.arange(300), 0.5, 300, 0)
+    assert by_beat["sensitivity_ci95"][1] - by_beat["sensitivity_ci95"][0] < \
+        alone["sensitivity_ci95"][1] - alone["sensitivity_ci95"][0]
+
+
+def test_the_report_block_holds_both_levels():
+    y, p = scores(4, n=40)
+    prob = np.stack([1 - p, p], 1)
+    point = {"rule": "0.5", "threshold": 0.5, "chosen_on": "given"}
+    block = operating_point_report(np.repeat(y, 2), np.repeat(prob, 2, 0),
+                                   np.repeat(np.arange(40), 2), point, 100, 0)
+    assert block["threshold"] == 0.5
+    assert sum(map(sum, block["patient_level"]["confusion_matrix"])) == 40
+    assert sum(map(sum, block["beat_level"]["confusion_matrix"])) == 80
+
+
+# ------------------------------------------------------------------------- in a training run
+
+def flip_test_labels(monkeypatch):
+    """Make the engine see the opposite class for every test beat (after the split is drawn)."""
+    original = engine.patient_split_indices
+
+    def split_then_flip(labels, *args):
+        parts = original(labels, *args)
+        labels[parts["test"]] = 1 - labels[parts["test"]]
+        return parts
+    monkeypatch.setattr(engine, "patient_split_indices", split_then_flip)
+
+
+def test_the_threshold_depends_on_validation_patients_only(small_cohort_dir, tmp_path,
+                                                           monkeypatch):
+    config = dict(EPOCHS=2, BOOTSTRAP=20)
+    plain = engine.run_training(tiny_config(small_cohort_dir, tmp_path / "a", **config),
+                                log=quiet)
+    flip_test_labels(monkeypatch)
+    flipped = engine.run_training(tiny_config(small_cohort_dir, tmp_path / "b", **config),
+                                  log=quiet)
+    assert flipped["confusion_matrix"] != plain["confusion_matrix"]     # the test labels changed
+    chosen = {key: plain["operating_point"][key] for key in ("rule", "threshold", "validation")}
+    assert {key: flipped["operating_point"][key] for key in chosen} == chosen
+    stored = torch.load(tmp_path / "a" / "best_model.pth", weights_only=True)["operating_point"]
+    assert stored["threshold"] == plain["operating_point"]["threshold"]
+    assert stored["rule"] == "youden"
+
+
+def test_evaluate_applies_the_training_runs_threshold(small_cohort_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    trained = engine.run_training(tiny_config(small_cohort_dir, run_dir, EPOCHS=2, BOOTSTRAP=20,
+                                              THRESHOLD="sensitivity:0.9"), log=quiet)
+    lines = []
+    report = run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next", EVALUATE=str(run_dir),
+                                        BOOTSTRAP=20), log=lines.append)
+    assert report["operating_point"]["threshold"] == trained["operating_point"]["threshold"]
+    assert report["operating_point"]["rule"] == "sensitivity:0.9"
+    assert any("chosen on the training run's validation patients" in line for line in lines)
+
+    # a checkpoint from before THRESHOLD: the original's argmax, said so
+    checkpoint = run_dir / "best_model.pth"
+    stored = torch.load(checkpoint, weights_only=True)
+    del stored["operating_point"]
+    torch.save(stored, checkpoint)
+    lines = []
+    report = run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next2",
+                                        EVALUATE=str(run_dir), BOOTSTRAP=20,
+                                        OUTPUT_DIR=str(tmp_path / "old")),
+                            log=lines.append, output_dir=str(tmp_path / "old"))
+    assert report["operating_point"]["threshold"] == 0.5
+    assert any("predates THRESHOLD" in line for line in lines)
+    saved = json.loads((tmp_path / "old" / "test_eval_results.json").read_text())
+    assert saved["operating_point"]["rule"] == "argmax"
+
+
+def test_four_classes_keep_the_argmax_and_say_so(small_cohort_dir, tmp_path):
+    report = engine.run_training(tiny_config(
+        small_cohort_dir, tmp_path / "four", TASK="multiclass", NUM_CLASSES=4, THRESHOLD="argmax",
+        EPOCHS=1, BOOTSTRAP=10), log=quiet)
+    assert report["operating_point"]["rule"] == "argmax"
+    assert report["operating_point"]["threshold"] is None
+    assert "2-class" in report["operating_point"]["note"]
+
+
+def test_a_validation_split_of_one_class_is_refused_before_training(tmp_path):
+    with pytest.raises(UserError, match="validation split has patients of class"):
+        engine.check_threshold_computable({"NUM_CLASSES": 2, "THRESHOLD": "youden"},
+                                          np.zeros(6, int), np.arange(6))
+    engine.check_threshold_computable({"NUM_CLASSES": 2, "THRESHOLD": "0.4"},
+                                      np.zeros(6, int), np.arange(6))
