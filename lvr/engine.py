@@ -22,20 +22,22 @@ from lvr.choices import threshold_rule
 from lvr.cohort import (StandardisedBeats, load_cohort, patient_kfold_indices,
                         patient_split_indices)
 from lvr.config import UserError
+from lvr.decision_curve import decision_curve, write_decision_curve_csv
 from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
-from lvr.figures.training import (plot_confusion_matrix, plot_reliability_diagram,
-                                  plot_roc_curve, plot_training_curves)
+from lvr.figures.training import (plot_confusion_matrix, plot_decision_curve,
+                                  plot_reliability_diagram, plot_roc_curve, plot_training_curves)
 from lvr.geometry import cohort_geometry
 from lvr.metrics import headline_metrics, patient_level_arrays, test_report
 from lvr.operating_point import argmax_note, operating_point_report, validation_operating_point
 from lvr.predictions import write_predictions
-from lvr.run_folder import (disk_space_guard, library_versions, output_lock, prepare_output_dir,
-                            save_npy_atomic, write_json_atomic)
+from lvr.run_folder import (code_version, disk_space_guard, library_versions, output_lock,
+                            prepare_output_dir, save_npy_atomic, write_json_atomic)
 from lvr.training import (BEST_CHECKPOINT, EXTRA_HISTORY_KEYS, HISTORY_KEYS, LAST_CHECKPOINT,
                           fit, predict_logits)
 
 TEST_RESULTS = "test_eval_results.json"
+DECISION_CURVE_CSV = "decision_curve.csv"
 CV_SUMMARY = "cv_summary.json"
 
 
@@ -316,6 +318,9 @@ def probability_report(y_true, prob, patient_ids, class_names, bootstrap, seed):
     report = test_report(y_true, prob, patient_ids, class_names, bootstrap, seed)
     report["calibration"] = calibration_by_class(y_true, prob, patient_ids, class_names,
                                                  bootstrap, seed)
+    if prob.shape[1] == 2:
+        report["decision_curve"] = decision_curve(y_true, prob[:, 1], patient_ids,
+                                                  n_boot=bootstrap, seed=seed)
     if "patient_level" in report:
         patients, y_patient, prob_patient = patient_level_arrays(y_true, prob, patient_ids)
         report["patient_level"]["calibration"] = calibration_by_class(
@@ -346,6 +351,17 @@ def write_test_outputs(output_dir, report, class_names, test_set="test set"):
                           title=f"Confusion matrix ({test_set})")
     plot_reliability_diagram(os.path.join(output_dir, "test_calibration.png"),
                              report["calibration"], title=f"Calibration ({test_set})")
+    if "decision_curve" in report:
+        write_decision_curve_csv(os.path.join(output_dir, DECISION_CURVE_CSV),
+                                 report["decision_curve"])
+        plot_decision_curve(os.path.join(output_dir, "test_decision_curve.png"),
+                            report["decision_curve"],
+                            title=f"Decision curve ({test_set}, patients)")
+    point = report.get("operating_point", {})
+    if point.get("threshold") is not None and "patient_level" in point:
+        plot_confusion_matrix(os.path.join(output_dir, "test_confusion_operating_point.png"),
+                              point["patient_level"]["confusion_matrix"], class_names,
+                              title=f"Patients at threshold {point['threshold']:.3f} ({test_set})")
 
 
 def run_record(config, run, wall):
@@ -357,7 +373,7 @@ def run_record(config, run, wall):
         "demo_data": cohort.is_demo, "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "processes": run.world_size, "torch_threads": torch.get_num_threads(),
-        "versions": library_versions(), "wall_time_s": round(wall, 2),
+        "versions": library_versions(), "code": code_version(), "wall_time_s": round(wall, 2),
         "finished": datetime.datetime.now().isoformat(timespec="seconds")}
 
 

@@ -44,7 +44,7 @@ from lvr.geometry import check_geometry
 from lvr.lead_stats import (ground_truth_check, patient_level_lead_statistics, patient_means,
                             subgroup_lead_statistics)
 from lvr.leads import WAVES
-from lvr.run_folder import (atomic_write, library_versions, prepare_output_dir,
+from lvr.run_folder import (atomic_write, code_version, library_versions, prepare_output_dir,
                             write_json_atomic)
 from lvr.wave_effects import (reference_beats, true_cell_ranks, wave_effect_rows,
                               wave_effects)
@@ -159,7 +159,7 @@ def explain_run(config, log=print):
             "data_fingerprint": cohort.fingerprint(), "normalisation": normalisation,
             "test_beats": int(len(index)),
             "test_patients": sorted(set(cohort.patient_ids[index].tolist())),
-            "device": str(device), "versions": library_versions(),
+            "device": str(device), "versions": library_versions(), "code": code_version(),
             "step_times_s": timings, "wall_time_s": round(time.time() - start, 2)})
         written = sorted(name for name in os.listdir(output_dir)
                          if os.path.isfile(os.path.join(output_dir, name)))

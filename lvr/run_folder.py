@@ -12,6 +12,7 @@ import os
 import platform
 import secrets
 import socket
+import subprocess
 from importlib import metadata
 
 import numpy as np
@@ -21,7 +22,8 @@ from lvr.config import UserError
 LOCK_FILE = ".run.lock"
 TEMPORARY_MARK = ".tmp"   # in the name of every file atomic_write has not renamed yet
 VERSIONED_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "matplotlib", "pandas", "wfdb",
-                      "neurokit2")
+                      "neurokit2", "seaborn", "jinja2")
+CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextlib.contextmanager
@@ -68,6 +70,23 @@ def removed_temporary_files(output_dir):
             os.remove(os.path.join(output_dir, name))
             count += 1
     return count
+
+
+def code_version():
+    """{"commit", "modified"} of the git checkout this code runs from; None outside one (a copy
+    without .git, or no git installed)."""
+    def git(*args):
+        done = subprocess.run(["git", "-C", CODE_ROOT, *args], capture_output=True, text=True,
+                              timeout=10)
+        return done.stdout.strip() if done.returncode == 0 else None
+    try:
+        commit = git("rev-parse", "HEAD")
+        if not commit:
+            return None
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "modified": bool(changed)}
 
 
 def library_versions():

@@ -1,0 +1,335 @@
+"""report.html: one self-contained page per output folder, for a co-author or a reviewer.
+
+`write_report(folder)` reads what a training, evaluation, cross-validation or saliency run left
+in `folder` (its JSON files and figures) and writes `folder/report.html`: headline numbers first,
+then cohort and flow, training, discrimination, operating point, calibration, decision curve,
+subgroups, explanations and provenance, and a TRIPOD+AI table (lvr.tripod). Images are embedded
+as data URIs and the page has no script and no link outside itself, so it opens offline and can
+be mailed as one file. It is rebuilt from the files alone: `plot_training_curves.py
+--train_dir=RUN` redraws it for a finished run.
+"""
+import base64
+import datetime
+import json
+import os
+
+import jinja2
+
+from lvr.run_folder import atomic_write
+from lvr.tripod import tripod_rows
+
+REPORT_FILE = "report.html"
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+# Figures by file name -> (section, caption); other PNGs of the folder go to "Other figures".
+FIGURES = {
+    "ACC_Loss_Curve.png": ("training", "Accuracy and loss per epoch; the dashed line marks the "
+                                       "selected checkpoint."),
+    "test_roc_curve.png": ("discrimination", "ROC curve of the tested beats."),
+    "test_confusion_matrix.png": ("discrimination", "Beats at the argmax (the original's rule)."),
+    "test_confusion_operating_point.png": ("operating_point", "Patients at the operating point "
+                                                              "chosen on validation."),
+    "test_probabilities.png": ("operating_point", "Patient probabilities by true class, with "
+                                                  "the threshold."),
+    "test_calibration.png": ("calibration", "Reliability diagram with the calibration "
+                                            "intercept and slope."),
+    "test_decision_curve.png": ("decision_curve", "Net benefit against treating every patient "
+                                                  "and treating none."),
+    "participant_flow.png": ("cohort", "Participant flow: records, exclusions, patients, beats."),
+    "lead_importance_heatmap.png": ("explanations", "Lead importance per sample and subgroup."),
+    "lead_importance_comparison.png": ("explanations", "Mean lead importance per subgroup."),
+    "wave_effects_heatmap.png": ("explanations", "Counterfactual wave effects: drop in P(LVR) "
+                                                 "when one lead's wave is swapped."),
+    "wave_importance_heatmap.png": ("explanations", "Saliency share of each lead per wave."),
+    "deletion_curve.png": ("explanations", "Deleting the top-k leads against k random leads."),
+    "sanity_check.png": ("explanations", "Saliency after randomising the weights."),
+}
+HEADLINE_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "f1")
+OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
+DECISION_ROWS = (0.1, 0.2, 0.3, 0.4, 0.5)      # thresholds tabulated from the decision curve
+
+
+def read_json(folder, name):
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def embedded_png(path):
+    with open(path, "rb") as handle:
+        return "data:image/png;base64," + base64.b64encode(handle.read()).decode("ascii")
+
+
+def number(value, digits=3):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def with_ci(value, ci, digits=3):
+    """'0.912 [0.850, 0.960]', with an open bound shown as '-inf' / 'inf' (None in the JSON)."""
+    if value is None:
+        return "n/a"
+    if not ci:
+        return number(value, digits)
+    low = "-inf" if ci[0] is None else f"{ci[0]:.{digits}f}"
+    high = "inf" if ci[1] is None else f"{ci[1]:.{digits}f}"
+    return f"{value:.{digits}f} [{low}, {high}]"
+
+
+def auc_of(metrics):
+    auc = metrics.get("roc_auc")
+    return auc.get("macro") if isinstance(auc, dict) else auc
+
+
+def metric_rows(metrics):
+    """(metric, value with CI) of the headline metrics of one level of a test report."""
+    rows = []
+    for name in HEADLINE_METRICS:
+        value = auc_of(metrics) if name == "roc_auc" else metrics.get(name)
+        rows.append((name.replace("roc_auc", "AUC"), with_ci(value, metrics.get(f"{name}_ci95"))))
+    return rows
+
+
+def run_kind(folder, results, split):
+    if os.path.exists(os.path.join(folder, "saliency_run.json")):
+        return "saliency"
+    if os.path.exists(os.path.join(folder, "cv_summary.json")):
+        return "cross-validation"
+    if split and "evaluated_run" in split:
+        return "external evaluation"
+    return "training" if results else "unknown"
+
+
+def figures_by_section(folder):
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        if name.lower().endswith(".png") and not name.startswith("."):
+            section, caption = FIGURES.get(name, ("other", name))
+            found.setdefault(section, []).append(
+                {"name": name, "caption": caption,
+                 "src": embedded_png(os.path.join(folder, name))})
+    return found
+
+
+def headline(kind, results, cv, saliency):
+    """(label, value) pairs of the page's opening box."""
+    items = []
+    if results:
+        level = results.get("patient_level", results)
+        items.append(("Patients tested", str(results.get("n_patients"))))
+        items.append(("Patient-level AUC [95% CI]",
+                      with_ci(auc_of(level), level.get("roc_auc_ci95"))))
+        point = results.get("operating_point") or {}
+        if point.get("threshold") is not None and "patient_level" in point:
+            at = point["patient_level"]
+            items.append((f"Sensitivity / specificity at {point['threshold']:.3f} "
+                          f"({point['rule']}, chosen on validation)",
+                          f"{with_ci(at['sensitivity'], at.get('sensitivity_ci95'))} / "
+                          f"{with_ci(at['specificity'], at.get('specificity_ci95'))}"))
+        calibration = next(iter((level.get("calibration") or {}).values()), None)
+        if calibration:
+            items.append(("Calibration slope (patients)",
+                          with_ci(calibration.get("calibration_slope"),
+                                  calibration.get("calibration_slope_ci95"))))
+    if cv:
+        auc = cv["metrics"].get("roc_auc", {})
+        if auc.get("mean") is not None:
+            items.append((f"AUC over {cv['folds']} folds (mean ± sd)",
+                          f"{auc['mean']:.3f} ± {auc['sd']:.3f}"))
+    if saliency:
+        for group, stats in saliency.items():
+            if isinstance(stats, dict) and stats.get("top3_leads"):
+                items.append((f"Key leads, {group}", ", ".join(stats["top3_leads"])))
+    return items
+
+
+def operating_point_section(results):
+    point = (results or {}).get("operating_point")
+    if not point:
+        return None
+    if point.get("threshold") is None or "patient_level" not in point:
+        return {"note": point.get("note", "no threshold"), "rows": [], "levels": []}
+    levels = []
+    for level in ("patient_level", "beat_level"):
+        at = point[level]
+        (tn, fp), (fn, tp) = at["confusion_matrix"]
+        levels.append({"name": level.replace("_", " "),
+                       "rows": [(name.upper() if len(name) == 3 else name,
+                                 with_ci(at[name], at.get(f"{name}_ci95")))
+                                for name in OPERATING_METRICS],
+                       "counts": f"TP {tp}, FP {fp}, FN {fn}, TN {tn}"})
+    validation = point.get("validation") or {}
+    return {"threshold": f"{point['threshold']:.4f}", "rule": point["rule"],
+            "chosen_on": point.get("chosen_on", ""), "levels": levels,
+            "validation": (f"{validation['n_patients']} validation patients: sensitivity "
+                           f"{validation['sensitivity']:.3f}, specificity "
+                           f"{validation['specificity']:.3f}") if validation else ""}
+
+
+def calibration_rows(results):
+    rows = []
+    for level_name, level in (("patients", (results or {}).get("patient_level")),
+                              ("beats", results)):
+        for name, values in ((level or {}).get("calibration") or {}).items():
+            rows.append({"level": level_name, "class": name,
+                         "intercept": with_ci(values.get("calibration_intercept"),
+                                              values.get("calibration_intercept_ci95")),
+                         "slope": with_ci(values.get("calibration_slope"),
+                                          values.get("calibration_slope_ci95")),
+                         "brier": with_ci(values.get("brier"), values.get("brier_ci95")),
+                         "failed": values.get("bootstrap_failed")})
+    return rows
+
+
+def decision_section(results):
+    curve = (results or {}).get("decision_curve")
+    if not curve:
+        return None
+    rows = []
+    for target in DECISION_ROWS:
+        matches = [i for i, t in enumerate(curve["thresholds"]) if abs(t - target) < 1e-9]
+        if not matches:
+            continue
+        i = matches[0]
+        low = curve.get("net_benefit_model_ci95_low")
+        high = curve.get("net_benefit_model_ci95_high")
+        rows.append({"threshold": f"{target:.2f}",
+                     "model": with_ci(curve["net_benefit_model"][i],
+                                      [low[i], high[i]] if low else None),
+                     "all": number(curve["net_benefit_treat_all"][i]),
+                     "avoided": number(curve["net_interventions_avoided_per_100"][i], 1)})
+    ranges = ", ".join(f"{a:.2f}-{b:.2f}" for a, b in curve.get("useful_threshold_ranges") or [])
+    return {"rows": rows, "ranges": ranges or "none",
+            "prevalence": number(curve.get("prevalence")), "n": curve.get("n_patients")}
+
+
+def subgroup_rows(results):
+    """Rows of the subgroup table: each covariate level of results['subgroups']."""
+    rows = []
+    for covariate, levels in ((results or {}).get("subgroups") or {}).items():
+        if not isinstance(levels, dict):
+            continue
+        for level, values in levels.items():
+            if not isinstance(values, dict):
+                continue
+            if values.get("too_small"):
+                rows.append({"covariate": covariate, "level": level,
+                             "n": values.get("n_patients", ""), "positive": values.get(
+                                 "n_positive", ""), "auc": "too small",
+                             "sensitivity": values.get("reason", ""), "specificity": ""})
+                continue
+            rows.append({"covariate": covariate, "level": level,
+                         "n": values.get("n_patients", ""),
+                         "positive": values.get("n_positive", ""),
+                         "auc": with_ci(values.get("roc_auc"), values.get("roc_auc_ci95")),
+                         "sensitivity": with_ci(values.get("sensitivity"),
+                                                values.get("sensitivity_ci95")),
+                         "specificity": with_ci(values.get("specificity"),
+                                                values.get("specificity_ci95"))})
+    return rows
+
+
+def split_rows(split):
+    """Patients per split, from split.json."""
+    if not split:
+        return []
+    return [(name, len(split[name])) for name in ("train", "val", "test") if name in split]
+
+
+def saliency_rows(saliency):
+    rows = []
+    for group, stats in (saliency or {}).items():
+        if not isinstance(stats, dict) or "top3_leads" not in stats:
+            continue
+        patient = stats.get("patient_level") or {}
+        rows.append({"group": group, "beats": stats.get("sample_count"),
+                     "top3": ", ".join(stats.get("top3_leads") or []),
+                     "patient_top3": ", ".join(patient.get("top3_leads") or []),
+                     "icc": with_ci(stats.get("icc"), [stats.get("icc_ci_lower"),
+                                                       stats.get("icc_ci_upper")]),
+                     "friedman_p": number(stats.get("friedman_p"), 4),
+                     "caveat": stats.get("top3_vs_rest_caveat", "")})
+    return rows
+
+
+def provenance(run, folder):
+    """(label, value) rows: command, data, code, versions, checkpoint."""
+    run = run or {}
+    config = run.get("config") or {}
+    rows = [("Command", " ".join(run.get("command") or [])),
+            ("Finished", run.get("finished", "")),
+            ("Data", f"{run.get('data_dir', '')} (fingerprint {run.get('data_fingerprint', '')})"),
+            ("Device", f"{run.get('device', '')} {run.get('cuda_device') or ''}".strip())]
+    code = run.get("code")
+    rows.append(("Code", f"git {code['commit']}" + (" with uncommitted changes"
+                                                     if code["modified"] else "")
+                 if code else "not a git checkout"))
+    versions = run.get("versions") or {}
+    rows.append(("Libraries", ", ".join(f"{k} {v}" for k, v in versions.items()
+                                        if k != "platform")))
+    rows.append(("Platform", versions.get("platform", "")))
+    return rows, sorted((k, json.dumps(v)) for k, v in config.items())
+
+
+def report_context(folder):
+    """Everything the template shows, read from the files in `folder`."""
+    results = read_json(folder, "test_eval_results.json")
+    split = read_json(folder, "split.json")
+    cv = read_json(folder, "cv_summary.json")
+    saliency = read_json(folder, "quantitative_consistency_analysis.json")
+    checks = read_json(folder, "explanation_checks.json")
+    run = read_json(folder, "run.json") or read_json(folder, "saliency_run.json")
+    if run is None and cv:
+        run = {"config": cv.get("config"), "data_fingerprint": cv.get("data_fingerprint")}
+    kind = run_kind(folder, results, split)
+    evaluation = (results or {}).get("evaluation")
+    provenance_rows, config_rows = provenance(run, folder)
+    if evaluation:
+        provenance_rows.append(("Checkpoint", f"{evaluation.get('checkpoint')} (sha256 "
+                                              f"{evaluation.get('checkpoint_sha256')})"))
+    context = {
+        "title": f"{kind.capitalize()} report: {os.path.basename(os.path.abspath(folder))}",
+        "kind": kind, "folder": os.path.abspath(folder),
+        "written": datetime.datetime.now().isoformat(timespec="seconds"),
+        "headline": headline(kind, results, cv, saliency),
+        "warnings": [w for w in [(results or {}).get("small_sample_warning"),
+                                 "demo data: simulated beats, not patients"
+                                 if (run or {}).get("demo_data") else None] if w],
+        "splits": split_rows(split), "split": split or {},
+        "flow": (results or {}).get("flow") or read_json(folder, "participant_flow.json"),
+        "characteristics": (results or {}).get("characteristics"),
+        "results": results, "evaluation": evaluation,
+        "levels": ([("patients", metric_rows(results["patient_level"]))]
+                   if results and "patient_level" in results else [])
+                  + ([("beats (argmax)", metric_rows(results))] if results else []),
+        "operating_point": operating_point_section(results),
+        "calibration": calibration_rows(results),
+        "decision": decision_section(results),
+        "subgroups": subgroup_rows(results),
+        "cv": cv, "saliency": saliency_rows(saliency), "checks": checks,
+        "figures": figures_by_section(folder),
+        "provenance": provenance_rows, "config": config_rows,
+        "files": sorted(name for name in os.listdir(folder)
+                        if os.path.isfile(os.path.join(folder, name)) and name != REPORT_FILE
+                        and not name.startswith(".")),
+    }
+    context["tripod"] = tripod_rows(context)
+    return context
+
+
+def render_report(context):
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+                                     autoescape=True, undefined=jinja2.StrictUndefined,
+                                     trim_blocks=True, lstrip_blocks=True)
+    return environment.get_template("report.html").render(**context)
+
+
+def write_report(folder, log=print):
+    """Write `folder`/report.html from the folder's files; returns its path."""
+    page = render_report(report_context(folder))
+    path = os.path.join(folder, REPORT_FILE)
+    with atomic_write(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(page)
+    log(f"Report: {path} (self-contained; open it in any browser)")
+    return path
