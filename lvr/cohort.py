@@ -19,6 +19,7 @@ from lvr.choices import NORMALISATIONS, TASKS
 from lvr.config import UserError
 from lvr.cohort_json import (FORMAT_HELP, SEED_COHORT, CohortError, cohort_spec,
                              problem_report, window_problems)
+from lvr.patients import PATIENTS_FILE, patient_table
 
 CHECK_CHUNK_BYTES = 64 << 20   # bytes of a beat file read at a time when checking it for NaN/Inf
 # A beat with fewer distinct values than this over its 12 leads has been cut to a few levels
@@ -38,6 +39,11 @@ class Cohort:
     patient_ids_given: bool      # False: every beat is its own patient (the seed's behaviour)
     files: dict = field(default_factory=dict)  # file name -> sha256
     warnings: list = field(default_factory=list)   # data that loads but may carry no signal
+    # patients.csv (lvr.patients): DataFrame indexed by patient ID (str), or None without the
+    # file; outside the fingerprint, its sha256 is recorded for provenance
+    patient_table: object = None
+    patient_table_sha256: str = None
+    notes: list = field(default_factory=list)      # things ignored on purpose, for the log
 
     @property
     def groups(self):
@@ -374,9 +380,16 @@ def load_cohort(data_dir, allow_pickle=False, in_memory=False):
                  else BeatFiles(paths, beats))
     warnings = [text for path, group_beats in zip(paths, beats, strict=True)
                 for text in signal_warnings(group_beats, path)]
+    patient_ids = np.concatenate(id_arrays)
+    patients = patient_table(data_dir, patient_ids)
     cohort = Cohort(data_dir=data_dir, spec=spec, beats=all_beats,
-                    group_index=group_index, patient_ids=np.concatenate(id_arrays),
+                    group_index=group_index, patient_ids=patient_ids,
                     patient_ids_given=all(given), files=files, warnings=warnings)
+    if patients is not None:
+        cohort.patient_table = patients.table
+        cohort.patient_table_sha256 = file_sha256(os.path.join(data_dir, PATIENTS_FILE))
+        cohort.warnings += patients.warnings
+        cohort.notes += patients.notes
     for task in TASKS:
         if spec.get(f"{task}_labels"):
             check_one_class_per_patient(cohort, task)

@@ -8,7 +8,9 @@ Output (OUTPUT_DIR): cut_<GROUP>.npy float32 (N, 12, T) in mV, filtered, not sta
 cut_<GROUP>_patient_ids.npy (N,), int64 or fixed-width text; cohort.json; beats_manifest.csv
 (group, patient_id, record, beat_index among the record's complete beats, r_peak_sample at FS
 in the whole record, row in cut_<GROUP>.npy; -1 for BEATS=median); prepare_summary.json (what
-was read, kept, rejected and why). Patients with records in groups of different class are left
+was read, kept, rejected and why); patients.csv (patient_id and the patient's covariates: PTB-XL's
+age, sex and device, or a user's table's columns other than record, patient_id and group), when
+there are any. Patients with records in groups of different class are left
 out whole: the training code needs one class per patient.
 
     python prepare_data.py --ptbxl_dir=DIR --task=mi_norm --output_dir=OUT
@@ -31,13 +33,14 @@ from lvr.config import UserError, unwritable_folder_problem
 from lvr.formats import FORMAT_NAMES, RecordRejected
 from lvr.leads import LEAD_NAMES
 from lvr.record_beats import checked_options, detector_problem, record_beats
-from lvr.record_tables import (class_conflict_rejections, cohort_name, input_table,
-                               patients_in_several_classes, task_labels, to_json)
+from lvr.patients import PATIENTS_FILE
+from lvr.record_tables import (class_conflict_rejections, cohort_name, covariate_columns,
+                               input_table, patients_in_several_classes, task_labels, to_json)
 from lvr.run_folder import atomic_write, library_versions, write_json_atomic
 
 # fewer patients in a class cannot be split by patient at all (lvr.cohort.patient_split_indices)
 MIN_PATIENTS_PER_CLASS = 2
-OUTPUT_FILES = ("cohort.json", "beats_manifest.csv", "prepare_summary.json")
+OUTPUT_FILES = ("cohort.json", "beats_manifest.csv", "prepare_summary.json", PATIENTS_FILE)
 DERIVED_NOTE = "derived leads"  # start of the note lvr.formats adds to an 8-lead record
 
 
@@ -152,8 +155,17 @@ def summary_lines(summary, folder, groups):
     empty = [g for g in groups if summary["beats_per_group"][g] == 0]
     if empty:
         lines.append(f"warning: no beats for group(s) {', '.join(empty)}")
+    covariates = summary.get("patients_table")
+    if covariates:
+        differing = ", ".join(f"{c} {n}" for c, n in covariates["patients_with_differing_records"]
+                              .items() if n)
+        lines.append(f"{PATIENTS_FILE}: {covariates['patients']} patients, columns "
+                     f"{', '.join(covariates['columns'])}"
+                     + (f"; patients whose records differ (first record's value kept): "
+                        f"{differing}" if differing else ""))
     lines.append(f"wrote {folder}: " + ", ".join(f"cut_{g}.npy" for g in groups)
-                 + ", cohort.json, beats_manifest.csv, prepare_summary.json")
+                 + ", cohort.json, beats_manifest.csv, prepare_summary.json"
+                 + (f", {PATIENTS_FILE}" if covariates else ""))
     return lines
 
 
@@ -205,6 +217,7 @@ def prepare_cohort(config, log=print):
     write_patient_ids(folder, groups, written.patients,
                       np.issubdtype(table["patient_id"].dtype, np.integer))
     write_manifest(folder / "beats_manifest.csv", written.manifest)
+    covariates = write_patients_table(folder / PATIENTS_FILE, table, rejections)
     write_json_atomic(folder / "cohort.json",
                       cohort_description(name, labels, options, config["TASK"], source))
     summary = {
@@ -219,6 +232,7 @@ def prepare_cohort(config, log=print):
         "rejection_counts": dict(Counter(r["reason"].split(":")[0]
                                          for r in rejections).most_common()),
         "rejections": rejections,
+        "patients_table": covariates,
         "notes": written.notes,
         "options": config,
         "elapsed_s": round(time.time() - started, 1),
@@ -310,3 +324,36 @@ def write_manifest(path, rows):
         writer = csv.writer(handle)
         writer.writerow(["group", "patient_id", "record", "beat_index", "r_peak_sample", "row"])
         writer.writerows(rows)
+
+
+def patient_covariates(table, rejections):
+    """One row per patient of the records that gave beats, in table order: patient_id and
+    covariate_columns. A patient whose records differ in a column gets the first record's
+    filled value (table order: PTB-XL's by ecg_id, so its earliest recording). Returns (table or
+    None without covariates, {column: patients whose records differ})."""
+    columns = covariate_columns(table)
+    kept = table[~table["record"].isin({r["record"] for r in rejections})]
+    if not columns or kept.empty:
+        return None, {}
+    values = kept[columns].replace("", np.nan)
+    by_patient = values.groupby(kept["patient_id"], sort=False)
+    differing = {c: int((by_patient[c].nunique() > 1).sum()) for c in columns}
+    patients = by_patient.first()
+    for column in columns:
+        numbers = patients[column]
+        if numbers.dtype.kind == "f" and np.all(numbers.dropna() == np.round(numbers.dropna())):
+            patients[column] = numbers.astype("Int64")   # 56, not 56.0
+    return patients.rename_axis("patient_id").reset_index(), differing
+
+
+def write_patients_table(path, table, rejections):
+    """patients.csv (patient_covariates); its description for prepare_summary.json, or None
+    (nothing written) when the records carry no covariates."""
+    patients, differing = patient_covariates(table, rejections)
+    if patients is None:
+        return None
+    with atomic_write(path) as temporary:
+        patients.to_csv(temporary, index=False)
+    return {"file": PATIENTS_FILE, "columns": [c for c in patients.columns if c != "patient_id"],
+            "patients": len(patients), "patients_with_differing_records": differing,
+            "rule": "a patient whose records differ gets the first record's filled value"}

@@ -16,6 +16,12 @@ import pandas as pd
 from lvr.choices import PTBXL_TASKS
 from lvr.config import UserError
 from lvr.formats import record_present
+from lvr.patients import patient_id_values
+
+# columns of a records table that describe the record, not the patient: the rest of a user's
+# table (and PTB-XL's age, sex, device) go to patients.csv
+RECORD_COLUMNS = ("record", "patient_id", "group", "ecg_id", "path")
+PTBXL_SEX = {0: "male", 1: "female"}   # PTB-XL's coding (Wagner et al. 2020, Table 2)
 
 
 def task_labels(task):
@@ -136,24 +142,26 @@ def ptbxl_table(ptbxl_dir, task, min_likelihood=0.0, device=""):
     else:
         group = superclasses.map(lambda s: s[0] if len(s) == 1 and s[0] != "HYP" else None)
     keep = group.notna().to_numpy() & (ptbxl_device_mask(db, device) if device else True)
-    return pd.DataFrame({"record": db.loc[keep, "filename_hr"].to_numpy(),
-                         "patient_id": db.loc[keep, "patient_id"].astype(np.int64).to_numpy(),
-                         "group": group[keep].to_numpy(),
-                         "ecg_id": db.index[keep].to_numpy()})
+    table = pd.DataFrame({"record": db.loc[keep, "filename_hr"].to_numpy(),
+                          "patient_id": db.loc[keep, "patient_id"].astype(np.int64).to_numpy(),
+                          "group": group[keep].to_numpy(),
+                          "ecg_id": db.index[keep].to_numpy()})
+    if "age" in db.columns:
+        table["age"] = pd.to_numeric(db.loc[keep, "age"], errors="coerce").to_numpy()
+    if "sex" in db.columns:
+        table["sex"] = db.loc[keep, "sex"].map(PTBXL_SEX).to_numpy()
+    if "device" in db.columns:
+        table["device"] = db.loc[keep, "device"].map(
+            lambda d: " ".join(str(d).split()) if pd.notna(d) else None).to_numpy()
+    return table
+
+
+def covariate_columns(table):
+    """The columns of a records table that go to patients.csv (not RECORD_COLUMNS)."""
+    return [c for c in table.columns if c not in RECORD_COLUMNS]
 
 
 # ---------------------------------------------------------------- a user's table
-
-def patient_id_values(column):
-    """Patient ids (text) as int64 when every one is a plain integer, else as fixed-width strings.
-
-    "15709" and "15709.0" become 15709; "007" stays text, so it cannot merge with "7".
-    """
-    text = column.astype(str).str.strip()
-    if text.str.fullmatch(r"-?(0|[1-9]\d*)(\.0*)?").all():
-        return text.str.replace(r"\.0*$", "", regex=True).astype(np.int64).to_numpy()
-    return np.asarray(text.to_numpy(), dtype=str)
-
 
 def records_table(table_path, groups):
     """The user's table (record, patient_id, group), checked; record without extension."""
