@@ -41,6 +41,7 @@ WAVE_ALIGNMENT = "r_peak"            # reference aligned on the R peak, or warpe
 WAVE_BLEND_MS = 10                   # cross-fade across each segment edge
 LEAD_IMPORTANCE = "map"              # lead statistics on the map, or on wave_effects
 SAVE_MAPS = True                     # saliency_maps.npz: maps, probabilities, index, patient, group
+REPORT = True                        # write report.html, the analysis in one self-contained page
 ALLOW_PICKLE = False                 # load pickled (object) arrays: only for files you trust
 
 

@@ -18,25 +18,33 @@ import torch.distributed as dist
 
 from lvr.calibration import calibration_by_class
 from lvr.checkpoints import add_to_checkpoint, load_checkpoint
-from lvr.choices import threshold_rule
 from lvr.cohort import (StandardisedBeats, load_cohort, patient_kfold_indices,
                         patient_split_indices)
 from lvr.config import UserError
 from lvr.decision_curve import decision_curve, write_decision_curve_csv
+from lvr.characteristics import characteristics_markdown, characteristics_table
+from lvr.choices import ARGMAX_THRESHOLD, threshold_rule
 from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
+from lvr.figures.flow import plot_flow
 from lvr.figures.training import (plot_confusion_matrix, plot_decision_curve,
-                                  plot_reliability_diagram, plot_roc_curve, plot_training_curves)
+                                  plot_patient_probabilities, plot_reliability_diagram,
+                                  plot_roc_curve, plot_training_curves)
+from lvr.flow import participant_flow
 from lvr.geometry import cohort_geometry
 from lvr.metrics import headline_metrics, patient_level_arrays, test_report
 from lvr.operating_point import argmax_note, operating_point_report, validation_operating_point
 from lvr.predictions import write_predictions
-from lvr.run_folder import (code_version, disk_space_guard, library_versions, output_lock,
-                            prepare_output_dir, save_npy_atomic, write_json_atomic)
+from lvr.report import write_report
+from lvr.run_folder import (atomic_write, code_version, disk_space_guard, library_versions,
+                            output_lock, prepare_output_dir, save_npy_atomic, write_json_atomic)
+from lvr.subgroups import performance_subgroups, subgroup_report
 from lvr.training import (BEST_CHECKPOINT, EXTRA_HISTORY_KEYS, HISTORY_KEYS, LAST_CHECKPOINT,
                           fit, predict_logits)
 
 TEST_RESULTS = "test_eval_results.json"
+FLOW_FILE = "participant_flow.json"
+CHARACTERISTICS_FILE = "characteristics.json"
 DECISION_CURVE_CSV = "decision_curve.csv"
 CV_SUMMARY = "cv_summary.json"
 
@@ -53,6 +61,7 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     log: object = print
+    task: str = "binary"
 
     @property
     def writer(self):
@@ -131,7 +140,7 @@ def run_context(config, log, rank, world_size, device, normalisation=None):
     return RunContext(cohort=cohort, data_dir=data_dir, labels=labels, class_names=class_names,
                       x_all=StandardisedBeats(cohort.beats, normalisation=normalisation
                                               or config["NORMALISATION"]), device=device,
-                      rank=rank, world_size=world_size, log=log)
+                      rank=rank, world_size=world_size, log=log, task=task)
 
 
 def prepare_run_folder(config, log):
@@ -187,6 +196,8 @@ def cross_validate(config, run, folds, output_dir, start_time):
             log(f"  {name:<12} {stats['mean']:.4f} +/- {stats['sd']:.4f}  "
                 f"(min {stats['min']:.4f}, max {stats['max']:.4f})")
     log(f"Per-fold results in {output_dir}/fold_*/, summary in {output_dir}/{CV_SUMMARY}")
+    if run.writer and config["REPORT"]:
+        write_report(output_dir, log=log)
     return summary
 
 
@@ -230,14 +241,18 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
                   device=run.device, rank=run.rank, world_size=run.world_size, log=run.log)
     point = chosen_operating_point(config, run, tensors["val"], cohort.patient_ids[parts["val"]],
                                    os.path.join(output_dir, BEST_CHECKPOINT))
-    report, prob = evaluate(config, run, tensors["test"], cohort.patient_ids[parts["test"]],
-                            output_dir, operating_point=point)
+    report, prob = evaluate(config, run, tensors["test"], parts["test"], output_dir,
+                            operating_point=point)
     report.update({"best_epoch": outcome.best_epoch, "best_val_acc": outcome.best_val_acc,
                    "selected_by": config["SELECT_BY"], "normalisation": config["NORMALISATION"],
                    "class_names": run.class_names, "processes": run.world_size})
     if run.writer:
         write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, parts["test"],
                           labels[parts["test"]], prob, run.class_names)
+        write_probability_figure(output_dir, report, labels[parts["test"]], prob,
+                                 cohort.patient_ids[parts["test"]], run.class_names)
+        write_cohort_tables(output_dir, run, {name: cohort.patient_ids[idx]
+                                              for name, idx in parts.items()})
         write_run_outputs(config, run, output_dir, outcome, report, start_time)
     barrier(run.world_size)
     return report
@@ -296,20 +311,55 @@ def best_probabilities(config, run, x, checkpoint):
     return torch.softmax(logits, 1).numpy()
 
 
-def evaluate(config, run, test, patient_ids, output_dir, checkpoint=None, operating_point=None):
-    """Test metrics of the best checkpoint (in output_dir unless `checkpoint` names another),
-    with patient-bootstrap CIs and patient-level metrics, and the metrics at `operating_point`
-    (2 classes; chosen before the test set was seen)."""
+def evaluate(config, run, test, index, output_dir, checkpoint=None, operating_point=None):
+    """Test metrics of the best checkpoint (in output_dir unless `checkpoint` names another) on
+    the cohort's beats `index` (their tensors: `test`), with patient-bootstrap CIs,
+    patient-level metrics, the metrics at `operating_point` (2 classes; chosen before the test
+    set was seen) and per subgroup and covariate level."""
     x_test, y_test = test
+    cohort, y = run.cohort, y_test.numpy()
+    patient_ids = cohort.patient_ids[index]
     prob = best_probabilities(config, run, x_test,
                               checkpoint or os.path.join(output_dir, BEST_CHECKPOINT))
-    report = probability_report(y_test.numpy(), prob, patient_ids, run.class_names,
-                                config["BOOTSTRAP"], config["SEED"])
+    report = probability_report(y, prob, patient_ids, run.class_names, config["BOOTSTRAP"],
+                                config["SEED"])
     report["operating_point"] = (
-        operating_point_report(y_test.numpy(), prob, patient_ids, operating_point,
-                               config["BOOTSTRAP"], config["SEED"])
+        operating_point_report(y, prob, patient_ids, operating_point, config["BOOTSTRAP"],
+                               config["SEED"])
         if operating_point else argmax_note(len(run.class_names)))
+    report["subgroups"] = subgroup_report(
+        y, prob, patient_ids, np.asarray(cohort.spec["groups"])[cohort.group_index[index]],
+        cohort.patient_table, performance_subgroups(cohort.spec),
+        threshold=(operating_point or {}).get("threshold") or ARGMAX_THRESHOLD,
+        n_boot=config["BOOTSTRAP"], seed=config["SEED"])
     return report, prob
+
+
+def write_probability_figure(output_dir, report, y_true, prob, patient_ids, class_names,
+                             test_set="test set"):
+    """test_probabilities.png: the patients' probabilities by class, with the operating point
+    (2 classes)."""
+    point = report.get("operating_point") or {}
+    if point.get("threshold") is None:
+        return
+    _, y_patient, prob_patient = patient_level_arrays(y_true, prob, patient_ids)
+    plot_patient_probabilities(os.path.join(output_dir, "test_probabilities.png"), y_patient,
+                               prob_patient[:, 1], point["threshold"], class_names,
+                               title=f"Patient probabilities ({test_set})")
+
+
+def write_cohort_tables(output_dir, run, split):
+    """participant_flow.json and .png, characteristics.json and .md of the run's `split`
+    (split.json's patient lists)."""
+    cohort, task = run.cohort, run.task
+    flow = participant_flow(cohort, task, split, run.class_names)
+    write_json_atomic(os.path.join(output_dir, FLOW_FILE), flow)
+    plot_flow(os.path.join(output_dir, "participant_flow.png"), flow)
+    table = characteristics_table(cohort, task, split, run.class_names)
+    write_json_atomic(os.path.join(output_dir, CHARACTERISTICS_FILE), table)
+    with atomic_write(os.path.join(output_dir, "characteristics.md")) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(characteristics_markdown(table))
 
 
 def probability_report(y_true, prob, patient_ids, class_names, bootstrap, seed):
@@ -339,11 +389,19 @@ def write_run_outputs(config, run, output_dir, outcome, report, start_time):
     wall = time.time() - start_time
     write_json_atomic(os.path.join(output_dir, "run.json"), run_record(config, run, wall))
     log_test_summary(report, run.class_names, output_dir, wall, run.log)
+    if config["REPORT"]:
+        write_report(output_dir, log=run.log)
 
 
 def write_test_outputs(output_dir, report, class_names, test_set="test set"):
-    """test_eval_results.json and the ROC, confusion and reliability figures of a test report."""
+    """test_eval_results.json and the figures of a test report."""
     write_json_atomic(os.path.join(output_dir, TEST_RESULTS), report)
+    write_test_figures(output_dir, report, class_names, test_set)
+
+
+def write_test_figures(output_dir, report, class_names, test_set="test set"):
+    """The ROC, confusion, reliability and decision-curve figures (and decision_curve.csv) of a
+    test report."""
     plot_roc_curve(os.path.join(output_dir, "test_roc_curve.png"), report["fpr"], report["tpr"],
                    report["roc_auc"], class_names, title=f"ROC curve ({test_set})")
     plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),

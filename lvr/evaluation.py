@@ -23,9 +23,11 @@ from lvr.cohort import file_sha256
 from lvr.config import UserError
 from lvr.distributed import barrier, distributed_setup
 from lvr.engine import (TEST_RESULTS, evaluate, log_test_summary, quiet_log,
-                        run_context, run_record, write_test_outputs)
+                        run_context, run_record, write_cohort_tables, write_probability_figure,
+                        write_test_outputs)
 from lvr.geometry import check_geometry, cohort_geometry
 from lvr.predictions import write_predictions
+from lvr.report import write_report
 from lvr.run_folder import output_lock, prepare_output_dir, write_json_atomic
 from lvr.training import BEST_CHECKPOINT
 
@@ -63,7 +65,7 @@ def run_evaluation(config, log=print, output_dir=None):
         f"results in {output_dir}/")
     with output_lock(output_dir) if run.writer else contextlib.nullcontext():
         report, prob = evaluate(config, run, (run.x_all, torch.from_numpy(run.labels)),
-                                cohort.patient_ids, output_dir, checkpoint=model_path,
+                                everything, output_dir, checkpoint=model_path,
                                 operating_point=trained_operating_point(checkpoint, model, log))
         report.update({"best_epoch": checkpoint.get("epoch"), "class_names": run.class_names,
                        "processes": world_size,
@@ -82,8 +84,14 @@ def run_evaluation(config, log=print, output_dir=None):
             write_json_atomic(os.path.join(output_dir, "run.json"),
                               {**run_record(config, run, wall), "evaluated_run": train_dir,
                                "command": sys.argv})
+            write_probability_figure(output_dir, report, run.labels, prob, cohort.patient_ids,
+                                     run.class_names, test_set="external"
+                                     if not own_data else "all beats")
+            write_cohort_tables(output_dir, run, {"test": cohort.patient_ids})
             log_test_summary(report, run.class_names, output_dir, wall, log,
                              title="External test set" if not own_data else "All beats")
+            if config["REPORT"]:
+                write_report(output_dir, log=log)
     barrier(world_size)
     return report
 

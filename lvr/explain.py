@@ -44,6 +44,7 @@ from lvr.geometry import check_geometry
 from lvr.lead_stats import (ground_truth_check, patient_level_lead_statistics, patient_means,
                             subgroup_lead_statistics)
 from lvr.leads import WAVES
+from lvr.report import write_report
 from lvr.run_folder import (atomic_write, code_version, library_versions, prepare_output_dir,
                             write_json_atomic)
 from lvr.wave_effects import (reference_beats, true_cell_ranks, wave_effect_rows,
@@ -161,6 +162,8 @@ def explain_run(config, log=print):
             "test_patients": sorted(set(cohort.patient_ids[index].tolist())),
             "device": str(device), "versions": library_versions(), "code": code_version(),
             "step_times_s": timings, "wall_time_s": round(time.time() - start, 2)})
+        if config["REPORT"]:
+            write_report(output_dir, log=lambda *_: None)
         written = sorted(name for name in os.listdir(output_dir)
                          if os.path.isfile(os.path.join(output_dir, name)))
         log(f"\nDone in {time.time() - start:.0f} s: {output_dir}/ holds {', '.join(written)}")

@@ -22,7 +22,7 @@ REPORT_FILE = "report.html"
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 # Figures by file name -> (section, caption); other PNGs of the folder go to "Other figures".
 FIGURES = {
-    "ACC_Loss_Curve.png": ("training", "Accuracy and loss per epoch; the dashed line marks the "
+    "ACC_Loss_Curve.png": ("training", "Accuracy and loss per epoch; the dotted line marks the "
                                        "selected checkpoint."),
     "test_roc_curve.png": ("discrimination", "ROC curve of the tested beats."),
     "test_confusion_matrix.png": ("discrimination", "Beats at the argmax (the original's rule)."),
@@ -43,9 +43,14 @@ FIGURES = {
     "deletion_curve.png": ("explanations", "Deleting the top-k leads against k random leads."),
     "sanity_check.png": ("explanations", "Saliency after randomising the weights."),
 }
+SECTIONS = (("cohort", "Cohort"), ("training", "Training"), ("discrimination", "Discrimination"),
+            ("operating_point", "Operating point"), ("calibration", "Calibration"),
+            ("decision_curve", "Decision curve"), ("subgroups", "Subgroups"),
+            ("explanations", "Explanations"))
 HEADLINE_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "f1")
 OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
 DECISION_ROWS = (0.1, 0.2, 0.3, 0.4, 0.5)      # thresholds tabulated from the decision curve
+MAX_WIDTH = 1000                                # CSS pixels of a figure, the page's text width
 
 
 def read_json(folder, name):
@@ -57,8 +62,13 @@ def read_json(folder, name):
 
 
 def embedded_png(path):
+    """(data URI, display width in CSS pixels) of a PNG: half its pixel width (the figures are
+    drawn at 150-200 dpi, twice a screen's), at most the page's width."""
     with open(path, "rb") as handle:
-        return "data:image/png;base64," + base64.b64encode(handle.read()).decode("ascii")
+        data = handle.read()
+    width = int.from_bytes(data[16:20], "big") if data[12:16] == b"IHDR" else MAX_WIDTH
+    return ("data:image/png;base64," + base64.b64encode(data).decode("ascii"),
+            min(MAX_WIDTH, max(1, width // 2)))
 
 
 def number(value, digits=3):
@@ -74,6 +84,12 @@ def with_ci(value, ci, digits=3):
     low = "-inf" if ci[0] is None else f"{ci[0]:.{digits}f}"
     high = "inf" if ci[1] is None else f"{ci[1]:.{digits}f}"
     return f"{value:.{digits}f} [{low}, {high}]"
+
+
+def p_value(p):
+    if p is None:
+        return "not computable"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 def auc_of(metrics):
@@ -102,12 +118,14 @@ def run_kind(folder, results, split):
 
 def figures_by_section(folder):
     found = {}
-    for name in sorted(os.listdir(folder)):
+    order = list(FIGURES)
+    for name in sorted(os.listdir(folder), key=lambda n: (order.index(n) if n in order
+                                                          else len(order), n)):
         if name.lower().endswith(".png") and not name.startswith("."):
             section, caption = FIGURES.get(name, ("other", name))
-            found.setdefault(section, []).append(
-                {"name": name, "caption": caption,
-                 "src": embedded_png(os.path.join(folder, name))})
+            src, width = embedded_png(os.path.join(folder, name))
+            found.setdefault(section, []).append({"name": name, "caption": caption, "src": src,
+                                                  "width": width})
     return found
 
 
@@ -203,29 +221,31 @@ def decision_section(results):
             "prevalence": number(curve.get("prevalence")), "n": curve.get("n_patients")}
 
 
+def subgroup_row(kind, name, values):
+    if values.get("too_small"):
+        return {"covariate": kind, "level": name, "n": values.get("n_patients", ""),
+                "positive": values.get("n_positive", ""), "auc": "too small",
+                "sensitivity": values.get("reason", ""), "specificity": ""}
+    return {"covariate": kind, "level": name, "n": values.get("n_patients", ""),
+            "positive": values.get("n_positive", ""),
+            "auc": with_ci(values.get("roc_auc"), values.get("roc_auc_ci95")),
+            "sensitivity": with_ci(values.get("sensitivity"), values.get("sensitivity_ci95"))
+            if "sensitivity" in values else "",
+            "specificity": with_ci(values.get("specificity"), values.get("specificity_ci95"))
+            if "specificity" in values else ""}
+
+
 def subgroup_rows(results):
-    """Rows of the subgroup table: each covariate level of results['subgroups']."""
-    rows = []
-    for covariate, levels in ((results or {}).get("subgroups") or {}).items():
-        if not isinstance(levels, dict):
-            continue
-        for level, values in levels.items():
-            if not isinstance(values, dict):
-                continue
-            if values.get("too_small"):
-                rows.append({"covariate": covariate, "level": level,
-                             "n": values.get("n_patients", ""), "positive": values.get(
-                                 "n_positive", ""), "auc": "too small",
-                             "sensitivity": values.get("reason", ""), "specificity": ""})
-                continue
-            rows.append({"covariate": covariate, "level": level,
-                         "n": values.get("n_patients", ""),
-                         "positive": values.get("n_positive", ""),
-                         "auc": with_ci(values.get("roc_auc"), values.get("roc_auc_ci95")),
-                         "sensitivity": with_ci(values.get("sensitivity"),
-                                                values.get("sensitivity_ci95")),
-                         "specificity": with_ci(values.get("specificity"),
-                                                values.get("specificity_ci95"))})
+    """Rows of the subgroup table (lvr.subgroups.subgroup_report): analysis subgroups, groups,
+    then each covariate level."""
+    report = (results or {}).get("subgroups") or {}
+    rows = [subgroup_row("subgroup", name, values)
+            for name, values in (report.get("subgroups") or {}).items()]
+    rows += [subgroup_row("group", name, values)
+             for name, values in (report.get("groups") or {}).items()]
+    for column, covariate in (report.get("covariates") or {}).items():
+        rows += [subgroup_row(column, level, values)
+                 for level, values in (covariate.get("levels") or {}).items()]
     return rows
 
 
@@ -247,7 +267,7 @@ def saliency_rows(saliency):
                      "patient_top3": ", ".join(patient.get("top3_leads") or []),
                      "icc": with_ci(stats.get("icc"), [stats.get("icc_ci_lower"),
                                                        stats.get("icc_ci_upper")]),
-                     "friedman_p": number(stats.get("friedman_p"), 4),
+                     "friedman_p": p_value(stats.get("friedman_p")),
                      "caveat": stats.get("top3_vs_rest_caveat", "")})
     return rows
 
@@ -296,8 +316,9 @@ def report_context(folder):
                                  "demo data: simulated beats, not patients"
                                  if (run or {}).get("demo_data") else None] if w],
         "splits": split_rows(split), "split": split or {},
-        "flow": (results or {}).get("flow") or read_json(folder, "participant_flow.json"),
-        "characteristics": (results or {}).get("characteristics"),
+        "flow": read_json(folder, "participant_flow.json"),
+        "characteristics": read_json(folder, "characteristics.json"),
+        "subgroup_notes": ((results or {}).get("subgroups") or {}).get("notes") or [],
         "results": results, "evaluation": evaluation,
         "levels": ([("patients", metric_rows(results["patient_level"]))]
                    if results and "patient_level" in results else [])
@@ -313,8 +334,43 @@ def report_context(folder):
                         if os.path.isfile(os.path.join(folder, name)) and name != REPORT_FILE
                         and not name.startswith(".")),
     }
+    context["explained"] = explained_run(read_json(folder, "saliency_run.json"))
+    context["sections"] = sections_present(context)
+    context["nav"] = [(key, name) for key, name in SECTIONS if key in context["sections"]] + [
+        ("provenance", "Provenance"), ("tripod", "TRIPOD+AI")]
     context["tripod"] = tripod_rows(context)
     return context
+
+
+def explained_run(saliency_run):
+    """What a saliency folder explains, from saliency_run.json; None for other folders."""
+    if not saliency_run:
+        return None
+    config = saliency_run.get("config") or {}
+    return {"model": os.path.join(str(saliency_run.get("train_dir")),
+                                  str(config.get("CHECKPOINT", "best_model.pth"))),
+            "beats": saliency_run.get("test_beats"),
+            "patients": len(saliency_run.get("test_patients") or []),
+            "data_dir": saliency_run.get("data_dir"),
+            "which": "every beat of an external cohort" if config.get("EXTERNAL")
+            else "the training run's test patients",
+            "normalisation": saliency_run.get("normalisation", "per_lead")}
+
+
+def sections_present(c):
+    """The report sections this folder has content for."""
+    figures = c["figures"]
+    present = {
+        "cohort": c["splits"] or c["characteristics"] or c["flow"] or c["evaluation"]
+        or figures.get("cohort") or c["explained"],
+        "training": ((c["results"] or {}).get("best_epoch") is not None) or c["cv"]
+        or figures.get("training"),
+        "discrimination": c["levels"], "operating_point": c["operating_point"],
+        "calibration": c["calibration"], "decision_curve": c["decision"],
+        "subgroups": c["subgroups"],
+        "explanations": c["saliency"] or c["checks"] or figures.get("explanations"),
+        "other": figures.get("other")}
+    return {key for key, value in present.items() if value}
 
 
 def render_report(context):

@@ -155,3 +155,26 @@ def plot_decision_curve(path, curve, title="Decision curve (test set, patients)"
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
         fig.tight_layout()
         return save_figure(fig, path, dpi=200)
+
+
+def plot_patient_probabilities(path, y_patient, p_patient, threshold, class_names,
+                               title="Patient probabilities (test set)"):
+    """Distribution of the patients' P(class 1) per true class (seaborn histogram, stacked
+    bins of 0.05), with the operating point's threshold."""
+    import pandas as pd
+    import seaborn as sns
+    frame = pd.DataFrame({"probability": np.asarray(p_patient, dtype=float),
+                          "true class": [class_names[int(k)] for k in y_patient]})
+    with plt.rc_context(TRAINING_STYLE):
+        fig, ax = plt.subplots(figsize=(6.6, 4.2))
+        sns.histplot(frame, x="probability", hue="true class", hue_order=list(class_names),
+                     bins=np.linspace(0, 1, 21), multiple="stack", palette=["#4c72b0", "#dd8452"],
+                     edgecolor="white", ax=ax)
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2)
+        ax.text(threshold, ax.get_ylim()[1] * 0.97, f" threshold {threshold:.3f}", va="top",
+                ha="left" if threshold < 0.7 else "right", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(f"P({class_names[1]}), mean over the patient's beats")
+        ax.set_ylabel("Patients")
+        ax.set_title(title)
+        save_figure(fig, path)
