@@ -161,6 +161,7 @@ def plot_patient_probabilities(path, y_patient, p_patient, threshold, class_name
                                title="Patient probabilities (test set)"):
     """Distribution of the patients' P(class 1) per true class (seaborn histogram, stacked
     bins of 0.05), with the operating point's threshold."""
+    # lazy: seaborn (and pandas with it) takes a second to import, for this figure only
     import pandas as pd
     import seaborn as sns
     frame = pd.DataFrame({"probability": np.asarray(p_patient, dtype=float),
