@@ -32,6 +32,7 @@ DEVICE = "auto"                   # auto (CUDA if present, with mixed precision)
 NUM_WORKERS = 0                   # DataLoader worker processes
 RESUME = False                    # continue an interrupted run in OUTPUT_DIR from its last epoch
 EVALUATE = ""                     # a finished run: test its model on DATA_DIR (results inside it)
+ALLOW_PATIENT_OVERLAP = False     # --evaluate: score a cohort sharing patients with the split
 ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
 
 

@@ -282,6 +282,7 @@ OPTIONS = {
     "NUM_WORKERS": integer(0),                      # DataLoader: 0 loads in the main process
     "RESUME": FLAG,
     "EVALUATE": folder(optional=True),              # lvr.evaluation
+    "ALLOW_PATIENT_OVERLAP": FLAG,                  # lvr.evaluation.patient_overlap
     # Saliency_ana2_sys.py
     "NUM_SAMPLES": integer(1),
     "NOISE_LEVEL": NON_NEGATIVE,
@@ -419,6 +420,8 @@ USED_ONLY = {
        for name in ("EXPERIMENT", "DROPOUT", "LEAD_DROPOUT", "EPOCHS", "LR", "WEIGHT_DECAY",
                     "LABEL_SMOOTHING", "GRAD_CLIP", "LR_FACTOR", "LR_PATIENCE", "VAL_SIZE",
                     "NUM_WORKERS", "NORMALISATION", "SELECT_BY")},
+    "ALLOW_PATIENT_OVERLAP": (lambda c: bool(c["EVALUATE"]),
+                              "without --evaluate (only an evaluation scores another cohort)"),
     "TEST_SIZE": (lambda c: not c["EVALUATE"] and not c["CV_FOLDS"],
                   "with --evaluate or --cv_folds (every beat, or each fold, is tested)"),
     "NUM_SAMPLES": (lambda c: c["METHOD"] == "smoothgrad", "unless --method=smoothgrad"),
