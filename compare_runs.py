@@ -48,9 +48,12 @@ def main():
           f"{result['negatives']} negative)")
     print(f"  AUC A {result['auc_a']:.4f}  ({config['RUN_A']})")
     print(f"  AUC B {result['auc_b']:.4f}  ({config['RUN_B']})")
-    low, high = result["ci"]
-    print(f"  A - B {result['difference']:+.4f}, {confidence}% CI [{low:+.4f}, {high:+.4f}], "
-          f"p = {result['p']:.4g} (DeLong, paired)")
+    if result["p"] is None:
+        print(f"  A - B {result['difference']:+.4f}; DeLong's test is {result['reason']}")
+    else:
+        low, high = result["ci"]
+        print(f"  A - B {result['difference']:+.4f}, {confidence}% CI [{low:+.4f}, {high:+.4f}], "
+              f"p = {result['p']:.4g} (DeLong, paired)")
     if config["OUTPUT"]:
         write_json_atomic(config["OUTPUT"], result)
         print(f"  written to {config['OUTPUT']}")

@@ -34,6 +34,7 @@ NUM_WORKERS = 0                   # DataLoader worker processes
 RESUME = False                    # continue an interrupted run in OUTPUT_DIR from its last epoch
 EVALUATE = ""                     # a finished run: test its model on DATA_DIR (results inside it)
 REPORT = True                     # write report.html, the run in one self-contained page
+ALLOW_PATIENT_OVERLAP = False     # --evaluate: score a cohort sharing patients with the split
 ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
 
 

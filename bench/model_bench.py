@@ -333,14 +333,15 @@ def bootstrap_auc(y, prob, n_boot, seed=SEED):
 
 
 def paired_p(y, prob_a, prob_b, n_boot, seed=SEED):
-    """Two-sided p of AUC(a) = AUC(b) on the same patients: DeLong for 2 classes, a paired
-    patient bootstrap of the macro AUC difference for more."""
+    """(two-sided p of AUC(a) = AUC(b) on the same patients, None or why there is no p): DeLong
+    for 2 classes, a paired patient bootstrap of the macro AUC difference for more."""
     from lvr.delong import delong_paired_test
     if prob_a.shape[1] == 2:
-        return delong_paired_test(y, prob_a[:, 1], prob_b[:, 1])["p"]
+        test = delong_paired_test(y, prob_a[:, 1], prob_b[:, 1])
+        return test["p"], test["reason"]
     a, b = resampled_macro_aucs(y, [prob_a, prob_b], n_boot, seed)
     differences = a - b
-    return float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean())))
+    return float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean()))), None
 
 
 def task_rows(task_dir, rows, folds, pooled_boot):
@@ -371,14 +372,24 @@ def task_rows(task_dir, rows, folds, pooled_boot):
             if list(patients) != list(ref_patients):
                 raise RuntimeError(f"{task_dir}: {name} and {reference_name} predicted other "
                                    f"patients; the folds must be the same")
-            found[name]["p_vs_default"] = paired_p(y, prob, ref_prob, pooled_boot)
+            p, reason = paired_p(y, prob, ref_prob, pooled_boot)
+            found[name]["p_vs_default"] = p
+            if reason:
+                found[name]["p_vs_default_reason"] = reason
     return found
 
 
 def significant(row):
-    """p < 0.05 against the default; a p that could not be computed (None) is not."""
+    """p < 0.05 against the default; a p that is missing or not computable is not."""
     p = row.get("p_vs_default")
     return p is not None and p < 0.05
+
+
+def p_cell(row):
+    if row.get("p_vs_default_reason"):
+        return "not computable"
+    p = row.get("p_vs_default")
+    return "" if p is None else f"{p:.3g}"
 
 
 def decision(tasks):
@@ -397,8 +408,7 @@ def decision(tasks):
             compared += 1
             gains.append(row["pooled_auc"] - reference["pooled_auc"])
             higher += row["pooled_auc"] > reference["pooled_auc"]
-            worse += (row["pooled_auc"] < reference["pooled_auc"]
-                      and significant(row))
+            worse += row["pooled_auc"] < reference["pooled_auc"] and significant(row)
         verdicts[name] = {"tasks": compared, "higher": higher, "significantly_worse": worse,
                           "mean_gain": float(np.mean(gains)) if gains else None,
                           "better": compared > 0 and higher > compared / 2 and worse == 0}
@@ -425,11 +435,10 @@ def markdown(result):
                   "p vs default | parameters | s / fold |", "|---|---:|---:|---:|---:|---:|"]
         for name, row in sorted(rows.items(), key=lambda item: (-item[1]["pooled_auc"], item[0])):
             low, high = row["pooled_auc_ci95"]
-            p = row.get("p_vs_default")
             params, seconds = row["parameters"], row["seconds_per_fold"]
             lines.append(f"| {name} | {row['fold_auc_mean']:.3f} ± {row['fold_auc_sd']:.3f} | "
                          f"{row['pooled_auc']:.3f} [{low:.3f}, {high:.3f}] | "
-                         f"{'' if p is None else f'{p:.3g}'} | "
+                         f"{p_cell(row)} | "
                          f"{'' if params is None else f'{params:,}'} | "
                          f"{'' if seconds is None else round(seconds)} |")
         lines.append("")
@@ -476,6 +485,7 @@ def write_json(path, value):
 class Bench:
     def __init__(self, out, ptbxl_dir, quick, log=print):
         self.out, self.ptbxl_dir, self.quick, self.log = Path(out).resolve(), ptbxl_dir, quick, log
+        self.said = set()   # reasons of tests that are not computable, logged once
         self.tasks = QUICK["tasks"] if quick else tuple(TASKS)
         self.folds = QUICK["folds"] if quick else FOLDS
         self.epochs = QUICK["epochs"] if quick else EPOCHS
@@ -563,6 +573,13 @@ class Bench:
                   "ptbxl_beats": PTBXL_BEATS, "demo_patients_per_group": self.demo_patients,
                   "recipe": recipe, "rows": rows, "tasks": tasks, "decision": decision(tasks),
                   "wall_time_s": wall_time_s or round(time.time() - self.start, 1)}
+        for task, task_found in tasks.items():
+            for name, row in task_found.items():
+                said = (task, name, row.get("p_vs_default_reason"))
+                if said[2] and said not in self.said:
+                    self.said.add(said)
+                    self.log(f"{task} {name}: no p against the default, DeLong's test is "
+                             f"{said[2]}")
         write_json(self.out / "model_bench.json", result)
         (self.out / "model_bench.md").write_text(markdown(result))
         return result

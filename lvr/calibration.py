@@ -6,15 +6,22 @@ probabilities spread as they should, below 1: too extreme). Intercept (calibrati
 a in logit P(y=1) = a + logit(p), the slope fixed at 1 (0: the mean probability is right, above
 0: the model under-predicts). Van Calster et al. (2019), BMC Medicine 17:230. Binary tasks use
 the positive class; with more classes each class is scored one against the rest.
+
+A resample whose logistic fit diverges (the classes separated, or one class drawn) has no value,
+but it is not missing at random: it lies beyond every finite draw on one side (see
+failure_side). It counts there, so a bound is open (None) once the failures on its side reach
+past the percentile (about 2.5% of the resamples); `bootstrap_failed` counts them.
 """
 import numpy as np
 from scipy.special import expit
 
-from lvr.metrics import percentile_cis, resampled_patient_weights
+from lvr.metrics import resampled_patient_weights
 
 EPS = 1e-6          # probabilities are clipped to [EPS, 1 - EPS] before the logit
 BINS = 10           # equal-width bins of the reliability diagram
 NEWTON_STEPS = 50
+LEVEL = 0.95        # confidence of the bootstrap intervals
+MIN_DRAWS = 10      # fewer finite draws: no interval
 
 
 def logit(p):
@@ -74,22 +81,78 @@ def reliability_bins(y, p, bins=BINS):
     return rows
 
 
+def failure_side(name, y, p, weights):
+    """Where a resample without a `name` value belongs: +1 above every finite draw, -1 below,
+    0 nowhere (left out).
+
+    Slope: the fit diverges when logit(p) separates the drawn classes; positives above
+    negatives drive the slope to +infinity, the reverse to -infinity; one class drawn leaves
+    the slope undefined. Intercept (slope fixed at 1): its score sum w (y - expit(a + logit p))
+    falls in a, so a diverges (only with one class drawn) towards the sign of sum w (y - p):
+    all positives +infinity, all negatives -infinity."""
+    present = weights > 0
+    if name == "calibration_intercept":
+        return 1 if np.sum(weights * (y - p)) > 0 else -1
+    if name != "calibration_slope" or len(np.unique(y[present])) < 2:
+        return 0
+    x = logit(p)[present]
+    positive = y[present] == 1
+    if x[positive].min() >= x[~positive].max():
+        return 1
+    if x[positive].max() <= x[~positive].min():
+        return -1
+    return 0
+
+
+def interval_with_failures(draws, below=0, above=0, level=LEVEL):
+    """Percentile interval [lo, hi] of the finite `draws` with `below` more draws at -infinity
+    and `above` at +infinity; a bound that reaches one of those is None. None with fewer than
+    MIN_DRAWS finite draws."""
+    draws = np.sort(np.asarray(draws, dtype=np.float64))
+    if len(draws) < MIN_DRAWS:
+        return None
+    tail = (1 - level) / 2 * 100
+    if below == above == 0:
+        return [float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]
+    ordered = np.concatenate([np.full(below, -np.inf), draws, np.full(above, np.inf)])
+    bounds = []
+    for q in (tail, 100 - tail):
+        position = q / 100 * (len(ordered) - 1)
+        i = int(np.floor(position))
+        a, b = ordered[i], ordered[min(i + 1, len(ordered) - 1)]
+        if position == i:
+            bounds.append(float(a) if np.isfinite(a) else None)
+        else:
+            finite = np.isfinite(a) and np.isfinite(b)
+            bounds.append(float(a + (b - a) * (position - i)) if finite else None)
+    return bounds
+
+
 def calibration_report(y, p, patient_ids, n_boot=1000, seed=0):
-    """calibration_values with patient-bootstrap percentile 95% CIs (`<name>_ci95`) and the
-    reliability bins, for one binary outcome."""
+    """calibration_values with patient-bootstrap percentile 95% CIs (`<name>_ci95`, a bound
+    None where failed fits open it), the failed fits per value (`bootstrap_failed`) out of
+    `bootstrap_resamples`, and the reliability bins, for one binary outcome."""
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     report = calibration_values(y, p)
     patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
     rng = np.random.default_rng(seed)
     draws = {name: [] for name in report}
+    sides = {name: {-1: 0, 0: 0, 1: 0} for name in report}
     for start in range(0, n_boot, 100):
         for weights in resampled_patient_weights(rng, inverse, len(patients),
                                                  min(100, n_boot - start)):
             for name, value in calibration_values(y, p, weights).items():
-                if value is not None:
+                if value is None:
+                    sides[name][failure_side(name, y, p, weights)] += 1
+                else:
                     draws[name].append(value)
-    report.update(percentile_cis({k: np.asarray(v) for k, v in draws.items()}, 0.95))
+    for name in draws:
+        report[f"{name}_ci{int(round(LEVEL * 100))}"] = interval_with_failures(
+            draws[name], below=sides[name][-1], above=sides[name][1])
+    report["bootstrap_resamples"] = int(n_boot)
+    report["bootstrap_failed"] = {name: int(sum(counts.values())) for name, counts in
+                                  sides.items()}
     report["reliability"] = reliability_bins(y, p)
     return report
 

@@ -284,6 +284,7 @@ OPTIONS = {
     "RESUME": FLAG,
     "EVALUATE": folder(optional=True),              # lvr.evaluation
     "REPORT": FLAG,                                 # lvr.report: report.html
+    "ALLOW_PATIENT_OVERLAP": FLAG,                  # lvr.evaluation.patient_overlap
     # Saliency_ana2_sys.py
     "NUM_SAMPLES": integer(1),
     "NOISE_LEVEL": NON_NEGATIVE,
@@ -423,6 +424,8 @@ USED_ONLY = {
        for name in ("EXPERIMENT", "DROPOUT", "LEAD_DROPOUT", "EPOCHS", "LR", "WEIGHT_DECAY",
                     "LABEL_SMOOTHING", "GRAD_CLIP", "LR_FACTOR", "LR_PATIENCE", "VAL_SIZE",
                     "NUM_WORKERS", "NORMALISATION", "SELECT_BY", "THRESHOLD")},
+    "ALLOW_PATIENT_OVERLAP": (lambda c: bool(c["EVALUATE"]),
+                              "without --evaluate (only an evaluation scores another cohort)"),
     "TEST_SIZE": (lambda c: not c["EVALUATE"] and not c["CV_FOLDS"],
                   "with --evaluate or --cv_folds (every beat, or each fold, is tested)"),
     "NUM_SAMPLES": (lambda c: c["METHOD"] == "smoothgrad", "unless --method=smoothgrad"),

@@ -26,9 +26,11 @@ def delong_paired_test(y_true, score_a, score_b, alpha=0.05):
     and a (1 - alpha) confidence interval of the difference.
 
     y_true: 0/1 labels; score_a, score_b: higher = more likely positive. Returns a dict with
-    auc_a, auc_b, difference (a - b), se, z, p (two-sided) and ci (list). When the two scores
-    give identical placements the difference has no variance: se 0, z None, p 1 if the AUCs are
-    equal.
+    auc_a, auc_b, difference (a - b), se, z, p (two-sided), ci (list) and reason (None, or why
+    the test is not computable). When the two scores give identical placements the difference
+    has no variance: se 0, z None, p 1 (the AUCs are equal). When the variance cannot be
+    estimated (a class of one case) or is 0 while the AUCs differ, there is no test: se, z, p
+    and ci are None and reason says why.
     """
     y = np.asarray(y_true).astype(int).ravel()
     scores = [np.asarray(s, dtype=float).ravel() for s in (score_a, score_b)]
@@ -42,17 +44,32 @@ def delong_paired_test(y_true, score_a, score_b, alpha=0.05):
     v10 = np.array([c[0] for c in components])           # (2, m)
     v01 = np.array([c[1] for c in components])           # (2, n)
     aucs = v10.mean(axis=1)
+    difference = float(aucs[0] - aucs[1])
+    result = {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": difference,
+              "se": None, "z": None, "p": None, "ci": None, "reason": None,
+              "positives": int(v10.shape[1]), "negatives": int(v01.shape[1])}
+    small = [f"one {name} case" for name, v in (("positive", v10), ("negative", v01))
+             if v.shape[1] < 2]
+    if small:
+        result["reason"] = (f"not computable: {' and '.join(small)}; the variance of the AUC "
+                            f"difference needs at least 2 cases of each class")
+        return result
     covariance = np.cov(v10) / v10.shape[1] + np.cov(v01) / v01.shape[1]
     variance = float(covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1])
-    difference = float(aucs[0] - aucs[1])
-    se = math.sqrt(max(variance, 0.0))
-    result = {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": difference,
-              "se": se, "z": None, "p": 1.0 if difference == 0 else 0.0,
-              "ci": [difference, difference], "positives": int(v10.shape[1]),
-              "negatives": int(v01.shape[1])}
-    if se > 0:
-        z = difference / se
-        half = stats.norm.ppf(1 - alpha / 2) * se
-        result.update(z=float(z), p=float(2 * stats.norm.sf(abs(z))),
-                      ci=[difference - half, difference + half])
+    se = math.sqrt(max(variance, 0.0)) if math.isfinite(variance) else None
+    result["se"] = se
+    if se is None or (se == 0 and difference != 0):
+        result["reason"] = ("not computable: the variance of the AUC difference is not finite"
+                            if se is None else
+                            f"not computable: the standard error is 0 while the AUCs differ by "
+                            f"{difference:+.4g} (every case's placements differ by the same "
+                            f"amount)")
+        return result
+    if se == 0:   # identical placements: the same AUC, nothing to test
+        result.update(p=1.0, ci=[0.0, 0.0])
+        return result
+    z = difference / se
+    half = stats.norm.ppf(1 - alpha / 2) * se
+    result.update(z=float(z), p=float(2 * stats.norm.sf(abs(z))),
+                  ci=[difference - half, difference + half])
     return result

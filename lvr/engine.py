@@ -453,6 +453,22 @@ def log_operating_point(point, log):
              f"{level[name]:.3f} {format_ci(level.get(name + '_ci95'))}") for name in names))
 
 
+def calibration_failure_notes(calibration):
+    """One line per calibration value whose bootstrap had fits that failed (separated classes)."""
+    notes = []
+    for class_name, report in calibration.items():
+        for name, failed in (report.get("bootstrap_failed") or {}).items():
+            if not failed:
+                continue
+            ci = report.get(f"{name}_ci95") or [None, None]
+            opened = [side for side, bound in zip(("lower", "upper"), ci, strict=True)
+                      if bound is None]
+            notes.append(f"{name.replace('_', ' ')} of {class_name}: the fit failed in {failed} "
+                         f"of {report['bootstrap_resamples']} resamples (classes separated)"
+                         + (f"; its {' and '.join(opened)} 95% bound is open" if opened else ""))
+    return notes
+
+
 def log_test_summary(report, class_names, output_dir, wall, log, title="Test set"):
     head = headline_metrics(report)
     source = (f", best checkpoint from epoch {report['best_epoch']}"
@@ -480,6 +496,8 @@ def log_test_summary(report, class_names, output_dir, wall, log, title="Test set
         log_operating_point(report.get("operating_point"), log)
     if report.get("small_sample_warning"):
         log(f"  warning: {report['small_sample_warning']}")
+    for line in calibration_failure_notes(report.get("calibration") or {}):
+        log(f"  note: {line}")
     model = ", best_model.pth" if os.path.exists(os.path.join(output_dir, BEST_CHECKPOINT)) else ""
     log(f"Results in {output_dir}/ (test_eval_results.json, predictions.csv, figures{model}) "
         f"after {wall / 60:.1f} min.")

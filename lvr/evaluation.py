@@ -25,7 +25,7 @@ from lvr.distributed import barrier, distributed_setup
 from lvr.engine import (TEST_RESULTS, evaluate, log_test_summary, quiet_log,
                         run_context, run_record, write_cohort_tables, write_probability_figure,
                         write_test_outputs)
-from lvr.geometry import check_geometry, cohort_geometry
+from lvr.geometry import check_geometry, cohort_geometry, geometry_assumptions
 from lvr.predictions import write_predictions
 from lvr.report import write_report
 from lvr.run_folder import output_lock, prepare_output_dir, write_json_atomic
@@ -55,6 +55,14 @@ def run_evaluation(config, log=print, output_dir=None):
     if own_data:
         log(f"warning: {run.data_dir} is the cohort {train_dir} was trained on; its training and "
             f"validation patients are scored too, so this is not an external validation")
+    assumptions = geometry_assumptions(split, model, cohort)
+    overlap, note = shared_patients(split, cohort)
+    if note:
+        assumptions.append(note)
+    for text in assumptions:
+        log(f"warning: {text}")
+    if overlap and not own_data:
+        check_overlap(overlap, split, config, train_dir, run.data_dir, log)
     output_dir = evaluation_output_dir(config, cohort, output_dir)
     if run.writer:
         prepare_output_dir(output_dir, log=log, finished_file=TEST_RESULTS)
@@ -69,8 +77,12 @@ def run_evaluation(config, log=print, output_dir=None):
                                 operating_point=trained_operating_point(checkpoint, model, log))
         report.update({"best_epoch": checkpoint.get("epoch"), "class_names": run.class_names,
                        "processes": world_size,
-                       "evaluation": evaluation_record(train_dir, model_path, split, cohort,
-                                                       run.data_dir, own_data)})
+                       "evaluation": {
+                           **evaluation_record(train_dir, model_path, split, cohort,
+                                               run.data_dir, own_data),
+                           "patient_overlap": None if overlap is None else len(overlap),
+                           "patient_overlap_allowed": bool(config.get("ALLOW_PATIENT_OVERLAP")),
+                           "assumptions": assumptions}})
         if run.writer:
             write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, everything,
                               run.labels, prob, run.class_names)
@@ -134,6 +146,42 @@ def trained_operating_point(checkpoint, model, log):
     log(f"Operating point: threshold {point['threshold']:.4f} ({point['rule']}), chosen on the "
         f"training run's validation patients")
     return point
+
+
+def shared_patients(split, cohort):
+    """(sorted patient IDs of the cohort that are in the training run's train, val or test
+    split, or None when they cannot be compared; why not, or None).
+
+    IDs are compared as text. The demo generator's IDs are counters, not people, and a cohort
+    (or training run) without patient-ID files numbers its beats, so those are not compared."""
+    if cohort.is_demo:
+        return None, (f"{cohort.data_dir} is a synthetic cohort (demo_cohort.py): its patient "
+                      f"IDs are counters, not people; overlap with the training split is not "
+                      f"checked")
+    if not cohort.patient_ids_given or split.get("patient_ids_given") is False:
+        return None, ("patient IDs are not given (no cut_<GROUP>_patient_ids.npy) in this "
+                      "cohort or the training cohort: overlap with the training split is not "
+                      "checked")
+    trained = {str(p) for part in ("train", "val", "test") for p in split.get(part, [])}
+    return sorted(trained & set(np.unique(cohort.patient_ids.astype(str)).tolist())), None
+
+
+def check_overlap(overlap, split, config, train_dir, data_dir, log):
+    """Refuse a cohort sharing patients with the training split, unless ALLOW_PATIENT_OVERLAP
+    (e.g. a temporal validation on later records of the same patients); the own-data case
+    (the same cohort, the run's fingerprint) is not refused: it is reported as not external."""
+    shared = set(overlap)
+    parts = ", ".join(f"{part} {len(shared & {str(p) for p in split.get(part, [])})}"
+                      for part in ("train", "val", "test"))
+    shown = ", ".join(overlap[:5]) + (", ..." if len(overlap) > 5 else "")
+    if not config.get("ALLOW_PATIENT_OVERLAP"):
+        raise UserError(f"{data_dir} shares {len(overlap)} patient IDs with the split of "
+                        f"{train_dir} ({parts}; e.g. {shown}), so it is not an external "
+                        f"cohort; if that is deliberate (a temporal validation, or IDs of "
+                        f"another numbering), pass --allow_patient_overlap=True")
+    log(f"warning: {len(overlap)} patients of {data_dir} are in the split of {train_dir} "
+        f"({parts}; e.g. {shown}); scored because --allow_patient_overlap=True, and recorded "
+        f"in the report (patient_overlap)")
 
 
 def check_task(config, checkpoint, model, model_path):

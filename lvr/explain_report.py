@@ -119,6 +119,15 @@ def subgroup_label(name, spec):
     return f"{name} LVR" if seed_groups else name
 
 
+def test_text(stats, test, name, spec):
+    """'F=3.20, p=1.2e-03', or the reason the test is not computable."""
+    statistic = stats.get(f"{test}_{name.lower()}")
+    p = stats.get(f"{test}_p")
+    if p is None or statistic is None:
+        return stats.get(f"{test}_reason") or "not computable"
+    return f"{name}={statistic:{spec}}, p={p:.2e}"
+
+
 def log_subgroup(label, stats, log):
     count = stats.get("sample_count", 0)
     if stats.get("status", "ok") != "ok":
@@ -134,9 +143,8 @@ def log_subgroup(label, stats, log):
     log(f"  beat level (the original's statistics; beats of a patient are not independent): "
         f"key leads {', '.join(stats['top3_leads'])} "
         f"({', '.join(f'{s:.3f}' for s in stats['top3_scores'])})")
-    log(f"  one-way ANOVA over 12 leads (original): F={stats['anova_f']:.2f}, "
-        f"p={stats['anova_p']:.2e}; Friedman (repeated measures): "
-        f"chi2={stats['friedman_chi2']:.1f}, p={stats['friedman_p']:.2e}")
+    log(f"  one-way ANOVA over 12 leads (original): {test_text(stats, 'anova', 'F', '.2f')}; "
+        f"Friedman (repeated measures): {test_text(stats, 'friedman', 'chi2', '.1f')}")
     log(f"  consistency: strict {stats['strict_consistency_percentage']:.1f}%, loose "
         f"{stats['loose_consistency_percentage']:.1f}%, key leads in a sample's top 3: "
         f"{stats['avg_key_in_top3']:.2f}/3")
@@ -166,7 +174,7 @@ def log_patient_level(stats, log):
     log(f"  PATIENT LEVEL (report these; {stats['patient_count']} patients, "
         f"{stats['beat_count']} beats, {stats['bootstrap']} bootstrap replicates): key leads "
         f"{keys}")
-    log(f"    Friedman chi2={stats['friedman_chi2']:.1f}, p={stats['friedman_p']:.2e}; "
+    log(f"    Friedman {test_text(stats, 'friedman', 'chi2', '.1f')}; "
         f"{stats['icc_form_name']}: {stats['icc']:.3f} ({stats['icc_ci_lower']:.3f} to "
         f"{stats['icc_ci_upper']:.3f}); consistency strict "
         f"{stats['strict_consistency_percentage']:.1f}%, loose "

@@ -4,9 +4,10 @@ A model's input depends on these. Scoring (lvr.evaluation) and explaining (lvr.e
 cohort, or the run's own cohort after it changed, first checks that they match; nothing is
 reordered or resampled for the user.
 """
+import json
 import os
 
-from lvr.cohort_json import cohort_spec
+from lvr.cohort_json import SEED_COHORT, cohort_spec
 from lvr.config import UserError
 from lvr.leads import lead_key
 
@@ -66,3 +67,28 @@ def geometry_problems(trained, cohort):
                         f"{trained['r_peak_sample']} in the training beats (window "
                         f"--pre/--post differ)")
     return problems
+
+
+def geometry_assumptions(split, model, cohort):
+    """What check_geometry could not check because the cohort or the training run does not
+    declare it, in words (empty: nothing assumed)."""
+    path = os.path.join(cohort.data_dir, "cohort.json")
+    assumptions = []
+    if not os.path.exists(path):
+        assumptions.append(f"{cohort.data_dir} has no cohort.json: its sampling rate is assumed "
+                           f"to be {SEED_COHORT['sampling_rate']} Hz and its groups and leads "
+                           f"those of the original cohort; declare them in cohort.json")
+    else:
+        with open(path, encoding="utf-8") as handle:
+            if "sampling_rate" not in json.load(handle):
+                assumptions.append(f"{path} declares no 'sampling_rate': "
+                                   f"{SEED_COHORT['sampling_rate']} Hz is assumed")
+    trained = training_geometry(split, model)
+    lacking = [name for name, value in (("this cohort", cohort.spec.get("r_peak_sample")),
+                                        ("the training cohort", trained.get("r_peak_sample")))
+               if value is None]
+    if lacking:
+        assumptions.append(f"{' and '.join(lacking)} declare(s) no 'r_peak_sample': the R "
+                           f"peak's position in the window is not checked against the training "
+                           f"beats'")
+    return assumptions

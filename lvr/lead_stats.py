@@ -29,6 +29,11 @@ TOO_FEW_SAMPLES = f"too few samples (need at least {MIN_SAMPLES})"
 # A mean square below this fraction of the total mean square is rounding error, taken as zero.
 RELATIVE_ZERO = 1e-12
 ALPHA = 0.05
+WILCOXON_CAVEAT = ("the key leads are chosen on the same samples this test compares them in, so "
+                   "its p-value is optimistic (selection bias) and not a confirmatory test")
+EXACT_AGREEMENT = ("not computable: the error mean square is 0 (exact agreement), so F is "
+                   "infinite")
+NO_VARIANCE = "not computable: the data have no variance at all"
 
 
 def _checked_matrix(data, name, min_rows=0, min_cols=0):
@@ -62,10 +67,11 @@ def _mean_squares(ratings):
     return msb, msj, msw, mse
 
 
-def _row(icc, lo, hi, f_value, df1, df2, p_value, form):
+def _row(icc, lo, hi, f_value, df1, df2, p_value, form, reason=None):
     return {"icc": float(icc), "ci95": [float(lo), float(hi)],
             "F": None if f_value is None else float(f_value), "df1": int(df1), "df2": int(df2),
-            "p": None if p_value is None else float(p_value), "description": ICC_DESCRIPTIONS[form]}
+            "p": None if p_value is None else float(p_value), "description": ICC_DESCRIPTIONS[form],
+            "reason": reason}
 
 
 def icc_all_forms(data):
@@ -107,8 +113,10 @@ def icc_all_forms(data):
       data): the targets cannot be told apart, so every form is ICC 0 with CI [0, 0]; F = 0 and
       p = 1 when there is error variance, F = p = None when there is none;
     * MSB > 0 and the form's error mean square is 0 (e.g. constant columns: every rater agrees
-      exactly): ICC 1 with CI [1, 1], F = None (infinite), p = 0. ICC2 with MSE = 0 but rater
-      bias (MSJ > 0) keeps its finite formula value and interval.
+      exactly): ICC 1 with CI [1, 1], F = None (infinite) and p = None: there is no test. ICC2
+      with MSE = 0 but rater bias (MSJ > 0) keeps its finite formula value and interval.
+
+    A row's ``reason`` says why F and p are None ("not computable: ..."); None otherwise.
     """
     from scipy import stats  # lazy: figure workers import this module; scipy takes 0.7 s each
     ratings = _checked_matrix(data, "data", min_rows=2, min_cols=2).T
@@ -123,15 +131,17 @@ def icc_all_forms(data):
         for form in ICC_FORMS:
             error = msw if form.startswith("ICC1") else mse
             f_value, p_value = (0.0, 1.0) if error > 0 else (None, None)
-            result[form] = _row(0.0, 0.0, 0.0, f_value, df1, dfs[form], p_value, form)
+            result[form] = _row(0.0, 0.0, 0.0, f_value, df1, dfs[form], p_value, form,
+                                None if error > 0 else NO_VARIANCE)
         return result
 
     result = {}
     for single, average, error in (("ICC1", "ICC1k", msw), ("ICC3", "ICC3k", mse)):
         df2 = dfs[single]
         if error == 0.0:
-            result[single] = _row(1.0, 1.0, 1.0, None, df1, df2, 0.0, single)
-            result[average] = _row(1.0, 1.0, 1.0, None, df1, df2, 0.0, average)
+            result[single] = _row(1.0, 1.0, 1.0, None, df1, df2, None, single, EXACT_AGREEMENT)
+            result[average] = _row(1.0, 1.0, 1.0, None, df1, df2, None, average,
+                                   EXACT_AGREEMENT)
             continue
         f_value = msb / error
         p_value = stats.f.sf(f_value, df1, df2)
@@ -144,17 +154,20 @@ def icc_all_forms(data):
                                f_value, df1, df2, p_value, average)
 
     if mse == 0.0 and msj == 0.0:
-        result["ICC2"] = _row(1.0, 1.0, 1.0, None, df1, df_two_way, 0.0, "ICC2")
-        result["ICC2k"] = _row(1.0, 1.0, 1.0, None, df1, df_two_way, 0.0, "ICC2k")
+        result["ICC2"] = _row(1.0, 1.0, 1.0, None, df1, df_two_way, None, "ICC2",
+                              EXACT_AGREEMENT)
+        result["ICC2k"] = _row(1.0, 1.0, 1.0, None, df1, df_two_way, None, "ICC2k",
+                               EXACT_AGREEMENT)
     else:
         icc2 = (msb - mse) / (msb + (k - 1) * mse + k * (msj - mse) / n)
         icc2k = (msb - mse) / (msb + (msj - mse) / n)
         lo, hi = _icc2_interval(icc2, msb, msj, mse, n, k)
         f_value = None if mse == 0.0 else msb / mse
-        p_value = 0.0 if mse == 0.0 else stats.f.sf(f_value, df1, df_two_way)
-        result["ICC2"] = _row(icc2, lo, hi, f_value, df1, df_two_way, p_value, "ICC2")
+        p_value = None if mse == 0.0 else stats.f.sf(f_value, df1, df_two_way)
+        reason = EXACT_AGREEMENT if mse == 0.0 else None
+        result["ICC2"] = _row(icc2, lo, hi, f_value, df1, df_two_way, p_value, "ICC2", reason)
         result["ICC2k"] = _row(icc2k, lo * k / (1 + lo * (k - 1)), hi * k / (1 + hi * (k - 1)),
-                               f_value, df1, df_two_way, p_value, "ICC2k")
+                               f_value, df1, df_two_way, p_value, "ICC2k", reason)
     return {form: result[form] for form in ICC_FORMS}
 
 
@@ -274,7 +287,11 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
           of the key leads against its mean importance of the other leads;
           ``top3_vs_rest_mean_ratio``: mean over samples of the former divided by mean over
           samples of the latter. The key leads are chosen on the same data, so this comparison
-          is optimistic (selection bias): its p-value is not a valid confirmatory test.
+          is optimistic (selection bias): its p-value is not a valid confirmatory test
+          (``top3_vs_rest_wilcoxon_caveat`` says so in the JSON).
+
+        ``anova_reason``, ``friedman_reason``, ``top3_vs_rest_wilcoxon_reason``: None, or why
+        that test's statistic and p are None ("not computable: ...").
 
         Ties in any ranking go to the lead that comes first in ``lead_names``.
     """
@@ -286,9 +303,12 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
         "loose_consistency_percentage", "avg_key_in_top3", "icc", "icc_ci_lower", "icc_ci_upper",
         "icc_form", "icc_form_name", "icc_all_forms", "mean_lead_importance", "sample_count",
         "friedman_chi2", "friedman_p", "top3_vs_rest_wilcoxon_stat", "top3_vs_rest_wilcoxon_p",
-        "top3_vs_rest_mean_ratio", "status")}
+        "top3_vs_rest_mean_ratio", "status", *TEST_REASONS)}
     result["sample_count"] = int(n_samples)
     result["status"] = "ok" if n_samples >= MIN_SAMPLES else TOO_FEW_SAMPLES
+    result["top3_vs_rest_wilcoxon_caveat"] = WILCOXON_CAVEAT
+    if n_samples < MIN_SAMPLES:
+        result.update({key: f"not computable: {TOO_FEW_SAMPLES}" for key in TEST_REASONS})
     if n_samples == 0:
         return result
 
@@ -317,6 +337,9 @@ def consistency_statistics(normalised, key, n_key):
             "avg_key_in_top3": float(key_in_top.mean())}
 
 
+TEST_REASONS = ("anova_reason", "friedman_reason", "top3_vs_rest_wilcoxon_reason")
+
+
 def lead_test_statistics(normalised, key):
     """The original's ANOVA over lead columns, Friedman, and key leads vs the rest (Wilcoxon)."""
     from scipy import stats  # lazy: figure workers import this module; scipy takes 0.7 s each
@@ -328,7 +351,15 @@ def lead_test_statistics(normalised, key):
     result = {"anova_f": _finite_or_none(anova.statistic),
               "anova_p": _finite_or_none(anova.pvalue),
               "friedman_chi2": _finite_or_none(friedman.statistic),
-              "friedman_p": _finite_or_none(friedman.pvalue)}
+              "friedman_p": _finite_or_none(friedman.pvalue),
+              "anova_reason": None, "friedman_reason": None,
+              "top3_vs_rest_wilcoxon_reason": None}
+    if result["anova_p"] is None:
+        result["anova_reason"] = ("not computable: the importance does not vary within the "
+                                  "leads (F is 0/0 or infinite)")
+    if result["friedman_p"] is None:
+        result["friedman_reason"] = ("not computable: every sample ties all leads (the ranks "
+                                     "have no variance)")
     rest = np.setdiff1d(np.arange(normalised.shape[1]), key)
     key_mean = normalised[:, key].mean(axis=1)
     rest_mean = normalised[:, rest].mean(axis=1)
@@ -338,6 +369,11 @@ def lead_test_statistics(normalised, key):
             wilcoxon = stats.wilcoxon(key_mean, rest_mean)
         result["top3_vs_rest_wilcoxon_stat"] = _finite_or_none(wilcoxon.statistic)
         result["top3_vs_rest_wilcoxon_p"] = _finite_or_none(wilcoxon.pvalue)
+    if result.get("top3_vs_rest_wilcoxon_p") is None:
+        result["top3_vs_rest_wilcoxon_reason"] = (
+            "not computable: every sample's key leads weigh the same as its other leads (all "
+            "differences 0)" if not np.any(key_mean != rest_mean) else
+            "not computable: the signed-rank statistic is not finite")
     if rest_mean.mean() > 0:
         result["top3_vs_rest_mean_ratio"] = float(key_mean.mean() / rest_mean.mean())
     return result

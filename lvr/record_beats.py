@@ -24,6 +24,11 @@ from lvr.formats import RecordRejected, millivolts_per_unit, read_waveform
 from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 
 
+# A lead this many times larger or smaller than the record's median lead, and outside
+# PLAUSIBLE_MV, is in another unit: units differ by x1000, leads of one ECG by far less than x100.
+LEAD_UNIT_RATIO = 100.0
+
+
 @dataclass(frozen=True)
 class Options:
     """What a worker needs to turn one record into beats: the per-record constants of
@@ -171,9 +176,11 @@ def checked_amplitude(filtered, record, plausible_mv):
     that no real ECG read in the wrong one of uV, mV, V falls inside it. A record that fits no
     unit (artefacts of tens of mV in every lead) is rejected for its amplitude.
     """
-    amplitude = float(np.median(np.ptp(filtered, axis=0)))
+    spans = np.ptp(filtered, axis=0)
+    amplitude = float(np.median(spans))
     low, high = plausible_mv
     if low <= amplitude <= high:
+        check_each_lead(spans, amplitude, record, plausible_mv)
         return amplitude
     in_unit = amplitude / record.mv_per_unit
     looks = [u for u in UNITS if low <= in_unit * millivolts_per_unit(u) <= high]
@@ -185,6 +192,33 @@ def checked_amplitude(filtered, record, plausible_mv):
                              f"unit is wrong, set --unit={looks[0]}")
     raise RecordRejected("amplitude", f"implausible in any of {', '.join(UNITS)} ({measured}); "
                          f"check the export's amplitude scale, or the record for artefacts")
+
+
+def check_each_lead(spans, amplitude, record, plausible_mv):
+    """Reject a record with some leads in another unit than the rest (the median lead, which
+    checked_amplitude tests, hides up to 5 of 12): a lead outside `plausible_mv`, LEAD_UNIT_RATIO
+    or more times off the median lead and plausible in another unit, naming the leads and
+    their unit."""
+    low, high = plausible_mv
+    ratio = spans / max(amplitude, 1e-12)
+    in_unit = spans / record.mv_per_unit
+    fits_a_unit = np.array([any(low <= v * millivolts_per_unit(u) <= high for u in UNITS)
+                            for v in in_unit])     # a flat lead fits none: the flat check's
+    off = np.flatnonzero(((spans < low) | (spans > high)) & fits_a_unit
+                         & ((ratio >= LEAD_UNIT_RATIO) | (ratio <= 1 / LEAD_UNIT_RATIO)))
+    if not len(off):
+        return
+    in_unit = in_unit[off]
+    looks = [u for u in UNITS
+             if all(low <= v * millivolts_per_unit(u) <= high for v in in_unit)]
+    rest = float(np.median(np.delete(spans, off)))
+    leads = ", ".join(LEAD_NAMES[j] for j in off)
+    shown = f" they look like {looks[0].replace('u', chr(0xb5))};" if looks else ""
+    raise RecordRejected("unit", f"lead(s) {leads} peak-to-peak {in_unit.min():.4g}-"
+                         f"{in_unit.max():.4g} in {record.unit}, the other leads' median "
+                         f"{rest:.3g} mV (plausible {low:g}-{high:g} mV);{shown} the file's unit "
+                         f"or gain of these leads is wrong (--unit applies to every lead): "
+                         f"correct the export, or leave the record out")
 
 
 def resampled(x, fs_in, fs_out):

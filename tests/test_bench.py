@@ -184,6 +184,23 @@ def test_model_bench_decision_needs_most_tasks_higher_and_none_significantly_wor
     assert not bench.decision(tasks)["x"]["better"]
 
 
+def test_model_bench_a_delong_test_it_cannot_compute_is_no_p_and_no_crash():
+    bench = bench_module("model_bench")
+    y = np.array([1, 0, 0, 0, 0])                                  # one positive patient
+    prob = np.column_stack([1 - np.linspace(0.1, 0.9, 5), np.linspace(0.1, 0.9, 5)])
+    p, reason = bench.paired_p(y, prob, prob[::-1], 10)
+    assert p is None and reason.startswith("not computable: ")
+    reference = f"{bench.DEFAULT} (original recipe)"
+    row = {"pooled_auc": 0.7, "pooled_auc_ci95": [0.6, 0.8], "fold_auc_mean": 0.7,
+           "fold_auc_sd": 0.01, "parameters": None, "seconds_per_fold": None}
+    tasks = {"a": {reference: dict(row, pooled_auc=0.8),
+                   "x": dict(row, p_vs_default=None, p_vs_default_reason=reason)}}
+    assert bench.decision(tasks)["x"]["significantly_worse"] == 0
+    result = {"machine": {"date": "2026-12-03", "cpu": "cpu", "cores": 2}, "folds": 3,
+              "epochs": 1, "quick": True, "tasks": tasks, "decision": bench.decision(tasks)}
+    assert "| not computable |" in bench.markdown(result)
+
+
 @pytest.mark.slow
 def test_model_bench_quick_trains_every_model_on_the_same_folds_and_resumes(tmp_path):
     """bench/model_bench.py --quick: the recipe phase and every model on a small demo, 3 folds;

@@ -75,3 +75,61 @@ def test_reliability_bins_and_per_class_reports():
     binary = calibration_by_class(y % 2, np.column_stack([1 - prob[:, 0], prob[:, 0]]),
                                      np.arange(80), ["neg", "pos"], n_boot=20)
     assert list(binary) == ["pos"]
+
+
+def separable_test_set(seed=17):
+    """40 patients at AUC 0.97: about 4% of the patient resamples separate the classes."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0.0, 1.0], 20)
+    p = 1 / (1 + np.exp(-(rng.normal(0, 1, 40) + 3.1 * y - 1.55)))
+    return y, p
+
+
+def test_resamples_that_separate_the_classes_are_counted_and_open_the_slope_interval():
+    from sklearn.metrics import roc_auc_score
+    y, p = separable_test_set()
+    assert roc_auc_score(y, p) == pytest.approx(0.97, abs=0.005)
+    report = calibration_report(y, p, np.arange(40), n_boot=1000, seed=0)
+    failed = report["bootstrap_failed"]["calibration_slope"]
+    assert report["bootstrap_resamples"] == 1000 and 25 < failed < 60     # a few percent
+    low, high = report["calibration_slope_ci95"]
+    assert high is None and 1 < low < report["calibration_slope"]       # slope -> +infinity
+    # the intercept (slope fixed at 1) has a finite fit whenever both classes are drawn
+    assert report["bootstrap_failed"]["calibration_intercept"] == 0
+    assert None not in report["calibration_intercept_ci95"]
+    assert report["bootstrap_failed"]["brier"] == 0
+
+
+def test_failed_resamples_count_beyond_every_draw_on_their_side():
+    from lvr.calibration import interval_with_failures
+    draws = np.arange(980.0)
+    # 20 of 1000 (2%) diverge upwards: the 97.5th percentile of all 1000, not of the 980
+    low, high = interval_with_failures(draws, below=0, above=20)
+    assert low == pytest.approx(np.percentile(np.arange(1000.0), 2.5))
+    assert high == pytest.approx(np.percentile(np.arange(1000.0), 97.5))
+    assert interval_with_failures(np.arange(970.0), below=0, above=30)[1] is None     # 3%
+    assert interval_with_failures(np.arange(970.0), below=30, above=0)[0] is None
+    assert interval_with_failures(np.arange(5.0), below=0, above=0) is None          # < 10
+    y, p = outcomes(300, 4)                       # nothing separates: the old intervals
+    ids = np.arange(300) // 3
+    report = calibration_report(y, p, ids, n_boot=300, seed=0)
+    assert report["bootstrap_failed"] == {"brier": 0, "calibration_intercept": 0,
+                                          "calibration_slope": 0}
+
+
+def test_the_reliability_figure_draws_a_report_with_open_bounds(tmp_path):
+    from lvr.figures.training import plot_reliability_diagram
+    y, p = separable_test_set()
+    report = calibration_report(y, p, np.arange(40), n_boot=200, seed=0)
+    report["calibration_slope"] = None
+    plot_reliability_diagram(tmp_path / "c.png", {"pos": report})
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_the_console_summary_names_the_failed_fits_and_the_open_bound():
+    from lvr.engine import calibration_failure_notes
+    y, p = separable_test_set()
+    report = calibration_report(y, p, np.arange(40), n_boot=1000, seed=0)
+    notes = calibration_failure_notes({"LVR": report})
+    assert len(notes) == 1 and notes[0].startswith("calibration slope of LVR: the fit failed in")
+    assert notes[0].endswith("its upper 95% bound is open")

@@ -114,3 +114,37 @@ def test_compare_runs_refuses_runs_that_scored_different_beats(tmp_path):
                              f"--run_b={tmp_path / 'b'}"], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "different beats (2 only in A, 0 only in B)" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("y, a, b, words", [
+    # one positive patient: the positives' covariance (np.cov of one case) is undefined
+    ([1, 0, 0, 0, 0], [0.9, 0.1, 0.2, 0.3, 0.95], [0.5, 0.4, 0.3, 0.2, 0.1], "one positive"),
+    # a separates perfectly, b ties every case: the placements differ by a constant, se 0
+    ([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], [0.5] * 6, "standard error is 0"),
+])
+def test_a_difference_without_a_standard_error_is_not_computable(y, a, b, words):
+    found = delong_paired_test(y, a, b)
+    assert found["p"] is None and found["ci"] is None and found["z"] is None
+    assert found["reason"].startswith("not computable: ") and words in found["reason"]
+    assert found["difference"] != 0
+
+
+def test_compare_runs_reports_a_test_it_cannot_compute(tmp_path):
+    import json
+    import subprocess
+    import sys
+    rng = np.random.default_rng(6)
+    a = predictions_table(rng, n_patients=6)
+    a = a[(a["true_label"] == 0) | (a["patient"] == "1")]        # one positive patient
+    b = a.copy()
+    b["prob_Abnormal"] = 0.5
+    for name, table in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        table.to_csv(tmp_path / name / "predictions.csv", index=False)
+    result = subprocess.run([sys.executable, "compare_runs.py", f"--run_a={tmp_path / 'a'}",
+                             f"--run_b={tmp_path / 'b'}", f"--output={tmp_path / 'out.json'}"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "not computable: " in result.stdout and "one positive" in result.stdout
+    found = json.loads((tmp_path / "out.json").read_text())
+    assert found["p"] is None and found["ci"] is None and found["reason"].startswith("not comp")

@@ -150,3 +150,44 @@ def test_evaluate_option_is_refused_with_resume_or_folds(capsys):
                             text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "EVALUATE only tests a finished model" in result.stdout + result.stderr
+
+
+def not_synthetic(folder):
+    """The cohort as a user's: its patient IDs name people (the demo's are counters)."""
+    path = os.path.join(folder, "cohort.json")
+    spec = json.loads(open(path).read())
+    spec.pop("source")
+    open(path, "w").write(json.dumps(spec))
+    return folder
+
+
+def test_a_cohort_sharing_patients_with_the_training_split_is_refused(trained, tmp_path):
+    other = not_synthetic(write_small_cohort(tmp_path / "other", SEED=3))   # IDs 1..40 again
+    with pytest.raises(UserError) as caught:
+        evaluate_on(trained, other)
+    message = str(caught.value)
+    assert "40 patient IDs" in message and "--allow_patient_overlap=True" in message
+    assert not (trained / "external_other").exists()
+    lines = []
+    report, _ = evaluate_on(trained, other, log=lines.append, ALLOW_PATIENT_OVERLAP=True)
+    block = report["evaluation"]
+    assert block["patient_overlap"] == 40 and block["patient_overlap_allowed"] is True
+    assert any("--allow_patient_overlap" in line and "40" in line for line in lines)
+
+
+def test_undeclared_sampling_rate_and_r_peak_are_warned_and_reported(trained, tmp_path):
+    other = write_small_cohort(tmp_path / "bare", SEED=3)
+    os.remove(os.path.join(other, "cohort.json"))            # the seed's groups, 500 Hz assumed
+    lines = []
+    report, _ = evaluate_on(trained, other, log=lines.append, ALLOW_PATIENT_OVERLAP=True)
+    assumptions = report["evaluation"]["assumptions"]
+    assert any("500 Hz" in text and "cohort.json" in text for text in assumptions)
+    assert any("r_peak_sample" in text and "not checked" in text for text in assumptions)
+    assert all(any(text in line for line in lines) for text in assumptions)
+
+
+def test_an_external_cohort_reports_no_overlap_and_no_assumptions(trained, other_cohort):
+    report, _ = evaluate_on(trained, other_cohort)
+    block = report["evaluation"]
+    assert block["patient_overlap"] is None          # synthetic: counters, not compared
+    assert block["assumptions"] and "synthetic" in block["assumptions"][0]

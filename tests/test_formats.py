@@ -338,6 +338,22 @@ def test_values_of_another_unit_are_rejected_naming_it(tmp_path, original):
     assert "unit(s) 'mmHg' not known: values read as mV" in " ".join(result.info["notes"])
 
 
+def test_leads_of_another_unit_are_named_though_the_median_lead_is_right(tmp_path, original):
+    x, names, fs, _ = original
+    scaled = np.array(x, dtype=float)
+    off = ["V1", "V2", "V3", "V4", "V5"]
+    for lead in off:                       # 5 of 12 leads in uV: the median lead is still mV
+        scaled[:, list(names).index(lead)] *= 1000
+    path = prepare_record(tmp_path, "five_in_uv", scaled, names, fs)
+    reason = reason_of(path)
+    assert reason.startswith("unit: lead(s) V1, V2, V3, V4, V5 ")
+    assert "look like \u00b5V" in reason and "the other leads' median" in reason
+    one = np.array(x, dtype=float)
+    one[:, [lead_key(n) for n in names].index(lead_key("aVL"))] /= 1000     # one lead in V
+    assert reason_of(prepare_record(tmp_path, "avl_in_v", one, names, fs,
+                                    adc_gain=1e6)).startswith("unit: lead(s) aVL ")
+
+
 def prepare_record(folder, name, x, names, fs, adc_gain=1000.0, units="mV"):
     wfdb.wrsamp(name, fs=fs, units=[units] * len(names), sig_name=list(names), p_signal=x,
                 fmt=["32"] * len(names), adc_gain=[adc_gain] * len(names),

@@ -312,3 +312,33 @@ def test_kendall_w_equals_pingouin_with_ties_and_is_one_for_identical_raters():
     assert kendall_w(np.tile(scores[0], (4, 1))) == pytest.approx(1.0)
     opposite = np.vstack([np.arange(12), np.arange(12)[::-1]])
     assert kendall_w(opposite) == pytest.approx(0.0)
+
+
+def test_tests_that_cannot_be_computed_answer_none_with_a_reason():
+    # every sample weighs every lead alike: no test of the leads has a statistic
+    result = subgroup_lead_statistics(np.ones((6, 12)), [f"L{i}" for i in range(12)])
+    for test in ("anova", "friedman", "top3_vs_rest_wilcoxon"):
+        assert result[f"{test}_p"] is None
+        assert result[f"{test}_reason"].startswith("not computable: "), test
+    # exact agreement: F is infinite, so there is no p either (it was 0)
+    forms = icc_all_forms(np.tile(np.arange(1.0, 13.0), (6, 1)))
+    assert forms["ICC1"]["F"] is None and forms["ICC1"]["p"] is None
+    assert forms["ICC1"]["reason"].startswith("not computable: ")
+    assert icc_all_forms(SHROUT_FLEISS.T)["ICC1"]["reason"] is None
+
+
+def test_the_key_lead_wilcoxon_test_carries_its_selection_caveat():
+    importance = np.random.default_rng(4).gamma(2.0, size=(20, 12)) * np.linspace(1, 3, 12)
+    result = subgroup_lead_statistics(importance, [f"L{i}" for i in range(12)])
+    assert result["top3_vs_rest_wilcoxon_p"] is not None
+    assert "chosen on the same" in result["top3_vs_rest_wilcoxon_caveat"]
+    json.dumps(result, allow_nan=False)
+
+
+def test_the_console_lines_print_tests_without_a_p():
+    from lvr.explain_report import log_subgroup
+    result = subgroup_lead_statistics(np.ones((6, 12)), [f"L{i}" for i in range(12)])
+    lines = []
+    log_subgroup("flat", result, lines.append)
+    text = "\n".join(lines)
+    assert "not computable" in text

@@ -45,7 +45,7 @@ BAD = {
     "ALPHA": 1.5, "RUN_A": 3, "RUN_B": 3, "POSITIVE_CLASS": 1, "OUTPUT": 2,
     "ALLOW_OTHER_COHORT": "yes", "NORMALISATION": "zscore", "SELECT_BY": "val_f1",
     "PENALTY_FOLDS": 1, "PENALTIES": 0, "MEASUREMENTS": 5, "THRESHOLD": "sensitivity:1.5",
-    "REPORT": "sometimes",
+    "REPORT": "sometimes", "ALLOW_PATIENT_OVERLAP": "yes",
 }
 
 # Valid values other than the defaults, given as on the command line
@@ -196,6 +196,16 @@ def test_threshold_names_its_forms(namespaces, value):
     with pytest.raises(UserError, match="has no effect with --evaluate"):
         configure(dict(namespaces["train_MCL_ResNet_1D_class2.py"]),
                   ["--evaluate=" + A_FOLDER, "--threshold=0.3"])
+
+
+@pytest.mark.parametrize("script", ["train_MCL_ResNet_1D_class2.py",
+                                    "train_MCL_ResNet_1D_class4.py"])
+def test_allow_patient_overlap_acts_only_with_evaluate(namespaces, script):
+    found = configure(dict(namespaces[script]),
+                      ["--evaluate=" + A_FOLDER, "--allow_patient_overlap=True"])
+    assert found["ALLOW_PATIENT_OVERLAP"] is True
+    with pytest.raises(UserError, match="has no effect without --evaluate"):
+        configure(dict(namespaces[script]), ["--allow_patient_overlap=True"])
 
 
 def test_a_missing_constant_rule_is_no_error_at_run_time():
