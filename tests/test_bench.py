@@ -91,6 +91,7 @@ def test_scale_bench_quick_measures_every_step(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.slow
 def test_peak_private_memory_counts_children_and_not_mapped_files(tmp_path):
     """RssAnon of a child that allocates 200 MB counts; reading a 200 MB mapped file does not."""
     scale = bench_module("scale_bench")

@@ -51,8 +51,8 @@ def spied(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("normalisation",
-                         ["per_beat", pytest.param("none", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("normalisation", ["per_beat", "none"])
 def test_one_normalisation_from_training_to_wave_effects(normalisation, tmp_path, monkeypatch):
     data_dir = write_small_cohort(tmp_path / "data")
     seen = spied(monkeypatch)

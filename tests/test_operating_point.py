@@ -2,6 +2,7 @@
 checkpoint, and applied unchanged to the test set and in --evaluate; the metrics at it agree with
 scikit-learn."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -139,42 +140,51 @@ def flip_test_labels(monkeypatch):
     monkeypatch.setattr(engine, "patient_split_indices", split_then_flip)
 
 
-def test_the_threshold_depends_on_validation_patients_only(small_cohort_dir, tmp_path,
-                                                           monkeypatch):
-    config = dict(EPOCHS=2, BOOTSTRAP=20)
-    plain = engine.run_training(tiny_config(small_cohort_dir, tmp_path / "a", **config),
-                                log=quiet)
+@pytest.fixture(scope="module")
+def plain_run(small_cohort_dir, tmp_path_factory):
+    """A short 2-class run at THRESHOLD=sensitivity:0.9: its folder and test report."""
+    run_dir = tmp_path_factory.mktemp("threshold") / "run"
+    report = engine.run_training(tiny_config(small_cohort_dir, run_dir, **SHORT), log=quiet)
+    return run_dir, report
+
+
+SHORT = dict(EPOCHS=2, BOOTSTRAP=20, THRESHOLD="sensitivity:0.9", REPORT=False)
+
+
+def test_the_threshold_depends_on_validation_patients_only(plain_run, small_cohort_dir,
+                                                           tmp_path, monkeypatch):
+    run_dir, plain = plain_run
     flip_test_labels(monkeypatch)
-    flipped = engine.run_training(tiny_config(small_cohort_dir, tmp_path / "b", **config),
+    flipped = engine.run_training(tiny_config(small_cohort_dir, tmp_path / "b", **SHORT),
                                   log=quiet)
     assert flipped["confusion_matrix"] != plain["confusion_matrix"]     # the test labels changed
     chosen = {key: plain["operating_point"][key] for key in ("rule", "threshold", "validation")}
     assert {key: flipped["operating_point"][key] for key in chosen} == chosen
-    stored = torch.load(tmp_path / "a" / "best_model.pth", weights_only=True)["operating_point"]
+    stored = torch.load(run_dir / "best_model.pth", weights_only=True)["operating_point"]
     assert stored["threshold"] == plain["operating_point"]["threshold"]
-    assert stored["rule"] == "youden"
+    assert stored["rule"] == "sensitivity:0.9"
 
 
-def test_evaluate_applies_the_training_runs_threshold(small_cohort_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    trained = engine.run_training(tiny_config(small_cohort_dir, run_dir, EPOCHS=2, BOOTSTRAP=20,
-                                              THRESHOLD="sensitivity:0.9"), log=quiet)
+def test_evaluate_applies_the_training_runs_threshold(plain_run, small_cohort_dir, tmp_path):
+    run_dir, trained = plain_run
     lines = []
     report = run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next", EVALUATE=str(run_dir),
-                                        BOOTSTRAP=20), log=lines.append)
+                                        BOOTSTRAP=20, REPORT=False),
+                            log=lines.append, output_dir=str(tmp_path / "new"))
     assert report["operating_point"]["threshold"] == trained["operating_point"]["threshold"]
     assert report["operating_point"]["rule"] == "sensitivity:0.9"
     assert any("chosen on the training run's validation patients" in line for line in lines)
 
     # a checkpoint from before THRESHOLD: the original's argmax, said so
-    checkpoint = run_dir / "best_model.pth"
+    old_run = tmp_path / "old_run"
+    shutil.copytree(run_dir, old_run)
+    checkpoint = old_run / "best_model.pth"
     stored = torch.load(checkpoint, weights_only=True)
     del stored["operating_point"]
     torch.save(stored, checkpoint)
     lines = []
     report = run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next2",
-                                        EVALUATE=str(run_dir), BOOTSTRAP=20,
-                                        OUTPUT_DIR=str(tmp_path / "old")),
+                                        EVALUATE=str(old_run), BOOTSTRAP=20, REPORT=False),
                             log=lines.append, output_dir=str(tmp_path / "old"))
     assert report["operating_point"]["threshold"] == 0.5
     assert any("predates THRESHOLD" in line for line in lines)

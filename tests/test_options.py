@@ -114,7 +114,7 @@ def test_every_rule_belongs_to_a_script_constant(namespaces):
 
 def test_imported_constants_are_not_options(namespaces):
     assert "HISTORY_KEYS" not in config_names(namespaces["plot_training_curves.py"])
-    assert config_names(namespaces["plot_training_curves.py"]) == ["TRAIN_DIR"]
+    assert config_names(namespaces["plot_training_curves.py"]) == ["TRAIN_DIR", "REPORT"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

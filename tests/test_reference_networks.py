@@ -168,8 +168,9 @@ def train_resume_and_explain(root, experiment, checks=True):
         assert {"sanity_spearman", "deletion_win_rate"} <= set(results)
 
 
+@pytest.mark.slow
 def test_a_reference_network_trains_resumes_and_is_explained(tmp_path):
-    train_resume_and_explain(tmp_path, FAST_NETWORK, checks=False)  # the slow tier runs them
+    train_resume_and_explain(tmp_path, FAST_NETWORK, checks=False)
 
 
 @pytest.mark.slow

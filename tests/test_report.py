@@ -110,14 +110,6 @@ def test_an_evaluation_report_says_what_was_evaluated(run_dir, small_cohort_dir,
     assert report_context(str(out))["kind"] == "external evaluation"
 
 
-def test_a_cross_validation_report_shows_the_folds(small_cohort_dir, tmp_path):
-    engine.run_training(tiny_config(small_cohort_dir, tmp_path / "cv", EPOCHS=1, BOOTSTRAP=10,
-                                    CV_FOLDS=2), log=quiet)
-    page = page_of(tmp_path / "cv")
-    assert "2-fold cross-validation" in page
-    assert (tmp_path / "cv" / "fold_1" / REPORT_FILE).exists()
-
-
 def test_a_folder_without_results_still_gets_a_page(tmp_path):
     (tmp_path / "saliency_run.json").write_text(json.dumps({"config": {}, "test_beats": 3}))
     write_report(str(tmp_path), log=quiet)

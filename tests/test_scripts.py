@@ -21,4 +21,4 @@ def test_plot_training_curves_redraws_a_finished_runs_figures(small_cohort_dir, 
 def test_plot_training_curves_names_what_is_missing(tmp_path):
     done = script_result("plot_training_curves.py", f"--train_dir={tmp_path}")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.startswith("error:") and "train_acc_list.npy" in done.stderr
+    assert done.stderr.startswith("error:") and "test_eval_results.json" in done.stderr

@@ -358,6 +358,7 @@ def test_second_run_keeps_the_first(small_cohort_dir, tmp_path):
     assert any("kept as" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_four_class_script_end_to_end(small_cohort_dir, tmp_path):
     run = subprocess.run([sys.executable, "train_MCL_ResNet_1D_class4.py",
                           f"--data_dir={small_cohort_dir}", f"--output_dir={tmp_path / 'r4'}",
@@ -391,8 +392,11 @@ def test_cross_validation_reports_mean_and_spread(small_cohort_dir, tmp_path):
     for k in (1, 2, 3):
         split = json.loads((output_dir / f"fold_{k}" / "split.json").read_text())
         assert not set(split["train"]) & set(split["test"]) and split["val"]
+        assert (output_dir / f"fold_{k}" / "report.html").exists()
+    assert "3-fold cross-validation" in (output_dir / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_memory_mapped_run_equals_the_in_memory_run(small_cohort_dir, tmp_path, monkeypatch):
     """The beats read batch by batch from the mapped files give the same test results as the
     same run with every file read whole into one array (load_cohort(in_memory=True)); one
@@ -460,10 +464,12 @@ def test_lead_dropout_reaches_the_training_batches_only(small_cohort_dir, tmp_pa
     (epoch_beats,) = trained_on
     assert epoch_beats.shape == (len(parts["train"]),) + tuple(x_all.shape[1:])
     assert 0.35 < zeroed_leads(epoch_beats).float().mean().item() < 0.65
-    # validation after the epoch, then the test: the beats as they are
-    assert len(predicted) == 2
+    # validation after the epoch, validation for the operating point, then the test: the beats
+    # as they are
+    assert len(predicted) == 3
     assert torch.equal(predicted[0], x_all[parts["val"]])
-    assert torch.equal(predicted[1], x_all[parts["test"]])
+    assert torch.equal(predicted[1], x_all[parts["val"]])
+    assert torch.equal(predicted[2], x_all[parts["test"]])
 
     # the recorded accuracies are those of the undropped beats
     def accuracy(checkpoint, part):
@@ -502,6 +508,7 @@ def test_select_by_auc_keeps_the_epoch_of_the_best_validation_auc(small_cohort_d
     assert checkpoint["val_auc"] == pytest.approx(aucs.max())
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_before_normalisation_and_select_by_existed_resumes(small_cohort_dir,
                                                                               tmp_path):
     out = tmp_path / "run"
