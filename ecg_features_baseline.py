@@ -24,6 +24,7 @@ PENALTY_FOLDS = 5                 # patient-grouped folds that choose the L2 pen
 PENALTIES = 10                    # penalty strengths C tried, log-spaced over 1e-4..1e4
 BOOTSTRAP = 1000                  # patient-bootstrap resamples for the 95% CIs
 SEED = 42                         # fixes the penalty folds and the bootstrap
+REPORT = True                     # write report.html, the baseline in one self-contained page
 ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
 
 

@@ -26,9 +26,11 @@ from lvr.cohort import load_cohort
 from lvr.config import UserError
 from lvr.ecg_features import cohort_features
 from lvr.engine import TEST_RESULTS, log_test_summary, probability_report, write_test_outputs
+from lvr.operating_point import argmax_note, operating_point_report, validation_operating_point
 from lvr.predictions import write_predictions
-from lvr.run_folder import (atomic_write, library_versions, output_lock, prepare_output_dir,
-                            write_json_atomic)
+from lvr.report import write_report
+from lvr.run_folder import (atomic_write, code_version, library_versions, output_lock,
+                            prepare_output_dir, write_json_atomic)
 
 PENALTY_RANGE = (1e-4, 1e4)   # inverse penalty strengths C tried, log-spaced
 OUTPUT_SUFFIX = "_ecg_features"
@@ -232,17 +234,21 @@ def run_feature_baseline(config, log=print):
         log(f"Logistic regression (L2) on {n_train} training beats; C = {penalty:.3g} chosen "
             f"by {next(iter(model.scores_.values())).shape[0]}-fold patient-grouped "
             f"cross-validation (ROC AUC)")
-        val_report = None
+        val_report, prob_val = None, None
         if n_val:
-            val_report = probability_report(labels[parts["val"]], predicted(
-                scaler, model, medians, x["val"]), cohort.patient_ids[parts["val"]],
-                class_names, 0, config["SEED"])
+            prob_val = predicted(scaler, model, medians, x["val"])
+            val_report = probability_report(labels[parts["val"]], prob_val,
+                                            cohort.patient_ids[parts["val"]], class_names, 0,
+                                            config["SEED"])
             log(f"  validation patients (not used for fitting): beat AUC "
                 f"{auc_of(val_report):.4f}")
         prob = predicted(scaler, model, medians, x["test"])
         test = parts["test"]
         report = probability_report(labels[test], prob, cohort.patient_ids[test], class_names,
                                     config["BOOTSTRAP"], config["SEED"])
+        report["operating_point"] = baseline_operating_point(
+            train_dir, labels, cohort.patient_ids, parts, prob_val, prob, class_names, config,
+            log)
         report.update({"class_names": class_names, "model": "ecg_features_logistic_l2",
                        "baseline_of": train_dir, "penalty_C": penalty,
                        "validation_roc_auc": auc_of(val_report) if val_report else None})
@@ -264,10 +270,13 @@ def run_feature_baseline(config, log=print):
             "data_files": cohort.files, "demo_data": cohort.is_demo,
             "beats": {name: int(len(idx)) for name, idx in parts.items()},
             "delineation_fallback_beats": int(fallback), "versions": library_versions(),
+            "code": code_version(),
             "wall_time_s": round(wall, 2),
             "finished": datetime.datetime.now().isoformat(timespec="seconds")})
         log_test_summary(report, class_names, output_dir, wall, log,
                          title="Test set, ECG-measurement baseline")
+        if config["REPORT"]:
+            write_report(output_dir, log=log)
         log("Largest standardised coefficients (per SD of the feature; coefficients.csv):")
         for row in rows[:10]:
             log(f"  {row[0]:<10} " + "  ".join(f"{v:+.3f}" for v in row[1:]))
@@ -295,3 +304,27 @@ def run_class_names(train_dir, cohort, task):
         if recorded and len(recorded) == len(names):
             names = [str(name) for name in recorded]
     return names
+
+
+def baseline_operating_point(train_dir, labels, patient_ids, parts, prob_val, prob, class_names,
+                             config, log):
+    """The test report's operating_point block: the network run's THRESHOLD rule (run.json),
+    chosen on the same validation patients with the baseline's probabilities; argmax for more
+    than 2 classes, or without validation patients of both classes (said so)."""
+    if len(class_names) != 2:
+        return argmax_note(len(class_names))
+    run_path = os.path.join(train_dir, "run.json")
+    rule = "youden"
+    if os.path.exists(run_path):
+        with open(run_path, encoding="utf-8") as handle:
+            rule = json.load(handle).get("config", {}).get("THRESHOLD", "youden")
+    val = parts["val"]
+    if prob_val is None or len(np.unique(labels[val])) < 2:
+        note = ("the validation patients do not hold both classes, so no operating point is "
+                "chosen; sensitivity and specificity are those of the argmax")
+        log(f"note: {note}")
+        return {"rule": "argmax", "threshold": None, "note": note}
+    point = validation_operating_point(labels[val], prob_val, patient_ids[val], rule)
+    test = parts["test"]
+    return operating_point_report(labels[test], prob, patient_ids[test], point,
+                                  config["BOOTSTRAP"], config["SEED"])

@@ -130,7 +130,13 @@ def test_baseline_writes_a_run_folder_that_compare_runs_accepts(baseline_run):
                  "test_confusion_matrix.png", "test_calibration.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "test_eval_results.json").read_text())
-    assert {"roc_auc_ci95", "patient_level", "calibration"} <= set(report)
+    assert {"roc_auc_ci95", "patient_level", "calibration", "decision_curve"} <= set(report)
+    # the network run's THRESHOLD rule, chosen on the same validation patients
+    point = report["operating_point"]
+    assert point["rule"] == "youden" and 0 < point["threshold"] < 1
+    assert point["validation"]["n_patients"] == len(
+        json.loads((root / "run" / "split.json").read_text())["val"])
+    assert (out / "report.html").is_file()
     with open(out / "coefficients.csv", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["feature", "coef_LVR"] and len(rows) == 1 + 74
