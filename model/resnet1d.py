@@ -216,8 +216,9 @@ class BeatClassifier(nn.Module):
     """What every network of this package shares: beats (B, leads, T) -> logits (B, classes).
 
     Subclasses set ``self.config`` (experiment, num_classes, in_channels, input_length,
-    dropout_rate, architecture) and ``self.min_length``, and keep their residual or inception
-    blocks in ``self.blocks`` (Grad-CAM explains the last).
+    dropout_rate, architecture) and ``self.min_length``, keep their residual or inception
+    blocks in ``self.blocks`` (Grad-CAM explains the last) and their classifier in
+    ``self.head``; ``features(x)`` is the encoder's pooled output that the head reads.
     """
 
     def check_input(self, x):
@@ -309,10 +310,13 @@ class ResNet1D(BeatClassifier):
         self.check_input(x)
         return self.lead_gate.weights(x)
 
-    def forward(self, x):
+    def features(self, x):
+        """The encoder's output (B, channels): the pooled features the head classifies."""
         self.check_input(x)
         if self.lead_gate is not None:
             x = self.lead_gate(x)
         h = self.blocks(self.stem(x))
-        pooled = h.mean(dim=2) if self.pool is None else self.pool(h)
-        return self.head(self.dropout(pooled))
+        return h.mean(dim=2) if self.pool is None else self.pool(h)
+
+    def forward(self, x):
+        return self.head(self.dropout(self.features(x)))
