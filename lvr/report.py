@@ -272,7 +272,7 @@ def saliency_rows(saliency):
     return rows
 
 
-def provenance(run, folder):
+def provenance(run):
     """(label, value) rows: command, data, code, versions, checkpoint."""
     run = run or {}
     config = run.get("config") or {}
@@ -303,7 +303,7 @@ def report_context(folder):
         run = {"config": cv.get("config"), "data_fingerprint": cv.get("data_fingerprint")}
     kind = run_kind(folder, results, split)
     evaluation = (results or {}).get("evaluation")
-    provenance_rows, config_rows = provenance(run, folder)
+    provenance_rows, config_rows = provenance(run)
     if evaluation:
         provenance_rows.append(("Checkpoint", f"{evaluation.get('checkpoint')} (sha256 "
                                               f"{evaluation.get('checkpoint_sha256')})"))

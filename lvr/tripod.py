@@ -72,7 +72,15 @@ def item_sample_size(c):
 
 
 def item_flow_missing(c):
-    return ("records rejected, by reason", "cohort") if c["flow"] else None
+    records = (c["flow"] or {}).get("records")
+    return (f"{records['read']} records read, {records['rejected']} rejected, by reason",
+            "cohort") if records else None
+
+
+def item_flow(c):
+    return ("patients and beats per class and per split" + (
+        ", from the records read" if (c["flow"] or {}).get("records") else ""), "cohort") \
+        if c["flow"] else None
 
 
 def item_split(c):
@@ -190,16 +198,12 @@ def item_spread(c):
     return ("mean, sd, min and max over folds", "cross_validation") if c["cv"] else None
 
 
-def item_comparison(c):
-    return None
-
-
 FILLERS = {
     "5": item_data, "7": item_preparation, "8": item_outcome, "9": item_predictors,
     "10": item_sample_size, "11": item_flow_missing, "12a": item_split,
     "12b": item_predictor_handling, "12c": item_model, "12d": item_heterogeneity,
-    "12e": item_measures, "12g": item_comparison, "13": item_imbalance, "14": item_fairness,
-    "15": item_output, "16": item_train_vs_eval, "18f": item_code, "20a": item_flow_missing,
+    "12e": item_measures, "13": item_imbalance, "14": item_fairness,
+    "15": item_output, "16": item_train_vs_eval, "18f": item_code, "20a": item_flow,
     "20b": item_characteristics, "21": item_events, "22": item_specification,
     "23a": item_performance, "23b": item_spread,
 }
