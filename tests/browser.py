@@ -6,9 +6,11 @@ Used by the slow tier (tests/test_report.py). Chromium is Debian's `chromium` pa
 why.
 """
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -69,12 +71,14 @@ def opened_page(html_path):
     """{"requests": [URLs the page asked for], "errors": [console and log errors],
     "images": n, "images_loaded": n, "screenshot": PNG bytes of the first screen,
     "title": the page's title}."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # chromium's helper processes may still write to the profile as it is removed
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu",
              "--no-first-run", "--disable-extensions", "--disable-background-networking",
              f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
         try:
             port = devtools_port(profile, process)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
@@ -94,7 +98,8 @@ def opened_page(html_path):
             events = page.events
             page.socket.close()
         finally:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)   # chromium and its helper processes
             process.wait()
     requests = [e["params"]["request"]["url"] for e in events
                 if e.get("method") == "Network.requestWillBeSent"]
