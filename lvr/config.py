@@ -285,6 +285,10 @@ OPTIONS = {
     "EVALUATE": folder(optional=True),              # lvr.evaluation
     "REPORT": FLAG,                                 # lvr.report: report.html
     "ALLOW_PATIENT_OVERLAP": FLAG,                  # lvr.evaluation.patient_overlap
+    "INIT_FROM": file_path(optional=True),          # lvr.finetune reads and checks the file
+    "FREEZE_EPOCHS": integer(0),                    # and at most EPOCHS: RELATIONS
+    "ENCODER_LR_FACTOR": POSITIVE,
+    "ALLOW_PRETRAINING_OVERLAP": FLAG,              # lvr.finetune.checked_test_overlap
     # Saliency_ana2_sys.py
     "NUM_SAMPLES": integer(1),
     "NOISE_LEVEL": NON_NEGATIVE,
@@ -411,6 +415,12 @@ RELATIONS = (
      "a model of more than 2 classes classifies by argmax: THRESHOLD must be argmax"),
     (("LEAD_IMPORTANCE", "WAVE_EFFECTS"), lambda source, effects: source != "wave_effects"
      or effects, "LEAD_IMPORTANCE=wave_effects needs WAVE_EFFECTS=True"),
+    (("FREEZE_EPOCHS", "INIT_FROM"), lambda freeze, init: freeze == 0 or init,
+     "FREEZE_EPOCHS keeps a pretrained encoder fixed while the head trains: it needs INIT_FROM"),
+    (("ENCODER_LR_FACTOR", "INIT_FROM"), lambda factor, init: factor == 1 or init,
+     "ENCODER_LR_FACTOR scales a pretrained encoder's learning rate: it needs INIT_FROM"),
+    (("FREEZE_EPOCHS", "EPOCHS"), lambda freeze, epochs: freeze <= epochs,
+     "FREEZE_EPOCHS cannot exceed EPOCHS (FREEZE_EPOCHS=EPOCHS trains the head alone)"),
     (("TEST_SIZE", "CV_FOLDS", "EVALUATE"), lambda test, folds, run: test > 0 or folds or run,
      "a run tests its model on TEST_SIZE of the patients, so TEST_SIZE must be above 0 (for "
      "cross-validation set CV_FOLDS instead)"),
@@ -423,9 +433,13 @@ USED_ONLY = {
     **{name: (lambda c: not c["EVALUATE"], TRAINED_ALREADY)
        for name in ("EXPERIMENT", "DROPOUT", "LEAD_DROPOUT", "EPOCHS", "LR", "WEIGHT_DECAY",
                     "LABEL_SMOOTHING", "GRAD_CLIP", "LR_FACTOR", "LR_PATIENCE", "VAL_SIZE",
-                    "NUM_WORKERS", "NORMALISATION", "SELECT_BY", "THRESHOLD")},
+                    "NUM_WORKERS", "NORMALISATION", "SELECT_BY", "THRESHOLD", "INIT_FROM",
+                    "FREEZE_EPOCHS", "ENCODER_LR_FACTOR")},
     "ALLOW_PATIENT_OVERLAP": (lambda c: bool(c["EVALUATE"]),
                               "without --evaluate (only an evaluation scores another cohort)"),
+    "ALLOW_PRETRAINING_OVERLAP": (lambda c: bool(c["INIT_FROM"]) and not c["EVALUATE"],
+                                  "without --init_from (only a run started from a checkpoint "
+                                  "can test patients that checkpoint saw)"),
     "TEST_SIZE": (lambda c: not c["EVALUATE"] and not c["CV_FOLDS"],
                   "with --evaluate or --cv_folds (every beat, or each fold, is tested)"),
     "NUM_SAMPLES": (lambda c: c["METHOD"] == "smoothgrad", "unless --method=smoothgrad"),

@@ -26,6 +26,7 @@ from lvr.characteristics import characteristics_markdown, characteristics_table
 from lvr.choices import ARGMAX_THRESHOLD, threshold_rule
 from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
+from lvr.finetune import check_source, checked_test_overlap, read_source
 from lvr.figures.flow import plot_flow
 from lvr.figures.training import (plot_confusion_matrix, plot_decision_curve,
                                   plot_patient_probabilities, plot_reliability_diagram,
@@ -62,6 +63,7 @@ class RunContext:
     world_size: int = 1
     log: object = print
     task: str = "binary"
+    init_from: object = None        # lvr.finetune.Source of INIT_FROM, read once, checked
 
     @property
     def writer(self):
@@ -81,6 +83,9 @@ def run_training(config, log=print):
         log = quiet_log
     try:
         run = run_context(config, log, rank, world_size, device)
+        if config.get("INIT_FROM") and not (config["RESUME"] and not config["CV_FOLDS"]):
+            # before the output folder is touched: a checkpoint that does not fit moves nothing
+            run.init_from = checked_source(config, run.cohort)
         output_dir, folds = config["OUTPUT_DIR"], config["CV_FOLDS"]
         if run.writer:
             prepare_run_folder(config, log)
@@ -141,6 +146,13 @@ def run_context(config, log, rank, world_size, device, normalisation=None):
                       x_all=StandardisedBeats(cohort.beats, normalisation=normalisation
                                               or config["NORMALISATION"]), device=device,
                       rank=rank, world_size=world_size, log=log, task=task)
+
+
+def checked_source(config, cohort):
+    """INIT_FROM read and checked against this run's options and cohort (lvr.finetune)."""
+    source = read_source(config["INIT_FROM"])
+    check_source(config, source, cohort)
+    return source
 
 
 def prepare_run_folder(config, log):
@@ -236,9 +248,14 @@ def train_and_test(config, run, parts, output_dir, resume, start_time):
     if run.writer and not resume:
         write_json_atomic(os.path.join(output_dir, "split.json"), split_record(config, run, parts))
     check_threshold_computable(config, labels[parts["val"]], cohort.patient_ids[parts["val"]])
+    source = None
+    if config.get("INIT_FROM") and not resume:
+        source = checked_test_overlap(config, run.init_from or checked_source(config, cohort),
+                                      cohort, cohort.patient_ids[parts["test"]], run.log)
     outcome = fit(config, tensors["train"], tensors["val"], run.class_names, output_dir, resume,
                   in_channels=cohort.beats.shape[1], input_length=cohort.beats.shape[2],
-                  device=run.device, rank=run.rank, world_size=run.world_size, log=run.log)
+                  device=run.device, rank=run.rank, world_size=run.world_size, log=run.log,
+                  init_from=source)
     point = chosen_operating_point(config, run, tensors["val"], cohort.patient_ids[parts["val"]],
                                    os.path.join(output_dir, BEST_CHECKPOINT))
     report, prob = evaluate(config, run, tensors["test"], parts["test"], output_dir,
@@ -387,7 +404,8 @@ def write_run_outputs(config, run, output_dir, outcome, report, start_time):
                          best_epoch=outcome.best_epoch)
     write_test_outputs(output_dir, report, run.class_names)
     wall = time.time() - start_time
-    write_json_atomic(os.path.join(output_dir, "run.json"), run_record(config, run, wall))
+    write_json_atomic(os.path.join(output_dir, "run.json"),
+                      {**run_record(config, run, wall), "init_from": outcome.init_from})
     log_test_summary(report, run.class_names, output_dir, wall, run.log)
     if config["REPORT"]:
         write_report(output_dir, log=run.log)

@@ -22,15 +22,19 @@ from lvr.metrics import macro_roc_auc
 from lvr.cohort import ECGDataset, LeadDropout, set_seed
 from lvr.config import UserError
 from lvr.distributed import barrier, gathered
+from lvr.finetune import (fresh_model, hold_encoder_statistics, initial_model, optimizer_groups,
+                          set_encoder_frozen)
 from lvr.run_folder import removed_temporary_files
-from model import ArchitectureError, build_model, parameter_count
+from model import parameter_count
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 BEST_CHECKPOINT = "best_model.pth"
 HISTORY_KEYS = ("train_acc_list", "train_loss_list", "val_acc_list", "val_loss_list")
 EXTRA_HISTORY_KEYS = ("val_auc_list",)   # not in the original's files; written beside them
 # Options added after runs were made: an interrupted run without them used these values.
-LEGACY_DEFAULTS = {"NORMALISATION": "per_lead", "SELECT_BY": "val_acc"}
+LEGACY_DEFAULTS = {"NORMALISATION": "per_lead", "SELECT_BY": "val_acc", "INIT_FROM": "",
+                   "FREEZE_EPOCHS": 0, "ENCODER_LR_FACTOR": 1.0,
+                   "ALLOW_PRETRAINING_OVERLAP": False}
 # Options that may change when a run is resumed; every other option must match the checkpoint.
 # THRESHOLD and REPORT act after training.
 RESUMABLE_CHANGES = {"EPOCHS", "RESUME", "DEVICE", "NUM_WORKERS", "THRESHOLD", "REPORT"}
@@ -71,20 +75,27 @@ def batch_loader(dataset, batch_size, shuffle, seed=0, num_workers=0, pin_memory
 
 def build_optimizer(parameters, lr, weight_decay):
     """AdamW, with torch's fused kernel where every parameter's device has one (CPU, CUDA).
+    `parameters`: tensors, or parameter groups (dicts with "params" and their own "lr").
 
     The same update rule as the original's AdamW; torch's default on the CPU is a Python loop
     over the parameter tensors, the fused kernel updates all of them in one call (5% of a
     training step here; bench/run_bench.py measures it).
     """
     parameters = list(parameters)
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in parameters)
+    tensors = [p for item in parameters
+               for p in (item["params"] if isinstance(item, dict) else [item])]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in tensors)
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scaler=None,
-                    description="train", world_size=1, show_progress=True):
-    """One pass over `loader`; returns (mean loss, accuracy) over the epoch's beats (all ranks)."""
+                    description="train", world_size=1, show_progress=True,
+                    frozen_encoder=False):
+    """One pass over `loader`; returns (mean loss, accuracy) over the epoch's beats (all ranks).
+    `frozen_encoder`: the encoder's BatchNorm statistics stay as they are (FREEZE_EPOCHS)."""
     model.train()
+    if frozen_encoder:
+        hold_encoder_statistics(model)
     total_loss = torch.zeros((), device=device)
     total_correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -159,6 +170,7 @@ class FitState:
     best_epoch: int = 0
     epoch: int = 0
     select_by: str = "val_acc"
+    init_from: dict | None = None   # lvr.finetune.initial_model's record; None: random start
 
     def improved_by(self, val_acc, val_loss, val_auc=float("nan")):
         """Record an epoch's validation result; True when it is the new best by `select_by`."""
@@ -174,14 +186,16 @@ class FitState:
 
 
 def fit(config, train, val, class_names, output_dir, resume, *, in_channels, input_length,
-        device, rank=0, world_size=1, log=print, on_epoch=None):
+        device, rank=0, world_size=1, log=print, on_epoch=None, init_from=None):
     """Train on `train` = (x, y), select on `val`; returns the final FitState. x: a tensor or
     StandardisedBeats (read batch by batch), y: a tensor of labels.
 
     Writes best_model.pth and last_checkpoint.pth in `output_dir` (rank 0). With `resume`, it
-    continues from last_checkpoint.pth, whose options must match `config`. `on_epoch(epoch,
-    model, val_logits)`, if given, is called after each epoch (bench/model_bench.py records the
-    validation predictions of every epoch with it).
+    continues from last_checkpoint.pth, whose options must match `config`. `init_from`, a
+    checked lvr.finetune.Source, is the checkpoint a new run starts from (INIT_FROM); a resumed
+    run continues from its own last checkpoint. For the first FREEZE_EPOCHS epochs only the
+    head trains. `on_epoch(epoch, model, val_logits)`, if given, is called after each epoch
+    (bench/model_bench.py records the validation predictions of every epoch with it).
     """
     writer = rank == 0
     set_seed(config["SEED"])
@@ -192,46 +206,61 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
     criterion = LabelSmoothingLoss(len(class_names), config["LABEL_SMOOTHING"])
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     last_path = os.path.join(output_dir, LAST_CHECKPOINT)
+    init_record = None
     if resume:
         if writer:
             removed = removed_temporary_files(output_dir)
             if removed:
                 log(f"Removed {removed} unfinished temporary file(s) of the interrupted run")
         model, saved = checked_resume_state(last_path, config)
-        model.to(device)
+        init_record = saved.get("init_from")
+    elif init_from is not None:
+        model, init_record = initial_model(config, init_from, class_names, in_channels,
+                                           input_length, log=log)
     else:
-        try:
-            model = build_model(num_classes=len(class_names), experiment=config["EXPERIMENT"],
-                                in_channels=in_channels, dropout_rate=config["DROPOUT"],
-                                input_length=input_length).to(device)
-        except ArchitectureError as error:
-            raise UserError(f"EXPERIMENT={config['EXPERIMENT']!r} cannot take these beats "
-                            f"({in_channels} leads x {input_length} samples): {error}") from None
-    network = model
-    if world_size > 1:
-        network = nn.parallel.DistributedDataParallel(
+        model = fresh_model(config, len(class_names), in_channels, input_length)
+    model.to(device)
+    freeze_epochs = config.get("FREEZE_EPOCHS", 0)
+    frozen = network = None
+
+    def wrapped():
+        """The network one step trains; DDP is rebuilt when the freeze ends, since it
+        synchronises only the parameters that took gradients when it was made."""
+        if world_size == 1:
+            return model
+        return nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(network.parameters(), config["LR"], config["WEIGHT_DECAY"])
+    optimizer = build_optimizer(optimizer_groups(model, config["LR"],
+                                                 config.get("ENCODER_LR_FACTOR", 1.0)),
+                                config["LR"], config["WEIGHT_DECAY"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
-    state = FitState(select_by=config["SELECT_BY"])
+    state = FitState(select_by=config["SELECT_BY"], init_from=init_record)
     if resume:
         state = resumed_state(saved, optimizer, scheduler, config["SELECT_BY"])
+        state.init_from = init_record
         log(f"Resuming {output_dir} after epoch {state.epoch} (best so far: epoch "
             f"{state.best_epoch}, validation accuracy {state.best_val_acc:.4f})")
     log(f"Model: {config['EXPERIMENT']} ({parameter_count(model):,} parameters) on {device}; "
-        f"{config['EPOCHS']} epochs, batch {config['BATCH_SIZE']}, AdamW lr {config['LR']}")
+        f"{config['EPOCHS']} epochs, batch {config['BATCH_SIZE']}, AdamW lr {config['LR']}"
+        + (f", encoder lr x {config['ENCODER_LR_FACTOR']}"
+           if config.get("ENCODER_LR_FACTOR", 1.0) != 1 else "")
+        + (f"; head alone for the first {freeze_epochs} epochs" if freeze_epochs else ""))
 
     x_val, y_val = val
     for epoch in range(state.epoch + 1, config["EPOCHS"] + 1):
         epoch_start = time.time()
         state.epoch = epoch
+        if frozen is not (epoch <= freeze_epochs):
+            frozen = epoch <= freeze_epochs
+            set_encoder_frozen(model, frozen)
+            network = wrapped()
         loader.sampler.sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         train_loss, train_acc = train_one_epoch(
             network, loader, criterion, optimizer, device, config["GRAD_CLIP"], scaler,
             description=f"epoch {epoch}/{config['EPOCHS']}", world_size=world_size,
-            show_progress=writer)
+            show_progress=writer, frozen_encoder=frozen)
         val_logits = predict_logits(model, x_val, config["BATCH_SIZE"], device, rank, world_size)
         val_loss = criterion(val_logits, y_val).item()
         val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
@@ -248,10 +277,14 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
                                    class_names, improved)
         if on_epoch is not None:
             on_epoch(epoch, model, val_logits)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[-1]["lr"]
+        encoder_lr = (f" (encoder {optimizer.param_groups[0]['lr']:.1e})"
+                      if len(optimizer.param_groups) > 1 else "")
         log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
             f" | val loss {val_loss:.4f} acc {val_acc:.4f} auc {val_auc:.4f} | lr {lr:.1e}"
+            f"{encoder_lr}{' head only' if frozen else ''}"
             f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
+    set_encoder_frozen(model, False)
     barrier(world_size)
     return state
 
@@ -264,13 +297,14 @@ def save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, confi
                         val_acc=state.best_val_acc, val_loss=state.best_val_loss,
                         val_auc=float(state.best_val_auc), selected_by=state.select_by,
                         class_names=class_names, task=config["TASK"],
-                        normalisation=config["NORMALISATION"])
+                        normalisation=config["NORMALISATION"], init_from=state.init_from)
     save_checkpoint(os.path.join(output_dir, LAST_CHECKPOINT), model, epoch=state.epoch,
                     run_config=config, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), history=state.history,
                     best_val_acc=state.best_val_acc, best_val_loss=state.best_val_loss,
                     best_val_auc=float(state.best_val_auc), best_epoch=state.best_epoch,
-                    torch_rng=torch.get_rng_state(), normalisation=config["NORMALISATION"])
+                    torch_rng=torch.get_rng_state(), normalisation=config["NORMALISATION"],
+                    init_from=state.init_from)
 
 
 def checked_resume_state(path, config):

@@ -45,7 +45,8 @@ BAD = {
     "ALPHA": 1.5, "RUN_A": 3, "RUN_B": 3, "POSITIVE_CLASS": 1, "OUTPUT": 2,
     "ALLOW_OTHER_COHORT": "yes", "NORMALISATION": "zscore", "SELECT_BY": "val_f1",
     "PENALTY_FOLDS": 1, "PENALTIES": 0, "MEASUREMENTS": 5, "THRESHOLD": "sensitivity:1.5",
-    "REPORT": "sometimes", "ALLOW_PATIENT_OVERLAP": "yes",
+    "REPORT": "sometimes", "ALLOW_PATIENT_OVERLAP": "yes", "INIT_FROM": A_FOLDER,
+    "FREEZE_EPOCHS": -1, "ENCODER_LR_FACTOR": 0.0, "ALLOW_PRETRAINING_OVERLAP": "yes",
 }
 
 # Valid values other than the defaults, given as on the command line
@@ -57,7 +58,8 @@ VALID = [
         "--seed=0", "--weight_decay=0", "--output_dir=" + A_FOLDER,
         "--normalisation=per_beat", "--normalisation=none", "--select_by=val_auc",
         "--select_by=val_loss", "--threshold=youden", "--threshold=sensitivity:0.9",
-        "--threshold=specificity:.95", "--threshold=0.3", "--threshold=argmax", "--report=False"]
+        "--threshold=specificity:.95", "--threshold=0.3", "--threshold=argmax", "--report=False",
+        "--init_from=results_ptbxl/best_model.pth"]
 ] + [
     ("Saliency_ana2_sys.py", arg) for arg in [
         "--max_figures=None", "--max_figures=0", "--noise_level=0", "--num_samples=1",
@@ -157,7 +159,14 @@ def test_conversion_errors_still_come_first(arg, namespaces):
     ("demo_cohort.py", ["--r_peak_s=1.0"], ["--r_peak_s=1.0", "--window_s=1.0"]),
     ("Saliency_ana2_sys.py", ["--lead_importance=wave_effects", "--wave_effects=False"],
      ["--lead_importance='wave_effects'", "--wave_effects=False"]),
+    ("train_MCL_ResNet_1D_class2.py", ["--freeze_epochs=2"],
+     ["--freeze_epochs=2", "--init_from=''", "needs INIT_FROM"]),
+    ("train_MCL_ResNet_1D_class4.py", ["--encoder_lr_factor=0.1"],
+     ["--encoder_lr_factor=0.1", "--init_from=''", "needs INIT_FROM"]),
+    ("train_MCL_ResNet_1D_class2.py", ["--init_from=a.pth", "--freeze_epochs=3", "--epochs=2"],
+     ["--freeze_epochs=3", "--epochs=2", "cannot exceed EPOCHS"]),
 ])
+
 def test_options_that_do_not_fit_together_are_refused(script, argv, names, namespaces):
     with pytest.raises(UserError) as error:
         configure(dict(namespaces[script]), argv)
@@ -300,3 +309,21 @@ def test_a_bad_option_answers_before_torch_loads():
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert run.stdout.strip() == "False", run.stderr
+
+
+
+@pytest.mark.parametrize("argv", [["--init_from=a.pth", "--freeze_epochs=2", "--epochs=2"],
+                                  ["--init_from=a.pth", "--encoder_lr_factor=0.1"],
+                                  ["--init_from=a.pth", "--allow_pretraining_overlap=True"]])
+def test_fine_tuning_options_are_accepted_with_init_from(namespaces, argv):
+    configure(dict(namespaces["train_MCL_ResNet_1D_class2.py"]), argv)
+
+
+@pytest.mark.parametrize("argv, case", [
+    (["--evaluate=" + A_FOLDER, "--init_from=a.pth"], "with --evaluate"),
+    (["--evaluate=" + A_FOLDER, "--freeze_epochs=0"], "with --evaluate"),
+    (["--evaluate=" + A_FOLDER, "--encoder_lr_factor=1"], "with --evaluate"),
+    (["--allow_pretraining_overlap=True"], "without --init_from")])
+def test_fine_tuning_options_are_refused_where_they_act_on_nothing(namespaces, argv, case):
+    with pytest.raises(UserError, match=f"has no effect {case}"):
+        configure(dict(namespaces["train_MCL_ResNet_1D_class4.py"]), argv)
