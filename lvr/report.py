@@ -284,6 +284,10 @@ def provenance(run):
     rows.append(("Code", f"git {code['commit']}" + (" with uncommitted changes"
                                                      if code["modified"] else "")
                  if code else "not a git checkout"))
+    start = run.get("init_from")
+    rows.append(("Initial weights", "random" if not start else
+                 f"{start.get('path')} ({start.get('kind')}, head {start.get('head')}, sha256 "
+                 f"{start.get('sha256')})"))
     versions = run.get("versions") or {}
     rows.append(("Libraries", ", ".join(f"{k} {v}" for k, v in versions.items()
                                         if k != "platform")))
