@@ -20,6 +20,9 @@ METHODS = {
     "grad_cam": "Grad-CAM",
 }
 
+# PAIRS of pretrain.py: the two views of one patient that form a positive pair (lvr.pretraining)
+PAIR_KINDS = ("beats", "leads", "beats_and_leads")
+
 # LEAD_IMPORTANCE: what the lead statistics are computed on (lvr.explain.lead_importance)
 LEAD_IMPORTANCE_SOURCES = ("map", "wave_effects")
 

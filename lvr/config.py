@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, NORMALISATIONS,
+                         PAIR_KINDS,
                          PTBXL_TASKS, SELECTION_RULES, TASKS, THRESHOLD_WORDS, UNITS,
                          WAVE_ALIGNMENTS, WAVE_REFERENCES, threshold_rule)
 from lvr.leads import DELINEATION_WINDOW_MS, LEAD_BY_KEY, LEAD_NAMES, lead_key
@@ -289,6 +290,16 @@ OPTIONS = {
     "FREEZE_EPOCHS": integer(0),                    # and at most EPOCHS: RELATIONS
     "ENCODER_LR_FACTOR": POSITIVE,
     "ALLOW_PRETRAINING_OVERLAP": FLAG,              # lvr.finetune.checked_test_overlap
+    # pretrain.py (lvr.pretraining)
+    "EXCLUDE_PATIENTS": file_path(optional=True),   # lvr.pretraining.excluded_patients reads it
+    "PAIRS": one_of(*PAIR_KINDS),
+    "TEMPERATURE": POSITIVE,
+    "PROJECTION_DIM": integer(1),
+    "AMPLITUDE_RANGE": ascending(POSITIVE, strict=False),
+    "WANDER": NON_NEGATIVE,
+    "NOISE": NON_NEGATIVE,
+    "SHIFT_MS": NON_NEGATIVE,
+    "LEAD_MASK": FRACTION,
     # Saliency_ana2_sys.py
     "NUM_SAMPLES": integer(1),
     "NOISE_LEVEL": NON_NEGATIVE,
@@ -377,6 +388,9 @@ SCRIPT_OPTIONS = {
         "TASK": Rule(lambda v: isinstance(v, str) and prepare_task_ok(v),
                      f"{', '.join(PTBXL_TASKS)}, binary:NEG,POS or multiclass:A,B,C"),
         "OUTPUT_DIR": folder(optional=True),        # "": data/<cohort name>
+    },
+    "pretrain.py": {
+        "BATCH_SIZE": integer(2),                   # patients: the others are the negatives
     },
     "ecg_features_baseline.py": {
         "DATA_DIR": folder(optional=True),          # "": the run's cohort (split.json)
