@@ -35,7 +35,7 @@ from lvr.cohort import StandardisedBeats, load_cohort, set_seed
 from lvr.config import UserError
 from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
-from lvr.finetune import fresh_model
+from lvr.finetune import fresh_model, head_parameters
 from lvr.geometry import cohort_geometry
 from lvr.run_folder import (code_version, disk_space_guard, library_versions, output_lock,
                             prepare_output_dir, removed_temporary_files, write_json_atomic)
@@ -314,16 +314,18 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
     # the head is never trained here (fine-tuning builds its own), so its dropout is moot
     network = fresh_model(dict(config, DROPOUT=0.0), 2, cohort.beats.shape[1],
                           cohort.beats.shape[2])
+    for parameter in head_parameters(network):    # out of the optimizer and of DDP's reduction
+        parameter.requires_grad_(False)
     net = ContrastiveNetwork(network, config["PROJECTION_DIM"])
     history = {"loss": [], "pair_accuracy": [], "lr": [], "seconds": []}
     first_epoch = 1
-    optimizer = build_optimizer(net.parameters(), config["LR"], config["WEIGHT_DECAY"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["EPOCHS"])
+    optimizer = build_optimizer([p for p in net.parameters() if p.requires_grad], config["LR"],
+                                config["WEIGHT_DECAY"])
     last_path = os.path.join(output_dir, LAST_PRETRAINING)
     if config["RESUME"]:
         if writer:
             removed_temporary_files(output_dir)
-        first_epoch, history = resumed(last_path, config, net, optimizer, scheduler)
+        first_epoch, history = resumed(last_path, config, net, optimizer)
         log(f"Resuming {output_dir} after epoch {first_epoch - 1}")
     net.to(device)
     trained = net if world_size == 1 else nn.parallel.DistributedDataParallel(
@@ -349,6 +351,8 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
         generator = torch.Generator().manual_seed(int(config["SEED"]) * 100003 + epoch * 101
                                                   + rank)
         batches = pair_batches(n_patients, batch_size, config["SEED"], epoch, world_size > 1)
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(config["LR"], epoch, config["EPOCHS"])
         trained.train()
         total_loss = total_correct = 0.0
         progress = tqdm(batches, desc=f"epoch {epoch}/{config['EPOCHS']}", leave=False,
@@ -369,7 +373,6 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
                 progress.set_postfix(loss=f"{total_loss / (step + 1):.4f}",
                                      pairs=f"{total_correct / (step + 1):.3f}")
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
         totals = torch.tensor([total_loss, total_correct, float(len(batches))])
         if world_size > 1:
             dist.all_reduce(totals)
@@ -381,7 +384,7 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
         if writer:
             save_checkpoint(last_path, network, epoch=epoch, run_config=config,
                             projection_state_dict=net.projection.state_dict(),
-                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            optimizer=optimizer.state_dict(),
                             history=history, normalisation=config["NORMALISATION"])
         log(f"epoch {epoch:>3}/{config['EPOCHS']}  contrastive loss {history['loss'][-1]:.4f}  "
             f"pairs found {history['pair_accuracy'][-1]:.3f} (chance "
@@ -393,7 +396,13 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
     return history
 
 
-def resumed(path, config, net, optimizer, scheduler):
+def cosine_lr(lr, epoch, epochs):
+    """The learning rate of epoch 1..epochs: `lr` decayed along a half cosine towards 0. A
+    function of the epoch alone, so a resumed run (even with more EPOCHS) follows it exactly."""
+    return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+
+
+def resumed(path, config, net, optimizer):
     """(first epoch to run, history) of an interrupted run, whose options must match."""
     model, saved = load_checkpoint(path)
     before = saved.get("run_config", {})
@@ -406,8 +415,6 @@ def resumed(path, config, net, optimizer, scheduler):
     net.network.load_state_dict(model.state_dict())
     net.projection.load_state_dict(saved["projection_state_dict"])
     optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    scheduler.T_max = config["EPOCHS"]
     return saved["epoch"] + 1, {key: list(value) for key, value in saved["history"].items()}
 
 
