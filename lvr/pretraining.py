@@ -35,6 +35,7 @@ from lvr.cohort import StandardisedBeats, load_cohort, set_seed
 from lvr.config import UserError
 from lvr.demo import resolve_data_dir
 from lvr.distributed import barrier, distributed_setup
+from lvr.figures.training import plot_pretraining_curves
 from lvr.finetune import fresh_model, head_parameters
 from lvr.geometry import cohort_geometry
 from lvr.run_folder import (code_version, disk_space_guard, library_versions, output_lock,
@@ -455,23 +456,3 @@ def write_outputs(config, data, network, net, history, output_dir, world_size, d
     log(f"Fine-tune it on a labelled cohort of the same leads, sampling rate and window: "
         f"python train_MCL_ResNet_1D_class2.py --data_dir=YOUR_COHORT --init_from={path} "
         f"--experiment={config['EXPERIMENT']} --normalisation={config['NORMALISATION']}")
-
-
-def plot_pretraining_curves(path, history, chance):
-    """Contrastive loss and the share of views that find their partner, per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    left.plot(epochs, history["loss"], marker="o", ms=3)
-    left.set(xlabel="epoch", ylabel="contrastive loss (InfoNCE)", title="Loss")
-    right.plot(epochs, history["pair_accuracy"], marker="o", ms=3, label="pretraining batches")
-    right.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.3f})")
-    right.set(xlabel="epoch", ylabel="share of views", ylim=(0, 1.02),
-              title="Views that pick their patient's other view")
-    right.legend(frameon=False, loc="lower right")
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)

@@ -14,11 +14,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"train_MCL_ResNet_1D_class2", "train_MCL_ResNet_1D_class4", "Saliency_ana2_sys",
            "prepare_data", "demo_cohort", "plot_training_curves", "compare_runs",
-           "ecg_features_baseline"}
+           "ecg_features_baseline", "pretrain"}
 COMPATIBILITY = {"ECG_dataset", "para_define"}   # the original's module names, re-exporting lvr
 TOP_LEVEL = SCRIPTS | COMPATIBILITY
 # lvr modules that orchestrate a script's job and so may draw figures
-ORCHESTRATORS = {"lvr.engine", "lvr.explain"}
+ORCHESTRATORS = {"lvr.engine", "lvr.explain", "lvr.pretraining"}   # the runs: they draw
 MODEL_MAY_IMPORT = {"torch", "numpy", "model"} | set(sys.stdlib_module_names)
 LAZY_REASON = re.compile(r"#.*\b(lazy|imported once)\b", re.IGNORECASE)
 

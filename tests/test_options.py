@@ -14,7 +14,7 @@ from lvr.leads import LEAD_BY_KEY, lead_key
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("train_MCL_ResNet_1D_class2.py", "train_MCL_ResNet_1D_class4.py",
            "Saliency_ana2_sys.py", "prepare_data.py", "demo_cohort.py", "plot_training_curves.py",
-           "compare_runs.py", "ecg_features_baseline.py")
+           "compare_runs.py", "ecg_features_baseline.py", "pretrain.py")
 A_FILE = os.path.abspath(__file__)      # exists as a regular file: no folder may be named so
 A_FOLDER = os.path.dirname(A_FILE)
 
@@ -47,6 +47,9 @@ BAD = {
     "PENALTY_FOLDS": 1, "PENALTIES": 0, "MEASUREMENTS": 5, "THRESHOLD": "sensitivity:1.5",
     "REPORT": "sometimes", "ALLOW_PATIENT_OVERLAP": "yes", "INIT_FROM": A_FOLDER,
     "FREEZE_EPOCHS": -1, "ENCODER_LR_FACTOR": 0.0, "ALLOW_PRETRAINING_OVERLAP": "yes",
+    "EXCLUDE_PATIENTS": A_FOLDER, "PAIRS": "segments", "TEMPERATURE": 0.0, "PROJECTION_DIM": 0,
+    "AMPLITUDE_RANGE": (1.2, 0.8), "WANDER": -0.1, "NOISE": -0.05, "SHIFT_MS": -20.0,
+    "LEAD_MASK": 1.0,
 }
 
 # Valid values other than the defaults, given as on the command line

@@ -1,5 +1,5 @@
-"""Figures of a training run: accuracy/loss curves, ROC curves, the confusion matrix, the
-reliability diagram and the decision curve.
+"""Figures of a training run: accuracy/loss curves (and a pretraining run's), ROC curves, the
+confusion matrix, the reliability diagram and the decision curve.
 
 The metrics they show come from lvr/metrics.py, lvr/calibration.py and lvr/decision_curve.py.
 """
@@ -46,6 +46,27 @@ def plot_training_curves(output_dir, train_acc_list, train_loss_list, val_acc_li
         ax_loss.legend(loc="upper right")
         fig.tight_layout()
         save_figure(fig, os.path.join(output_dir, filename))
+
+
+def plot_pretraining_curves(path, history, chance):
+    """A pretraining run's contrastive loss (left) and the share of views that pick their
+    patient's other view (right), per epoch, against the chance share 1 / batch."""
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    with plt.rc_context(TRAINING_STYLE):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+        left.plot(epochs, history["loss"], "o-", color="#d62728", ms=3, lw=1.5)
+        left.set(title="Contrastive loss (InfoNCE)", xlabel="Epoch", ylabel="Loss")
+        right.plot(epochs, history["pair_accuracy"], "o-", color="#1f77b4", ms=3, lw=1.5,
+                   label="Pretraining batches")
+        right.axhline(chance, color="grey", ls="--", lw=1.2, label=f"Chance ({chance:.3f})")
+        right.set(title="Views that find their patient's other view", xlabel="Epoch",
+                  ylabel="Share of views", ylim=(0, 1.02))
+        right.legend(loc="lower right")
+        for ax in (left, right):
+            ax.set_xlim(0.5, max(len(epochs), 1) + 0.5)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        save_figure(fig, path)
 
 
 def plot_roc_curve(path, fpr, tpr, auc, class_names, title="ROC curve (test set)"):
