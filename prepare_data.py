@@ -1,13 +1,15 @@
 """Cut raw 12-lead ECG recordings into R-peak-aligned beats: a cohort folder for the scripts.
 
-Input: a CSV table (columns record, patient_id, group; record = path relative to the CSV's
-folder: a WFDB record without extension, or an EDF, DICOM, Philips XML or GE MUSE XML file by its
-name), or PTB-XL itself (--ptbxl_dir=DIR builds the table from ptbxl_database.csv and
-scp_statements.csv). lvr/record_tables.py describes the tables, lvr/record_beats.py each step
-of a record, lvr/prepare.py the output, lvr/formats.py the formats.
+Input: a CSV table (columns record, patient_id, group; no group needed for --task=unlabelled;
+record = path relative to the CSV's folder: a WFDB record without extension, or an EDF, DICOM,
+Philips XML or GE MUSE XML file by its name), or PTB-XL itself (--ptbxl_dir=DIR builds the
+table from ptbxl_database.csv and scp_statements.csv). lvr/record_tables.py describes the
+tables, lvr/record_beats.py each step of a record, lvr/prepare.py the output, lvr/formats.py
+the formats.
 
     python prepare_data.py --ptbxl_dir=DIR --task=mi_norm --output_dir=OUT
     python prepare_data.py --table=records.csv --task=binary:CONTROL,LVR --output_dir=OUT
+    python prepare_data.py --table=ecgs.csv --task=unlabelled --output_dir=OUT   # pretrain.py
 
 Every constant below can be overridden as --lower_case_name=value; --help lists them.
 """
@@ -17,7 +19,7 @@ from lvr.config import configure, run_script
 
 TABLE = ""  # CSV with columns record, patient_id, group ("" when --ptbxl_dir is given)
 PTBXL_DIR = ""  # PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/)
-TASK = "mi_norm"  # mi_norm | lvh_norm | superclass4 | binary:NEG,POS | multiclass:A,B,C (groups)
+TASK = "mi_norm"  # mi_norm | lvh_norm | superclass4 | unlabelled | binary:NEG,POS | multiclass:A,B
 NAME = ""  # cohort name in cohort.json; "" = ptbxl_<task> or <table file stem>
 OUTPUT_DIR = ""  # cohort folder to write; "" = data/<cohort name>
 OVERWRITE = False  # replace this script's files in a non-empty OUTPUT_DIR

@@ -35,7 +35,9 @@ LEVELS = ("patient", "beat")
 
 # prepare_data.py: PTB-XL's ready-made tasks (lvr.record_tables.ptbxl_table) and the units a
 # record's values may be in (UNIT; also the units a rejected record is checked against)
-PTBXL_TASKS = ("mi_norm", "lvh_norm", "superclass4")
+PTBXL_TASKS = ("mi_norm", "lvh_norm", "superclass4", "unlabelled")
+UNLABELLED = "unlabelled"   # one group ALL, no labels: beats for pretrain.py
+UNLABELLED_GROUP = "ALL"
 UNITS = ("uV", "mV", "V")
 
 # LVR_WAVE of demo_cohort.py: the sign an LVR patient carries -> the delineated segment

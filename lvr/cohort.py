@@ -93,8 +93,11 @@ def task_mapping(spec, task, data_dir="."):
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     mapping = spec.get(f"{task}_labels")
     if not mapping:
+        unlabelled = not any(spec.get(f"{t}_labels") for t in TASKS)
         raise CohortError(f"the cohort in {data_dir} defines no '{task}_labels', so it cannot be "
-                          f"used for the {task} task; add the mapping to cohort.json")
+                          f"used for the {task} task; add the mapping to cohort.json"
+                          + ("; a cohort without any labels (prepare_data.py --task=unlabelled) "
+                             "is for pretrain.py" if unlabelled else ""))
     return mapping
 
 

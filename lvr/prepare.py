@@ -197,7 +197,7 @@ def prepare_cohort(config, log=print):
     options = checked_options(config)
     labels = task_labels(config["TASK"])
     groups = labels["groups"]
-    table, source = input_table(config, groups)
+    table, source = input_table(config, groups, log)
     records_read = len(table)
     rejections = class_conflict_rejections(table, patients_in_several_classes(table, labels))
     table = table[~table["record"].isin({r["record"] for r in rejections})].reset_index(drop=True)
@@ -253,6 +253,8 @@ def classes_too_small(labels, patients):
     """'class MI (group MI): 1 patient' for each class with fewer than MIN_PATIENTS_PER_CLASS
     patients written."""
     mapping = labels["binary_labels"] or labels["multiclass_labels"]
+    if not mapping:          # unlabelled: no class to train
+        return []
     names = labels["binary_class_names"] or labels["multiclass_class_names"]
     short = []
     for cls in sorted(set(mapping.values())):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lvr.choices import PTBXL_TASKS
+from lvr.choices import PTBXL_TASKS, UNLABELLED, UNLABELLED_GROUP
 from lvr.config import UserError
 from lvr.formats import record_present
 from lvr.patients import patient_id_values
@@ -32,6 +32,10 @@ def task_labels(task):
         return {"groups": ["NORM", positive], "binary_labels": {"NORM": 0, positive: 1},
                 "binary_class_names": ["NORM", positive], "multiclass_labels": None,
                 "multiclass_class_names": None, "analysis_subgroups": {positive: positive}}
+    if task == UNLABELLED:
+        return {"groups": [UNLABELLED_GROUP], "binary_labels": None, "binary_class_names": None,
+                "multiclass_labels": None, "multiclass_class_names": None,
+                "analysis_subgroups": None}
     if task == "superclass4":
         groups = ["NORM", "MI", "STTC", "CD"]
         return {"groups": groups, "binary_labels": None, "binary_class_names": None,
@@ -125,6 +129,7 @@ def ptbxl_table(ptbxl_dir, task, min_likelihood=0.0, device=""):
     lvh_norm: NORM as above; LVH = the LVH statement among the record's scp_codes, whatever else
     the record has.
     superclass4: records with exactly one diagnostic superclass, one of NORM, MI, STTC, CD.
+    unlabelled: every record, in the one group ALL (no statement is read).
     A statement counts only if its likelihood is >= min_likelihood (0: every statement); with
     `device` only records of that device (ptbxl_device_mask). Records are the 500 Hz files
     (filename_hr); patient_id is PTB-XL's, as an integer.
@@ -139,6 +144,8 @@ def ptbxl_table(ptbxl_dir, task, min_likelihood=0.0, device=""):
         lvh = db["scp_codes"].map(lambda codes: "LVH" in ptbxl_statements(codes, min_likelihood))
         group = pd.Series(np.where(lvh, "LVH", np.where(superclasses.map(lambda s: s == ["NORM"]),
                                                           "NORM", None)), index=db.index)
+    elif task == UNLABELLED:
+        group = pd.Series(UNLABELLED_GROUP, index=db.index)
     else:
         group = superclasses.map(lambda s: s[0] if len(s) == 1 and s[0] != "HYP" else None)
     keep = group.notna().to_numpy() & (ptbxl_device_mask(db, device) if device else True)
@@ -163,8 +170,11 @@ def covariate_columns(table):
 
 # ---------------------------------------------------------------- a user's table
 
-def records_table(table_path, groups):
-    """The user's table (record, patient_id, group), checked; record without extension."""
+def records_table(table_path, groups, log=print):
+    """The user's table (record, patient_id, group), checked; record without extension. For
+    the unlabelled task (groups == [ALL]) the group column is optional and every record goes
+    to ALL."""
+    unlabelled = list(groups) == [UNLABELLED_GROUP]
     path = Path(table_path)
     if not path.is_file():
         raise UserError(f"--table={table_path}: file not found; give a CSV with columns record, "
@@ -173,11 +183,19 @@ def records_table(table_path, groups):
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UserError(f"--table={table_path}: cannot be read as CSV ({error})") from None
-    missing = [c for c in ("record", "patient_id", "group") if c not in table.columns]
+    needed = ("record", "patient_id") if unlabelled else ("record", "patient_id", "group")
+    missing = [c for c in needed if c not in table.columns]
     if missing:
         raise UserError(f"--table={table_path}: missing column(s) {', '.join(missing)} "
-                        f"(has: {', '.join(map(str, table.columns))}); it needs record, "
-                        f"patient_id, group")
+                        f"(has: {', '.join(map(str, table.columns))}); it needs "
+                        f"{', '.join(needed)}")
+    if unlabelled:
+        given = sorted(set(table["group"].str.strip()) - {""}) if "group" in table else []
+        if len(given) > 1:
+            log(f"note: --task=unlabelled puts every record in group {UNLABELLED_GROUP}; the "
+                f"table's {len(given)} groups ({', '.join(given[:5])}"
+                f"{', ...' if len(given) > 5 else ''}) are not used")
+        table["group"] = UNLABELLED_GROUP
     if table.empty:
         raise UserError(f"--table={table_path}: the table has a header but no records; add one "
                         f"row (record, patient_id, group) per recording")
@@ -238,13 +256,17 @@ def with_paths(table, root):
     return table
 
 
-def input_table(config, groups):
+def input_table(config, groups, log=print):
     """The records to prepare (with resolved paths) and where they came from, checked."""
     table_csv, ptbxl_dir, task = config["TABLE"], config["PTBXL_DIR"], config["TASK"]
     min_likelihood, device = config["MIN_LIKELIHOOD"], config["PTBXL_DEVICE"]
     if bool(table_csv) == bool(ptbxl_dir):
         raise UserError("give exactly one input: --table=CSV (columns record, patient_id, group) "
                         "or --ptbxl_dir=DIR (PTB-XL folder)")
+    if task == UNLABELLED and min_likelihood != 0:
+        raise UserError(f"--min_likelihood={min_likelihood!r} selects records by their "
+                        f"statements; --task=unlabelled reads none and keeps every record: "
+                        f"leave it at 0")
     if ptbxl_dir:
         if not Path(ptbxl_dir).is_dir():
             raise UserError(f"--ptbxl_dir={ptbxl_dir}: folder not found; download PTB-XL and point "
@@ -259,7 +281,7 @@ def input_table(config, groups):
         if given:
             raise UserError(f"{', '.join(given)} select PTB-XL records: use with --ptbxl_dir, or "
                             f"filter your --table yourself")
-        table = with_paths(records_table(table_csv, groups), Path(table_csv).parent)
+        table = with_paths(records_table(table_csv, groups, log), Path(table_csv).parent)
         source = {"table": str(Path(table_csv).resolve())}
     if not any(record_present(path) for path in table["path"]):
         raise UserError(f"{table_csv or ptbxl_dir}: none of the {len(table)} records exists "

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
+import lvr.cohort as ds
 import lvr.prepare as prepare
 import lvr.record_beats as record_beats
 import lvr.record_tables as record_tables
@@ -532,3 +533,54 @@ def test_script_end_to_end_and_missing_table_exit_codes(tmp_path):
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: --table=") and "Traceback" not in missing.stderr
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------- unlabelled ECGs (pretrain.py)
+
+def test_unlabelled_ptbxl_keeps_every_record_in_one_group(monkeypatch, tmp_path):
+    table = record_tables.ptbxl_table(DATA, "unlabelled")
+    database = pd.read_csv(DATA / "ptbxl_database.csv", index_col="ecg_id")
+    assert sorted(table["ecg_id"]) == sorted(database.index) and set(table["group"]) == {"ALL"}
+    out = tmp_path / "unlabelled"
+    run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", f"--output_dir={out}", "--workers=1",
+                     "--beats=first:2", "--task=unlabelled")
+    spec = json.loads((out / "cohort.json").read_text())
+    assert spec["groups"] == ["ALL"] and spec["binary_labels"] is None \
+        and spec["multiclass_labels"] is None
+    cohort = ds.load_cohort(str(out))
+    assert cohort.patient_ids_given and len(cohort.beats) == 2 * len(database)
+    assert set(cohort.patient_ids.astype(int)) == set(database["patient_id"].astype(int))
+
+
+def test_an_unlabelled_table_needs_no_group_column(monkeypatch, tmp_path, capsys):
+    records = pd.read_csv(DATA / "records.csv")
+    table = tmp_path / "ecgs.csv"
+    records.drop(columns="group").assign(
+        record=[str(DATA / r) for r in records["record"]]).to_csv(table, index=False)
+    out = tmp_path / "from_table"
+    run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={out}", "--workers=1",
+                     "--beats=first:1", "--task=unlabelled")
+    cohort = ds.load_cohort(str(out))
+    assert cohort.groups == ["ALL"] and len(cohort.beats) == len(records)
+    assert "not used" not in capsys.readouterr().out      # no group column, nothing to note
+    with pytest.raises(UserError, match="missing column.*group"):
+        run_prepare_data(monkeypatch, f"--table={table}", f"--output_dir={tmp_path / 'x'}",
+                         "--task=binary:NORM,MI")
+
+
+def test_an_unlabelled_table_notes_the_groups_it_does_not_use(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("record,patient_id,group\na,1,NORM\nb,2,MI\nc,3,\n")
+    lines = []
+    table = record_tables.records_table(path, ["ALL"], log=lines.append)
+    assert table["group"].tolist() == ["ALL"] * 3
+    assert lines == ["note: --task=unlabelled puts every record in group ALL; the table's 2 "
+                     "groups (MI, NORM) are not used"]
+
+
+def test_min_likelihood_is_refused_for_unlabelled(monkeypatch, tmp_path):
+    with pytest.raises(UserError, match=r"--min_likelihood=50.0 selects records by their "
+                                        r"statements; --task=unlabelled reads none"):
+        run_prepare_data(monkeypatch, f"--ptbxl_dir={DATA}", f"--output_dir={tmp_path / 'u'}",
+                         "--task=unlabelled", "--min_likelihood=50")
+    assert not (tmp_path / "u").exists()
