@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,120 @@ def test_model_bench_quick_trains_every_model_on_the_same_folds_and_resumes(tmp_
     assert again.returncode == 0, again.stderr[-2000:]
     assert "12 of 12 trainings done earlier" in again.stdout
     assert (tmp_path / "model_bench.md").read_text().split("\n", 1)[1] == table.split("\n", 1)[1]
+
+
+# ---------------------------------------------------------------- bench/label_efficiency.py
+
+def test_label_efficiency_subsets_are_per_class_nested_and_keep_two_of_each():
+    bench = bench_module("label_efficiency")
+    patients = np.repeat([f"p{i}" for i in range(40)], 3)            # 3 beats each
+    labels = np.repeat(np.r_[np.zeros(30, int), np.ones(10, int)], 3)
+    train = np.arange(len(labels))
+    chosen = {f: set(patients[bench.patient_subset(train, labels, patients, f, seed=1)])
+              for f in (0.1, 0.25, 0.5, 1.0)}
+    assert len(chosen[1.0]) == 40
+    assert chosen[0.1] <= chosen[0.25] <= chosen[0.5] <= chosen[1.0]
+    positives = {f"p{i}" for i in range(30, 40)}
+    assert len(chosen[0.1] & positives) == 2 and len(chosen[0.1] - positives) == 3
+    assert len(chosen[0.5] & positives) == 5 and len(chosen[0.5] - positives) == 15
+    beats = bench.patient_subset(train, labels, patients, 0.25, seed=1)
+    assert len(beats) == 3 * len(chosen[0.25])                        # whole patients
+    assert chosen[0.25] != set(patients[bench.patient_subset(train, labels, patients, 0.25, 2)])
+
+
+def test_label_efficiency_gives_every_fraction_the_steps_of_the_full_run():
+    bench = bench_module("label_efficiency")
+    assert [bench.epochs_for(f, 10, 50) for f in (0.1, 0.25, 0.5, 1.0)] == [50, 40, 20, 10]
+    assert bench.epochs_for(0.3, 10, 50) == 34
+
+
+def test_label_efficiency_copies_a_cohort_without_the_test_patients(small_cohort_dir, tmp_path):
+    bench = bench_module("label_efficiency")
+    from lvr.cohort import load_cohort
+    source = load_cohort(small_cohort_dir)
+    dropped = sorted(set(source.patient_ids.astype(str)))[:7]
+    target = tmp_path / "without"
+    bench.cohort_without(Path(small_cohort_dir), target, dropped)
+    copy = load_cohort(str(target))
+    kept = ~np.isin(source.patient_ids.astype(str), dropped)
+    assert not set(copy.patient_ids.astype(str)) & set(dropped)
+    assert len(copy.beats) == int(kept.sum())
+    assert np.array_equal(np.asarray(copy.beats), np.asarray(source.beats)[kept])
+    assert copy.labels("multiclass").tolist() == source.labels("multiclass")[kept].tolist()
+
+
+def test_label_efficiency_pools_the_folds_per_seed_and_finds_the_matching_fraction(tmp_path):
+    from sklearn.metrics import roc_auc_score
+    bench = bench_module("label_efficiency")
+    rng = np.random.default_rng(0)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    truth = {}
+    for arm in ("scratch", "self_supervised"):
+        for fraction in (0.5, 1.0):
+            for seed in (0, 1):
+                ids, y, p = [], [], []
+                for fold in range(2):
+                    patients = [f"{fold}-{i}" for i in range(10)]
+                    fold_ids = np.repeat(patients, 2)
+                    fold_y = np.repeat(np.arange(10) % 2, 2)
+                    fold_p = rng.random(20) * 0.6 + 0.4 * fold_y
+                    (jobs / bench.job_name("demo", arm, fraction, seed, fold)).write_text(
+                        json.dumps({"test_patient_ids": fold_ids.tolist(),
+                                    "test_labels": fold_y.tolist(),
+                                    "test_prob": fold_p.tolist(), "seconds": 1.0}))
+                    ids += fold_ids.tolist()
+                    y += fold_y.tolist()
+                    p += fold_p.tolist()
+                ids, y, p = np.array(ids), np.array(y), np.array(p)
+                order = sorted(set(ids))
+                mean = [p[ids == i].mean() for i in order]
+                label = [y[ids == i][0] for i in order]
+                truth[arm, fraction, seed] = roc_auc_score(label, mean)
+    found = bench.summary(jobs, {"demo": ("scratch", "self_supervised")}, (0.5, 1.0), (0, 1), 2)
+    for (arm, fraction, seed), auc in truth.items():
+        assert found["demo"][arm][str(fraction)]["per_seed"][str(seed)] == pytest.approx(auc)
+    row = found["demo"]["scratch"]["1.0"]
+    assert row["mean"] == pytest.approx(np.mean([truth["scratch", 1.0, s] for s in (0, 1)]))
+    assert row["sd"] == pytest.approx(np.std([truth["scratch", 1.0, s] for s in (0, 1)], ddof=1))
+    rows = {"0.5": {"mean": 0.80}, "1.0": {"mean": 0.90}}
+    assert bench.matching_fraction(rows, 0.85, (0.5, 1.0)) == 1.0
+    assert bench.matching_fraction(rows, 0.80, (0.5, 1.0)) == 0.5
+    assert bench.matching_fraction(rows, 0.95, (0.5, 1.0)) is None
+
+
+@pytest.mark.slow
+def test_label_efficiency_quick_fine_tunes_every_arm_and_resumes(tmp_path):
+    """bench/label_efficiency.py --quick: the demo's pool pretrained, every fraction, arm and
+    fold fine-tuned; a second run finds every job done and writes the same table."""
+    command = [sys.executable, os.path.join(ROOT, "bench", "label_efficiency.py"), "--quick",
+               f"--out={tmp_path}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    bench = bench_module("label_efficiency")
+    result = json.loads((tmp_path / "label_efficiency.json").read_text())
+    quick = bench.QUICK
+    total = len(quick["fractions"]) * quick["folds"] * len(quick["seeds"]) * 2
+    assert result["jobs_done"] == result["jobs_total"] == total
+    for arm in ("scratch", "self_supervised"):
+        for fraction in quick["fractions"]:
+            row = result["auc"]["demo"][arm][str(fraction)]
+            assert 0.0 <= row["mean"] <= 1.0 and row["seeds"] == len(quick["seeds"])
+    jobs = [json.loads(p.read_text()) for p in (tmp_path / "jobs").glob("*.json")]
+    small = {j["train_patients"] for j in jobs if j["fraction"] < 1}
+    full = {j["train_patients"] for j in jobs if j["fraction"] == 1}
+    assert max(small) < min(full)
+    tested = {}
+    for job in jobs:                          # every arm and fraction tests the same patients
+        tested.setdefault(job["fold"], set()).add(tuple(sorted(set(job["test_patient_ids"]))))
+    assert all(len(v) == 1 for v in tested.values())
+    pool = json.loads((tmp_path / "pretrained" / "demo_self_supervised" / "run.json").read_text())
+    labelled = 4 * quick["demo_patients"]
+    assert pool["patients"] == quick["pool_factor"] * labelled
+    assert (tmp_path / "label_efficiency.png").stat().st_size > 10_000
+    table = (tmp_path / "label_efficiency.md").read_text()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{total} of {total} runs done earlier" in again.stdout
+    assert (tmp_path / "label_efficiency.md").read_text().split("\n", 1)[1].split(
+        "wall time")[0] == table.split("\n", 1)[1].split("wall time")[0]
