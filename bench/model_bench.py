@@ -341,7 +341,9 @@ def paired_p(y, prob_a, prob_b, n_boot, seed=SEED):
         return test["p"], test["reason"]
     a, b = resampled_macro_aucs(y, [prob_a, prob_b], n_boot, seed)
     differences = a - b
-    return float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean()))), None
+    # (k + 1) / (B + 1): a finite bootstrap cannot show p = 0 (Davison & Hinkley 1997, 4.2)
+    tail = min((differences <= 0).sum(), (differences >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (len(differences) + 1))), None
 
 
 def task_rows(task_dir, rows, folds, pooled_boot):
