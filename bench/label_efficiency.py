@@ -282,7 +282,8 @@ def plot(result, path):
         axis.minorticks_off()
         axis.set(title=task, xlabel="labelled training patients", ylabel="patient-level AUC")
         axis.grid(alpha=0.3)
-        axis.legend(frameon=False, loc="lower right")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(frameon=False, loc="lower right")
     fig.suptitle("Fine-tuning from scratch or a pretrained encoder (mean ± sd over seeds)",
                  fontsize=10)
     fig.savefig(path, dpi=150)
