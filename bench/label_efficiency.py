@@ -245,9 +245,11 @@ def markdown(result):
                              f"{row['mean']:.3f}" + (f" ± {row['sd']:.3f}" if row["sd"] is not None
                                                      else "") +
                              ("" if row["seeds"] == len(result["seeds"]) else
-                              f" ({row['seeds']} seeds)"))
+                              f" ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})"))
             if arm == "scratch":
                 match = "(reference)"
+            elif scratch_full is None:
+                match = "n/a"
             else:
                 fraction = matching_fraction(rows, scratch_full, fractions)
                 match = "never" if fraction is None else f"{int(fraction * 100)}%"
