@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 from tqdm import tqdm
 
 from lvr.checkpoints import load_checkpoint, save_checkpoint
@@ -172,14 +173,13 @@ class ContrastiveNetwork(nn.Module):
 
 
 def gathered_with_gradient(z, world_size):
-    """Every process's embeddings in rank order; this process's own rows keep their gradient."""
+    """(every process's embeddings in rank order, where this process's rows start). The gather
+    is differentiable: each process's loss sends gradients to the views of the others it used
+    as negatives, so with DDP's averaging a step is that of one process holding the whole
+    batch, not one that ignores its negatives' side of the gradient."""
     if world_size == 1:
         return z, 0
-    parts = [torch.zeros_like(z) for _ in range(world_size)]
-    dist.all_gather(parts, z.detach().contiguous())
-    rank = dist.get_rank()
-    parts[rank] = z
-    return torch.cat(parts), rank * len(z)
+    return torch.cat(differentiable_all_gather(z.contiguous())), dist.get_rank() * len(z)
 
 
 def contrastive_loss(z_a, z_b, temperature, world_size=1):

@@ -354,3 +354,42 @@ def test_torchrun_gathers_the_negatives_of_both_processes(people_cohort, tmp_pat
     source = read_source(str(tmp_path / "two" / PRETRAINED_CHECKPOINT))
     assert source.checkpoint["pretraining"]["processes"] == 2
     assert (tmp_path / "two" / LAST_PRETRAINING).exists()
+
+
+GRADIENT_CHECK = """
+import sys, torch, torch.distributed as dist, torch.nn.functional as F
+sys.path.insert(0, sys.argv[1])
+from lvr.pretraining import contrastive_loss
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)
+z_a, z_b = F.normalize(torch.randn(8, 5), dim=1), F.normalize(torch.randn(8, 5), dim=1)
+half = slice(4 * rank, 4 * rank + 4)
+a, b = z_a[half].clone().requires_grad_(), z_b[half].clone().requires_grad_()
+loss, _ = contrastive_loss(a, b, 0.2, world)
+loss.backward()
+whole_a, whole_b = z_a.clone().requires_grad_(), z_b.clone().requires_grad_()
+whole, _ = contrastive_loss(whole_a, whole_b, 0.2)
+whole.backward()
+losses = [torch.zeros(()) for _ in range(world)]
+dist.all_gather(losses, loss.detach())
+assert abs(sum(losses) / world - whole.item()) < 1e-5, (losses, whole)
+# DDP averages the ranks' gradients: (1 / world) x what reached each rank's rows
+assert torch.allclose(a.grad / world, whole_a.grad[half], atol=1e-6)
+assert torch.allclose(b.grad / world, whole_b.grad[half], atol=1e-6)
+print("same gradient", rank)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_take_the_gradient_of_one_batch_of_all_patients(tmp_path):
+    """The gathered negatives pass their gradient back to the process that made them: the
+    mean of the two processes' losses is the one-process loss of the whole batch, and each
+    row's gradient after DDP's averaging is the one-process gradient."""
+    script = tmp_path / "gradient_check.py"
+    script.write_text(GRADIENT_CHECK)
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), ROOT],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("same gradient") == 2
