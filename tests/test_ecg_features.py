@@ -10,6 +10,7 @@ import pytest
 
 import lvr.engine as engine
 from helpers import quiet, script_result, tiny_config
+from lvr.cohort import load_cohort
 from lvr.ecg_features import cohort_features, feature_names, measure_beats
 from lvr.feature_baseline import fit_baseline
 from lvr.leads import LEAD_NAMES
@@ -198,3 +199,28 @@ def test_measurements_of_an_earlier_run_are_reused_and_give_the_same_fit(baselin
                           f"--output_dir={tmp_path / 'other'}", f"--measurements={first}",
                           "--delineation_leads=all")
     assert other.returncode == 2 and "delineated on" in other.stderr
+
+
+def test_changing_the_test_patients_measurements_changes_their_predictions_not_the_fit(
+        baseline_run, tmp_path):
+    """The whole script fits on the run's training patients only: the test patients' stored
+    measurements, changed, move their predictions and leave the coefficients as they were."""
+    root, _ = baseline_run
+    first = root / "run_ecg_features"
+    split = json.loads((root / "run" / "split.json").read_text())
+    patient_ids = np.asarray(load_cohort(split["data_dir"]).patient_ids)
+    with np.load(first / "measurements.npz", allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    test_rows = np.isin(patient_ids[arrays["index"]], np.asarray(split["test"], dtype=str))
+    assert 0 < test_rows.sum() < len(test_rows)
+    arrays["features"] = arrays["features"].copy()
+    arrays["features"][test_rows] *= 3.0
+    np.savez(tmp_path / "moved.npz", **arrays)
+    moved = script_result("ecg_features_baseline.py", f"--train_dir={root / 'run'}", *FAST,
+                          f"--output_dir={tmp_path / 'moved'}",
+                          f"--measurements={tmp_path / 'moved.npz'}")
+    assert moved.returncode == 0, moved.stderr
+    assert (tmp_path / "moved" / "coefficients.csv").read_text() == \
+        (first / "coefficients.csv").read_text()
+    assert (tmp_path / "moved" / "predictions.csv").read_text() != \
+        (first / "predictions.csv").read_text()
