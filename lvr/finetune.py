@@ -77,10 +77,20 @@ def read_source(path):
 
 
 def read_json(path):
+    """The JSON object in `path` (a run's split.json or run.json), None where there is none."""
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} cannot be read ({error}); INIT_FROM reads the run files beside "
+                        f"its checkpoint: restore the file the run wrote, or move the checkpoint "
+                        f"out of this folder") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} holds a {type(value).__name__}, not the JSON object a run "
+                        f"writes; restore the file, or move the checkpoint out of this folder")
+    return value
 
 
 def check_source(config, source, cohort):
@@ -117,8 +127,15 @@ def checked_test_overlap(config, source, cohort, test_patient_ids, log=print):
     IDs are compared as text, as lvr.evaluation.shared_patients does, and only where both
     cohorts name people: the demo's IDs are counters, and without patient-ID files a beat is a
     patient."""
-    if cohort.is_demo or not cohort.patient_ids_given or not source.patients_comparable \
-            or source.patients is None:
+    unchecked = ("this cohort is the synthetic demo, whose patient IDs are counters"
+                 if cohort.is_demo else
+                 "this cohort has no patient-ID files" if not cohort.patient_ids_given else
+                 f"the patients of INIT_FROM={source.path} are not known as people (demo data, "
+                 f"or no patient IDs)" if not source.patients_comparable or source.patients is None
+                 else None)
+    if unchecked:
+        log(f"note: whether INIT_FROM saw this run's test patients is not checked: {unchecked}; "
+            f"run.json records init_from.test_patients_seen as null")
         return dataclasses.replace(source, test_patients_seen=None)
     shared = sorted(set(source.patients) & set(np.unique(np.asarray(test_patient_ids)
                                                          .astype(str)).tolist()))
@@ -161,10 +178,13 @@ def initial_model(config, source, class_names, in_channels, input_length, log=pr
                         | set(source.model.config["architecture"])
                         if model.config["architecture"].get(key)
                         != source.model.config["architecture"].get(key))
+        stored, built = source.model.config["architecture"], model.config["architecture"]
         raise UserError(f"INIT_FROM={source.path} is a {source.model.config['experiment']} "
-                        f"network of another architecture than this code's "
-                        f"{config['EXPERIMENT']} (differs in {', '.join(differ)}); pass another "
-                        f"checkpoint")
+                        f"network of another architecture than this code builds for "
+                        f"EXPERIMENT={config['EXPERIMENT']}: "
+                        + "; ".join(f"{key} {stored.get(key)!r} there, {built.get(key)!r} here"
+                                    for key in differ)
+                        + "; pass a checkpoint of this architecture")
     stored = source.model.state_dict()
     target = model.state_dict()
     encoder = [key for key in target if not key.startswith(HEAD_PREFIX)]

@@ -128,9 +128,10 @@ class Augmentation:
     fs: float = 500.0               # sampling rate (the wander's frequency is 0.05-0.5 Hz)
 
 
-def augmented(x, augmentation, generator):
+def augmented(x, augmentation, generator, allowed_leads=None):
     """x (n, leads, T) with each beat scaled, wandered, noised, shifted and lead-masked by its
-    own random draws from `generator`."""
+    own random draws from `generator`. `allowed_leads` (n, leads, 1) of 0/1, where given, are
+    the only leads a view may keep (its lead half): the others end exactly zero, noise and all."""
     n, leads, length = x.shape
     low, high = augmentation.scale
     x = x * (low + (high - low) * torch.rand(n, leads, 1, generator=generator))
@@ -148,9 +149,16 @@ def augmented(x, augmentation, generator):
                                 generator=generator)
         index = (torch.arange(length).view(1, 1, -1) - offsets).clamp(0, length - 1)
         x = torch.gather(x, 2, index.expand(n, leads, length))
-    if augmentation.lead_mask > 0:
-        keep = (torch.rand(n, leads, 1, generator=generator) >= augmentation.lead_mask).float()
-        keep[keep.sum(1).squeeze(1) == 0, 0] = 1.0
+    allowed = torch.ones(n, leads, 1) if allowed_leads is None else allowed_leads
+    if augmentation.lead_mask > 0 or allowed_leads is not None:
+        keep = allowed.clone()
+        if augmentation.lead_mask > 0:
+            drawn = torch.rand(n, leads, 1, generator=generator) >= augmentation.lead_mask
+            keep = allowed * drawn.float()
+        none_left = keep.sum((1, 2)) == 0
+        # one lead always stays: the first of the leads this view may keep
+        first_allowed = allowed[none_left].squeeze(2).argmax(1)
+        keep[none_left.nonzero().squeeze(1), first_allowed] = 1.0
         x = x * keep
     return x
 
@@ -260,15 +268,38 @@ def augmentation_of(config, cohort):
 
 
 def batch_views(data, batch, pairs, augmentation, rng, generator):
-    """The two augmented views (n, leads, T) of the patients `batch`."""
+    """The two augmented views (n, leads, T) of the patients `batch`. With pairs of beats, a
+    patient with a single beat is paired by two lead halves of it (see `one_beat_note`)."""
     first, second = pair_rows(data.beat_lists, batch, rng)
     if pairs == "leads":
         second = first
     x_a, x_b = data.x[first], data.x[second]
+    halves = (None, None)
     if pairs in ("leads", "beats_and_leads"):
-        mask_a, mask_b = lead_halves(len(batch), x_a.shape[1], generator)
-        x_a, x_b = x_a * mask_a, x_b * mask_b
-    return augmented(x_a, augmentation, generator), augmented(x_b, augmentation, generator)
+        halves = lead_halves(len(batch), x_a.shape[1], generator)
+    else:
+        single = torch.tensor([len(data.beat_lists[p]) < 2 for p in batch]).view(-1, 1, 1)
+        if single.any():
+            half_a, half_b = lead_halves(len(batch), x_a.shape[1], generator)
+            every = torch.ones_like(half_a)
+            halves = torch.where(single, half_a, every), torch.where(single, half_b, every)
+    return (augmented(x_a, augmentation, generator, halves[0]),
+            augmented(x_b, augmentation, generator, halves[1]))
+
+
+def one_beat_note(beat_lists, pairs):
+    """The console line about patients with a single beat, or None."""
+    single = sum(len(b) < 2 for b in beat_lists)
+    if not single:
+        return None
+    if pairs == "beats":
+        return (f"note: {single} of {len(beat_lists)} patients have one beat; PAIRS=beats needs "
+                f"two, so each of them is paired by two complementary lead halves of its beat "
+                f"(as PAIRS=leads)")
+    if pairs == "beats_and_leads":
+        return (f"note: {single} of {len(beat_lists)} patients have one beat; their pairs are "
+                f"two lead halves of that beat")
+    return None
 
 
 def pretrain(config, log=print):
@@ -320,6 +351,7 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
     net = ContrastiveNetwork(network, config["PROJECTION_DIM"])
     history = {"loss": [], "pair_accuracy": [], "lr": [], "seconds": []}
     first_epoch = 1
+    net.to(device)      # before the optimizer, so that a resumed state lands on the device
     optimizer = build_optimizer([p for p in net.parameters() if p.requires_grad], config["LR"],
                                 config["WEIGHT_DECAY"])
     last_path = os.path.join(output_dir, LAST_PRETRAINING)
@@ -328,7 +360,6 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
             removed_temporary_files(output_dir)
         first_epoch, history = resumed(last_path, config, net, optimizer)
         log(f"Resuming {output_dir} after epoch {first_epoch - 1}")
-    net.to(device)
     trained = net if world_size == 1 else nn.parallel.DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None)
     augmentation = augmentation_of(config, cohort)
@@ -338,6 +369,9 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
     log(f"Data: {data.data_dir} ({cohort.spec['name']}), {len(data.x)} beats of {n_patients} "
         f"patients ({single} with one beat) x {cohort.beats.shape[1]} leads x "
         f"{cohort.beats.shape[2]} samples")
+    note = one_beat_note(data.beat_lists, config["PAIRS"])
+    if note:
+        log(note)
     n_batches = len(pair_batches(n_patients, batch_size, 0, 0, world_size > 1))
     log(f"Pretraining: {config['EXPERIMENT']} encoder ({parameter_count(network):,} parameters) "
         f"+ projection to {config['PROJECTION_DIM']} on {device}; {OBJECTIVE}, pairs of "

@@ -310,3 +310,35 @@ def test_allowing_the_overlap_warns_and_counts_it(real_cohort, tmp_path):
         "--allow_pretraining_overlap=True" in lines[0]
     demo = load_cohort(write_small_cohort(tmp_path / "demo"))     # counters, not people
     assert checked_test_overlap({}, source, demo, demo.patient_ids).test_patients_seen is None
+
+
+def test_a_checkpoint_of_the_same_name_but_another_architecture_is_refused_naming_it(
+        source_run, real_cohort):
+    source = read_source(str(source_run / "best_model.pth"))
+    changed = dict(source.model.config["architecture"], pooling="max")
+    source.model.config = dict(source.model.config, architecture=changed)
+    config = tiny_config(real_cohort, "unused")
+    with pytest.raises(UserError) as refused:
+        initial_model(config, source, ["no LVR", "LVR"], 12, 300, log=quiet)
+    assert "another architecture than this code builds for EXPERIMENT=baseline: pooling 'max' " \
+           "there, 'avg' here" in str(refused.value)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_a_broken_split_json_beside_the_checkpoint_is_named(source_run, tmp_path, text):
+    folder = tmp_path / "run"
+    shutil.copytree(source_run, folder)
+    (folder / "split.json").write_text(text)
+    with pytest.raises(UserError, match=f"{folder / 'split.json'} (cannot be read|holds a list)"):
+        read_source(str(folder / "best_model.pth"))
+
+
+def test_an_overlap_that_cannot_be_checked_is_said(real_cohort, tmp_path):
+    source = read_source(str(pretraining_checkpoint(tmp_path / "pretrained.pth", real_cohort)))
+    demo = load_cohort(write_small_cohort(tmp_path / "demo"))
+    lines = []
+    assert checked_test_overlap({}, source, demo, demo.patient_ids,
+                                log=lines.append).test_patients_seen is None
+    assert lines == ["note: whether INIT_FROM saw this run's test patients is not checked: this "
+                     "cohort is the synthetic demo, whose patient IDs are counters; run.json "
+                     "records init_from.test_patients_seen as null"]

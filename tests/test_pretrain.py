@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,14 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from helpers import ROOT, quiet, script_result, tiny_config, write_small_cohort
-from lvr import engine
+from lvr import engine, pretraining
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort
 from lvr.config import UserError
 from lvr.finetune import HEAD_PREFIX, read_source
 from lvr.pretraining import (LAST_PRETRAINING, PRETRAINED_CHECKPOINT, Augmentation, augmented,
-                             contrastive_loss, excluded_patients, lead_halves, pair_batches,
-                             pair_rows, patient_beats, pretrain)
+                             batch_views, contrastive_loss, excluded_patients, lead_halves,
+                             one_beat_note, pair_batches, pair_rows, patient_beats,
+                             pretrain)
 from test_finetune import not_synthetic
 
 
@@ -66,6 +68,35 @@ def test_a_pair_is_two_beats_of_one_patient_or_one_beat_twice():
         assert first[0] != second[0] and {first[0], second[0]} <= {0, 1}
         assert first[1] == second[1] == 2                      # patient 1 has one beat
         assert first[2] != second[2] and {first[2], second[2]} <= {3, 4, 5}
+
+
+def test_with_pairs_of_beats_a_patient_of_one_beat_is_paired_by_lead_halves():
+    x = torch.randn(3, 12, 40)
+    data = SimpleNamespace(x=x, beat_lists=[np.array([0]), np.array([1, 2])])
+    off = Augmentation(scale=(1.0, 1.0), wander=0.0, noise=0.0, shift=0, lead_mask=0.0)
+    a, b = batch_views(data, np.array([0, 1]), "beats", off, np.random.default_rng(0),
+                       torch.Generator().manual_seed(0))
+    assert torch.equal(a[0] + b[0], x[0])                       # two halves of its one beat
+    assert (a[0] == 0).all(1).sum() == 6 and (b[0] == 0).all(1).sum() == 6
+    assert {tuple(a[1].flatten().tolist()), tuple(b[1].flatten().tolist())} == {
+        tuple(x[1].flatten().tolist()), tuple(x[2].flatten().tolist())}   # two whole beats
+    assert "paired by two complementary lead halves" in one_beat_note(data.beat_lists, "beats")
+    assert one_beat_note([np.array([1, 2])], "beats") is None
+
+
+def test_a_cohort_of_single_beats_pretrains_on_lead_halves_and_says_so(people_cohort,
+                                                                       tmp_path):
+    single = tmp_path / "single"
+    shutil.copytree(people_cohort, single)
+    for ids in single.glob("cut_*_patient_ids.npy"):          # every beat its own patient
+        count = len(np.load(ids, allow_pickle=False))
+        np.save(ids, np.array([f"{ids.name[4:8]}-{i}" for i in range(count)]))
+    lines = []
+    history = pretrain(pretrain_config(single, tmp_path / "out", EPOCHS=1, PAIRS="beats"),
+                       log=lines.append)
+    assert any(line.startswith("note: ") and "have one beat; PAIRS=beats needs two" in line
+               for line in lines)
+    assert np.isfinite(history["loss"]).all()
 
 
 def test_batches_cover_each_patient_once_per_epoch():
@@ -112,6 +143,18 @@ def test_each_augmentation_does_what_it_says():
     masked = augmented(x, Augmentation(**{**off, "lead_mask": 0.95}), gen())
     zero = (masked == 0).all(2)
     assert zero.sum() > 6 * 12 * 0.8 and (~zero).sum(1).min() >= 1   # one lead always stays
+
+
+def test_a_lead_half_stays_exactly_zero_and_keeps_a_lead_of_its_own():
+    x = torch.randn(200, 12, 60)
+    half, other = lead_halves(200, 12, torch.Generator().manual_seed(1))
+    strong = Augmentation(noise=0.3, wander=0.3, lead_mask=0.9)
+    view = augmented(x, strong, torch.Generator().manual_seed(2), half)
+    zero = (view == 0).all(2, keepdim=True)
+    assert zero[half == 0].all()                      # the other half: no noise, no wander
+    kept = (~zero) & (half == 1)
+    assert kept.sum((1, 2)).min() >= 1                # at least one lead, from its own half
+    assert (kept.sum((1, 2)) == 1).any()              # (lead masking removed the rest)
 
 
 def test_augmentations_are_reproducible_from_the_generator():
@@ -182,19 +225,31 @@ def test_pretraining_changes_the_encoder_it_starts_from(pretrained, people_cohor
     assert all(torch.equal(trained.state_dict()[n], start.state_dict()[n]) for n in head)
 
 
-def test_a_resumed_run_ends_where_an_uninterrupted_one_does(people_cohort, tmp_path):
-    straight = pretrain(pretrain_config(people_cohort, tmp_path / "a", EPOCHS=2), log=quiet)
-    pretrain(pretrain_config(people_cohort, tmp_path / "b", EPOCHS=1), log=quiet)
-    (tmp_path / "b" / PRETRAINED_CHECKPOINT).unlink()     # as if killed after epoch 1
+def test_a_run_killed_in_mid_epoch_resumes_to_the_same_weights(people_cohort, tmp_path,
+                                                               monkeypatch):
+    straight = pretrain(pretrain_config(people_cohort, tmp_path / "a", EPOCHS=3), log=quiet)
+    real_views, calls = pretraining.batch_views, []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:          # 40 patients in batches of 8: the 2nd batch of epoch 2
+            raise KeyboardInterrupt
+        return real_views(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "batch_views", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt, match="--resume=True"):
+        pretrain(pretrain_config(people_cohort, tmp_path / "b", EPOCHS=3), log=quiet)
+    monkeypatch.setattr(pretraining, "batch_views", real_views)
+    assert not (tmp_path / "b" / PRETRAINED_CHECKPOINT).exists()
     lines = []
-    resumed = pretrain(pretrain_config(people_cohort, tmp_path / "b", EPOCHS=2, RESUME=True),
+    resumed = pretrain(pretrain_config(people_cohort, tmp_path / "b", EPOCHS=3, RESUME=True),
                        log=lines.append)
     assert any("Resuming" in line and "after epoch 1" in line for line in lines)
-    assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-5)
+    assert resumed["loss"] == straight["loss"]
     a, _ = load_checkpoint(tmp_path / "a" / PRETRAINED_CHECKPOINT)
     b, _ = load_checkpoint(tmp_path / "b" / PRETRAINED_CHECKPOINT)
     for key, value in a.state_dict().items():
-        assert torch.allclose(value.float(), b.state_dict()[key].float(), atol=1e-5), key
+        assert torch.equal(value, b.state_dict()[key]), key
 
 
 def test_resume_refuses_changed_options(people_cohort, tmp_path):
