@@ -5,9 +5,12 @@
     python bench/label_efficiency.py --report_only # the table and figure of what is finished
 
 Every network is the 2-class script's default (EXPERIMENT, LR, NORMALISATION, ...) fine-tuned
-with 10%, 25%, 50% and 100% of each fold's training patients (drawn per class, per seed), on the
-same validation and test patients of a 5-fold patient-level cross-validation. Every run gets the
-optimizer steps of the 100% run: EPOCHS / fraction epochs, at most MAX_EPOCHS. Arms:
+with 10%, 25%, 50% and 100% of each fold's labelled patients (drawn per class, per seed): the
+same fraction of its training and of its validation patients, since a user with 19 labelled
+patients has no 60 more to select epochs on. The test patients are those of a 5-fold
+patient-level cross-validation, the same for every run. Every run gets about the optimizer
+steps of the 100% run: EPOCHS / fraction epochs (MAX_EPOCHS, a cap the default fractions never
+reach). Arms:
 
 - scratch: random initial weights;
 - self_supervised: INIT_FROM a pretrain.py checkpoint (its defaults, PRETRAIN_EPOCHS);
@@ -45,7 +48,7 @@ FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SEEDS = (0, 1, 2)
 FOLDS = 5
 EPOCHS = 10                  # at 100% of the training patients; fewer patients, more epochs
-MAX_EPOCHS = 50
+MAX_EPOCHS = 100             # EPOCHS / 10%: every fraction gets the 100% run's steps
 PRETRAIN_EPOCHS = 40         # pretrain.py's default
 SUPERVISED_EPOCHS = 10       # the 4-class run on superclass4
 FS = 250                     # Hz, as bench/model_bench.py: beats of 250 samples
@@ -60,7 +63,7 @@ BINARY_SCRIPT, FOUR_CLASS_SCRIPT = "train_MCL_ResNet_1D_class2.py", "train_MCL_R
 TASKS = {"demo": ("scratch", "self_supervised"),
          "ptbxl_mi_norm": ARMS, "ptbxl_lvh_norm": ARMS}
 QUICK = {"tasks": ("demo",), "folds": 2, "seeds": (0,), "fractions": (0.25, 1.0),
-         "epochs": 2, "max_epochs": 4, "pretrain_epochs": 2, "demo_patients": 8,
+         "epochs": 2, "max_epochs": 8, "pretrain_epochs": 2, "demo_patients": 8,
          "pool_factor": 3}
 
 
@@ -70,6 +73,8 @@ def make_cohort(kind, folder, ptbxl_dir, patients=DEMO_PATIENTS, seed=None):
     """A cohort made by the README's commands, once: demo, or prepare_data.py on PTB-XL."""
     if (folder / "cohort.json").exists():
         return
+    if folder.exists():           # a run killed while writing it: the benchmark's own folder
+        shutil.rmtree(folder)
     if kind == "demo":
         command = ["demo_cohort.py", f"--fs={FS}", f"--n_patients={patients}",
                    f"--output_dir={folder}"] + ([f"--seed={seed}"] if seed is not None else [])
@@ -116,15 +121,16 @@ def epochs_for(fraction, epochs, max_epochs):
     return min(max_epochs, int(math.ceil(epochs / fraction - 1e-9)))
 
 
-def patient_subset(train_idx, labels, patient_ids, fraction, seed):
-    """Beat positions of `fraction` of the training patients, drawn per class (at least 2 of
-    each) by `seed`; the smaller fractions of one seed are subsets of the larger ones."""
+def patient_subset(train_idx, labels, patient_ids, fraction, seed, stream=7):
+    """Beat positions of `fraction` of the patients of `train_idx`, drawn per class (at least 2
+    of each) by `seed` and `stream` (one for training, one for validation patients); the smaller
+    fractions of one seed are subsets of the larger ones."""
     if fraction >= 1:
         return train_idx
     ids = patient_ids[train_idx].astype(str)
     patients, first = np.unique(ids, return_index=True)
     classes = labels[train_idx][first]
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng([seed, stream])
     chosen = []
     for cls in np.unique(classes):
         members = rng.permutation(patients[classes == cls])
@@ -151,6 +157,8 @@ def finetune_job(job, out_path):
                                SEED))[job["fold"]]
     train = patient_subset(parts["train"], labels, cohort.patient_ids, job["fraction"],
                            job["seed"])
+    val = patient_subset(parts["val"], labels, cohort.patient_ids, job["fraction"], job["seed"],
+                         stream=8)
     from lvr.cohort import StandardisedBeats
     x_all = StandardisedBeats(cohort.beats, normalisation=config["NORMALISATION"])
     source = None
@@ -162,7 +170,7 @@ def finetune_job(job, out_path):
     start = time.time()
     with tempfile.TemporaryDirectory() as folder:
         fit(config, (x_all.rows(train), torch.from_numpy(labels[train])),
-            (x_all.rows(parts["val"]), torch.from_numpy(labels[parts["val"]])),
+            (x_all.rows(val), torch.from_numpy(labels[val])),
             list(cohort.class_names("binary")), folder, False,
             in_channels=cohort.beats.shape[1], input_length=cohort.beats.shape[2],
             device=torch.device("cpu"), log=lambda *_: None, init_from=source)
@@ -172,6 +180,7 @@ def finetune_job(job, out_path):
     write_json(out_path, {
         **{k: job[k] for k in ("task", "arm", "fraction", "seed", "fold", "epochs")},
         "train_patients": len(np.unique(cohort.patient_ids[train])),
+        "val_patients": len(np.unique(cohort.patient_ids[val])),
         "test_patients_seen": None if source is None else source.test_patients_seen,
         "best_epoch": stored.get("epoch"), "test_patient_ids": cohort.patient_ids[
             parts["test"]].astype(str).tolist(), "test_labels": labels[parts["test"]].tolist(),
@@ -256,8 +265,9 @@ def markdown(result):
             lines.append(f"| {task} | {arm} | " + " | ".join(cells) + f" | {match} |")
     lines += ["", f"Fine-tuning runs: {result['jobs_done']} of {result['jobs_total']}, "
               f"{result['finetune_seconds'] / 60:.0f} min of training in all (one thread "
-              f"each, {result['machine']['workers']} at once); this invocation's wall time "
-              f"{result['wall_time_s'] / 60:.0f} min."]
+              f"each, {result['machine']['workers']} at once); wall time "
+              f"{result['wall_time_total_s'] / 60:.0f} min over every invocation (this one "
+              f"{result['wall_time_s'] / 60:.0f} min)."]
     return "\n".join(lines) + "\n"
 
 
@@ -286,8 +296,8 @@ def plot(result, path):
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(frameon=False, loc="lower right")
-    fig.suptitle("Fine-tuning from scratch or a pretrained encoder (mean ± sd over seeds)",
-                 fontsize=10)
+    fig.suptitle(f"Fine-tuning from scratch or a pretrained encoder (mean ± sd over "
+                 f"{len(result['seeds'])} seeds, {result['machine']['date'][:10]})", fontsize=10)
     fig.savefig(path, dpi=150)
     plt.close(fig)
 
@@ -313,6 +323,9 @@ class Bench:
         self.pool_factor = settings.get("pool_factor", POOL_FACTOR)
         self.start = time.time()
         self.jobs_dir = self.out / "jobs"
+        earlier = self.out / "label_efficiency.json"
+        self.earlier_wall_s = (json.loads(earlier.read_text()).get("wall_time_total_s", 0.0)
+                               if earlier.exists() else 0.0)
 
     def cohorts(self):
         folder = self.out / "cohorts"
@@ -355,10 +368,13 @@ class Bench:
     def pretrain(self, cohort, folder, excluded):
         path = folder / "pretrained_model.pth"
         if not path.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            resume = (folder / "last_pretraining.pth").exists()    # killed: go on from there
+            if not resume:
+                shutil.rmtree(folder, ignore_errors=True)
             run_script(["pretrain.py", f"--data_dir={cohort}", f"--output_dir={folder}",
                         f"--epochs={self.pretrain_epochs}", f"--exclude_patients={excluded}",
-                        "--device=cpu"], folder.with_suffix(".log"), threads="2")
+                        "--device=cpu", f"--resume={resume}"], folder.with_suffix(".log"),
+                       threads="2")
             self.log(f"pretrained {folder.name} ({self.elapsed()})")
         return str(path)
 
@@ -402,7 +418,10 @@ class Bench:
                     self.write(len(jobs))
         return self.write(len(jobs))
 
-    def write(self, jobs_total, wall_time_s=None):
+    def write(self, jobs_total, wall_time_s=None, wall_time_total_s=None):
+        """The table, JSON and figure of every finished job; wall times of this invocation and
+        of all of them (an earlier invocation's total plus this one's)."""
+        wall_time_s = wall_time_s or round(time.time() - self.start, 1)
         done = [p for p in self.jobs_dir.glob("*.json") if p.name.split("-")[0] in self.tasks]
         result = {"machine": machine(threads_per_run=1, workers=WORKERS), "quick": self.quick,
                   "folds": self.folds, "seeds": list(self.seeds),
@@ -415,7 +434,9 @@ class Bench:
                   "jobs_done": len(done), "jobs_total": jobs_total,
                   "finetune_seconds": round(sum(json.loads(p.read_text())["seconds"]
                                                 for p in done), 1),
-                  "wall_time_s": wall_time_s or round(time.time() - self.start, 1)}
+                  "wall_time_s": wall_time_s,
+                  "wall_time_total_s": wall_time_total_s or round(self.earlier_wall_s
+                                                                  + wall_time_s, 1)}
         write_json(self.out / "label_efficiency.json", result)
         (self.out / "label_efficiency.md").write_text(markdown(result))
         plot(result, self.out / "label_efficiency.png")
@@ -449,7 +470,8 @@ def main():
             raise SystemExit(f"error: {stored} not found; run the benchmark first")
         previous = json.loads(stored.read_text())
         bench = Bench(args.out, args.ptbxl_dir, previous["quick"], tasks=tasks)
-        result = bench.write(previous["jobs_total"], previous["wall_time_s"])
+        result = bench.write(previous["jobs_total"], previous["wall_time_s"],
+                             previous.get("wall_time_total_s", previous["wall_time_s"]))
     else:
         bench.cohorts()
         result = bench.finetune(bench.pretrained())

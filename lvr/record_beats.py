@@ -168,18 +168,28 @@ def millivolt_factors(units, unit_option):
             f"the file's stated {', '.join(stated) if any(stated) else 'unit (none)'}", notes)
 
 
-def checked_amplitude(filtered, record, plausible_mv):
+def checked_amplitude(filtered, record, plausible_mv, flat_mv=0.0):
     """The record's amplitude in mV: median over leads of the band-passed peak-to-peak.
 
     Outside `plausible_mv` the record is rejected, naming the unit its values look like: the
     default range is wide enough for any real ECG and far enough from x1000 and x0.001 of it
     that no real ECG read in the wrong one of uV, mV, V falls inside it. A record that fits no
-    unit (artefacts of tens of mV in every lead) is rejected for its amplitude.
+    unit (artefacts of tens of mV in every lead) is rejected for its amplitude. Inside it, a
+    lead below `flat_mv` is rejected as flat before the per-lead unit check: a disconnected lead
+    is far more common than one lead exported in V, which reads as flat too (the reason says
+    both).
     """
     spans = np.ptp(filtered, axis=0)
     amplitude = float(np.median(spans))
     low, high = plausible_mv
     if low <= amplitude <= high:
+        if spans.min() < flat_mv:
+            j = int(spans.argmin())
+            raise RecordRejected("flat lead", f"lead {LEAD_NAMES[j]} peak-to-peak "
+                                 f"{spans[j]:.3g} mV (limit {flat_mv} mV), the other leads' "
+                                 f"median {amplitude:.3g} mV: disconnected, or stored in "
+                                 f"another unit than the rest (it would be "
+                                 f"{spans[j] * 1000:.3g} mV if in V)")
         check_each_lead(spans, amplitude, record, plausible_mv)
         return amplitude
     in_unit = amplitude / record.mv_per_unit
@@ -328,7 +338,8 @@ def record_beats(path, options):
     check_raw_signal(raw, fs_in, options)
     x = resampled(raw, fs_in, options.fs)
     filtered = bandpassed(x, options.fs, options.bandpass, options.bandpass_order, options.notch_hz)
-    amplitude = checked_amplitude(filtered, record, options.plausible_mv)
+    amplitude = checked_amplitude(filtered, record, options.plausible_mv,
+                                  options.reject_flat_mv)
     noise = checked_filtered_signal(x, filtered, options)
     duration = len(raw) / fs_in
     peaks, heart_rate = checked_r_peaks(filtered, options, duration)

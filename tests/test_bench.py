@@ -262,8 +262,10 @@ def test_label_efficiency_subsets_are_per_class_nested_and_keep_two_of_each():
 
 def test_label_efficiency_gives_every_fraction_the_steps_of_the_full_run():
     bench = bench_module("label_efficiency")
-    assert [bench.epochs_for(f, 10, 50) for f in (0.1, 0.25, 0.5, 1.0)] == [50, 40, 20, 10]
-    assert bench.epochs_for(0.3, 10, 50) == 34
+    epochs = [bench.epochs_for(f, bench.EPOCHS, bench.MAX_EPOCHS) for f in bench.FRACTIONS]
+    assert epochs == [100, 40, 20, 10]                 # epochs x fraction: the 100% run's 10
+    assert bench.epochs_for(0.3, 10, 100) == 34
+    assert bench.epochs_for(0.1, 10, 50) == 50         # a cap, where one is set lower
 
 
 def test_label_efficiency_copies_a_cohort_without_the_test_patients(small_cohort_dir, tmp_path):
@@ -342,6 +344,8 @@ def test_label_efficiency_quick_fine_tunes_every_arm_and_resumes(tmp_path):
     small = {j["train_patients"] for j in jobs if j["fraction"] < 1}
     full = {j["train_patients"] for j in jobs if j["fraction"] == 1}
     assert max(small) < min(full)
+    assert max(j["val_patients"] for j in jobs if j["fraction"] < 1) < \
+        min(j["val_patients"] for j in jobs if j["fraction"] == 1)   # validation shrinks too
     tested = {}
     for job in jobs:                          # every arm and fraction tests the same patients
         tested.setdefault(job["fold"], set()).add(tuple(sorted(set(job["test_patient_ids"]))))
