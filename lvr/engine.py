@@ -347,7 +347,8 @@ def evaluate(config, run, test, index, output_dir, checkpoint=None, operating_po
     report["subgroups"] = subgroup_report(
         y, prob, patient_ids, np.asarray(cohort.spec["groups"])[cohort.group_index[index]],
         cohort.patient_table, performance_subgroups(cohort.spec),
-        threshold=(operating_point or {}).get("threshold") or ARGMAX_THRESHOLD,
+        threshold=ARGMAX_THRESHOLD if (operating_point or {}).get("threshold") is None
+        else operating_point["threshold"],
         n_boot=config["BOOTSTRAP"], seed=config["SEED"])
     return report, prob
 
@@ -404,8 +405,12 @@ def write_run_outputs(config, run, output_dir, outcome, report, start_time):
                          best_epoch=outcome.best_epoch)
     write_test_outputs(output_dir, report, run.class_names)
     wall = time.time() - start_time
+    point = report.get("operating_point") or {}
     write_json_atomic(os.path.join(output_dir, "run.json"),
-                      {**run_record(config, run, wall), "init_from": outcome.init_from})
+                      {**run_record(config, run, wall), "init_from": outcome.init_from,
+                       "operating_point": {key: point.get(key) for key in
+                                           ("rule", "threshold", "chosen_on")}
+                       if point.get("threshold") is not None else None})
     log_test_summary(report, run.class_names, output_dir, wall, run.log)
     if config["REPORT"]:
         write_report(output_dir, log=run.log)

@@ -143,8 +143,10 @@ def trained_operating_point(checkpoint, model, log):
             f"({ARGMAX_THRESHOLD})")
         return {"rule": "argmax", "threshold": ARGMAX_THRESHOLD,
                 "chosen_on": "none: the checkpoint predates THRESHOLD (the original's argmax)"}
-    log(f"Operating point: threshold {point['threshold']:.4f} ({point['rule']}), chosen on the "
-        f"training run's validation patients")
+    chosen = point.get("chosen_on", "")
+    log(f"Operating point: threshold {point['threshold']:.4f} ({point['rule']}), "
+        + ("fixed by the training run's THRESHOLD" if chosen.startswith("nothing")
+           else "chosen on the training run's validation patients"))
     return point
 
 

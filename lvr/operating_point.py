@@ -60,8 +60,12 @@ def validation_operating_point(y_val, prob_val, val_patient_ids, value):
                                                       val_patient_ids)
     threshold = chosen_threshold(y_patient, prob_patient[:, 1], value)
     sensitivity, specificity = sensitivity_specificity(y_patient, prob_patient[:, 1], [threshold])
-    return {"rule": str(value), "threshold": threshold,
-            "chosen_on": "validation patients (patient probability = mean beat probability)",
+    kind, _ = threshold_rule(value)
+    chosen_on = ("validation patients (patient probability = mean beat probability)"
+                 if kind not in ("probability", "argmax") else
+                 f"nothing: THRESHOLD={value} fixed it before any data was seen (the "
+                 f"validation row is for reference)")
+    return {"rule": str(value), "threshold": threshold, "chosen_on": chosen_on,
             "validation": {"n_patients": int(len(y_patient)),
                            "sensitivity": float(sensitivity[0]),
                            "specificity": float(specificity[0])}}

@@ -295,6 +295,14 @@ def provenance(run):
     return rows, sorted((k, json.dumps(v)) for k, v in config.items())
 
 
+def overlap_warning(evaluation):
+    """The headline warning of an evaluation that scored patients of the training split."""
+    if not evaluation or not evaluation.get("patient_overlap"):
+        return None
+    return (f"{evaluation['patient_overlap']} evaluated patients are in the training run's "
+            f"split (--allow_patient_overlap=True): not an independent external validation")
+
+
 def report_context(folder):
     """Everything the template shows, read from the files in `folder`."""
     results = read_json(folder, "test_eval_results.json")
@@ -318,7 +326,8 @@ def report_context(folder):
         "headline": headline(kind, results, cv, saliency),
         "warnings": [w for w in [(results or {}).get("small_sample_warning"),
                                  "demo data: simulated beats, not patients"
-                                 if (run or {}).get("demo_data") else None] if w],
+                                 if (run or {}).get("demo_data") else None,
+                                 overlap_warning(evaluation)] if w],
         "splits": split_rows(split), "split": split or {},
         "flow": read_json(folder, "participant_flow.json"),
         "characteristics": read_json(folder, "characteristics.json"),

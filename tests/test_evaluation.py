@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from markupsafe import escape
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from helpers import write_small_cohort
@@ -15,6 +16,7 @@ from lvr.evaluation import run_evaluation
 from lvr.checkpoints import load_checkpoint
 from lvr.cohort import load_cohort, standardize_beats
 from lvr.config import UserError
+from lvr.report import render_report, report_context
 from helpers import quiet, tiny_config
 
 
@@ -169,21 +171,29 @@ def test_a_cohort_sharing_patients_with_the_training_split_is_refused(trained, t
     assert "40 patient IDs" in message and "--allow_patient_overlap=True" in message
     assert not (trained / "external_other").exists()
     lines = []
-    report, _ = evaluate_on(trained, other, log=lines.append, ALLOW_PATIENT_OVERLAP=True)
+    report, out = evaluate_on(trained, other, log=lines.append, ALLOW_PATIENT_OVERLAP=True)
     block = report["evaluation"]
     assert block["patient_overlap"] == 40 and block["patient_overlap_allowed"] is True
     assert any("--allow_patient_overlap" in line and "40" in line for line in lines)
+    context = report_context(str(out))              # and report.html says so, first screen on
+    assert "40 evaluated patients are in the training run's split (--allow_patient_overlap=True)" \
+        ": not an independent external validation" in context["warnings"]
+    assert "<strong>40 of its patients are in the training run's split</strong>" in \
+        render_report(context)
 
 
 def test_undeclared_sampling_rate_and_r_peak_are_warned_and_reported(trained, tmp_path):
     other = write_small_cohort(tmp_path / "bare", SEED=3)
     os.remove(os.path.join(other, "cohort.json"))            # the seed's groups, 500 Hz assumed
     lines = []
-    report, _ = evaluate_on(trained, other, log=lines.append, ALLOW_PATIENT_OVERLAP=True)
+    report, out = evaluate_on(trained, other, log=lines.append, ALLOW_PATIENT_OVERLAP=True)
     assumptions = report["evaluation"]["assumptions"]
     assert any("500 Hz" in text and "cohort.json" in text for text in assumptions)
     assert any("r_peak_sample" in text and "not checked" in text for text in assumptions)
     assert all(any(text in line for line in lines) for text in assumptions)
+    page = render_report(report_context(str(out)))
+    assert "Assumed, not declared by the cohort:" in page
+    assert all(str(escape(text)) in page for text in assumptions)
 
 
 def test_an_external_cohort_reports_no_overlap_and_no_assumptions(trained, other_cohort):

@@ -11,10 +11,13 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_
 
 from helpers import quiet, tiny_config
 from lvr import engine
+from lvr.checkpoints import load_checkpoint
 from lvr.choices import threshold_rule
+from lvr.cohort import StandardisedBeats, load_cohort
 from lvr.config import UserError
 from lvr.evaluation import run_evaluation
 from lvr.metrics import patient_level_arrays
+from lvr.training import predict_logits
 from lvr.operating_point import (chosen_threshold, metrics_at_threshold, operating_point_report,
                                  sensitivity_specificity, validation_operating_point)
 
@@ -163,6 +166,42 @@ def test_the_threshold_depends_on_validation_patients_only(plain_run, small_coho
     stored = torch.load(run_dir / "best_model.pth", weights_only=True)["operating_point"]
     assert stored["threshold"] == plain["operating_point"]["threshold"]
     assert stored["rule"] == "sensitivity:0.9"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["operating_point"] == {key: stored[key] for key in ("rule", "threshold",
+                                                                   "chosen_on")}
+
+
+def test_the_threshold_is_the_rule_applied_to_the_validation_patients_of_the_best_model(
+        plain_run, small_cohort_dir):
+    """Recomputed from outside: the best checkpoint's probabilities of the split's validation
+    patients, averaged per patient, give the stored threshold (training or test patients
+    would give another)."""
+    run_dir, plain = plain_run
+    model, _ = load_checkpoint(run_dir / "best_model.pth")
+    cohort = load_cohort(small_cohort_dir)
+    split = json.loads((run_dir / "split.json").read_text())
+    labels = cohort.labels("binary")
+    x = StandardisedBeats(cohort.beats)
+    thresholds = {}
+    for part in ("val", "train", "test"):
+        rows = np.flatnonzero(np.isin(cohort.patient_ids.astype(str),
+                                      [str(p) for p in split[part]]))
+        prob = torch.softmax(predict_logits(model, x.rows(rows), 64, torch.device("cpu")), 1)
+        _, y, patient_prob = patient_level_arrays(labels[rows], prob.numpy(),
+                                                  cohort.patient_ids[rows])
+        thresholds[part] = chosen_threshold(y, patient_prob[:, 1], "sensitivity:0.9")
+    assert thresholds["val"] == pytest.approx(plain["operating_point"]["threshold"], abs=1e-6)
+    assert thresholds["train"] != pytest.approx(thresholds["val"], abs=1e-6) or \
+        thresholds["test"] != pytest.approx(thresholds["val"], abs=1e-6)
+
+
+def test_a_fixed_threshold_says_it_was_not_chosen_on_data():
+    y, p = scores(0)
+    point = validation_operating_point(y, np.c_[1 - p, p], np.arange(len(y)), "0.3")
+    assert point["threshold"] == 0.3 and point["chosen_on"].startswith(
+        "nothing: THRESHOLD=0.3 fixed it before any data was seen")
+    chosen = validation_operating_point(y, np.c_[1 - p, p], np.arange(len(y)), "youden")
+    assert chosen["chosen_on"].startswith("validation patients")
 
 
 def test_evaluate_applies_the_training_runs_threshold(plain_run, small_cohort_dir, tmp_path):
