@@ -203,16 +203,18 @@ def test_measurements_of_an_earlier_run_are_reused_and_give_the_same_fit(baselin
 
 def test_changing_the_test_patients_measurements_changes_their_predictions_not_the_fit(
         baseline_run, tmp_path):
-    """The whole script fits on the run's training patients only: the test patients' stored
-    measurements, changed, move their predictions and leave the coefficients as they were."""
+    """The whole script fits on the run's training patients only: the validation and test
+    patients' stored measurements, changed, move their predictions and leave the coefficients
+    as they were."""
     root, _ = baseline_run
     first = root / "run_ecg_features"
     split = json.loads((root / "run" / "split.json").read_text())
     patient_ids = np.asarray(load_cohort(split["data_dir"]).patient_ids)
     with np.load(first / "measurements.npz", allow_pickle=False) as stored:
         arrays = {key: stored[key] for key in stored.files}
-    test_rows = np.isin(patient_ids[arrays["index"]], np.asarray(split["test"], dtype=str))
-    assert 0 < test_rows.sum() < len(test_rows)
+    test_rows = np.isin(patient_ids[arrays["index"]],
+                        np.asarray(split["test"] + split["val"], dtype=str))
+    assert 0 < test_rows.sum() < len(test_rows) and split["val"]
     arrays["features"] = arrays["features"].copy()
     arrays["features"][test_rows] *= 3.0
     np.savez(tmp_path / "moved.npz", **arrays)

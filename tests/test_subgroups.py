@@ -255,3 +255,41 @@ def test_characteristics_match_the_split(prepared):
     markdown = characteristics_markdown(table)
     assert markdown.splitlines()[0] == "| Characteristic | train | val | test | all |"
     assert "| Sex, male |" in markdown and len(markdown.splitlines()) == len(table["rows"]) + 2
+
+
+def test_a_runs_subgroup_rows_equal_metrics_recomputed_from_its_predictions(tmp_path):
+    """End to end: the subgroups block of a training run is what its predictions.csv and
+    patients.csv give on each subset of test patients, at the run's operating point."""
+    from helpers import quiet, tiny_config, write_small_cohort
+    from lvr import engine
+    cohort_dir = write_small_cohort(tmp_path / "cohort", N_PATIENTS=40)
+    ids = sorted(set(load_cohort(cohort_dir).patient_ids.astype(str)))
+    rng = np.random.default_rng(0)
+    covariates = pd.DataFrame({"patient_id": ids, "sex": rng.choice(["female", "male"],
+                                                                     len(ids))})
+    covariates.to_csv(Path(cohort_dir) / "patients.csv", index=False)
+    report = engine.run_training(tiny_config(cohort_dir, tmp_path / "run", EPOCHS=2,
+                                             TEST_SIZE=0.3, REPORT=False), log=quiet)
+    rows = pd.read_csv(tmp_path / "run" / "predictions.csv", dtype={"patient": str})
+    patients = rows.groupby("patient").agg(group=("group", "first"), y=("true_label", "first"),
+                                           p=("prob_LVR", "mean"))
+    patients["sex"] = covariates.set_index("patient_id").loc[patients.index, "sex"].to_numpy()
+    patients["subgroup"] = np.where(patients["group"].str.startswith("ST"), "STEMI", "NSTEMI")
+    threshold = report["operating_point"]["threshold"]
+    blocks = report["subgroups"]
+    checked = 0
+    for column, found in (("subgroup", blocks["subgroups"]),
+                          ("sex", blocks["covariates"]["sex"]["levels"])):
+        for level, row in found.items():
+            subset = patients[patients[column] == level]
+            assert row["n_patients"] == len(subset), (column, level)
+            if row.get("too_small"):
+                continue
+            assert row["roc_auc"] == pytest.approx(roc_auc_score(subset["y"], subset["p"]),
+                                                   abs=1e-9)
+            assert row["sensitivity"] == pytest.approx(recall_score(
+                subset["y"], subset["p"] >= threshold), abs=1e-9)
+            assert row["specificity"] == pytest.approx(recall_score(
+                subset["y"], subset["p"] >= threshold, pos_label=0), abs=1e-9)
+            checked += 1
+    assert checked >= 3
