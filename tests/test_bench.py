@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -225,6 +226,13 @@ def test_model_bench_quick_trains_every_model_on_the_same_folds_and_resumes(tmp_
     assert set(rows) == expected
     patients = {row["patients"] for row in rows.values()}
     assert len(patients) == 1             # every model predicted every patient once
+    tested = {}                           # ... and each fold tested the same patients in all
+    for predictions in (tmp_path / "runs" / "demo").glob("*/fold_*/predictions.csv"):
+        ids = frozenset(pd.read_csv(predictions, dtype={"patient": str})["patient"])
+        tested.setdefault(predictions.parent.name, {})[predictions.parent.parent.name] = ids
+    assert sorted(tested) == ["fold_1", "fold_2", "fold_3"]
+    assert all(len(set(models.values())) == 1 and len(models) >= len(rows)
+               for models in tested.values())
     from model import build_model, parameter_count
     for name in (*bench.OURS, *bench.REFERENCES):
         if name in rows:
