@@ -51,6 +51,11 @@ def read_source(path):
     "pretraining" extra ("cohort", "patients")."""
     model, checkpoint = load_checkpoint(path, map_location="cpu")
     pretraining = checkpoint.get(PRETRAINING_KEY)
+    if pretraining is None and "projection_state_dict" in checkpoint:
+        raise UserError(f"INIT_FROM={path} is pretrain.py's checkpoint of the last epoch done "
+                        f"(last_pretraining.pth), which lacks the run's provenance; fine-tune "
+                        f"from the pretrained_model.pth a finished run writes beside it (an "
+                        f"unfinished run: run pretrain.py again with --resume=True)")
     if isinstance(pretraining, dict):
         patients = pretraining.get("patients")
         return Source(

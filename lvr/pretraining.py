@@ -359,6 +359,12 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
         if writer:
             removed_temporary_files(output_dir)
         first_epoch, history = resumed(last_path, config, net, optimizer)
+        if first_epoch > config["EPOCHS"] and \
+                os.path.exists(os.path.join(output_dir, PRETRAINED_CHECKPOINT)):
+            raise UserError(f"--resume=True: {output_dir} holds a finished run of "
+                            f"{first_epoch - 1} epochs ({PRETRAINED_CHECKPOINT}); there is "
+                            f"nothing to resume. To train it longer, pass a larger --epochs "
+                            f"with --resume=True; to start again, leave --resume out")
         log(f"Resuming {output_dir} after epoch {first_epoch - 1}")
     trained = net if world_size == 1 else nn.parallel.DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None)

@@ -252,6 +252,24 @@ def test_a_run_killed_in_mid_epoch_resumes_to_the_same_weights(people_cohort, tm
         assert torch.equal(value, b.state_dict()[key]), key
 
 
+def test_resuming_a_finished_run_is_refused_unless_it_trains_longer(people_cohort, tmp_path):
+    pretrain(pretrain_config(people_cohort, tmp_path / "done", EPOCHS=1), log=quiet)
+    finished = (tmp_path / "done" / PRETRAINED_CHECKPOINT).read_bytes()
+    with pytest.raises(UserError, match="holds a finished run of 1 epochs .* nothing to resume"):
+        pretrain(pretrain_config(people_cohort, tmp_path / "done", EPOCHS=1, RESUME=True),
+                 log=quiet)
+    assert (tmp_path / "done" / PRETRAINED_CHECKPOINT).read_bytes() == finished
+    longer = pretrain(pretrain_config(people_cohort, tmp_path / "done", EPOCHS=2, RESUME=True),
+                      log=quiet)
+    assert len(longer["loss"]) == 2
+
+
+def test_fine_tuning_from_the_last_epoch_checkpoint_points_to_the_finished_one(pretrained):
+    out, _ = pretrained
+    with pytest.raises(UserError, match="fine-tune from the pretrained_model.pth a finished run"):
+        read_source(str(out / LAST_PRETRAINING))
+
+
 def test_resume_refuses_changed_options(people_cohort, tmp_path):
     pretrain(pretrain_config(people_cohort, tmp_path / "r", EPOCHS=1), log=quiet)
     with pytest.raises(UserError, match=r"cannot resume .*TEMPERATURE \(was 0.1, now 0.2\)"):
