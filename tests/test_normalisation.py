@@ -89,10 +89,20 @@ def test_an_old_checkpoint_reads_as_per_lead(tmp_path):
     engine.run_training(tiny_config(data_dir, tmp_path / "run", EPOCHS=1), log=quiet)
     path = tmp_path / "run" / "best_model.pth"
     stored = torch.load(path, weights_only=True)
-    assert stored.pop("normalisation") == "per_lead"
-    torch.save(stored, path)
-    _, checkpoint = load_checkpoint(path)
+    assert stored["normalisation"] == "per_lead"
+    old_style = dict(stored)
+    del old_style["normalisation"]
+    torch.save(old_style, tmp_path / "old_style.pth")
+    _, checkpoint = load_checkpoint(tmp_path / "old_style.pth")
     assert checkpoint_normalisation(checkpoint, path) == "per_lead"
-    report = run_evaluation(tiny_config(data_dir, tmp_path / "next",
-                                        EVALUATE=str(tmp_path / "run")), log=quiet)
-    assert report["n_beats"] > 0
+    other = write_small_cohort(tmp_path / "other", SEED=3)
+    intact = run_evaluation(tiny_config(other, tmp_path / "next", EVALUATE=str(tmp_path / "run")),
+                            log=quiet, output_dir=str(tmp_path / "intact"))
+    torch.save(old_style, path)
+    # the checkpoint decides, not the configuration: per_beat here is not what the model knew
+    old = run_evaluation(tiny_config(other, tmp_path / "next", EVALUATE=str(tmp_path / "run"),
+                                     NORMALISATION="per_beat"),
+                         log=quiet, output_dir=str(tmp_path / "old"))
+    assert old["n_beats"] == intact["n_beats"] > 0
+    assert (tmp_path / "old" / "predictions.csv").read_text() == \
+        (tmp_path / "intact" / "predictions.csv").read_text()
