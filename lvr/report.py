@@ -297,7 +297,7 @@ def provenance(run):
 
 def overlap_warning(evaluation):
     """The headline warning of an evaluation that scored patients of the training split."""
-    if not evaluation or not evaluation.get("patient_overlap"):
+    if not evaluation or not evaluation.get("external") or not evaluation.get("patient_overlap"):
         return None
     return (f"{evaluation['patient_overlap']} evaluated patients are in the training run's "
             f"split (--allow_patient_overlap=True): not an independent external validation")
