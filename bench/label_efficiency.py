@@ -292,7 +292,8 @@ def plot(result, path):
         axis.set_xticks([100 * f for f in result["fractions"]])
         axis.set_xticklabels([f"{int(100 * f)}%" for f in result["fractions"]])
         axis.minorticks_off()
-        axis.set(title=task, xlabel="labelled training patients", ylabel="patient-level AUC")
+        axis.set(title=task, xlabel="labelled patients (training and validation)",
+                 ylabel="patient-level AUC")
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(frameon=False, loc="lower right")
