@@ -196,6 +196,19 @@ def test_undeclared_sampling_rate_and_r_peak_are_warned_and_reported(trained, tm
     assert all(str(escape(text)) in page for text in assumptions)
 
 
+def test_a_cohort_json_without_a_sampling_rate_is_warned(trained, tmp_path):
+    other = write_small_cohort(tmp_path / "norate", SEED=3)
+    path = os.path.join(other, "cohort.json")
+    spec = json.loads(open(path).read())
+    assert spec.pop("sampling_rate") == 500
+    open(path, "w").write(json.dumps(spec))
+    lines = []
+    report, _ = evaluate_on(trained, other, log=lines.append)
+    expected = f"{path} declares no 'sampling_rate': 500 Hz is assumed"
+    assert expected in report["evaluation"]["assumptions"]
+    assert f"warning: {expected}" in lines
+
+
 def test_an_external_cohort_reports_no_overlap_and_no_assumptions(trained, other_cohort):
     report, _ = evaluate_on(trained, other_cohort)
     block = report["evaluation"]
