@@ -303,6 +303,15 @@ def plot(result, path):
     plt.close(fig)
 
 
+def finished_job(path, job):
+    """Whether `path` holds this job's result by the current method: one written before the
+    validation patients were subsampled (no val_patients) or with other epochs is redone."""
+    if not path.exists():
+        return False
+    done = json.loads(path.read_text())
+    return "val_patients" in done and done.get("epochs") == job["epochs"]
+
+
 def job_name(task, arm, fraction, seed, fold):
     return f"{task}-{arm}-f{int(round(fraction * 100)):03d}-seed{seed}-fold{fold + 1}.json"
 
@@ -325,8 +334,8 @@ class Bench:
         self.start = time.time()
         self.jobs_dir = self.out / "jobs"
         earlier = self.out / "label_efficiency.json"
-        self.earlier_wall_s = (json.loads(earlier.read_text()).get("wall_time_total_s", 0.0)
-                               if earlier.exists() else 0.0)
+        stored = json.loads(earlier.read_text()) if earlier.exists() else {}
+        self.earlier_wall_s = stored.get("wall_time_total_s", stored.get("wall_time_s", 0.0))
 
     def cohorts(self):
         folder = self.out / "cohorts"
@@ -405,8 +414,8 @@ class Bench:
     def finetune(self, checkpoints):
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         jobs = self.all_jobs(checkpoints)
-        todo = [job for job in jobs if not (self.jobs_dir / job_name(
-            job["task"], job["arm"], job["fraction"], job["seed"], job["fold"])).exists()]
+        todo = [job for job in jobs if not finished_job(self.jobs_dir / job_name(
+            job["task"], job["arm"], job["fraction"], job["seed"], job["fold"]), job)]
         self.log(f"fine-tuning: {len(jobs) - len(todo)} of {len(jobs)} runs done earlier")
         with ProcessPoolExecutor(WORKERS, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(finetune_job, job, self.jobs_dir / job_name(
@@ -419,12 +428,13 @@ class Bench:
                     self.write(len(jobs))
         return self.write(len(jobs))
 
-    def write(self, jobs_total, wall_time_s=None, wall_time_total_s=None):
+    def write(self, jobs_total, wall_time_s=None, wall_time_total_s=None, ran_on=None):
         """The table, JSON and figure of every finished job; wall times of this invocation and
         of all of them (an earlier invocation's total plus this one's)."""
         wall_time_s = wall_time_s or round(time.time() - self.start, 1)
         done = [p for p in self.jobs_dir.glob("*.json") if p.name.split("-")[0] in self.tasks]
-        result = {"machine": machine(threads_per_run=1, workers=WORKERS), "quick": self.quick,
+        result = {"machine": ran_on or machine(threads_per_run=1, workers=WORKERS),
+                  "quick": self.quick,
                   "folds": self.folds, "seeds": list(self.seeds),
                   "fractions": list(self.fractions), "epochs_at_100": self.epochs,
                   "max_epochs": self.max_epochs, "pretrain_epochs": self.pretrain_epochs,
@@ -472,7 +482,8 @@ def main():
         previous = json.loads(stored.read_text())
         bench = Bench(args.out, args.ptbxl_dir, previous["quick"], tasks=tasks)
         result = bench.write(previous["jobs_total"], previous["wall_time_s"],
-                             previous.get("wall_time_total_s", previous["wall_time_s"]))
+                             previous.get("wall_time_total_s", previous["wall_time_s"]),
+                             ran_on=previous["machine"])
     else:
         bench.cohorts()
         result = bench.finetune(bench.pretrained())

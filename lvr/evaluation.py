@@ -26,6 +26,7 @@ from lvr.engine import (TEST_RESULTS, evaluate, log_test_summary, quiet_log,
                         run_context, run_record, write_cohort_tables, write_probability_figure,
                         write_test_outputs)
 from lvr.geometry import check_geometry, cohort_geometry, geometry_assumptions
+from lvr.operating_point import is_fixed_rule
 from lvr.predictions import write_predictions
 from lvr.report import write_report
 from lvr.run_folder import output_lock, prepare_output_dir, write_json_atomic
@@ -143,9 +144,8 @@ def trained_operating_point(checkpoint, model, log):
             f"({ARGMAX_THRESHOLD})")
         return {"rule": "argmax", "threshold": ARGMAX_THRESHOLD,
                 "chosen_on": "none: the checkpoint predates THRESHOLD (the original's argmax)"}
-    chosen = point.get("chosen_on", "")
     log(f"Operating point: threshold {point['threshold']:.4f} ({point['rule']}), "
-        + ("fixed by the training run's THRESHOLD" if chosen.startswith("nothing")
+        + ("fixed by the training run's THRESHOLD" if is_fixed_rule(point["rule"])
            else "chosen on the training run's validation patients"))
     return point
 

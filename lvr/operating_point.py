@@ -60,15 +60,18 @@ def validation_operating_point(y_val, prob_val, val_patient_ids, value):
                                                       val_patient_ids)
     threshold = chosen_threshold(y_patient, prob_patient[:, 1], value)
     sensitivity, specificity = sensitivity_specificity(y_patient, prob_patient[:, 1], [threshold])
-    kind, _ = threshold_rule(value)
-    chosen_on = ("validation patients (patient probability = mean beat probability)"
-                 if kind not in ("probability", "argmax") else
-                 f"nothing: THRESHOLD={value} fixed it before any data was seen (the "
-                 f"validation row is for reference)")
+    chosen_on = (f"nothing: THRESHOLD={value} fixed it before any data was seen"
+                 if is_fixed_rule(value) else
+                 "validation patients (patient probability = mean beat probability)")
     return {"rule": str(value), "threshold": threshold, "chosen_on": chosen_on,
             "validation": {"n_patients": int(len(y_patient)),
                            "sensitivity": float(sensitivity[0]),
                            "specificity": float(specificity[0])}}
+
+
+def is_fixed_rule(rule):
+    """Whether THRESHOLD=`rule` is a given probability (or the argmax), not chosen on data."""
+    return threshold_rule(rule)[0] in ("probability", "argmax")
 
 
 def counts_at_threshold(y, p, threshold, weights):

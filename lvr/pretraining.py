@@ -230,8 +230,8 @@ def pretraining_data(config, log):
             f"ignores the labels")
     if not cohort.patient_ids_given:
         log("warning: no cut_<GROUP>_patient_ids.npy files, so every beat counts as its own "
-            "patient: each pair is one beat seen twice, and no fine-tuning run can check that "
-            "its test patients were left out of pretraining")
+            "patient: each pair is two lead halves of one beat, and no fine-tuning run can "
+            "check that its test patients were left out of pretraining")
     ids = cohort.patient_ids.astype(str)
     keep = np.arange(len(ids))
     excluded = {"file": None}

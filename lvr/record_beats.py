@@ -185,11 +185,14 @@ def checked_amplitude(filtered, record, plausible_mv, flat_mv=0.0):
     if low <= amplitude <= high:
         if spans.min() < flat_mv:
             j = int(spans.argmin())
+            larger = spans[j] * 1000
             raise RecordRejected("flat lead", f"lead {LEAD_NAMES[j]} peak-to-peak "
                                  f"{spans[j]:.3g} mV (limit {flat_mv} mV), the other leads' "
-                                 f"median {amplitude:.3g} mV: disconnected, or stored in "
-                                 f"another unit than the rest (it would be "
-                                 f"{spans[j] * 1000:.3g} mV if in V)")
+                                 f"median {float(np.median(np.delete(spans, j))):.3g} mV: "
+                                 f"disconnected"
+                                 + (f", or stored in a unit 1000x larger than the other "
+                                    f"leads' ({larger:.3g} mV if so)"
+                                    if low <= larger <= high else ""))
         check_each_lead(spans, amplitude, record, plausible_mv)
         return amplitude
     in_unit = amplitude / record.mv_per_unit
@@ -340,7 +343,7 @@ def record_beats(path, options):
     filtered = bandpassed(x, options.fs, options.bandpass, options.bandpass_order, options.notch_hz)
     amplitude = checked_amplitude(filtered, record, options.plausible_mv,
                                   options.reject_flat_mv)
-    noise = checked_filtered_signal(x, filtered, options)
+    noise = checked_filtered_signal(x, options)
     duration = len(raw) / fs_in
     peaks, heart_rate = checked_r_peaks(filtered, options, duration)
     starts = peaks - options.pre_samples
@@ -394,13 +397,9 @@ def check_raw_signal(raw, fs_in, options):
                              f"for {runs[j]:.2f} s (limit {options.reject_saturation} s)")
 
 
-def checked_filtered_signal(x, filtered, options):
-    """Reject a flat or noisy lead; returns each lead's out-of-band noise ratio."""
-    span = np.ptp(filtered, axis=0)
-    if span.min() < options.reject_flat_mv:
-        j = int(span.argmin())
-        raise RecordRejected("flat lead", f"lead {LEAD_NAMES[j]} peak-to-peak {span[j]:.3f} mV "
-                             f"(limit {options.reject_flat_mv} mV)")
+def checked_filtered_signal(x, options):
+    """Reject a noisy lead (checked_amplitude rejects a flat one); returns each lead's
+    out-of-band noise ratio."""
     noise = high_frequency_ratios(x, options.fs, options.bandpass[1])
     if noise.max() > options.reject_noise:
         j = int(noise.argmax())

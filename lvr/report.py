@@ -15,6 +15,7 @@ import os
 
 import jinja2
 
+from lvr.operating_point import is_fixed_rule
 from lvr.run_folder import atomic_write
 from lvr.tripod import tripod_rows
 
@@ -27,7 +28,7 @@ FIGURES = {
     "test_roc_curve.png": ("discrimination", "ROC curve of the tested beats."),
     "test_confusion_matrix.png": ("discrimination", "Beats at the argmax (the original's rule)."),
     "test_confusion_operating_point.png": ("operating_point", "Patients at the operating point "
-                                                              "chosen on validation."),
+                                                              "(THRESHOLD)."),
     "test_probabilities.png": ("operating_point", "Patient probabilities by true class, with "
                                                   "the threshold."),
     "test_calibration.png": ("calibration", "Reliability diagram with the calibration "
@@ -140,8 +141,9 @@ def headline(kind, results, cv, saliency):
         point = results.get("operating_point") or {}
         if point.get("threshold") is not None and "patient_level" in point:
             at = point["patient_level"]
+            how = "fixed" if is_fixed_rule(point["rule"]) else "chosen on validation"
             items.append((f"Sensitivity / specificity at {point['threshold']:.3f} "
-                          f"({point['rule']}, chosen on validation)",
+                          f"({point['rule']}, {how})",
                           f"{with_ci(at['sensitivity'], at.get('sensitivity_ci95'))} / "
                           f"{with_ci(at['specificity'], at.get('specificity_ci95'))}"))
         calibration = next(iter((level.get("calibration") or {}).values()), None)
@@ -178,6 +180,7 @@ def operating_point_section(results):
                        "counts": f"TP {tp}, FP {fp}, FN {fn}, TN {tn}"})
     validation = point.get("validation") or {}
     return {"threshold": f"{point['threshold']:.4f}", "rule": point["rule"],
+            "fixed": is_fixed_rule(point["rule"]),
             "chosen_on": point.get("chosen_on", ""), "levels": levels,
             "validation": (f"{validation['n_patients']} validation patients: sensitivity "
                            f"{validation['sensitivity']:.3f}, specificity "

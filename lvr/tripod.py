@@ -141,8 +141,10 @@ def item_output(c):
         return None
     if not point["levels"]:
         return f"class probabilities; {point['note']}", "operating_point"
+    how = ("fixed by THRESHOLD, not chosen on data" if point.get("fixed") else
+           f"chosen on {point['chosen_on']}")
     return (f"probability of {c['results']['class_names'][1]}; threshold {point['threshold']} by "
-            f"rule {point['rule']}, chosen on {point['chosen_on']}", "operating_point")
+            f"rule {point['rule']}, {how}", "operating_point")
 
 
 def item_train_vs_eval(c):

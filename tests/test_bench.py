@@ -276,6 +276,19 @@ def test_label_efficiency_gives_every_fraction_the_steps_of_the_full_run():
     assert bench.epochs_for(0.1, 10, 50) == 50         # a cap, where one is set lower
 
 
+def test_label_efficiency_redoes_a_job_of_another_method(tmp_path):
+    bench = bench_module("label_efficiency")
+    job = {"epochs": 100}
+    path = tmp_path / "job.json"
+    assert not bench.finished_job(path, job)
+    path.write_text(json.dumps({"epochs": 50, "train_patients": 19}))       # before val subsets
+    assert not bench.finished_job(path, job)
+    path.write_text(json.dumps({"epochs": 50, "train_patients": 19, "val_patients": 8}))
+    assert not bench.finished_job(path, job)                                # other epochs
+    path.write_text(json.dumps({"epochs": 100, "train_patients": 19, "val_patients": 8}))
+    assert bench.finished_job(path, job)
+
+
 def test_label_efficiency_copies_a_cohort_without_the_test_patients(small_cohort_dir, tmp_path):
     bench = bench_module("label_efficiency")
     from lvr.cohort import load_cohort

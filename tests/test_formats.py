@@ -352,7 +352,7 @@ def test_leads_of_another_unit_are_named_though_the_median_lead_is_right(tmp_pat
     one[:, [lead_key(n) for n in names].index(lead_key("aVL"))] /= 1000     # one lead in V
     reason = reason_of(prepare_record(tmp_path, "avl_in_v", one, names, fs, adc_gain=1e6))
     assert reason.startswith("flat lead: lead aVL peak-to-peak ")     # as a disconnected one
-    assert "disconnected, or stored in another unit than the rest" in reason
+    assert "disconnected, or stored in a unit 1000x larger than the other leads" in reason
     weak = np.array(x, dtype=float)
     weak[:, [lead_key(n) for n in names].index(lead_key("aVL"))] *= 0.3     # small, in mV
     assert record_beats.record_beats(prepare_record(tmp_path, "avl_small", weak, names, fs),

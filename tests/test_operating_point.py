@@ -17,6 +17,7 @@ from lvr.cohort import StandardisedBeats, load_cohort
 from lvr.config import UserError
 from lvr.evaluation import run_evaluation
 from lvr.metrics import patient_level_arrays
+from lvr.report import render_report, report_context
 from lvr.training import predict_logits
 from lvr.operating_point import (chosen_threshold, metrics_at_threshold, operating_point_report,
                                  sensitivity_specificity, validation_operating_point)
@@ -191,15 +192,26 @@ def test_the_threshold_is_the_rule_applied_to_the_validation_patients_of_the_bes
                                                   cohort.patient_ids[rows])
         thresholds[part] = chosen_threshold(y, patient_prob[:, 1], "sensitivity:0.9")
     assert thresholds["val"] == pytest.approx(plain["operating_point"]["threshold"], abs=1e-6)
-    assert thresholds["train"] != pytest.approx(thresholds["val"], abs=1e-6) or \
-        thresholds["test"] != pytest.approx(thresholds["val"], abs=1e-6)
+    assert thresholds["train"] != pytest.approx(thresholds["val"], abs=1e-6)
+    assert thresholds["test"] != pytest.approx(thresholds["val"], abs=1e-6)
 
 
-def test_a_fixed_threshold_says_it_was_not_chosen_on_data():
+def test_a_fixed_threshold_says_it_was_not_chosen_on_data(small_cohort_dir, tmp_path):
     y, p = scores(0)
     point = validation_operating_point(y, np.c_[1 - p, p], np.arange(len(y)), "0.3")
-    assert point["threshold"] == 0.3 and point["chosen_on"].startswith(
-        "nothing: THRESHOLD=0.3 fixed it before any data was seen")
+    assert point["threshold"] == 0.3 and point["chosen_on"] == \
+        "nothing: THRESHOLD=0.3 fixed it before any data was seen"
+    run_dir = tmp_path / "fixed"
+    engine.run_training(tiny_config(small_cohort_dir, run_dir, **dict(SHORT, THRESHOLD="0.3")),
+                        log=quiet)
+    page = render_report(report_context(str(run_dir)))
+    assert "(0.3, fixed)" in page and "chosen on validation" not in page
+    assert "a probability given by\nTHRESHOLD, not chosen on data" in page
+    lines = []
+    run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next", EVALUATE=str(run_dir),
+                               BOOTSTRAP=20, REPORT=False),
+                   log=lines.append, output_dir=str(tmp_path / "evaluated"))
+    assert any("(0.3), fixed by the training run's THRESHOLD" in line for line in lines)
     chosen = validation_operating_point(y, np.c_[1 - p, p], np.arange(len(y)), "youden")
     assert chosen["chosen_on"].startswith("validation patients")
 
