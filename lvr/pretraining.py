@@ -149,12 +149,12 @@ def augmented(x, augmentation, generator, allowed_leads=None):
                                 generator=generator)
         index = (torch.arange(length).view(1, 1, -1) - offsets).clamp(0, length - 1)
         x = torch.gather(x, 2, index.expand(n, leads, length))
-    allowed = torch.ones(n, leads, 1) if allowed_leads is None else allowed_leads
     if augmentation.lead_mask > 0 or allowed_leads is not None:
+        allowed = torch.ones(n, leads, 1) if allowed_leads is None else allowed_leads
         keep = allowed.clone()
         if augmentation.lead_mask > 0:
-            drawn = torch.rand(n, leads, 1, generator=generator) >= augmentation.lead_mask
-            keep = allowed * drawn.float()
+            keep *= (torch.rand(n, leads, 1, generator=generator)
+                     >= augmentation.lead_mask).float()
         none_left = keep.sum((1, 2)) == 0
         # one lead always stays: the first of the leads this view may keep
         first_allowed = allowed[none_left].squeeze(2).argmax(1)
@@ -287,19 +287,16 @@ def batch_views(data, batch, pairs, augmentation, rng, generator):
             augmented(x_b, augmentation, generator, halves[1]))
 
 
-def one_beat_note(beat_lists, pairs):
-    """The console line about patients with a single beat, or None."""
-    single = sum(len(b) < 2 for b in beat_lists)
-    if not single:
+def one_beat_note(single, n_patients, pairs):
+    """The console line about the `single` patients (of `n_patients`) with one beat, or None."""
+    if not single or pairs == "leads":
         return None
     if pairs == "beats":
-        return (f"note: {single} of {len(beat_lists)} patients have one beat; PAIRS=beats needs "
+        return (f"note: {single} of {n_patients} patients have one beat; PAIRS=beats needs "
                 f"two, so each of them is paired by two complementary lead halves of its beat "
                 f"(as PAIRS=leads)")
-    if pairs == "beats_and_leads":
-        return (f"note: {single} of {len(beat_lists)} patients have one beat; their pairs are "
-                f"two lead halves of that beat")
-    return None
+    return (f"note: {single} of {n_patients} patients have one beat; their pairs are two lead "
+            f"halves of that beat")
 
 
 def pretrain(config, log=print):
@@ -375,7 +372,7 @@ def pretrain_loop(config, data, output_dir, device, rank, world_size, log, start
     log(f"Data: {data.data_dir} ({cohort.spec['name']}), {len(data.x)} beats of {n_patients} "
         f"patients ({single} with one beat) x {cohort.beats.shape[1]} leads x "
         f"{cohort.beats.shape[2]} samples")
-    note = one_beat_note(data.beat_lists, config["PAIRS"])
+    note = one_beat_note(single, n_patients, config["PAIRS"])
     if note:
         log(note)
     n_batches = len(pair_batches(n_patients, batch_size, 0, 0, world_size > 1))

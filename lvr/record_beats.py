@@ -168,7 +168,7 @@ def millivolt_factors(units, unit_option):
             f"the file's stated {', '.join(stated) if any(stated) else 'unit (none)'}", notes)
 
 
-def checked_amplitude(filtered, record, plausible_mv, flat_mv=0.0):
+def checked_amplitude(filtered, record, plausible_mv, flat_mv):
     """The record's amplitude in mV: median over leads of the band-passed peak-to-peak.
 
     Outside `plausible_mv` the record is rejected, naming the unit its values look like: the

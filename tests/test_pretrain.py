@@ -80,8 +80,8 @@ def test_with_pairs_of_beats_a_patient_of_one_beat_is_paired_by_lead_halves():
     assert (a[0] == 0).all(1).sum() == 6 and (b[0] == 0).all(1).sum() == 6
     assert {tuple(a[1].flatten().tolist()), tuple(b[1].flatten().tolist())} == {
         tuple(x[1].flatten().tolist()), tuple(x[2].flatten().tolist())}   # two whole beats
-    assert "paired by two complementary lead halves" in one_beat_note(data.beat_lists, "beats")
-    assert one_beat_note([np.array([1, 2])], "beats") is None
+    assert "paired by two complementary lead halves" in one_beat_note(1, 2, "beats")
+    assert one_beat_note(0, 1, "beats") is None
 
 
 def test_a_cohort_of_single_beats_pretrains_on_lead_halves_and_says_so(people_cohort,
