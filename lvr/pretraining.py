@@ -28,7 +28,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 from tqdm import tqdm
 
 from lvr.checkpoints import load_checkpoint, save_checkpoint
@@ -180,6 +179,25 @@ class ContrastiveNetwork(nn.Module):
         return F.normalize(self.projection(self.network.features(x)), dim=1)
 
 
+class GatherWithGradient(torch.autograd.Function):
+    """All processes' rows in rank order; backward sums every process's gradient of them and
+    hands each process the part for its own rows (what torch.distributed.nn's deprecated
+    all_gather did)."""
+
+    @staticmethod
+    def forward(ctx, z):
+        parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, z.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        rows = len(grad) // dist.get_world_size()
+        return grad[dist.get_rank() * rows:(dist.get_rank() + 1) * rows]
+
+
 def gathered_with_gradient(z, world_size):
     """(every process's embeddings in rank order, where this process's rows start). The gather
     is differentiable: each process's loss sends gradients to the views of the others it used
@@ -187,7 +205,7 @@ def gathered_with_gradient(z, world_size):
     batch, not one that ignores its negatives' side of the gradient."""
     if world_size == 1:
         return z, 0
-    return torch.cat(differentiable_all_gather(z.contiguous())), dist.get_rank() * len(z)
+    return GatherWithGradient.apply(z), dist.get_rank() * len(z)
 
 
 def contrastive_loss(z_a, z_b, temperature, world_size=1):

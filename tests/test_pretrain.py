@@ -451,6 +451,8 @@ assert abs(sum(losses) / world - whole.item()) < 1e-5, (losses, whole)
 assert torch.allclose(a.grad / world, whole_a.grad[half], atol=1e-6)
 assert torch.allclose(b.grad / world, whole_b.grad[half], atol=1e-6)
 print("same gradient", rank)
+dist.barrier()
+dist.destroy_process_group()
 """
 
 
