@@ -47,6 +47,8 @@ def test_a_training_run_writes_a_self_contained_report(run_dir):
     low, high = results["patient_level"]["roc_auc_ci95"]
     assert f"{auc:.3f} [{low:.3f}, {high:.3f}]" in page
     assert f"Threshold <strong>{results['operating_point']['threshold']:.4f}</strong>" in page
+    assert "before the test set was scored (" in page and \
+        "). A patient\nis called positive" in page
     run = json.loads((run_dir / "run.json").read_text())
     assert run["data_fingerprint"] in page
 
