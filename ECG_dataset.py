@@ -1,16 +1,16 @@
-"""The original's data module: its loaders, split and dataset, on top of lvr.cohort.
+"""The original's data module: its loaders, split and dataset, on top of lvr.data.cohort.
 
 The data layer itself (cohort files, validation, standardisation, patient-level splits) is
-lvr/cohort.py; this module keeps the original's names working and adds its two loaders, which
+lvr/data/cohort.py; this module keeps the original's names working and adds its two loaders, which
 read DATA_DIR (the demo cohort when it holds none).
 """
 import numpy as np
 
-from lvr.cohort import (SEED_COHORT, Cohort, CohortError, ECGDataset, LeadDropout,  # noqa: F401
+from lvr.data.cohort import (SEED_COHORT, Cohort, CohortError, ECGDataset, LeadDropout,  # noqa: F401
                         load_cohort, package_dataset, patient_kfold_indices,
                         patient_split_indices, set_seed, split_dataset_by_patients,
                         standardize_beats)
-from lvr.demo import DATA_DIR, DEMO_DIR, resolve_data_dir  # noqa: F401
+from lvr.data.demo import DATA_DIR, DEMO_DIR, resolve_data_dir  # noqa: F401
 from lvr.leads import LEAD_NAMES  # noqa: F401
 
 ALLOW_PICKLE = False   # load object arrays with pickle (unsafe: runs code from the file)

@@ -5,11 +5,11 @@ the evidence (counterfactual segment swaps).
 
 Reads the model and the test split of a training run (TRAIN_DIR); the data must be the data that
 run was trained on, or, with EXTERNAL=True, another cohort with the same leads, sampling rate and
-window (all its beats are explained). lvr/explain.py does the work. Every constant below can be
+window (all its beats are explained). lvr/explain/analysis.py does the work. Every constant below can be
 overridden as --lower_case_name=value; --help lists them.
 """
 from lvr.config import configure, run_script
-from lvr.lead_stats import compute_icc  # noqa: F401  (the original defined it here)
+from lvr.explain.lead_stats import compute_icc  # noqa: F401  (the original defined it here)
 
 DATA_DIR = "data"                    # cohort folder the model was trained on (default: demo)
 TRAIN_DIR = "results_class2"         # 2-class training run: best_model.pth and split.json
@@ -50,7 +50,7 @@ def main():
     # Imported once the options are checked (--help answers before torch loads), and not at the
     # top: the figure workers are spawned processes that re-import this file, and would each
     # spend seconds importing torch, scipy and neurokit2 that they never use.
-    from lvr.explain import run_saliency_analysis
+    from lvr.explain.analysis import run_saliency_analysis
     run_saliency_analysis(config)
 
 

@@ -12,8 +12,8 @@ independent, so --level=beat gives too small a p. Every constant below can be ov
 --lower_case_name=value; --help lists them.
 """
 from lvr.config import UserError, configure, run_script
-from lvr.delong import delong_paired_test
-from lvr.predictions import paired_scores, read_predictions, same_cohort_problem
+from lvr.stats.delong import delong_paired_test
+from lvr.report.predictions import paired_scores, read_predictions, same_cohort_problem
 from lvr.run_folder import write_json_atomic
 
 RUN_A = "results_class2"   # a finished run's folder (or its predictions.csv)

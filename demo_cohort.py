@@ -1,4 +1,4 @@
-"""Write a synthetic cohort with a known LVR signal (lvr/demo.py describes the simulation).
+"""Write a synthetic cohort with a known LVR signal (lvr/data/demo.py describes the simulation).
 
 The defaults are the demo cohort the scripts use when data/ holds none; change LVR_LEADS, SEED or
 the others to make an unseen cohort, e.g.
@@ -9,7 +9,7 @@ import os
 import time
 
 from lvr.config import UserError, configure, run_script
-from lvr.demo import DEMO_CONFIG as DEMO, write_demo_cohort
+from lvr.data.demo import DEMO_CONFIG as DEMO, write_demo_cohort
 
 OUTPUT_DIR = os.path.join("data", "demo")       # folder the cohort is written to
 OVERWRITE = False                               # replace an existing cohort in OUTPUT_DIR

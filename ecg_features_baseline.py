@@ -2,14 +2,14 @@
 beat what a cardiologist reads off the ECG?
 
 Measures R, S, Q amplitude, Q duration, ST deviation at J+60 ms and T amplitude in each lead,
-QRS duration and QT interval (lvr/ecg_features.py), fits an L2 logistic regression on the run's
+QRS duration and QT interval (lvr/measure/ecg_features.py), fits an L2 logistic regression on the run's
 TRAINING patients only and scores its test patients. The output folder has a training run's
 test files, so compare_runs.py pairs it with the network:
 
     python ecg_features_baseline.py --train_dir=results_class2
     python compare_runs.py --run_a=results_class2 --run_b=results_class2_ecg_features
 
-lvr/feature_baseline.py does the work. Every constant below can be overridden as
+lvr/evaluate/baseline.py does the work. Every constant below can be overridden as
 --lower_case_name=value; --help lists them.
 """
 from lvr.config import configure, run_script
@@ -31,7 +31,7 @@ ALLOW_PICKLE = False              # load pickled (object) arrays: only for files
 def main():
     config = configure(globals())
     # imported once the options are checked: --help and a bad option answer before torch loads
-    from lvr.feature_baseline import run_feature_baseline
+    from lvr.evaluate.baseline import run_feature_baseline
     run_feature_baseline(config)
 
 

@@ -1,7 +1,7 @@
 """Redraw the figures and report.html of a finished run from the files it wrote: the
 accuracy/loss curves (from the four *_list.npy files), the test figures (from
 test_eval_results.json) and the report. TRAIN_DIR may also be an evaluation's or a saliency
-analysis's folder, whose report is redrawn. The drawing functions are lvr/figures/training.py;
+analysis's folder, whose report is redrawn. The drawing functions are lvr/report/training_figures.py;
 the original's `from plot_training_curves import plot_training_curves` keeps working.
 
     python plot_training_curves.py --train_dir=results_class2
@@ -12,9 +12,9 @@ import os
 import numpy as np
 
 from lvr.config import UserError, configure, run_script
-from lvr.figures.training import (plot_confusion_matrix, plot_roc_curve,  # noqa: F401
+from lvr.report.training_figures import (plot_confusion_matrix, plot_roc_curve,  # noqa: F401
                                   plot_training_curves)
-from lvr.training import HISTORY_KEYS
+from lvr.train.loop import HISTORY_KEYS
 
 TRAIN_DIR = "results_class2"      # a finished training run (or an evaluation, a saliency analysis)
 REPORT = True                     # also redraw report.html
@@ -22,8 +22,8 @@ REPORT = True                     # also redraw report.html
 
 def main():
     configure(globals())
-    from lvr.engine import write_test_figures     # imported once the options are checked
-    from lvr.report import write_report
+    from lvr.train.run import write_test_figures     # imported once the options are checked
+    from lvr.report.html import write_report
     results_path = os.path.join(TRAIN_DIR, "test_eval_results.json")
     finished = [name for name in ("test_eval_results.json", "cv_summary.json", "saliency_run.json")
                 if os.path.exists(os.path.join(TRAIN_DIR, name))]

@@ -3,8 +3,8 @@
 Input: a CSV table (columns record, patient_id, group; no group needed for --task=unlabelled;
 record = path relative to the CSV's folder: a WFDB record without extension, or an EDF, DICOM,
 Philips XML or GE MUSE XML file by its name), or PTB-XL itself (--ptbxl_dir=DIR builds the
-table from ptbxl_database.csv and scp_statements.csv). lvr/record_tables.py describes the
-tables, lvr/record_beats.py each step of a record, lvr/prepare.py the output, lvr/formats.py
+table from ptbxl_database.csv and scp_statements.csv). lvr/prepare/record_tables.py describes the
+tables, lvr/prepare/record_beats.py each step of a record, lvr/prepare/writer.py the output, lvr/prepare/formats.py
 the formats.
 
     python prepare_data.py --ptbxl_dir=DIR --task=mi_norm --output_dir=OUT
@@ -50,7 +50,7 @@ def main():
     config = configure(globals())
     # imported once the options are checked: --help and a bad option answer before the
     # signal-processing libraries load
-    from lvr.prepare import prepare_cohort
+    from lvr.prepare.writer import prepare_cohort
     prepare_cohort(config)
 
 

@@ -1,7 +1,7 @@
 """Pretrain a network's encoder on unlabelled ECG beats (self-supervised, patient-contrastive).
 
 Two views of one patient (two of its beats, or two halves of its leads, each augmented) must find
-each other among the other patients' views: CLOCS's objective (lvr/pretraining.py). Labels are
+each other among the other patients' views: CLOCS's objective (lvr/train/pretraining.py). Labels are
 ignored; a cohort folder of beats with patient IDs is enough (prepare_data.py --task=unlabelled).
 The checkpoint it writes, OUTPUT_DIR/pretrained_model.pth, is what the training scripts'
 --init_from takes. Without data of your own it pretrains on the synthetic demo cohort.
@@ -35,7 +35,7 @@ ALLOW_PICKLE = False              # load pickled (object) arrays: only for files
 
 def main():
     config = configure(globals())
-    from lvr.pretraining import pretrain   # imported once the options are checked (torch)
+    from lvr.train.pretraining import pretrain   # imported once the options are checked (torch)
     pretrain(config)
 
 

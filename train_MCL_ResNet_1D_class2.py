@@ -46,11 +46,11 @@ def main():
     config = configure(globals())
     # imported once the options are checked: --help and a bad option answer before torch loads
     if config["EVALUATE"]:
-        from lvr.evaluation import run_evaluation
+        from lvr.evaluate.external import run_evaluation
         chosen = config["OUTPUT_DIR"] if "OUTPUT_DIR" in typed_options() else None
         run_evaluation(config, output_dir=chosen)
-    else:  # imported once the options are checked, like lvr.evaluation
-        from lvr.engine import run_training
+    else:  # imported once the options are checked, like lvr.evaluate.external
+        from lvr.train.run import run_training
         run_training(config)
 
 

@@ -12,7 +12,7 @@ one table, method x cohort, to DIR/explanation_bench.csv and .md:
   chance (a uniform map); rank accuracy: share of the map's |mask| highest points inside it;
 - true-cell rank: the worst rank of the true lead x wave cells among all 60 cells of the wave
   effects (3 = all three true cells first), and whether all true cells come first;
-- deletion win rate and randomisation-sanity Spearman (lvr.explanation_checks);
+- deletion win rate and randomisation-sanity Spearman (lvr.explain.checks);
 - maps_s: seconds for the maps of the test beats (saliency_run.json step_times_s).
 Each value is the mean over the cohort's two analysis subgroups (the true-cell rank: the worse).
 Only the scripts' command lines are used for this table. CPU, one run of each; --quick makes a
@@ -20,7 +20,7 @@ small cohort and few steps to check the harness (about 2 min).
 
 The wave-effect design (where the swap happens, the reference, the alignment, the blending) was
 chosen with a second table, DIR/wave_variants.md (--parts=variants, in-process through
-lvr.wave_effects on the same trained models and test beats): per variant and cohort the worst
+lvr.explain.wave_effects on the same trained models and test beats): per variant and cohort the worst
 true-cell rank and the margin, the smallest true-cell effect over the largest other one (above
 1: every true cell first).
 """
@@ -116,11 +116,11 @@ def wave_row(cohort, out_dir, auc):
 def wave_variant_rows(cohort, data_dir, train_dir):
     """True-cell rank and margin of each wave-effect variant on the run's LVR test beats."""
     import torch  # imported here: the table part of the benchmark runs only the scripts
-    from lvr import wave_effects as we
+    from lvr.explain.analysis import wave_effects as we
     from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
-    from lvr.checkpoints import load_checkpoint
-    from lvr.cohort import load_cohort, standardize_beats
-    from lvr.delineation import beat_segments_batch, r_peak_index
+    from lvr.train.checkpoints import load_checkpoint
+    from lvr.data.cohort import load_cohort, standardize_beats
+    from lvr.measure.delineation import beat_segments_batch, r_peak_index
     from lvr.leads import WAVES
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     split = json.loads((train_dir / "split.json").read_text())

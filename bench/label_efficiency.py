@@ -20,7 +20,7 @@ Synthetic task (demo): pretraining on an unlabelled pool of POOL_FACTOR x as man
 from another generator seed (LVR and non-LVR mixed, labels never read). Real tasks (the shared
 PTB-XL records: mi_norm, lvh_norm): pretraining on every PTB-XL record of the patients outside
 the fold's test patients of both tasks (EXCLUDE_PATIENTS); one checkpoint per fold and arm, and
-each fine-tuning run checks that its test patients were not seen (lvr.finetune's guard).
+each fine-tuning run checks that its test patients were not seen (lvr.train.finetune's guard).
 
 Report per task, arm and fraction: the pooled out-of-fold patient-level AUC (every patient of
 the cohort predicted once per seed), mean +- sd over seeds; and per pretrained arm the smallest
@@ -87,8 +87,8 @@ def make_cohort(kind, folder, ptbxl_dir, patients=DEMO_PATIENTS, seed=None):
 def fold_test_patients(cohort_dir, folds, task="binary"):
     """The test patients (text) of each fold of the training scripts' cross-validation."""
     sys.path.insert(0, str(ROOT))
-    from lvr.cohort import load_cohort
-    from lvr.engine import cv_fold_parts
+    from lvr.data.cohort import load_cohort
+    from lvr.train.run import cv_fold_parts
     cohort = load_cohort(str(cohort_dir))
     labels = cohort.labels(task)
     return [sorted(set(cohort.patient_ids[parts["test"]].astype(str).tolist()))
@@ -143,11 +143,11 @@ def finetune_job(job, out_path):
     import torch
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(1)
-    from lvr.cohort import load_cohort
-    from lvr.engine import cv_fold_parts
-    from lvr.finetune import check_source, checked_test_overlap, read_source
-    from lvr.checkpoints import load_checkpoint
-    from lvr.training import BEST_CHECKPOINT, fit, predict_logits
+    from lvr.data.cohort import load_cohort
+    from lvr.train.run import cv_fold_parts
+    from lvr.train.finetune import check_source, checked_test_overlap, read_source
+    from lvr.train.checkpoints import load_checkpoint
+    from lvr.train.loop import BEST_CHECKPOINT, fit, predict_logits
     config = dict(script_constants(BINARY_SCRIPT), DATA_DIR=job["cohort"], DEVICE="cpu",
                   EPOCHS=job["epochs"], SEED=SEED + 1000 * job["seed"] + job["fold"],
                   INIT_FROM=job["init_from"] or "", REPORT=False)
@@ -159,7 +159,7 @@ def finetune_job(job, out_path):
                            job["seed"])
     val = patient_subset(parts["val"], labels, cohort.patient_ids, job["fraction"], job["seed"],
                          stream=8)
-    from lvr.cohort import StandardisedBeats
+    from lvr.data.cohort import StandardisedBeats
     x_all = StandardisedBeats(cohort.beats, normalisation=config["NORMALISATION"])
     source = None
     if job["init_from"]:

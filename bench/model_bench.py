@@ -110,9 +110,9 @@ def recipe_job(task, script, cohort_dir, model, lr, fold, folds, epochs, out_pat
 
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(1)
-    from lvr.cohort import StandardisedBeats, load_cohort
-    from lvr.engine import cv_fold_parts
-    from lvr.training import fit
+    from lvr.data.cohort import StandardisedBeats, load_cohort
+    from lvr.train.run import cv_fold_parts
+    from lvr.train.loop import fit
     namespace = script_constants(script)
     config = dict(namespace, DATA_DIR=str(cohort_dir), EXPERIMENT=model, LR=lr, EPOCHS=epochs,
                   DEVICE="cpu", CV_FOLDS=folds, SEED=SEED + fold)
@@ -153,8 +153,8 @@ def rule_scores(job, seed=SEED):
     epoch is its score; the mean of both directions."""
     import torch
 
-    from lvr.metrics import macro_roc_auc, patient_level_arrays
-    from lvr.training import LabelSmoothingLoss, selection_score
+    from lvr.stats.metrics import macro_roc_auc, patient_level_arrays
+    from lvr.train.loop import LabelSmoothingLoss, selection_score
     y = np.asarray(job["val_labels"])
     patients = np.asarray(job["val_patients"]).astype(str)
     logits = torch.tensor(job["val_logits"])                   # (epochs, beats, classes)
@@ -268,7 +268,7 @@ def pooled_predictions(run_dir, folds):
     """(patients, labels, probabilities (patients, classes)) of every fold's test patients."""
     import pandas as pd
 
-    from lvr.metrics import patient_level_arrays
+    from lvr.stats.metrics import patient_level_arrays
     tables = [pd.read_csv(run_dir / f"fold_{k}" / "predictions.csv", dtype={"patient": str},
                           keep_default_na=False) for k in range(1, folds + 1)]
     table = pd.concat(tables, ignore_index=True)
@@ -296,7 +296,7 @@ def fold_seconds(run_dir, folds):
 
 def parameters(run_dir):
     """A network's parameters, or the logistic regression's coefficients and intercepts."""
-    from lvr.checkpoints import load_checkpoint
+    from lvr.train.checkpoints import load_checkpoint
     from model import parameter_count
     path = run_dir / "fold_1" / "best_model.pth"
     if path.exists():
@@ -311,7 +311,7 @@ def parameters(run_dir):
 def resampled_macro_aucs(y, probs, n_boot, seed=SEED):
     """Macro AUCs (n_boot,) of each of `probs` on the same patient resamples (rows of y drawn
     with replacement, computed at once from counts); resamples lacking a class are drawn again."""
-    from lvr.metrics import weighted_roc_auc
+    from lvr.stats.metrics import weighted_roc_auc
     rng = np.random.default_rng(seed)
     kept = [[] for _ in probs]
     while sum(len(v) for v in kept[0]) < n_boot:
@@ -335,7 +335,7 @@ def bootstrap_auc(y, prob, n_boot, seed=SEED):
 def paired_p(y, prob_a, prob_b, n_boot, seed=SEED):
     """(two-sided p of AUC(a) = AUC(b) on the same patients, None or why there is no p): DeLong
     for 2 classes, a paired patient bootstrap of the macro AUC difference for more."""
-    from lvr.delong import delong_paired_test
+    from lvr.stats.delong import delong_paired_test
     if prob_a.shape[1] == 2:
         test = delong_paired_test(y, prob_a[:, 1], prob_b[:, 1])
         return test["p"], test["reason"]
@@ -359,7 +359,7 @@ def task_rows(task_dir, rows, folds, pooled_boot):
         pooled[name] = pooled_predictions(run_dir, folds)
         values = fold_aucs(run_dir, folds)
         patients, y, prob = pooled[name]
-        from lvr.metrics import macro_roc_auc
+        from lvr.stats.metrics import macro_roc_auc
         found[name] = {"fold_auc_mean": float(np.mean(values)),
                        "fold_auc_sd": float(np.std(values, ddof=1)), "fold_aucs": values,
                        "pooled_auc": macro_roc_auc(y, prob),

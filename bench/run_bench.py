@@ -16,7 +16,7 @@ Each ratio is the reference's time over ours:
   pre-sliced tensors
 - train_seed_loop_vs_bare_step: the original's loop against the bare step (the ceiling of
   train_speedup_vs_seed_loop)
-- smoothgrad_speedup_vs_seed_loop: `smoothgrad` (lvr.smoothgrad) against
+- smoothgrad_speedup_vs_seed_loop: `smoothgrad` (lvr.explain.smoothgrad) against
   `smoothgrad_seed_loop`, same noise
 - smoothgrad_speedup_vs_captum: `smoothgrad` against captum NoiseTunnel(Saliency) at its
   fastest chunking
@@ -53,15 +53,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from common import ROOT, OtherLoad, machine  # puts ROOT on sys.path: before lvr, model
-from lvr import demo
-from lvr.cohort import ECGDataset, LeadDropout, standardize_beats
-from lvr.delineation import beat_segments_batch
-from lvr.explain import figure_jobs
-from lvr.figures.saliency import draw_sample_figure
+from lvr.data import demo
+from lvr.data.cohort import ECGDataset, LeadDropout, standardize_beats
+from lvr.measure.delineation import beat_segments_batch
+from lvr.explain.analysis import figure_jobs
+from lvr.report.saliency_figures import draw_sample_figure
 from lvr.leads import WAVES
-from lvr.metrics import patient_bootstrap_ci, patient_bootstrap_ci_loop
-from lvr.smoothgrad import smoothgrad, smoothgrad_seed_loop
-from lvr.training import LabelSmoothingLoss, batch_loader, build_optimizer, train_one_epoch
+from lvr.stats.metrics import patient_bootstrap_ci, patient_bootstrap_ci_loop
+from lvr.explain.smoothgrad import smoothgrad, smoothgrad_seed_loop
+from lvr.train.loop import LabelSmoothingLoss, batch_loader, build_optimizer, train_one_epoch
 from model import build_model
 
 EXPERIMENT = "ca_ms_v2"        # model of the training scripts
@@ -162,7 +162,7 @@ def pipeline_optimizer(model):
 # ----------------------------------------------------------------------------- training
 
 def pipeline_loader(dataset, seed=SEED):
-    """The training scripts' loader: lvr.training.batch_loader, shuffled, built once per run."""
+    """The training scripts' loader: lvr.train.loop.batch_loader, shuffled, built once per run."""
     return batch_loader(dataset, BATCH_SIZE, shuffle=True, seed=seed)
 
 
@@ -359,7 +359,7 @@ def wave_segments(raw_beats, spec):
 
 def sample_figure_jobs(x, maps, prob, y, groups, spec, n_figures, output_dir, dpi=FIG_DPI,
                        segments=None):
-    """Jobs exactly as the saliency script builds them (lvr.explain.figure_jobs)."""
+    """Jobs exactly as the saliency script builds them (lvr.explain.analysis.figure_jobs)."""
     cohort = SimpleNamespace(spec=spec)
     config = {"MAX_FIGURES": n_figures, "FIG_DPI": dpi}
     extra = {"segments": segments} if segments is not None else {}
@@ -381,7 +381,7 @@ def figure_times(jobs, reps, workers=FIGURE_WORKERS):
             pickle.dump(jobs, handle)
         code = (f"import json, pickle, sys; sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
                 f"from run_bench import interleaved_times\n"
-                f"from lvr.figures.saliency import draw_sample_figure, draw_sample_figures\n"
+                f"from lvr.report.saliency_figures import draw_sample_figure, draw_sample_figures\n"
                 f"jobs = pickle.load(open({jobs_path!r}, 'rb'))\n"
                 f"draw_sample_figure(jobs[0])\n"
                 f"times = interleaved_times({{'parallel': lambda: list(draw_sample_figures(jobs, "

@@ -12,7 +12,7 @@ back under pressure, so they do not count. Steps:
 - train: train_MCL_ResNet_1D_class2.py --epochs=1 on the cohort (loading plus one epoch,
   validation and test); time per training beat is the epoch's logged seconds over its beats;
 - smoothgrad: SmoothGrad maps of SMOOTHGRAD_BEATS test beats of that run, through
-  lvr.explain.explained_beats (maps written to disk chunk by chunk);
+  lvr.explain.analysis.explained_beats (maps written to disk chunk by chunk);
 - prepare: prepare_data.py --task=binary:NORM,MI on a table that lists the shared PTB-XL
   records (PTBXL_DIR) as often as needed to reach each record count, as distinct record paths.
 Writes scale_bench.json and scale_bench.md to --out (default bench_scale/, gitignored).
@@ -161,9 +161,9 @@ def smoothgrad_job(train_dir, data_dir, n_beats):
     import torch   # lazy, like the lvr imports below: only this subprocess needs them
 
     import Saliency_ana2_sys as script
-    from lvr.checkpoints import load_checkpoint
-    from lvr.cohort import load_cohort
-    from lvr.explain import checked_training_run, explained_beats, test_set
+    from lvr.train.checkpoints import load_checkpoint
+    from lvr.data.cohort import load_cohort
+    from lvr.explain.analysis import checked_training_run, explained_beats, test_set
     config = {name: getattr(script, name) for name in dir(script) if name.isupper()}
     split, model_path = checked_training_run(train_dir)
     cohort = load_cohort(data_dir)
@@ -179,7 +179,7 @@ def smoothgrad_job(train_dir, data_dir, n_beats):
 def ptbxl_copies_table(folder, n_records):
     """A table CSV listing n_records records: the NORM/MI records of PTBXL_DIR repeated, each
     copy under its own folder of links (its own record path) with its own patient IDs."""
-    from lvr.record_tables import ptbxl_table   # lazy: loads pandas and the format readers
+    from lvr.prepare.record_tables import ptbxl_table   # lazy: loads pandas and the format readers
     base = ptbxl_table(str(PTBXL_DIR), "mi_norm")
     # both classes from the first rows on, so that even a few records make a cohort that trains
     base = base.assign(turn=base.groupby("group").cumcount()).sort_values(

@@ -7,10 +7,10 @@ imports nothing but `re`: ``--help`` and option errors must answer before torch 
 import re
 
 
-# TASK of the training scripts: which label of cohort.json a run learns (lvr.cohort)
+# TASK of the training scripts: which label of cohort.json a run learns (lvr.data.cohort)
 TASKS = ("binary", "multiclass")
 
-# METHOD of the saliency script -> its name in figures and the console (lvr.attribution)
+# METHOD of the saliency script -> its name in figures and the console (lvr.explain.attribution)
 METHODS = {
     "smoothgrad": "SmoothGrad",
     "gradient": "Gradient",
@@ -20,20 +20,20 @@ METHODS = {
     "grad_cam": "Grad-CAM",
 }
 
-# PAIRS of pretrain.py: the two views of one patient that form a positive pair (lvr.pretraining)
+# PAIRS of pretrain.py: the two views of one patient that form a positive pair (lvr.train.pretraining)
 PAIR_KINDS = ("beats", "leads", "beats_and_leads")
 
-# LEAD_IMPORTANCE: what the lead statistics are computed on (lvr.explain.lead_importance)
+# LEAD_IMPORTANCE: what the lead statistics are computed on (lvr.explain.analysis.lead_importance)
 LEAD_IMPORTANCE_SOURCES = ("map", "wave_effects")
 
-# WAVE_REFERENCE and WAVE_ALIGNMENT of the counterfactual segment swaps (lvr.wave_effects)
+# WAVE_REFERENCE and WAVE_ALIGNMENT of the counterfactual segment swaps (lvr.explain.wave_effects)
 WAVE_REFERENCES = ("mean", "median", "nearest")
 WAVE_ALIGNMENTS = ("segment", "r_peak")
 
 # LEVEL of compare_runs.py: the unit whose scores DeLong's test pairs
 LEVELS = ("patient", "beat")
 
-# prepare_data.py: PTB-XL's ready-made tasks (lvr.record_tables.ptbxl_table) and the units a
+# prepare_data.py: PTB-XL's ready-made tasks (lvr.prepare.record_tables.ptbxl_table) and the units a
 # record's values may be in (UNIT; also the units a rejected record is checked against)
 PTBXL_TASKS = ("mi_norm", "lvh_norm", "superclass4", "unlabelled")
 UNLABELLED = "unlabelled"   # one group ALL, no labels: beats for pretrain.py
@@ -41,7 +41,7 @@ UNLABELLED_GROUP = "ALL"
 UNITS = ("uV", "mV", "V")
 
 # LVR_WAVE of demo_cohort.py: the sign an LVR patient carries -> the delineated segment
-# (lvr.leads.WAVES) that holds it, recorded as ground_truth lvr_wave (lvr.demo says what each is)
+# (lvr.leads.WAVES) that holds it, recorded as ground_truth lvr_wave (lvr.data.demo says what each is)
 LVR_SIGNS = {
     "T": "T",
     "QRS": "QRS",
@@ -51,7 +51,7 @@ LVR_SIGNS = {
 }
 
 # NORMALISATION of the training scripts: how a beat becomes the network's input
-# (lvr.cohort.normalised_beats); stored in the checkpoint, so evaluation and saliency match it
+# (lvr.data.cohort.normalised_beats); stored in the checkpoint, so evaluation and saliency match it
 NORMALISATIONS = {
     "per_lead": "each lead of each beat to zero mean and unit sd (the original's)",
     "per_beat": "each beat to zero mean and unit sd over all its leads (keeps lead amplitudes)",
@@ -59,11 +59,11 @@ NORMALISATIONS = {
 }
 
 # SELECT_BY of the training scripts: the validation measure that picks the best epoch
-# (lvr.training.FitState; the plateau schedule follows validation accuracy whatever it is)
+# (lvr.train.loop.FitState; the plateau schedule follows validation accuracy whatever it is)
 SELECTION_RULES = ("val_acc", "val_auc", "val_loss")
 
 # THRESHOLD of the training scripts: how a 2-class model's operating point is chosen on the
-# validation patients (lvr.operating_point)
+# validation patients (lvr.stats.operating_point)
 ARGMAX_THRESHOLD = 0.5
 THRESHOLD_TARGET = re.compile(r"(sensitivity|specificity):(0?\.\d+|1(\.0*)?)")
 THRESHOLD_WORDS = ("youden, sensitivity:X or specificity:X (X in (0, 1]), a probability in (0, 1), "

@@ -224,7 +224,7 @@ def share_and_range_ok(values):
 
 
 def prepare_task_ok(text):
-    """The forms lvr.record_tables.task_labels reads; it checks the group names themselves."""
+    """The forms lvr.prepare.record_tables.task_labels reads; it checks the group names themselves."""
     kind, _, rest = text.partition(":")
     groups = split_names(rest)
     return (text in PTBXL_TASKS or (kind == "binary" and len(groups) == 2)
@@ -266,7 +266,7 @@ OPTIONS = {
     "CLASS_NAMES": Rule(class_names_ok, "empty (the cohort's names) or names, one per class"),
     "EXPERIMENT": experiment_rule,
     "DROPOUT": FRACTION,
-    "LEAD_DROPOUT": FRACTION,                       # lvr.cohort.LeadDropout
+    "LEAD_DROPOUT": FRACTION,                       # lvr.data.cohort.LeadDropout
     "EPOCHS": integer(1),
     "NORMALISATION": one_of(*NORMALISATIONS),
     "SELECT_BY": one_of(*SELECTION_RULES),
@@ -277,21 +277,21 @@ OPTIONS = {
     "GRAD_CLIP": POSITIVE,                          # a max norm of 0 zeroes every gradient
     "LR_FACTOR": number("(0, 1)"),                  # torch's ReduceLROnPlateau needs < 1
     "LR_PATIENCE": integer(0),
-    "TEST_SIZE": FRACTION,                          # lvr.cohort.patient_split_indices
+    "TEST_SIZE": FRACTION,                          # lvr.data.cohort.patient_split_indices
     "VAL_SIZE": number("(0, 1)"),
     "CV_FOLDS": Rule(lambda v: is_integer(v) and (v == 0 or v >= 2), "0 or an integer >= 2"),
     "BOOTSTRAP": integer(0),                        # 0: no confidence intervals
     "NUM_WORKERS": integer(0),                      # DataLoader: 0 loads in the main process
     "RESUME": FLAG,
-    "EVALUATE": folder(optional=True),              # lvr.evaluation
-    "REPORT": FLAG,                                 # lvr.report: report.html
-    "ALLOW_PATIENT_OVERLAP": FLAG,                  # lvr.evaluation.patient_overlap
-    "INIT_FROM": file_path(optional=True),          # lvr.finetune reads and checks the file
+    "EVALUATE": folder(optional=True),              # lvr.evaluate.external
+    "REPORT": FLAG,                                 # lvr.report.html: report.html
+    "ALLOW_PATIENT_OVERLAP": FLAG,                  # lvr.evaluate.external.patient_overlap
+    "INIT_FROM": file_path(optional=True),          # lvr.train.finetune reads and checks the file
     "FREEZE_EPOCHS": integer(0),                    # and at most EPOCHS: RELATIONS
     "ENCODER_LR_FACTOR": POSITIVE,
-    "ALLOW_PRETRAINING_OVERLAP": FLAG,              # lvr.finetune.checked_test_overlap
-    # pretrain.py (lvr.pretraining)
-    "EXCLUDE_PATIENTS": file_path(optional=True),   # lvr.pretraining.excluded_patients reads it
+    "ALLOW_PRETRAINING_OVERLAP": FLAG,              # lvr.train.finetune.checked_test_overlap
+    # pretrain.py (lvr.train.pretraining)
+    "EXCLUDE_PATIENTS": file_path(optional=True),   # lvr.train.pretraining.excluded_patients reads it
     "PAIRS": one_of(*PAIR_KINDS),
     "TEMPERATURE": POSITIVE,
     "PROJECTION_DIM": integer(1),
@@ -334,7 +334,7 @@ OPTIONS = {
     "ALPHA": number("(0, 1)"),
     "OUTPUT": TEXT,
     "ALLOW_OTHER_COHORT": FLAG,
-    # prepare_data.py; lvr.record_beats.checked_options and detector_problem check more, still early
+    # prepare_data.py; lvr.prepare.record_beats.checked_options and detector_problem check more, still early
     "TABLE": file_path(optional=True),
     "PTBXL_DIR": folder(optional=True),
     "NAME": TEXT,
@@ -357,12 +357,12 @@ OPTIONS = {
     "REJECT_NOISE": POSITIVE,
     "WORKERS": integer(1),
     "MIN_LIKELIHOOD": number("[0, 100]"),           # PTB-XL scp_codes likelihoods are 0-100
-    "PTBXL_DEVICE": TEXT,                           # lvr.record_tables.ptbxl_device_mask checks it
+    "PTBXL_DEVICE": TEXT,                           # lvr.prepare.record_tables.ptbxl_device_mask checks it
     "UNIT": Rule(lambda v: isinstance(v, str) and v.strip().lower() in
                  {"", *(u.lower() for u in UNITS)},
                  f"empty (each file's stated unit) or one of {', '.join(UNITS)}"),
     "PLAUSIBLE_MV": ascending(POSITIVE, strict=True),
-    # demo_cohort.py (lvr.demo)
+    # demo_cohort.py (lvr.data.demo)
     "N_PATIENTS": integer(1),
     "BEATS_PER_PATIENT": ascending(integer(1), strict=False),
     "LVR_LEADS": Rule(leads_ok, f"one or more of {LEAD_LIST}", not_leads),
@@ -375,10 +375,10 @@ OPTIONS = {
     "NOISE_MV": NON_NEGATIVE,
     "WANDER_MV": NON_NEGATIVE,
     "AMPLITUDE_SCALE": POSITIVE,
-    # ecg_features_baseline.py (lvr.feature_baseline)
+    # ecg_features_baseline.py (lvr.evaluate.baseline)
     "PENALTY_FOLDS": integer(2),                    # StratifiedGroupKFold needs 2 or more
     "PENALTIES": integer(1),
-    "MEASUREMENTS": Rule(lambda v: isinstance(v, str),   # lvr.feature_baseline checks the file
+    "MEASUREMENTS": Rule(lambda v: isinstance(v, str),   # lvr.evaluate.baseline checks the file
                          "empty, or an earlier baseline run's measurements.npz or its folder"),
 }
 

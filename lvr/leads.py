@@ -7,7 +7,7 @@ LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5
 WAVES = ("P", "PR", "QRS", "ST", "T")
 # How far a beat's window must reach before and after the R peak (ms) for the delineation: a P
 # wave starts up to 200 ms before R, and the T wave ends about 400 ms after R at normal heart
-# rates (lvr.delineation.FALLBACK_MS: P onset -200 ms, T offset +420 ms).
+# rates (lvr.measure.delineation.FALLBACK_MS: P onset -200 ms, T offset +420 ms).
 DELINEATION_WINDOW_MS = (200, 400)
 # Wave boundaries the delineation finds, in time order; WAVES[i] runs from BOUNDARIES[i] to [i+1].
 BOUNDARIES = ("P_on", "P_off", "QRS_on", "QRS_off", "T_on", "T_off")

@@ -1,7 +1,7 @@
 """The model package: the residual 1D CNN (resnet1d.py), the PTB-XL benchmark's reference
 networks (reference.py) and the two classifiers of the published interface
 (MCL_ResNet1D_2/4.py). It imports only torch, numpy and its own files; checkpoint files are
-lvr.checkpoints' job.
+lvr.train.checkpoints' job.
 """
 from model.reference import NETWORK_CLASSES, REFERENCE_NETWORKS
 from model.resnet1d import EXPERIMENTS, ArchitectureError, ResNet1D

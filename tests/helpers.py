@@ -18,11 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import lvr.prepare as prepare  # noqa: E402  (after the root is importable)
+import lvr.prepare.writer as prepare  # noqa: E402  (after the root is importable)
 import prepare_data  # noqa: E402
-from lvr import demo as demo_cohort  # noqa: E402
+from lvr.data import demo as demo_cohort  # noqa: E402
 from lvr.config import UserError, config_names  # noqa: E402
-from lvr.record_beats import checked_options  # noqa: E402
+from lvr.prepare.record_beats import checked_options  # noqa: E402
 
 PTBXL_SLICE = Path(ROOT) / "tests" / "data" / "ptbxl"   # eight PTB-XL records (CC BY 4.0)
 PREPARE_DEFAULTS = {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))}

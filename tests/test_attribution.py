@@ -1,4 +1,4 @@
-"""lvr.attribution: the maps of every method, checked against SmoothGrad, captum's own
+"""lvr.explain.attribution: the maps of every method, checked against SmoothGrad, captum's own
 guarantees, and toy models whose answer is known."""
 import numpy as np
 import pytest
@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients
 from torch import nn
 
-from lvr.attribution import attribution_maps, has_lead_resolution
+from lvr.explain.attribution import attribution_maps, has_lead_resolution
 from lvr.choices import METHODS
-from lvr.explain import saliency_maps
-from lvr.smoothgrad import smoothgrad
+from lvr.explain.analysis import saliency_maps
+from lvr.explain.smoothgrad import smoothgrad
 from model.resnet1d import ResNet1D
 
 LEADS, T = 12, 250

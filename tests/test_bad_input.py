@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import lvr.training as training
+import lvr.train.loop as training
 from helpers import PTBXL_SLICE, ROOT, quiet, record_path, script_result, tiny_config
-from lvr import engine
-from lvr.cohort import load_cohort
+from lvr.train import run as engine
+from lvr.data.cohort import load_cohort
 
 TRAIN = "train_MCL_ResNet_1D_class2.py"
 SALIENCY = "Saliency_ana2_sys.py"

@@ -291,7 +291,7 @@ def test_label_efficiency_redoes_a_job_of_another_method(tmp_path):
 
 def test_label_efficiency_copies_a_cohort_without_the_test_patients(small_cohort_dir, tmp_path):
     bench = bench_module("label_efficiency")
-    from lvr.cohort import load_cohort
+    from lvr.data.cohort import load_cohort
     source = load_cohort(small_cohort_dir)
     dropped = sorted(set(source.patient_ids.astype(str)))[:7]
     target = tmp_path / "without"

@@ -5,7 +5,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
-from lvr.calibration import (calibration_report, calibration_values, logit, reliability_bins,
+from lvr.stats.calibration import (calibration_report, calibration_values, logit, reliability_bins,
                              calibration_by_class)
 
 
@@ -101,7 +101,7 @@ def test_resamples_that_separate_the_classes_are_counted_and_open_the_slope_inte
 
 
 def test_failed_resamples_count_beyond_every_draw_on_their_side():
-    from lvr.calibration import interval_with_failures
+    from lvr.stats.calibration import interval_with_failures
     draws = np.arange(980.0)
     # 20 of 1000 (2%) diverge upwards: the 97.5th percentile of all 1000, not of the 980
     low, high = interval_with_failures(draws, below=0, above=20)
@@ -118,7 +118,7 @@ def test_failed_resamples_count_beyond_every_draw_on_their_side():
 
 
 def test_the_reliability_figure_draws_a_report_with_open_bounds(tmp_path):
-    from lvr.figures.training import plot_reliability_diagram
+    from lvr.report.training_figures import plot_reliability_diagram
     y, p = separable_test_set()
     report = calibration_report(y, p, np.arange(40), n_boot=200, seed=0)
     report["calibration_slope"] = None
@@ -127,7 +127,7 @@ def test_the_reliability_figure_draws_a_report_with_open_bounds(tmp_path):
 
 
 def test_the_console_summary_names_the_failed_fits_and_the_open_bound():
-    from lvr.engine import calibration_failure_notes
+    from lvr.train.run import calibration_failure_notes
     y, p = separable_test_set()
     report = calibration_report(y, p, np.arange(40), n_boot=1000, seed=0)
     notes = calibration_failure_notes({"LVR": report})

@@ -8,8 +8,8 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 import ECG_dataset
-import lvr.cohort as ds
-from lvr import demo
+import lvr.data.cohort as ds
+from lvr.data import demo
 from lvr.leads import LEAD_NAMES
 from helpers import beats_of, script_result
 
@@ -210,7 +210,7 @@ def test_standardised_batches_equal_the_whole_array_standardised(small_cohort_di
 
 
 def test_dataloader_workers_read_the_same_batches(small_cohort_dir):
-    from lvr.training import batch_loader
+    from lvr.train.loop import batch_loader
     cohort = ds.load_cohort(small_cohort_dir)
     labels = torch.from_numpy(cohort.labels("binary"))
     dataset = ds.ECGDataset.from_arrays(ds.StandardisedBeats(cohort.beats), labels)

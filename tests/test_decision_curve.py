@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lvr.decision_curve import (CSV_COLUMNS, THRESHOLDS, decision_curve, net_benefit,
+from lvr.stats.decision_curve import (CSV_COLUMNS, THRESHOLDS, decision_curve, net_benefit,
                                 threshold_runs, treat_all_net_benefit, write_decision_curve_csv)
-from lvr.figures.training import plot_decision_curve
+from lvr.report.training_figures import plot_decision_curve
 
 
 def tied_cases(n, seed):

@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from lvr.delong import delong_paired_test
+from lvr.stats.delong import delong_paired_test
 
 
 def delong_by_definition(y, a, b):

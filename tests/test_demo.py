@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from helpers import ROOT
-from lvr import demo
+from lvr.data import demo
 from lvr.choices import LVR_SIGNS
 from lvr.config import UserError
 from lvr.leads import LEAD_NAMES, WAVES
 
 # Recorded from generator version 4 before the Q and ST signs were added (commit 7f0b6db's
-# lvr/demo.py), with arrays_sha256 below. The generator's float work is float64 cast to float32;
+# lvr/data/demo.py), with arrays_sha256 below. The generator's float work is float64 cast to float32;
 # these hashes were the same with numpy's AVX-512, AVX2 and baseline SIMD paths.
 V4_FULL_DEFAULT_SHA256 = "f7526525c11e1399952608729e5244d415cf01baf4f83944ce241eebce3822a2"
 V4_TINY_SHA256 = {"T": "25ae49af84946a0ba63c2608abd7deb8de3d8330bbd942ec5798ec5ef474b290",

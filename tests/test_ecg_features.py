@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-import lvr.engine as engine
+import lvr.train.run as engine
 from helpers import quiet, script_result, tiny_config
-from lvr.cohort import load_cohort
-from lvr.ecg_features import cohort_features, feature_names, measure_beats
-from lvr.feature_baseline import fit_baseline
+from lvr.data.cohort import load_cohort
+from lvr.measure.ecg_features import cohort_features, feature_names, measure_beats
+from lvr.evaluate.baseline import fit_baseline
 from lvr.leads import LEAD_NAMES
 
 FS, LENGTH, R = 500, 500, 150          # 1 s at 500 Hz, R peak at 0.3 s
@@ -189,7 +189,7 @@ def test_measurements_of_an_earlier_run_are_reused_and_give_the_same_fit(baselin
 
     def no_delineation(*args, **kwargs):
         raise AssertionError("the stored measurements should have been used")
-    monkeypatch.setattr("lvr.feature_baseline.cohort_features", no_delineation)
+    monkeypatch.setattr("lvr.evaluate.baseline.cohort_features", no_delineation)
     again = script_result("ecg_features_baseline.py", f"--train_dir={root / 'run'}", *FAST,
                           f"--output_dir={tmp_path / 'again'}", f"--measurements={first}")
     assert again.returncode == 0, again.stderr

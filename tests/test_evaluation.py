@@ -11,12 +11,12 @@ from markupsafe import escape
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from helpers import write_small_cohort
-from lvr import engine
-from lvr.evaluation import run_evaluation
-from lvr.checkpoints import load_checkpoint
-from lvr.cohort import load_cohort, standardize_beats
+from lvr.train import run as engine
+from lvr.evaluate.external import run_evaluation
+from lvr.train.checkpoints import load_checkpoint
+from lvr.data.cohort import load_cohort, standardize_beats
 from lvr.config import UserError
-from lvr.report import render_report, report_context
+from lvr.report.html import render_report, report_context
 from helpers import quiet, tiny_config
 
 
@@ -30,7 +30,7 @@ def trained(small_cohort_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def other_cohort(tmp_path_factory):
     """Another seed of the small cohort, recorded 20% louder."""
-    from lvr import demo
+    from lvr.data import demo
     from helpers import small_cohort_config
     folder = tmp_path_factory.mktemp("other") / "cohort"
     demo.write_demo_cohort(str(folder), small_cohort_config(SEED=11), amplitude_scale=1.2)
@@ -80,7 +80,7 @@ def test_evaluation_scores_every_beat_and_writes_a_test_report(trained, other_co
 def test_a_global_gain_does_not_change_the_probabilities(trained, other_cohort, tmp_path):
     """Beats are standardised per lead, so a device whose gain is 20% off gives the same scores
     (what the amplitude-shift experiment in docs/evaluation.md shows)."""
-    from lvr import demo
+    from lvr.data import demo
     from helpers import small_cohort_config
     plain = tmp_path / "plain"
     demo.write_demo_cohort(str(plain), small_cohort_config(SEED=11))

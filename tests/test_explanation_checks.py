@@ -8,11 +8,11 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-import lvr.explanation_checks as ec
-import lvr.delineation as dl
+import lvr.explain.checks as ec
+import lvr.measure.delineation as dl
 from helpers import beats_of
 from model import build_model
-from lvr.delineation import r_peak_index
+from lvr.measure.delineation import r_peak_index
 
 C, T = 12, 64
 
@@ -257,7 +257,7 @@ def test_saliency_in_the_t_window_puts_t_on_top():
 # ----------------------------------------------------------------------------- figures
 
 def test_figures_are_written(tmp_path):
-    import lvr.figures.checks as ef
+    import lvr.report.check_figures as ef
     shares = ec.wave_importance_shares(np.random.default_rng(0).random((4, C, T)), SEGMENT)
     paths = [
         ef.plot_wave_importance_heatmap(tmp_path / "waves.png", {"A": shares, "B": shares[:0]},

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from helpers import quiet, tiny_config, write_small_cohort
-from lvr import engine, training
-from lvr.checkpoints import load_checkpoint, save_checkpoint
-from lvr.cohort import StandardisedBeats, file_sha256, load_cohort
+from lvr.train import loop as training
+from lvr.train import run as engine
+from lvr.train.checkpoints import load_checkpoint, save_checkpoint
+from lvr.data.cohort import StandardisedBeats, file_sha256, load_cohort
 from lvr.config import UserError
-from lvr.finetune import (HEAD_PREFIX, check_source, checked_test_overlap, initial_model,
+from lvr.train.finetune import (HEAD_PREFIX, check_source, checked_test_overlap, initial_model,
                           optimizer_groups, read_source)
-from lvr.geometry import cohort_geometry
-from lvr.training import build_optimizer
+from lvr.data.geometry import cohort_geometry
+from lvr.train.loop import build_optimizer
 from model import build_model
 
 

@@ -1,4 +1,4 @@
-"""Hospital ECG formats (lvr/formats.py) through prepare_data: each format written here from a
+"""Hospital ECG formats (lvr/prepare/formats.py) through prepare_data: each format written here from a
 shipped PTB-XL WFDB record by that format's own writer (edfio, pydicom) or by a generator that
 follows the vendor's schema (Philips XML with XLI compression, GE MUSE XML) gives the WFDB
 record's beats; broken files, wrong units, missing leads and unknown formats get clear reasons."""
@@ -13,8 +13,8 @@ import wfdb
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-import lvr.formats as formats
-import lvr.record_beats as record_beats
+import lvr.prepare.formats as formats
+import lvr.prepare.record_beats as record_beats
 from helpers import OPTIONS, options, reason_of, record_path, run_prepare_data
 from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 

@@ -18,7 +18,7 @@ SCRIPTS = {"train_MCL_ResNet_1D_class2", "train_MCL_ResNet_1D_class4", "Saliency
 COMPATIBILITY = {"ECG_dataset", "para_define"}   # the original's module names, re-exporting lvr
 TOP_LEVEL = SCRIPTS | COMPATIBILITY
 # lvr modules that orchestrate a script's job and so may draw figures
-ORCHESTRATORS = {"lvr.engine", "lvr.explain", "lvr.pretraining"}   # the runs: they draw
+ORCHESTRATORS = {"lvr.train.run", "lvr.explain.analysis", "lvr.train.pretraining"}   # the runs: they draw
 MODEL_MAY_IMPORT = {"torch", "numpy", "model"} | set(sys.stdlib_module_names)
 LAZY_REASON = re.compile(r"#.*\b(lazy|imported once)\b", re.IGNORECASE)
 
@@ -51,7 +51,7 @@ def imports_of(path):
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names = [alias.name for alias in node.names]
             found.append((node.module, names, node.lineno, id(node) in inside))
-            # `from lvr import demo` imports the module lvr.demo
+            # `from lvr.data import demo` imports the module lvr.data.demo
             found += [(f"{node.module}.{n}", [], node.lineno, id(node) in inside)
                       for n in names if f"{node.module}.{n}" in PROJECT]
     return found
@@ -83,9 +83,9 @@ def test_the_package_never_imports_a_script_or_a_top_level_module():
 
 
 def test_analysis_never_imports_figure_code():
-    offenders = {name: sorted(m for m in GRAPH[name] if m.startswith("lvr.figures"))
+    offenders = {name: sorted(m for m in GRAPH[name] if m.startswith("lvr.report.figures"))
                  for name in PROJECT
-                 if name.startswith("lvr") and not name.startswith("lvr.figures")
+                 if name.startswith("lvr") and not name.startswith("lvr.report.figures")
                  and name not in ORCHESTRATORS}
     assert not {k: v for k, v in offenders.items() if v}
 
@@ -147,12 +147,12 @@ def reachable(name):
 
 
 def test_explaining_a_model_does_not_depend_on_the_training_pipeline():
-    assert "lvr.engine" not in reachable("lvr.explain")
-    assert "lvr.engine" not in reachable("lvr.geometry")
+    assert "lvr.train.run" not in reachable("lvr.explain.analysis")
+    assert "lvr.train.run" not in reachable("lvr.data.geometry")
 
 
 def test_reachable_follows_imports_through_other_modules():
-    assert {"lvr.engine", "lvr.cohort", "lvr.config"} <= reachable("lvr.evaluation")
+    assert {"lvr.train.run", "lvr.data.cohort", "lvr.config"} <= reachable("lvr.evaluate.external")
 
 
 def test_imports_inside_functions_say_why():

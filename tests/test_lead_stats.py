@@ -8,7 +8,7 @@ import pingouin as pg
 import pytest
 from scipy import stats
 
-from lvr.lead_stats import (ICC_FORMS, compute_icc, ground_truth_check, icc_all_forms,
+from lvr.explain.lead_stats import (ICC_FORMS, compute_icc, ground_truth_check, icc_all_forms,
                             kendall_w, patient_level_lead_statistics,
                             subgroup_lead_statistics)
 
@@ -336,7 +336,7 @@ def test_the_key_lead_wilcoxon_test_carries_its_selection_caveat():
 
 
 def test_the_console_lines_print_tests_without_a_p():
-    from lvr.explain_report import log_subgroup
+    from lvr.explain.console import log_subgroup
     result = subgroup_lead_statistics(np.ones((6, 12)), [f"L{i}" for i in range(12)])
     lines = []
     log_subgroup("flat", result, lines.append)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lvr.config import UserError
-from lvr.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from lvr.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from model import EXPERIMENT_NAMES, EXPERIMENTS, ArchitectureError, build_model, parameter_count
 from model import MCL_ResNet1D_2, MCL_ResNet1D_4
 

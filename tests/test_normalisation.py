@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-import lvr.cohort
-import lvr.explain
+import lvr.data.cohort
+import lvr.explain.analysis
 from helpers import quiet, script_result, tiny_config, write_small_cohort
-from lvr import engine
-from lvr.checkpoints import checkpoint_normalisation, load_checkpoint
-from lvr.cohort import load_cohort, normalised_beats, standardize_beats
-from lvr.evaluation import run_evaluation
+from lvr.train import run as engine
+from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
+from lvr.data.cohort import load_cohort, normalised_beats, standardize_beats
+from lvr.evaluate.external import run_evaluation
 
 SALIENCY_OPTIONS = ("--num_samples=2", "--max_figures=0", "--sanity_check=False",
                     "--deletion_test=False", "--patient_bootstrap=0", "--figure_workers=1",
@@ -41,13 +41,13 @@ def test_each_normalisation_is_what_it_says():
 def spied(monkeypatch):
     """Every normalisation applied from now on, in order of calls."""
     seen = []
-    original = lvr.cohort.normalised_beats
+    original = lvr.data.cohort.normalised_beats
 
     def spy(beats, normalisation="per_lead"):
         seen.append(normalisation)
         return original(beats, normalisation)
-    monkeypatch.setattr(lvr.cohort, "normalised_beats", spy)
-    monkeypatch.setattr(lvr.explain, "normalised_beats", spy)
+    monkeypatch.setattr(lvr.data.cohort, "normalised_beats", spy)
+    monkeypatch.setattr(lvr.explain.analysis, "normalised_beats", spy)
     return seen
 
 

@@ -10,16 +10,16 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_curve
 
 from helpers import quiet, tiny_config
-from lvr import engine
-from lvr.checkpoints import load_checkpoint
+from lvr.train import run as engine
+from lvr.train.checkpoints import load_checkpoint
 from lvr.choices import threshold_rule
-from lvr.cohort import StandardisedBeats, load_cohort
+from lvr.data.cohort import StandardisedBeats, load_cohort
 from lvr.config import UserError
-from lvr.evaluation import run_evaluation
-from lvr.metrics import patient_level_arrays
-from lvr.report import render_report, report_context
-from lvr.training import predict_logits
-from lvr.operating_point import (chosen_threshold, metrics_at_threshold, operating_point_report,
+from lvr.evaluate.external import run_evaluation
+from lvr.stats.metrics import patient_level_arrays
+from lvr.report.html import render_report, report_context
+from lvr.train.loop import predict_logits
+from lvr.stats.operating_point import (chosen_threshold, metrics_at_threshold, operating_point_report,
                                  sensitivity_specificity, validation_operating_point)
 
 

@@ -226,9 +226,9 @@ def test_a_missing_constant_rule_is_no_error_at_run_time():
 
 
 def test_rules_agree_with_the_library():
-    """The checks config.py repeats, because lvr.record_beats and lvr.record_tables are too slow
-    to import for them."""
-    from lvr import record_beats, record_tables
+    """The checks config.py repeats, because lvr.prepare.record_beats and record_tables are too
+    slow to import for them."""
+    from lvr.prepare import record_beats, record_tables
     for text in ["all", " Median ", "first:8", "RANDOM:2", "first:0", "first", "random:-1",
                  "last:3", "first:03", "all,median"]:
         try:

@@ -1,4 +1,4 @@
-"""patients.csv: read and checked with the cohort (lvr/patients.py), and written by
+"""patients.csv: read and checked with the cohort (lvr/data/patients.py), and written by
 prepare_data.py from PTB-XL's age, sex and device or from a user's extra columns."""
 import shutil
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from helpers import PTBXL_SLICE, run_prepare_data
-from lvr.cohort import load_cohort
-from lvr.cohort_json import CohortError
+from lvr.data.cohort import load_cohort
+from lvr.data.cohort_json import CohortError
 
 DATA = PTBXL_SLICE
 

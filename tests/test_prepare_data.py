@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-import lvr.cohort as ds
-import lvr.prepare as prepare
-import lvr.record_beats as record_beats
-import lvr.record_tables as record_tables
+import lvr.data.cohort as ds
+import lvr.prepare.writer as prepare
+import lvr.prepare.record_beats as record_beats
+import lvr.prepare.record_tables as record_tables
 from helpers import (OPTIONS, PREPARE_DEFAULTS, PTBXL_SLICE, ROOT, options, reason_of,
                      record_path, run_prepare_data)
 from lvr.config import UserError

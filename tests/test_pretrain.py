@@ -1,4 +1,4 @@
-"""Self-supervised pretraining (pretrain.py, lvr.pretraining): the pairs are two views of one
+"""Self-supervised pretraining (pretrain.py, lvr.train.pretraining): the pairs are two views of one
 patient, the augmentations change a beat as a recording would (no wrap-around, a lead always
 left), the loss is the CLOCS InfoNCE written out by hand, a run resumes to the same weights, the
 patients it leaves out are left out, and its checkpoint fine-tunes through INIT_FROM with the
@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from helpers import ROOT, quiet, script_result, tiny_config, write_small_cohort
-from lvr import engine, pretraining
-from lvr.checkpoints import load_checkpoint
-from lvr.cohort import load_cohort
+from lvr.train import pretraining
+from lvr.train import run as engine
+from lvr.train.checkpoints import load_checkpoint
+from lvr.data.cohort import load_cohort
 from lvr.config import UserError
-from lvr.finetune import HEAD_PREFIX, read_source
-from lvr.pretraining import (LAST_PRETRAINING, PRETRAINED_CHECKPOINT, Augmentation, augmented,
+from lvr.train.finetune import HEAD_PREFIX, read_source
+from lvr.train.pretraining import (LAST_PRETRAINING, PRETRAINED_CHECKPOINT, Augmentation, augmented,
                              batch_views, contrastive_loss, excluded_patients, lead_halves,
                              one_beat_note, pair_batches, pair_rows, patient_beats,
                              pretrain)
@@ -353,7 +354,7 @@ def test_fine_tuning_starts_from_the_pretrained_encoder(pretrained, people_cohor
         engine.fit = original
     assert any("INIT_FROM: pretraining checkpoint" in line and "new head" in line
                for line in lines)
-    from lvr.finetune import initial_model
+    from lvr.train.finetune import initial_model
     model, record = initial_model(config, seen["source"], ["a", "b"], 12,
                                   stored.config["input_length"], log=quiet)
     for key, value in stored.state_dict().items():
@@ -432,7 +433,7 @@ def test_torchrun_gathers_the_negatives_of_both_processes(people_cohort, tmp_pat
 GRADIENT_CHECK = """
 import sys, torch, torch.distributed as dist, torch.nn.functional as F
 sys.path.insert(0, sys.argv[1])
-from lvr.pretraining import contrastive_loss
+from lvr.train.pretraining import contrastive_loss
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from helpers import script_result, write_small_cohort
-from lvr.attribution import attribution_maps
-from lvr.checkpoints import load_checkpoint, save_checkpoint
-from lvr.explanation_checks import cascading_layer_names, randomized_copy
+from lvr.explain.attribution import attribution_maps
+from lvr.train.checkpoints import load_checkpoint, save_checkpoint
+from lvr.explain.checks import cascading_layer_names, randomized_copy
 from model import REFERENCE_NETWORKS, build_model, parameter_count, rebuild_model
 from model.reference import ConcatPoolHead
 

@@ -9,10 +9,10 @@ import pytest
 
 from browser import chromium_path, opened_page
 from helpers import ROOT, quiet, script_result, tiny_config
-from lvr import engine
-from lvr.evaluation import run_evaluation
-from lvr.report import FIGURES, REPORT_FILE, report_context, write_report
-from lvr.tripod import FOR_AUTHORS, ITEMS
+from lvr.train import run as engine
+from lvr.evaluate.external import run_evaluation
+from lvr.report.html import FIGURES, REPORT_FILE, report_context, write_report
+from lvr.report.tripod import FOR_AUTHORS, ITEMS
 
 EXTERNAL_URL = re.compile(r"""(?:src|href)\s*=\s*["']?(?!data:|#)[a-z]+://""", re.I)
 

@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import lvr.cohort as ds
+import lvr.data.cohort as ds
 import lvr.config as config
-import lvr.engine as engine
-import lvr.record_beats as record_beats
+import lvr.train.run as engine
+import lvr.prepare.record_beats as record_beats
 import lvr.run_folder as run_folder
-import lvr.training as training
+import lvr.train.loop as training
 from helpers import OPTIONS, ROOT, quiet, script_result, tiny_config
-from lvr import demo as demo_cohort
-from lvr.formats import RecordRejected
+from lvr.data import demo as demo_cohort
+from lvr.prepare.formats import RecordRejected
 
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
 CLI_OPTIONS = ["--experiment=baseline", "--epochs=3", "--batch_size=16", "--bootstrap=50",

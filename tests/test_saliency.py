@@ -1,11 +1,11 @@
-"""lvr.smoothgrad.smoothgrad against the original's loop, plain autograd and captum's
+"""lvr.explain.smoothgrad.smoothgrad against the original's loop, plain autograd and captum's
 NoiseTunnel."""
 import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import NoiseTunnel, Saliency
 
-from lvr.smoothgrad import lead_importance, smoothgrad, smoothgrad_seed_loop, time_importance
+from lvr.explain.smoothgrad import lead_importance, smoothgrad, smoothgrad_seed_loop, time_importance
 
 B, C, T = 4, 12, 64
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-import lvr.engine as engine
+import lvr.train.run as engine
 from helpers import ROOT, write_small_cohort
-from lvr.checkpoints import load_checkpoint
-from lvr.cohort import load_cohort
-from lvr.delineation import r_peak_index
+from lvr.train.checkpoints import load_checkpoint
+from lvr.data.cohort import load_cohort
+from lvr.measure.delineation import r_peak_index
 from lvr.config import UserError
-from lvr.explain import check_ground_truth
-from lvr.lead_stats import kendall_w
+from lvr.explain.analysis import check_ground_truth
+from lvr.explain.lead_stats import kendall_w
 from helpers import quiet, tiny_config
 
 SEED_KEYS = ("top3_leads", "top3_scores", "anova_f", "anova_p", "strict_consistency_percentage",
@@ -344,8 +344,8 @@ def test_saliency_in_chunks_equals_one_pass(trained, tmp_path, monkeypatch):
     """Maps, probabilities and wave shares do not depend on how many test beats are explained
     at a time, nor on delineating in worker processes chunk by chunk."""
     import Saliency_ana2_sys as script
-    import lvr.delineation as delineation
-    import lvr.explain as explain
+    import lvr.measure.delineation as delineation
+    import lvr.explain.analysis as explain
     root, data_dir = trained
     config = {name: getattr(script, name) for name in dir(script) if name.isupper()}
     config.update(BATCH_SIZE=4, NUM_SAMPLES=2, FIGURE_WORKERS=2)
@@ -372,7 +372,7 @@ def test_saliency_in_chunks_equals_one_pass(trained, tmp_path, monkeypatch):
 def test_percentile_of_stored_maps_is_numpys(tmp_path):
     from numpy.lib.format import open_memmap
 
-    import lvr.explain as explain
+    import lvr.explain.analysis as explain
     maps = open_memmap(tmp_path / "maps.npy", "w+", np.float32, (37, 12, 50))
     maps[:] = np.random.default_rng(0).gamma(2.0, size=maps.shape)
     before = np.array(maps)
@@ -385,8 +385,8 @@ def test_percentile_of_stored_maps_is_numpys(tmp_path):
 def test_a_beat_with_a_zero_map_counts_every_lead_equally_and_is_counted():
     from types import SimpleNamespace
 
-    from lvr.explain import lead_importance
-    from lvr.lead_stats import subgroup_lead_statistics
+    from lvr.explain.analysis import lead_importance
+    from lvr.explain.lead_stats import subgroup_lead_statistics
     maps = np.ones((3, 12, 10))
     maps[1] = 0.0                       # a gradient that underflowed
     importance, empty = lead_importance(SimpleNamespace(maps=maps), {"LEAD_IMPORTANCE": "map"})

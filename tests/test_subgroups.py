@@ -1,6 +1,6 @@
-"""Subgroup metrics (lvr/subgroups.py) against scikit-learn on the subset's patients, the
-participant flow (lvr/flow.py, lvr/figures/flow.py) and the characteristics table
-(lvr/characteristics.py)."""
+"""Subgroup metrics (lvr/stats/subgroups.py) against scikit-learn on the subset's patients, the
+participant flow (lvr/report/flow.py, lvr/report/flow_figures.py) and the characteristics table
+(lvr/report/characteristics.py)."""
 import dataclasses
 import json
 from pathlib import Path
@@ -11,12 +11,12 @@ import pytest
 from sklearn.metrics import recall_score, roc_auc_score
 
 from helpers import PTBXL_SLICE, run_prepare_data
-from lvr.characteristics import characteristics_markdown, characteristics_table
-from lvr.cohort import load_cohort, patient_split_indices
-from lvr.cohort_json import SEED_COHORT
-from lvr.figures.flow import plot_flow
-from lvr.flow import participant_flow
-from lvr.subgroups import (AGE_BANDS, MIN_SUBGROUP_PATIENTS, performance_subgroups,
+from lvr.report.characteristics import characteristics_markdown, characteristics_table
+from lvr.data.cohort import load_cohort, patient_split_indices
+from lvr.data.cohort_json import SEED_COHORT
+from lvr.report.flow_figures import plot_flow
+from lvr.report.flow import participant_flow
+from lvr.stats.subgroups import (AGE_BANDS, MIN_SUBGROUP_PATIENTS, performance_subgroups,
                            subgroup_report)
 
 GROUPS = ["NS_0", "NS_1", "ST_0", "ST_1"]
@@ -261,7 +261,7 @@ def test_a_runs_subgroup_rows_equal_metrics_recomputed_from_its_predictions(tmp_
     """End to end: the subgroups block of a training run is what its predictions.csv and
     patients.csv give on each subset of test patients, at the run's operating point."""
     from helpers import quiet, tiny_config, write_small_cohort
-    from lvr import engine
+    from lvr.train import run as engine
     cohort_dir = write_small_cohort(tmp_path / "cohort", N_PATIENTS=40)
     ids = sorted(set(load_cohort(cohort_dir).patient_ids.astype(str)))
     rng = np.random.default_rng(0)

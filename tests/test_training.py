@@ -13,13 +13,13 @@ from sklearn.metrics import (accuracy_score, f1_score, precision_score, recall_s
                              roc_auc_score)
 
 import lvr.config as config
-import lvr.engine as engine
-import lvr.metrics as metrics
-import lvr.training as training
+import lvr.train.run as engine
+import lvr.stats.metrics as metrics
+import lvr.train.loop as training
 from helpers import ROOT, quiet, tiny_config
-from lvr.checkpoints import load_checkpoint
-from lvr.cohort import load_cohort, patient_split_indices, standardize_beats
-from lvr.predictions import beat_records, rows_in_group
+from lvr.train.checkpoints import load_checkpoint
+from lvr.data.cohort import load_cohort, patient_split_indices, standardize_beats
+from lvr.report.predictions import beat_records, rows_in_group
 
 
 # ----------------------------------------------------------------------------- loss and metrics
@@ -233,7 +233,7 @@ def test_patient_level_arrays_average_beat_probabilities():
 
 
 def test_roc_figure_draws_the_whole_curve(tmp_path, monkeypatch):
-    import lvr.figures.training as plots
+    import lvr.report.training_figures as plots
     drawn = {}
 
     def capture(fig, path, dpi=None):
@@ -485,7 +485,7 @@ def test_lead_dropout_reaches_the_training_batches_only(small_cohort_dir, tmp_pa
 
 @pytest.mark.parametrize("rule, expected_epoch", [("val_acc", 2), ("val_auc", 3), ("val_loss", 1)])
 def test_select_by_picks_the_epoch_of_its_measure(rule, expected_epoch):
-    from lvr.training import FitState
+    from lvr.train.loop import FitState
     state = FitState(select_by=rule)
     # (val_acc, val_loss, val_auc) per epoch: each rule prefers another epoch
     for epoch, values in enumerate([(0.80, 0.40, 0.85), (0.90, 0.50, 0.86), (0.85, 0.60, 0.95)],

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-import lvr.wave_effects as we
+import lvr.explain.wave_effects as we
 from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
-from lvr.cohort import standardize_beats
-from lvr.explanation_checks import (localisation, relevance_mass_accuracy,
+from lvr.data.cohort import standardize_beats
+from lvr.explain.checks import (localisation, relevance_mass_accuracy,
                                     relevance_rank_accuracy, truth_mask)
 from lvr.leads import LEAD_NAMES, WAVES
 
@@ -68,7 +68,7 @@ def test_the_effect_lies_in_the_lead_and_wave_the_model_reads():
 def test_true_cells_keep_their_own_ranks():
     """The cells and the ranks are listed in the same order (the console prints them as pairs),
     not each sorted on its own."""
-    from lvr.explain_report import true_cell_text
+    from lvr.explain.console import true_cell_text
     rank = {"V3": 1, "V2": 3, "V4": 60}
     rows = [{"lead": lead, "wave": wave, "rank": rank.get(lead, 10) if wave == "T" else 20}
             for lead in LEAD_NAMES for wave in WAVES]

@@ -1,0 +1,334 @@
+"""The training loop: the loss, batches, the optimizer, one epoch, predictions, and `fit`.
+
+`fit` trains one split for EPOCHS epochs, keeps the best checkpoint (by SELECT_BY: highest
+validation accuracy, the original's rule, or highest validation AUC, or lowest validation loss; a
+tie goes to the lower validation loss, where the original kept the earliest epoch) and a
+resumable last checkpoint. lvr.train.run decides what to fit and what to do with the result.
+"""
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from lvr.train.checkpoints import load_checkpoint, save_checkpoint
+from lvr.stats.metrics import macro_roc_auc
+from lvr.data.cohort import ECGDataset, LeadDropout, set_seed
+from lvr.config import UserError
+from lvr.train.distributed import barrier, gathered
+from lvr.train.finetune import (fresh_model, hold_encoder_statistics, initial_model, optimizer_groups,
+                          set_encoder_frozen)
+from lvr.run_folder import removed_temporary_files
+from model import parameter_count
+
+LAST_CHECKPOINT = "last_checkpoint.pth"
+BEST_CHECKPOINT = "best_model.pth"
+HISTORY_KEYS = ("train_acc_list", "train_loss_list", "val_acc_list", "val_loss_list")
+EXTRA_HISTORY_KEYS = ("val_auc_list",)   # not in the original's files; written beside them
+# Options added after runs were made: an interrupted run without them used these values.
+LEGACY_DEFAULTS = {"NORMALISATION": "per_lead", "SELECT_BY": "val_acc", "INIT_FROM": "",
+                   "FREEZE_EPOCHS": 0, "ENCODER_LR_FACTOR": 1.0,
+                   "ALLOW_PRETRAINING_OVERLAP": False}
+# Options that may change when a run is resumed; every other option must match the checkpoint.
+# THRESHOLD and REPORT act after training.
+RESUMABLE_CHANGES = {"EPOCHS", "RESUME", "DEVICE", "NUM_WORKERS", "THRESHOLD", "REPORT"}
+
+
+class LabelSmoothingLoss(nn.Module):
+    """(1 - e) * NLL(true class) + e * mean over classes of -log p, averaged over the batch.
+
+    The original project's label-smoothing loss; with smoothing 0 it is cross-entropy.
+    """
+
+    def __init__(self, classes, smoothing=0.0, dim=-1):
+        super().__init__()
+        self.classes = classes
+        self.smoothing = smoothing
+        self.dim = dim
+
+    def forward(self, pred, target):
+        log_prob = F.log_softmax(pred.float(), dim=self.dim)
+        nll = -log_prob.gather(self.dim, target.unsqueeze(self.dim)).squeeze(self.dim)
+        uniform = -log_prob.mean(dim=self.dim)
+        return ((1.0 - self.smoothing) * nll + self.smoothing * uniform).mean()
+
+
+def batch_loader(dataset, batch_size, shuffle, seed=0, num_workers=0, pin_memory=False,
+                 rank=0, world_size=1):
+    """A DataLoader that fetches whole batches by tensor indexing (no per-item collate).
+
+    With shuffle, epoch e visits the beats in the order of a permutation seeded by seed + e
+    (call ``loader.sampler.sampler.set_epoch(e)``), split across `world_size` processes:
+    the union of the ranks' batches at a step is one batch of the single-process run.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                 seed=seed, drop_last=False)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False),
+                      batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def build_optimizer(parameters, lr, weight_decay):
+    """AdamW, with torch's fused kernel where every parameter's device has one (CPU, CUDA).
+    `parameters`: tensors, or parameter groups (dicts with "params" and their own "lr").
+
+    The same update rule as the original's AdamW; torch's default on the CPU is a Python loop
+    over the parameter tensors, the fused kernel updates all of them in one call (5% of a
+    training step here; bench/run_bench.py measures it).
+    """
+    parameters = list(parameters)
+    tensors = [p for item in parameters
+               for p in (item["params"] if isinstance(item, dict) else [item])]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in tensors)
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scaler=None,
+                    description="train", world_size=1, show_progress=True,
+                    frozen_encoder=False):
+    """One pass over `loader`; returns (mean loss, accuracy) over the epoch's beats (all ranks).
+    `frozen_encoder`: the encoder's BatchNorm statistics stay as they are (FREEZE_EPOCHS)."""
+    model.train()
+    if frozen_encoder:
+        hold_encoder_statistics(model)
+    total_loss = torch.zeros((), device=device)
+    total_correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    progress = tqdm(loader, desc=description, leave=False, dynamic_ncols=True,
+                    disable=None if show_progress else True)
+    for step, (x, y) in enumerate(progress):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=scaler is not None):
+            logits = model(x)
+        loss = criterion(logits, y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        total_loss += loss.detach() * len(y)
+        total_correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if not progress.disable and step % 5 == 0:
+            progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
+                                 acc=f"{total_correct.item() / seen:.3f}")
+    totals = torch.stack([total_loss.double(), total_correct.double(),
+                          torch.tensor(float(seen), device=device, dtype=torch.float64)])
+    if world_size > 1:
+        dist.all_reduce(totals)
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+
+def predict_logits(model, x, batch_size, device, rank=0, world_size=1):
+    """Logits (N, C) on CPU for the beats `x` (a tensor, or StandardisedBeats read batch by
+    batch), in eval mode without autograd.
+
+    Under DDP each rank predicts one contiguous share and the shares are gathered in order,
+    so every rank gets all N rows.
+    """
+    model.eval()
+    share = np.array_split(np.arange(len(x)), world_size)[rank]
+    step = max(batch_size, 256)
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(share), step):
+            rows = share[start:start + step]
+            xb = x[int(rows[0]):int(rows[-1]) + 1]
+            outputs.append(model(xb.to(device, non_blocking=True)).float().cpu())
+    local = torch.cat(outputs) if outputs else torch.empty(0)
+    return gathered(local, world_size)
+
+
+def selection_score(rule, val_acc, val_loss, val_auc):
+    """The number SELECT_BY `rule` maximises (an AUC that cannot be computed scores -inf)."""
+    if rule == "val_loss":
+        return -val_loss
+    value = val_auc if rule == "val_auc" else val_acc
+    return value if np.isfinite(value) else -np.inf
+
+
+@dataclass
+class FitState:
+    """Where training stands after an epoch: what a resumed run continues from."""
+    history: dict = field(default_factory=lambda: {key: []
+                                                   for key in HISTORY_KEYS + EXTRA_HISTORY_KEYS})
+    best_val_acc: float = -1.0
+    best_val_loss: float = float("inf")
+    best_val_auc: float = float("nan")
+    best_epoch: int = 0
+    epoch: int = 0
+    select_by: str = "val_acc"
+    init_from: dict | None = None   # lvr.train.finetune.initial_model's record; None: random start
+
+    def improved_by(self, val_acc, val_loss, val_auc=float("nan")):
+        """Record an epoch's validation result; True when it is the new best by `select_by`."""
+        score = selection_score(self.select_by, val_acc, val_loss, val_auc)
+        best = (selection_score(self.select_by, self.best_val_acc, self.best_val_loss,
+                                self.best_val_auc) if self.best_epoch else -np.inf)
+        better = self.best_epoch == 0 or score > best or (score == best
+                                                          and val_loss < self.best_val_loss)
+        if better:
+            self.best_val_acc, self.best_val_loss, self.best_val_auc = val_acc, val_loss, val_auc
+            self.best_epoch = self.epoch
+        return better
+
+
+def fit(config, train, val, class_names, output_dir, resume, *, in_channels, input_length,
+        device, rank=0, world_size=1, log=print, on_epoch=None, init_from=None):
+    """Train on `train` = (x, y), select on `val`; returns the final FitState. x: a tensor or
+    StandardisedBeats (read batch by batch), y: a tensor of labels.
+
+    Writes best_model.pth and last_checkpoint.pth in `output_dir` (rank 0). With `resume`, it
+    continues from last_checkpoint.pth, whose options must match `config`. `init_from`, a
+    checked lvr.train.finetune.Source, is the checkpoint a new run starts from (INIT_FROM); a resumed
+    run continues from its own last checkpoint. For the first FREEZE_EPOCHS epochs only the
+    head trains. `on_epoch(epoch, model, val_logits)`, if given, is called after each epoch
+    (bench/model_bench.py records the validation predictions of every epoch with it).
+    """
+    writer = rank == 0
+    set_seed(config["SEED"])
+    train_set = LeadDropout(ECGDataset.from_arrays(*train), config["LEAD_DROPOUT"], config["SEED"])
+    loader = batch_loader(train_set, config["BATCH_SIZE"] // world_size, shuffle=True,
+                          seed=config["SEED"], num_workers=config["NUM_WORKERS"],
+                          pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
+    criterion = LabelSmoothingLoss(len(class_names), config["LABEL_SMOOTHING"])
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    last_path = os.path.join(output_dir, LAST_CHECKPOINT)
+    init_record = None
+    if resume:
+        if writer:
+            removed = removed_temporary_files(output_dir)
+            if removed:
+                log(f"Removed {removed} unfinished temporary file(s) of the interrupted run")
+        model, saved = checked_resume_state(last_path, config)
+        init_record = saved.get("init_from")
+    elif init_from is not None:
+        model, init_record = initial_model(config, init_from, class_names, in_channels,
+                                           input_length, log=log)
+    else:
+        model = fresh_model(config, len(class_names), in_channels, input_length)
+    model.to(device)
+    freeze_epochs = config.get("FREEZE_EPOCHS", 0)
+    frozen = network = None
+
+    def wrapped():
+        """The network one step trains; DDP is rebuilt when the freeze ends, since it
+        synchronises only the parameters that took gradients when it was made."""
+        if world_size == 1:
+            return model
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(optimizer_groups(model, config["LR"],
+                                                 config.get("ENCODER_LR_FACTOR", 1.0)),
+                                config["LR"], config["WEIGHT_DECAY"])
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
+    state = FitState(select_by=config["SELECT_BY"], init_from=init_record)
+    if resume:
+        state = resumed_state(saved, optimizer, scheduler, config["SELECT_BY"])
+        state.init_from = init_record
+        log(f"Resuming {output_dir} after epoch {state.epoch} (best so far: epoch "
+            f"{state.best_epoch}, validation accuracy {state.best_val_acc:.4f})")
+    log(f"Model: {config['EXPERIMENT']} ({parameter_count(model):,} parameters) on {device}; "
+        f"{config['EPOCHS']} epochs, batch {config['BATCH_SIZE']}, AdamW lr {config['LR']}"
+        + (f", encoder lr x {config['ENCODER_LR_FACTOR']}"
+           if config.get("ENCODER_LR_FACTOR", 1.0) != 1 else "")
+        + (f"; head alone for the first {freeze_epochs} epochs" if freeze_epochs else ""))
+
+    x_val, y_val = val
+    for epoch in range(state.epoch + 1, config["EPOCHS"] + 1):
+        epoch_start = time.time()
+        state.epoch = epoch
+        if frozen is not (epoch <= freeze_epochs):
+            frozen = epoch <= freeze_epochs
+            set_encoder_frozen(model, frozen)
+            network = wrapped()
+        loader.sampler.sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        train_loss, train_acc = train_one_epoch(
+            network, loader, criterion, optimizer, device, config["GRAD_CLIP"], scaler,
+            description=f"epoch {epoch}/{config['EPOCHS']}", world_size=world_size,
+            show_progress=writer, frozen_encoder=frozen)
+        val_logits = predict_logits(model, x_val, config["BATCH_SIZE"], device, rank, world_size)
+        val_loss = criterion(val_logits, y_val).item()
+        val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
+        val_auc = macro_roc_auc(y_val.numpy(), torch.softmax(val_logits, 1).numpy())
+        # on validation accuracy whatever SELECT_BY is: one training serves every rule, so
+        # bench/model_bench.py compares the rules on the same runs
+        scheduler.step(val_acc)
+        epoch_values = (train_acc, train_loss, val_acc, val_loss, val_auc)
+        for key, value in zip(HISTORY_KEYS + EXTRA_HISTORY_KEYS, epoch_values, strict=True):
+            state.history[key].append(value)
+        improved = state.improved_by(val_acc, val_loss, val_auc)
+        if writer:
+            save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, config,
+                                   class_names, improved)
+        if on_epoch is not None:
+            on_epoch(epoch, model, val_logits)
+        lr = optimizer.param_groups[-1]["lr"]
+        encoder_lr = (f" (encoder {optimizer.param_groups[0]['lr']:.1e})"
+                      if len(optimizer.param_groups) > 1 else "")
+        log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
+            f" | val loss {val_loss:.4f} acc {val_acc:.4f} auc {val_auc:.4f} | lr {lr:.1e}"
+            f"{encoder_lr}{' head only' if frozen else ''}"
+            f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
+    set_encoder_frozen(model, False)
+    barrier(world_size)
+    return state
+
+
+def save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, config, class_names,
+                           improved):
+    """best_model.pth when the epoch improved, and always the resumable last_checkpoint.pth."""
+    if improved:
+        save_checkpoint(os.path.join(output_dir, BEST_CHECKPOINT), model, epoch=state.epoch,
+                        val_acc=state.best_val_acc, val_loss=state.best_val_loss,
+                        val_auc=float(state.best_val_auc), selected_by=state.select_by,
+                        class_names=class_names, task=config["TASK"],
+                        normalisation=config["NORMALISATION"], init_from=state.init_from)
+    save_checkpoint(os.path.join(output_dir, LAST_CHECKPOINT), model, epoch=state.epoch,
+                    run_config=config, optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), history=state.history,
+                    best_val_acc=state.best_val_acc, best_val_loss=state.best_val_loss,
+                    best_val_auc=float(state.best_val_auc), best_epoch=state.best_epoch,
+                    torch_rng=torch.get_rng_state(), normalisation=config["NORMALISATION"],
+                    init_from=state.init_from)
+
+
+def checked_resume_state(path, config):
+    """(model, checkpoint dict) of an interrupted run whose options match `config`."""
+    model, state = load_checkpoint(path)
+    saved = {**LEGACY_DEFAULTS, **state.get("run_config", {})}
+    changed = sorted(k for k in set(saved) | set(config)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+    if changed:
+        raise UserError(f"cannot resume {path}: these options differ from the interrupted run: "
+                        + ", ".join(f"{k} (was {saved.get(k)!r}, now {config.get(k)!r})"
+                                    for k in changed))
+    return model, state
+
+
+def resumed_state(saved, optimizer, scheduler, select_by):
+    """Restore the optimizer, scheduler and torch RNG; the FitState after the saved epoch. A run
+    saved before validation AUCs were recorded has NaN for its earlier epochs."""
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    history = {key: list(saved["history"].get(key, [float("nan")] * saved["epoch"]))
+               for key in HISTORY_KEYS + EXTRA_HISTORY_KEYS}
+    return FitState(history=history, best_val_acc=saved["best_val_acc"],
+                    best_val_loss=saved["best_val_loss"],
+                    best_val_auc=saved.get("best_val_auc", float("nan")),
+                    best_epoch=saved["best_epoch"], epoch=saved["epoch"], select_by=select_by)
