@@ -13,7 +13,6 @@ Scripts raise ``UserError`` for mistakes the user can fix (bad data, bad option)
 prints such an error as one clear message, without a traceback, and exits with status 2.
 """
 import ast
-import errno
 import math
 import os
 import re
@@ -22,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from typing import NamedTuple
 
+from lvr.errors import UserError, run_script  # noqa: F401  (the scripts' entry)
 from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, NORMALISATIONS,
                          PAIR_KINDS,
                          PTBXL_TASKS, SELECTION_RULES, TASKS, THRESHOLD_WORDS, UNITS,
@@ -31,10 +31,6 @@ from lvr.leads import DELINEATION_WINDOW_MS, LEAD_BY_KEY, LEAD_NAMES, lead_key
 CONFIG_TYPES = (bool, int, float, str, tuple, list, type(None))
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
-
-
-class UserError(Exception):
-    """A problem with the user's input or options: reported as a message, never a traceback."""
 
 
 def config_names(namespace):
@@ -644,31 +640,3 @@ def configure(namespace, argv=None):
     if problem:
         raise UserError(problem)
     return config
-
-
-# Errors of writing that the user fixes (permissions, a read-only or full disk), not the code
-WRITE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def run_script(main):
-    """Run a script's main(); a UserError, or a write the system refused, becomes a one-line
-    message and exit status 2."""
-    try:
-        main()
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
-        sys.stdout = None
-        raise SystemExit(0) from None
-    except OSError as error:
-        if error.errno not in WRITE_ERRNOS:
-            raise
-        where = error.filename or "a file"
-        print(f"error: cannot write {where}: {error.strerror}. Files written before are intact "
-              f"(every file is written under a temporary name, then renamed); free space or fix "
-              f"the permissions, then run again", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt as error:
-        print(f"\ninterrupted: {error}" if str(error) else "\ninterrupted.", file=sys.stderr)
-        raise SystemExit(130) from None

@@ -6,18 +6,18 @@ never half of one.
 """
 import contextlib
 import datetime
-import errno
 import json
 import os
 import platform
 import secrets
 import socket
 import subprocess
+import sys
 from importlib import metadata
 
 import numpy as np
 
-from lvr.config import UserError
+from lvr.errors import FULL_DISK_ERRNOS, UserError, write_failure
 
 LOCK_FILE = ".run.lock"
 TEMPORARY_MARK = ".tmp"   # in the name of every file atomic_write has not renamed yet
@@ -187,8 +187,28 @@ def disk_space_guard(output_dir, resume_hint="last complete checkpoint"):
     try:
         yield
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        failure = write_failure(error, output_dir, resume_hint, then="continue with --resume=True")
+        if failure is None or error.errno not in FULL_DISK_ERRNOS:
             raise
-        raise UserError(f"no space left on the device while writing to {output_dir}. Files "
-                        f"written before are intact ({resume_hint}); free space, then continue "
-                        f"with --resume=True") from None
+        raise failure from None
+
+
+def run_record(config, wall, cohort=None, data_dir=None, device=None, world_size=1, **fields):
+    """run.json's provenance: the configuration and command, the data (`cohort`, read from
+    `data_dir`), the machine (`device`, a torch.device), the versions and the wall time;
+    `fields` adds what one kind of run records of its own."""
+    record = {"config": config, "command": sys.argv}
+    if cohort is not None:
+        record.update({"data_dir": data_dir, "data_fingerprint": cohort.fingerprint(),
+                       "data_files": cohort.files, "demo_data": cohort.is_demo})
+    if device is not None:
+        import torch  # lazy: run_folder is imported by scripts that never load torch
+        record.update({"device": str(device),
+                       "cuda_device": torch.cuda.get_device_name(device)
+                       if device.type == "cuda" else None,
+                       "processes": world_size, "torch_threads": torch.get_num_threads()})
+    record.update(fields)
+    record.update({"versions": library_versions(), "code": code_version(),
+                   "wall_time_s": round(wall, 2),
+                   "finished": datetime.datetime.now().isoformat(timespec="seconds")})
+    return record
