@@ -1,15 +1,17 @@
-"""The original's data module: its loaders, split and dataset, on top of lvr.data.cohort.
+"""The original's data module: its loaders, split and dataset, on top of lvr.data.
 
-The data layer itself (cohort files, validation, standardisation, patient-level splits) is
-lvr/data/cohort.py; this module keeps the original's names working and adds its two loaders, which
-read DATA_DIR (the demo cohort when it holds none).
+The data layer itself is lvr/data/: cohort files and validation (cohort.py), standardisation and
+datasets (beats.py), patient-level splits (split.py); this module keeps the original's names
+working and adds its two loaders, which read DATA_DIR (the demo cohort when it holds none).
 """
 import numpy as np
 
-from lvr.data.cohort import (SEED_COHORT, Cohort, CohortError, ECGDataset, LeadDropout,  # noqa: F401
-                        load_cohort, package_dataset, patient_kfold_indices,
-                        patient_split_indices, set_seed, split_dataset_by_patients,
-                        standardize_beats)
+from lvr.data.beats import (ECGDataset, LeadDropout, package_dataset,  # noqa: F401
+                            set_seed, standardize_beats)
+from lvr.data.cohort import Cohort, load_cohort  # noqa: F401
+from lvr.data.cohort_json import SEED_COHORT, CohortError  # noqa: F401
+from lvr.data.split import (patient_kfold_indices, patient_split_indices,  # noqa: F401
+                            split_dataset_by_patients)
 from lvr.data.demo import DATA_DIR, DEMO_DIR, resolve_data_dir  # noqa: F401
 from lvr.leads import LEAD_NAMES  # noqa: F401
 

@@ -8,41 +8,74 @@ run was trained on, or, with EXTERNAL=True, another cohort with the same leads, 
 window (all its beats are explained). lvr/explain/analysis.py does the work. Every constant below can be
 overridden as --lower_case_name=value; --help lists them.
 """
+from lvr import options as valid
 from lvr.config import configure, run_script
 from lvr.explain.lead_stats import compute_icc  # noqa: F401  (the original defined it here)
 
-DATA_DIR = "data"                    # cohort folder the model was trained on (default: demo)
-TRAIN_DIR = "results_class2"         # 2-class training run: best_model.pth and split.json
-EXTERNAL = False                     # True: DATA_DIR is another cohort; explain all its beats
-CHECKPOINT = "best_model.pth"        # model file in TRAIN_DIR (last_checkpoint.pth: final epoch)
-OUTPUT_DIR = "output_saliencyana2"   # an earlier analysis here is kept as OUTPUT_DIR.<timestamp>
-METHOD = "smoothgrad"                # attribution map (grad_cam has no lead resolution)
-NUM_SAMPLES = 10                     # SmoothGrad noisy copies per beat (1, NOISE_LEVEL=0: gradient)
-NOISE_LEVEL = 0.1                    # SmoothGrad noise sd, in standardised units
-IG_STEPS = 32                        # integrated gradients: steps from the zero baseline
-OCCLUSION_WINDOW_MS = 50             # occlusion: window zeroed per lead
-BATCH_SIZE = 32                      # beats per SmoothGrad batch
-SEED = 42                            # seeds the SmoothGrad noise
-DEVICE = "auto"                      # auto (CUDA if present), cpu, cuda
-MAX_FIGURES = None                   # per-sample figures to draw (None: all test beats)
-FIG_DPI = 150                        # resolution of the per-sample figures
-FIGURE_WORKERS = 2                   # processes drawing figures and delineating waves (1: this one)
-WAVE_IMPORTANCE = True               # share of each lead's saliency in its P, PR, QRS, ST, T waves
-DELINEATION_LEADS = "all"            # leads combined for wave boundaries: all, or II,V2,V5 (faster)
-SANITY_CHECK = True                  # Adebayo et al. 2018: saliency after randomising the weights
-SANITY_SAMPLES = 32                  # test beats the randomisation check reruns the map on
-DELETION_TEST = True                 # remove each LVR beat's top-k leads vs k random leads
-DELETION_MAX_K = 6                   # largest number of leads removed
-DELETION_DRAWS = 10                  # random lead orders averaged per beat
-PATIENT_BOOTSTRAP = 1000             # patient resamples for the patient-level CIs and stability
-WAVE_EFFECTS = True                  # counterfactual lead x wave effects (wave_effects.csv)
-WAVE_REFERENCE = "mean"              # swapped-in segments: mean, median or nearest non-LVR beats
-WAVE_ALIGNMENT = "r_peak"            # reference aligned on the R peak, or warped per segment
-WAVE_BLEND_MS = 10                   # cross-fade across each segment edge
-LEAD_IMPORTANCE = "map"              # lead statistics on the map, or on wave_effects
-SAVE_MAPS = True                     # saliency_maps.npz: maps, probabilities, index, patient, group
-REPORT = True                        # write report.html, the analysis in one self-contained page
-ALLOW_PICKLE = False                 # load pickled (object) arrays: only for files you trust
+# cohort folder the model was trained on (default: demo)
+DATA_DIR: valid.folder() = "data"
+# 2-class training run: best_model.pth and split.json
+TRAIN_DIR: valid.folder() = "results_class2"
+# True: DATA_DIR is another cohort; explain all its beats
+EXTERNAL: valid.FLAG = False
+# model file in TRAIN_DIR (last_checkpoint.pth: final epoch)
+CHECKPOINT: valid.CHECKPOINT = "best_model.pth"
+# an earlier analysis here is kept as OUTPUT_DIR.<timestamp>
+OUTPUT_DIR: valid.folder(written=True) = "output_saliencyana2"
+# attribution map (grad_cam has no lead resolution)
+METHOD: valid.METHOD = "smoothgrad"
+# SmoothGrad noisy copies per beat (1, NOISE_LEVEL=0: gradient)
+NUM_SAMPLES: valid.integer(1).only_if("METHOD", "smoothgrad") = 10
+# SmoothGrad noise sd, in standardised units
+NOISE_LEVEL: valid.NON_NEGATIVE.only_if("METHOD", "smoothgrad") = 0.1
+# integrated gradients: steps from the zero baseline
+IG_STEPS: valid.integer(1).only_if("METHOD", "integrated_gradients") = 32
+# occlusion: window zeroed per lead
+OCCLUSION_WINDOW_MS: valid.POSITIVE.only_if("METHOD", "occlusion") = 50
+# beats per SmoothGrad batch
+BATCH_SIZE: valid.integer(1) = 32
+# seeds the SmoothGrad noise
+SEED: valid.SEED = 42
+# auto (CUDA if present), cpu, cuda
+DEVICE: valid.DEVICE = "auto"
+# per-sample figures to draw (None: all test beats)
+MAX_FIGURES: valid.MAX_FIGURES = None
+# resolution of the per-sample figures
+FIG_DPI: valid.integer(1) = 150
+# processes drawing figures and delineating waves (1: this one)
+FIGURE_WORKERS: valid.integer(1) = 2
+# share of each lead's saliency in its P, PR, QRS, ST, T waves
+WAVE_IMPORTANCE: valid.FLAG = True
+# leads combined for wave boundaries: all, or II,V2,V5 (faster)
+DELINEATION_LEADS: valid.DELINEATION_LEADS = "all"
+# Adebayo et al. 2018: saliency after randomising the weights
+SANITY_CHECK: valid.FLAG = True
+# test beats the randomisation check reruns the map on
+SANITY_SAMPLES: valid.integer(1).only_if("SANITY_CHECK") = 32
+# remove each LVR beat's top-k leads vs k random leads
+DELETION_TEST: valid.FLAG = True
+# largest number of leads removed
+DELETION_MAX_K: valid.integer(1, 12).only_if("DELETION_TEST") = 6
+# random lead orders averaged per beat
+DELETION_DRAWS: valid.integer(1).only_if("DELETION_TEST") = 10
+# patient resamples for the patient-level CIs and stability
+PATIENT_BOOTSTRAP: valid.integer(0) = 1000
+# counterfactual lead x wave effects (wave_effects.csv)
+WAVE_EFFECTS: valid.FLAG = True
+# swapped-in segments: mean, median or nearest non-LVR beats
+WAVE_REFERENCE: valid.WAVE_REFERENCE.only_if("WAVE_EFFECTS") = "mean"
+# reference aligned on the R peak, or warped per segment
+WAVE_ALIGNMENT: valid.WAVE_ALIGNMENT.only_if("WAVE_EFFECTS") = "r_peak"
+# cross-fade across each segment edge
+WAVE_BLEND_MS: valid.NON_NEGATIVE.only_if("WAVE_EFFECTS") = 10
+# lead statistics on the map, or on wave_effects
+LEAD_IMPORTANCE: valid.LEAD_IMPORTANCE = "map"
+# saliency_maps.npz: maps, probabilities, index, patient, group
+SAVE_MAPS: valid.FLAG = True
+# write report.html, the analysis in one self-contained page
+REPORT: valid.FLAG = True
+# load pickled (object) arrays: only for files you trust
+ALLOW_PICKLE: valid.FLAG = False
 
 
 def main():

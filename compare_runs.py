@@ -11,18 +11,26 @@ probabilities, the rule every result of this project uses. Beats of one patient 
 independent, so --level=beat gives too small a p. Every constant below can be overridden as
 --lower_case_name=value; --help lists them.
 """
+from lvr import options as valid
 from lvr.config import UserError, configure, run_script
 from lvr.stats.delong import delong_paired_test
 from lvr.report.predictions import paired_scores, read_predictions, same_cohort_problem
 from lvr.run_folder import write_json_atomic
 
-RUN_A = "results_class2"   # a finished run's folder (or its predictions.csv)
-RUN_B = ""                 # the run to compare it with
-POSITIVE_CLASS = ""        # class scored one-vs-rest ("": the last class, the positive of 2)
-LEVEL = "patient"          # patient (one case per patient) or beat
-ALPHA = 0.05               # 1 - confidence of the interval of the difference
-OUTPUT = ""                # also write the result to this JSON file ("": print only)
-ALLOW_OTHER_COHORT = False # pair runs of different cohorts whose beats match (one cohort, 2 gains)
+# a finished run's folder (or its predictions.csv)
+RUN_A: valid.TEXT = "results_class2"
+# the run to compare it with
+RUN_B: valid.TEXT = ""
+# class scored one-vs-rest ("": the last class, the positive of 2)
+POSITIVE_CLASS: valid.TEXT = ""
+# patient (one case per patient) or beat
+LEVEL: valid.LEVEL = "patient"
+# 1 - confidence of the interval of the difference
+ALPHA: valid.OPEN_FRACTION = 0.05
+# also write the result to this JSON file ("": print only)
+OUTPUT: valid.TEXT = ""
+# pair runs of different cohorts whose beats match (one cohort, 2 gains)
+ALLOW_OTHER_COHORT: valid.FLAG = False
 
 
 def main():

@@ -8,25 +8,42 @@ Every constant below can be overridden as --lower_case_name=value; --help lists 
 import os
 import time
 
+from lvr import options as valid
 from lvr.config import UserError, configure, run_script
 from lvr.data.demo import DEMO_CONFIG as DEMO, write_demo_cohort
 
-OUTPUT_DIR = os.path.join("data", "demo")       # folder the cohort is written to
-OVERWRITE = False                               # replace an existing cohort in OUTPUT_DIR
-SEED = DEMO["SEED"]                             # generator seed: same seed, same cohort
-N_PATIENTS = DEMO["N_PATIENTS"]                 # patients per group
-BEATS_PER_PATIENT = DEMO["BEATS_PER_PATIENT"]   # beats per patient, drawn uniformly in [lo, hi]
-LVR_LEADS = DEMO["LVR_LEADS"]                   # leads that carry the LVR effect
-LVR_WAVE = DEMO["LVR_WAVE"]                     # the sign: T, QRS, Q, ST_DEPRESSION or ST_ELEVATION
-LVR_STRENGTH = DEMO["LVR_STRENGTH"]             # per-patient strength s (T: wave scaled by 1 - s)
-NON_LVR_CHANGE = DEMO["NON_LVR_CHANGE"]         # share of non-LVR patients with milder s~U(lo, hi)
-DISCORDANT_SHARE = DEMO["DISCORDANT_SHARE"]     # patients whose ECG contradicts their class
-FS = DEMO["FS"]                                 # sampling rate (Hz)
-WINDOW_S = DEMO["WINDOW_S"]                     # beat window length (s)
-R_PEAK_S = DEMO["R_PEAK_S"]                     # R peak position in the window (s)
-NOISE_MV = DEMO["NOISE_MV"]                     # white noise standard deviation (mV)
-WANDER_MV = DEMO["WANDER_MV"]                   # baseline wander amplitude (mV)
-AMPLITUDE_SCALE = 1.0                           # gain on every beat (1.2: a device 20% too high)
+# folder the cohort is written to
+OUTPUT_DIR: valid.folder(written=True) = os.path.join("data", "demo")
+# replace an existing cohort in OUTPUT_DIR
+OVERWRITE: valid.FLAG = False
+# generator seed: same seed, same cohort
+SEED: valid.SEED = DEMO["SEED"]
+# patients per group
+N_PATIENTS: valid.integer(1) = DEMO["N_PATIENTS"]
+# beats per patient, drawn uniformly in [lo, hi]
+BEATS_PER_PATIENT: valid.ascending(valid.integer(1), strict=False) = DEMO["BEATS_PER_PATIENT"]
+# leads that carry the LVR effect
+LVR_LEADS: valid.LEADS = DEMO["LVR_LEADS"]
+# the sign: T, QRS, Q, ST_DEPRESSION or ST_ELEVATION
+LVR_WAVE: valid.LVR_WAVE = DEMO["LVR_WAVE"]
+# per-patient strength s (T: wave scaled by 1 - s)
+LVR_STRENGTH: valid.ascending(valid.number(), strict=False) = DEMO["LVR_STRENGTH"]
+# share of non-LVR patients with milder s~U(lo, hi)
+NON_LVR_CHANGE: valid.NON_LVR_CHANGE = DEMO["NON_LVR_CHANGE"]
+# patients whose ECG contradicts their class
+DISCORDANT_SHARE: valid.SHARE = DEMO["DISCORDANT_SHARE"]
+# sampling rate (Hz)
+FS: valid.integer(1) = DEMO["FS"]
+# beat window length (s)
+WINDOW_S: valid.POSITIVE = DEMO["WINDOW_S"]
+# R peak position in the window (s)
+R_PEAK_S: valid.NON_NEGATIVE = DEMO["R_PEAK_S"]
+# white noise standard deviation (mV)
+NOISE_MV: valid.NON_NEGATIVE = DEMO["NOISE_MV"]
+# baseline wander amplitude (mV)
+WANDER_MV: valid.NON_NEGATIVE = DEMO["WANDER_MV"]
+# gain on every beat (1.2: a device 20% too high)
+AMPLITUDE_SCALE: valid.POSITIVE = 1.0
 
 
 def main():

@@ -12,20 +12,33 @@ test files, so compare_runs.py pairs it with the network:
 lvr/evaluate/baseline.py does the work. Every constant below can be overridden as
 --lower_case_name=value; --help lists them.
 """
+from lvr import options as valid
 from lvr.config import configure, run_script
 
-TRAIN_DIR = "results_class2"      # a finished training run: its split.json gives the patients
-DATA_DIR = ""                     # "": the cohort the run was trained on (split.json data_dir)
-OUTPUT_DIR = ""                   # "": <TRAIN_DIR>_ecg_features, beside the run
-DELINEATION_LEADS = "all"         # leads combined for wave boundaries: all, or II,V2,V5 (faster)
-WORKERS = 1                       # processes delineating beats (1 = run in this process)
-MEASUREMENTS = ""                 # an earlier baseline run's measurements.npz: reuse them
-PENALTY_FOLDS = 5                 # patient-grouped folds that choose the L2 penalty
-PENALTIES = 10                    # penalty strengths C tried, log-spaced over 1e-4..1e4
-BOOTSTRAP = 1000                  # patient-bootstrap resamples for the 95% CIs
-SEED = 42                         # fixes the penalty folds and the bootstrap
-REPORT = True                     # write report.html, the baseline in one self-contained page
-ALLOW_PICKLE = False              # load pickled (object) arrays: only for files you trust
+# a finished training run: its split.json gives the patients
+TRAIN_DIR: valid.folder() = "results_class2"
+# "": the cohort the run was trained on (split.json data_dir)
+DATA_DIR: valid.folder(optional=True) = ""
+# "": <TRAIN_DIR>_ecg_features, beside the run
+OUTPUT_DIR: valid.folder(optional=True, written=True) = ""
+# leads combined for wave boundaries: all, or II,V2,V5 (faster)
+DELINEATION_LEADS: valid.DELINEATION_LEADS = "all"
+# processes delineating beats (1 = run in this process)
+WORKERS: valid.integer(1) = 1
+# an earlier baseline run's measurements.npz: reuse them
+MEASUREMENTS: valid.MEASUREMENTS_FILE = ""
+# patient-grouped folds that choose the L2 penalty
+PENALTY_FOLDS: valid.integer(2) = 5
+# penalty strengths C tried, log-spaced over 1e-4..1e4
+PENALTIES: valid.integer(1) = 10
+# patient-bootstrap resamples for the 95% CIs
+BOOTSTRAP: valid.integer(0) = 1000
+# fixes the penalty folds and the bootstrap
+SEED: valid.SEED = 42
+# write report.html, the baseline in one self-contained page
+REPORT: valid.FLAG = True
+# load pickled (object) arrays: only for files you trust
+ALLOW_PICKLE: valid.FLAG = False
 
 
 def main():

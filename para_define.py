@@ -4,7 +4,7 @@ Everything here lives in the lvr package (the README's "Code map" says where) an
 from there, so code written against the original's `from para_define import ...` keeps working.
 """
 from lvr.train.checkpoints import load_checkpoint, save_checkpoint  # noqa: F401
-from lvr.data.cohort import set_seed  # noqa: F401
+from lvr.data.beats import set_seed  # noqa: F401
 from lvr.train.distributed import resolve_device  # noqa: F401
 from lvr.train.run import run_training  # noqa: F401
 from lvr.stats.metrics import (classification_metrics, patient_bootstrap_ci,  # noqa: F401

@@ -11,13 +11,16 @@ import os
 
 import numpy as np
 
+from lvr import options as valid
 from lvr.config import UserError, configure, run_script
 from lvr.report.training_figures import (plot_confusion_matrix, plot_roc_curve,  # noqa: F401
                                   plot_training_curves)
 from lvr.train.loop import HISTORY_KEYS
 
-TRAIN_DIR = "results_class2"      # a finished training run (or an evaluation, a saliency analysis)
-REPORT = True                     # also redraw report.html
+# a finished training run (or an evaluation, a saliency analysis)
+TRAIN_DIR: valid.folder(written=True) = "results_class2"
+# also redraw report.html
+REPORT: valid.FLAG = True
 
 
 def main():

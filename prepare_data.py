@@ -15,35 +15,63 @@ Every constant below can be overridden as --lower_case_name=value; --help lists 
 """
 import os
 
+from lvr import options as valid
 from lvr.config import configure, run_script
 
-TABLE = ""  # CSV with columns record, patient_id, group ("" when --ptbxl_dir is given)
-PTBXL_DIR = ""  # PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/)
-TASK = "mi_norm"  # mi_norm | lvh_norm | superclass4 | unlabelled | binary:NEG,POS | multiclass:A,B
-NAME = ""  # cohort name in cohort.json; "" = ptbxl_<task> or <table file stem>
-OUTPUT_DIR = ""  # cohort folder to write; "" = data/<cohort name>
-OVERWRITE = False  # replace this script's files in a non-empty OUTPUT_DIR
-MIN_LIKELIHOOD = 0.0  # PTB-XL: a scp_code counts if its likelihood >= this (0: all, as benchmark)
-PTBXL_DEVICE = ""  # PTB-XL: keep records whose device starts with this (e.g. AT-6, CS-12; "" = all)
-UNIT = ""  # "" = each file's stated amplitude unit; uV | mV | V = read every record's values in it
-PLAUSIBLE_MV = (0.1, 20.0)  # median lead peak-to-peak (mV) outside it: unit error (PTB-XL 0.43-3.7)
-FS = 500  # Hz; every record is resampled to this rate
-PRE = 0.3  # seconds kept before the R peak (the R peak sits at sample round(PRE * FS))
-POST = 0.7  # seconds kept from the R peak on
-BEATS = "all"  # all | first:K | random:K (K beats drawn with SEED) | median (one median beat)
-BANDPASS = (0.5, 40.0)  # Hz, zero-phase Butterworth band-pass (scipy sosfiltfilt)
-BANDPASS_ORDER = 2  # Butterworth order of each pass; sosfiltfilt doubles the effective order
-NOTCH_HZ = (50.0, 60.0)  # mains hum removed by zero-phase notches (Q 30) before the band-pass
-DETECTOR = "neurokit"  # neurokit2 ecg_findpeaks method (best agreement with wfdb XQRS on PTB-XL)
-DETECTOR_LEAD = "II"  # lead the R peaks are detected on
-R_REFINE_S = 0.08  # seconds: detections snap to the dominant QRS deflection within +- this
-MIN_PEAK_RATIO = 0.35  # drop detections below this x the record's 75th-percentile R amplitude
-HEART_RATE_BPM = (30.0, 220.0)  # plausible median heart rate; outside it the record is rejected
-REJECT_FLAT_MV = 0.05  # reject a record with a lead whose filtered peak-to-peak is below this (mV)
-REJECT_SATURATION = 0.2  # reject a lead stuck at its min or max value for this many seconds
-REJECT_NOISE = 0.5  # reject when a lead's broadband power above BANDPASS[1] / in-band power > this
-WORKERS = min(4, os.cpu_count() or 1)  # parallel processes (1 = run in this process)
-SEED = 0  # seeds the beat draw of BEATS=random:K (per record, independent of WORKERS)
+# CSV with columns record, patient_id, group ("" when --ptbxl_dir is given)
+TABLE: valid.file_path(optional=True) = ""
+# PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/)
+PTBXL_DIR: valid.folder(optional=True) = ""
+# mi_norm | lvh_norm | superclass4 | unlabelled | binary:NEG,POS | multiclass:A,B
+TASK: valid.PREPARE_TASK = "mi_norm"
+# cohort name in cohort.json; "" = ptbxl_<task> or <table file stem>
+NAME: valid.TEXT = ""
+# cohort folder to write; "" = data/<cohort name>
+OUTPUT_DIR: valid.folder(optional=True, written=True) = ""
+# replace this script's files in a non-empty OUTPUT_DIR
+OVERWRITE: valid.FLAG = False
+# PTB-XL: a scp_code counts if its likelihood >= this (0: all, as benchmark)
+MIN_LIKELIHOOD: valid.number(0, 100) = 0.0
+# PTB-XL: keep records whose device starts with this (e.g. AT-6, CS-12; "" = all)
+PTBXL_DEVICE: valid.TEXT = ""
+# "" = each file's stated amplitude unit; uV | mV | V = read every record's values in it
+UNIT: valid.UNIT = ""
+# median lead peak-to-peak (mV) outside it: unit error (PTB-XL 0.43-3.7)
+PLAUSIBLE_MV: valid.ascending(valid.POSITIVE, strict=True) = (0.1, 20.0)
+# Hz; every record is resampled to this rate
+FS: valid.integer(1) = 500
+# seconds kept before the R peak (the R peak sits at sample round(PRE * FS))
+PRE: valid.NON_NEGATIVE = 0.3
+# seconds kept from the R peak on
+POST: valid.POSITIVE = 0.7
+# all | first:K | random:K (K beats drawn with SEED) | median (one median beat)
+BEATS: valid.BEATS = "all"
+# Hz, zero-phase Butterworth band-pass (scipy sosfiltfilt)
+BANDPASS: valid.ascending(valid.POSITIVE, strict=True) = (0.5, 40.0)
+# Butterworth order of each pass; sosfiltfilt doubles the effective order
+BANDPASS_ORDER: valid.integer(1) = 2
+# mains hum removed by zero-phase notches (Q 30) before the band-pass
+NOTCH_HZ: valid.FREQUENCIES = (50.0, 60.0)
+# neurokit2 ecg_findpeaks method (best agreement with wfdb XQRS on PTB-XL)
+DETECTOR: valid.matching(r"\w+", "the name of a neurokit2 ecg_findpeaks method") = "neurokit"
+# lead the R peaks are detected on
+DETECTOR_LEAD: valid.LEAD_NAME = "II"
+# seconds: detections snap to the dominant QRS deflection within +- this
+R_REFINE_S: valid.NON_NEGATIVE = 0.08
+# drop detections below this x the record's 75th-percentile R amplitude
+MIN_PEAK_RATIO: valid.SHARE = 0.35
+# plausible median heart rate; outside it the record is rejected
+HEART_RATE_BPM: valid.ascending(valid.POSITIVE, strict=True) = (30.0, 220.0)
+# reject a record with a lead whose filtered peak-to-peak is below this (mV)
+REJECT_FLAT_MV: valid.NON_NEGATIVE = 0.05
+# reject a lead stuck at its min or max value for this many seconds
+REJECT_SATURATION: valid.POSITIVE = 0.2
+# reject when a lead's broadband power above BANDPASS[1] / in-band power > this
+REJECT_NOISE: valid.POSITIVE = 0.5
+# parallel processes (1 = run in this process)
+WORKERS: valid.integer(1) = min(4, os.cpu_count() or 1)
+# seeds the beat draw of BEATS=random:K (per record, independent of WORKERS)
+SEED: valid.SEED = 0
 
 
 def main():

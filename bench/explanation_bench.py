@@ -119,7 +119,8 @@ def wave_variant_rows(cohort, data_dir, train_dir):
     from lvr.explain.analysis import wave_effects as we
     from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
     from lvr.train.checkpoints import load_checkpoint
-    from lvr.data.cohort import load_cohort, standardize_beats
+    from lvr.data.beats import standardize_beats
+    from lvr.data.cohort import load_cohort
     from lvr.measure.delineation import beat_segments_batch, r_peak_index
     from lvr.leads import WAVES
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))

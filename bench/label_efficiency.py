@@ -159,7 +159,7 @@ def finetune_job(job, out_path):
                            job["seed"])
     val = patient_subset(parts["val"], labels, cohort.patient_ids, job["fraction"], job["seed"],
                          stream=8)
-    from lvr.data.cohort import StandardisedBeats
+    from lvr.data.beats import StandardisedBeats
     x_all = StandardisedBeats(cohort.beats, normalisation=config["NORMALISATION"])
     source = None
     if job["init_from"]:

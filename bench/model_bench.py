@@ -110,7 +110,8 @@ def recipe_job(task, script, cohort_dir, model, lr, fold, folds, epochs, out_pat
 
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(1)
-    from lvr.data.cohort import StandardisedBeats, load_cohort
+    from lvr.data.beats import StandardisedBeats
+    from lvr.data.cohort import load_cohort
     from lvr.train.run import cv_fold_parts
     from lvr.train.loop import fit
     namespace = script_constants(script)

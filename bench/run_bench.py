@@ -17,7 +17,7 @@ Each ratio is the reference's time over ours:
 - train_seed_loop_vs_bare_step: the original's loop against the bare step (the ceiling of
   train_speedup_vs_seed_loop)
 - smoothgrad_speedup_vs_seed_loop: `smoothgrad` (lvr.explain.smoothgrad) against
-  `smoothgrad_seed_loop`, same noise
+  `smoothgrad_seed_loop` (tests/references.py), same noise
 - smoothgrad_speedup_vs_captum: `smoothgrad` against captum NoiseTunnel(Saliency) at its
   fastest chunking
 - bootstrap_speedup_vs_sklearn_loop: `patient_bootstrap_ci` (vectorised) against
@@ -54,15 +54,18 @@ from tqdm import tqdm
 
 from common import ROOT, OtherLoad, machine  # puts ROOT on sys.path: before lvr, model
 from lvr.data import demo
-from lvr.data.cohort import ECGDataset, LeadDropout, standardize_beats
+from lvr.data.beats import ECGDataset, LeadDropout, standardize_beats
 from lvr.measure.delineation import beat_segments_batch
 from lvr.explain.analysis import figure_jobs
 from lvr.report.saliency_figures import draw_sample_figure
 from lvr.leads import WAVES
 from lvr.stats.metrics import patient_bootstrap_ci, patient_bootstrap_ci_loop
-from lvr.explain.smoothgrad import smoothgrad, smoothgrad_seed_loop
+from lvr.explain.smoothgrad import smoothgrad
 from lvr.train.loop import LabelSmoothingLoss, batch_loader, build_optimizer, train_one_epoch
 from model import build_model
+
+sys.path.insert(0, str(ROOT / "tests"))   # the original's loops, kept with the tests
+from references import smoothgrad_seed_loop  # noqa: E402
 
 EXPERIMENT = "ca_ms_v2"        # model of the training scripts
 NUM_CLASSES = 2                # 2-class task

@@ -51,7 +51,7 @@ LVR_SIGNS = {
 }
 
 # NORMALISATION of the training scripts: how a beat becomes the network's input
-# (lvr.data.cohort.normalised_beats); stored in the checkpoint, so evaluation and saliency match it
+# (lvr.data.beats.normalised_beats); stored in the checkpoint, so evaluation and saliency match it
 NORMALISATIONS = {
     "per_lead": "each lead of each beat to zero mean and unit sd (the original's)",
     "per_beat": "each beat to zero mean and unit sd over all its leads (keeps lead amplitudes)",
@@ -89,3 +89,21 @@ def threshold_rule(value):
     except ValueError:
         return None
     return ("probability", number) if 0 < number < 1 else None
+
+
+def split_sizes_problem(test_size, val_size):
+    """What is wrong with sending `test_size` and `val_size` of the patients to test and
+    validation (TEST_SIZE, VAL_SIZE; lvr.data.split), or None: each a share below 1, validation
+    above 0, and some patients left for training."""
+    if 0 <= test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1:
+        return None
+    return (f"test_size ({test_size}) and val_size ({val_size}) must be in (0, 1) and leave "
+            f"room for training")
+
+
+def dropout_problem(p):
+    """What is wrong with LEAD_DROPOUT `p`, the chance a lead is zeroed
+    (lvr.data.beats.LeadDropout), or None: a chance in [0, 1)."""
+    if 0.0 <= float(p) < 1.0:
+        return None
+    return f"LEAD_DROPOUT must be in [0, 1), got {p}"

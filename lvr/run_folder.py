@@ -13,6 +13,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 
 import numpy as np
@@ -57,6 +58,23 @@ def write_json_atomic(path, payload):
 def save_npy_atomic(path, array):
     with atomic_write(path) as temporary:
         np.save(temporary, array)
+
+
+def unwritable_folder_problem(path):
+    """Why folder `path` cannot be written, or None. A folder that does not exist yet is judged
+    by its nearest existing parent, where it will be made; nothing is left behind."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f"{probe} is a file, so no folder can be made there"
+    try:
+        with tempfile.TemporaryDirectory(dir=probe, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        where = "it" if probe == os.path.abspath(path) else f"{probe}, where it would be made,"
+        return f"{where} cannot be written ({error.strerror or error})"
+    return None
 
 
 def removed_temporary_files(output_dir):

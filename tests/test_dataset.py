@@ -8,7 +8,13 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 import ECG_dataset
-import lvr.data.cohort as ds
+from lvr.data import beat_files
+from lvr.data.beat_files import BeatFiles
+from lvr.data.beats import (ECGDataset, LeadDropout, StandardisedBeats, package_dataset,
+                            standardize_beats)
+from lvr.data.cohort import load_cohort
+from lvr.data.cohort_json import CohortError
+from lvr.data.split import patient_kfold_indices, patient_split_indices, split_dataset_by_patients
 from lvr.data import demo
 from lvr.leads import LEAD_NAMES
 from helpers import beats_of, script_result
@@ -19,7 +25,7 @@ GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
 # ----------------------------------------------------------------------------- loading
 
 def test_load_cohort_returns_float32_beats_labels_ids_and_groups(small_cohort_dir):
-    cohort = ds.load_cohort(small_cohort_dir)
+    cohort = load_cohort(small_cohort_dir)
     sizes = [len(beats_of(small_cohort_dir, g)) for g in GROUPS]
     assert cohort.beats.dtype == np.float32 and cohort.beats.shape == (sum(sizes), 12, 300)
     assert np.array_equal(np.bincount(cohort.group_index), sizes)
@@ -38,7 +44,7 @@ def test_seed_loaders_read_data_dir(monkeypatch, small_cohort_dir):
     assert set(labels) == {0, 1, 2, 3} and set(labels2) == {0, 1}
     assert np.array_equal(labels2, np.isin(labels, [1, 3]).astype(int))
     assert np.allclose(data.mean(axis=2), 0, atol=1e-5)
-    dataset, channels, length, classes = ds.package_dataset(data, labels, ids)
+    dataset, channels, length, classes = package_dataset(data, labels, ids)
     assert (channels, length, classes) == (12, 300, 4) and len(dataset) == len(labels)
     x, y, pid = dataset[0]
     assert x.shape == (12, 300) and int(y) == labels[0] and pid == ids[0]
@@ -46,7 +52,7 @@ def test_seed_loaders_read_data_dir(monkeypatch, small_cohort_dir):
 
 def test_seed_style_dataset_from_list_of_pairs():
     items = [[np.ones((12, 5)) * i, i % 2] for i in range(4)]
-    dataset = ds.ECGDataset(items)
+    dataset = ECGDataset(items)
     assert len(dataset) == 4 and not dataset.has_patient_ids
     x, y = dataset[3]
     assert x.dtype.is_floating_point and float(x[0, 0]) == 3 and int(y) == 1
@@ -56,7 +62,7 @@ def test_standardize_matches_sklearn_and_flat_lead_is_zero():
     rng = np.random.default_rng(0)
     beats = rng.normal(3, 2, (5, 12, 100)).astype(np.float32)
     beats[1, 4] = 7.0
-    ours = ds.standardize_beats(beats)
+    ours = standardize_beats(beats)
     reference = np.array([StandardScaler().fit_transform(b.T).T for b in beats])
     assert ours.dtype == np.float32
     assert np.allclose(ours, reference, atol=1e-5)
@@ -66,7 +72,7 @@ def test_standardize_matches_sklearn_and_flat_lead_is_zero():
 def test_missing_patient_ids_make_every_beat_its_own_patient(cohort_copy):
     for g in GROUPS:
         os.remove(cohort_copy / f"cut_{g}_patient_ids.npy")
-    cohort = ds.load_cohort(str(cohort_copy))
+    cohort = load_cohort(str(cohort_copy))
     assert not cohort.patient_ids_given
     assert len(np.unique(cohort.patient_ids)) == len(cohort.patient_ids)
 
@@ -75,7 +81,7 @@ def test_string_patient_ids_are_accepted(cohort_copy):
     for g in GROUPS:
         ids = np.load(cohort_copy / f"cut_{g}_patient_ids.npy")
         np.save(cohort_copy / f"cut_{g}_patient_ids.npy", np.array([f"P-{i}" for i in ids]))
-    cohort = ds.load_cohort(str(cohort_copy))
+    cohort = load_cohort(str(cohort_copy))
     assert cohort.patient_ids[0].startswith("P-")
 
 
@@ -86,10 +92,10 @@ def test_cohort_json_describes_other_groups(tmp_path):
     (tmp_path / "cohort.json").write_text(json.dumps({
         "groups": ["NORM", "MI"], "binary_labels": {"NORM": 0, "MI": 1},
         "binary_class_names": ["NORM", "MI"], "sampling_rate": 500}))
-    cohort = ds.load_cohort(str(tmp_path))
+    cohort = load_cohort(str(tmp_path))
     assert cohort.class_names("binary") == ["NORM", "MI"]
     assert cohort.spec["analysis_subgroups"] == {"MI": "MI"}
-    with pytest.raises(ds.CohortError, match="multiclass"):
+    with pytest.raises(CohortError, match="multiclass"):
         cohort.labels("multiclass")
 
 
@@ -147,39 +153,39 @@ BAD_COHORTS = {
 def test_bad_cohort_gets_a_clear_error(case, cohort_copy):
     breaker, file_name, message = BAD_COHORTS[case]
     breaker(cohort_copy)
-    with pytest.raises(ds.CohortError) as error:
-        ds.load_cohort(str(cohort_copy))
+    with pytest.raises(CohortError) as error:
+        load_cohort(str(cohort_copy))
     assert file_name in str(error.value) and message in str(error.value)
 
 
 def test_nan_in_the_last_chunk_of_a_file_larger_than_a_chunk_is_found(cohort_copy, monkeypatch):
     beats = np.load(cohort_copy / "cut_ST_1.npy")
-    monkeypatch.setattr(ds, "CHECK_CHUNK_BYTES", 3 * beats[0].nbytes)   # a file of many chunks
+    monkeypatch.setattr(beat_files, "CHECK_CHUNK_BYTES", 3 * beats[0].nbytes)   # a file of many chunks
     assert len(beats) > 6
     beats[-1, 11, -1] = np.nan
     np.save(cohort_copy / "cut_ST_1.npy", beats)
-    with pytest.raises(ds.CohortError, match=rf"cut_ST_1.npy: 1 of {len(beats)} beats contain NaN "
+    with pytest.raises(CohortError, match=rf"cut_ST_1.npy: 1 of {len(beats)} beats contain NaN "
                                              rf"or Inf \(first: beat {len(beats) - 1}\)"):
-        ds.load_cohort(str(cohort_copy))
+        load_cohort(str(cohort_copy))
     beats[1, 0, 0] = np.inf                                # two chunks: counted together
     np.save(cohort_copy / "cut_ST_1.npy", beats)
-    with pytest.raises(ds.CohortError, match=rf"2 of {len(beats)} beats .* \(first: beat 1\)"):
-        ds.load_cohort(str(cohort_copy))
+    with pytest.raises(CohortError, match=rf"2 of {len(beats)} beats .* \(first: beat 1\)"):
+        load_cohort(str(cohort_copy))
 
 
 def test_float64_beyond_float32_range_is_refused_like_inf(cohort_copy):
     beats = np.load(cohort_copy / "cut_NS_0.npy").astype(np.float64)
     beats[2, 3, 4] = 1e300                                 # Inf once read as float32
     np.save(cohort_copy / "cut_NS_0.npy", beats)
-    with pytest.raises(ds.CohortError, match=r"cut_NS_0.npy: 1 of .* \(first: beat 2\)"):
-        ds.load_cohort(str(cohort_copy))
+    with pytest.raises(CohortError, match=r"cut_NS_0.npy: 1 of .* \(first: beat 2\)"):
+        load_cohort(str(cohort_copy))
 
 
 def test_beat_files_read_like_the_concatenated_files(small_cohort_dir):
-    cohort = ds.load_cohort(small_cohort_dir)
+    cohort = load_cohort(small_cohort_dir)
     whole = np.concatenate([beats_of(small_cohort_dir, g) for g in GROUPS]).astype(np.float32)
     beats = cohort.beats
-    assert isinstance(beats, ds.BeatFiles) and beats.shape == whole.shape
+    assert isinstance(beats, BeatFiles) and beats.shape == whole.shape
     assert all(isinstance(a, np.memmap) for a in beats.arrays)       # nothing read into memory
     rng = np.random.default_rng(0)
     keys = [5, -1, slice(3, 40), slice(None, None, 7), rng.permutation(len(whole))[:30],
@@ -191,17 +197,17 @@ def test_beat_files_read_like_the_concatenated_files(small_cohort_dir):
         beats[[len(whole)]]
     copied = pickle.dumps(beats)                 # what a spawned DataLoader worker receives
     assert len(copied) < 2000 and np.array_equal(pickle.loads(copied)[[7, 70]], whole[[7, 70]])
-    in_memory = ds.load_cohort(small_cohort_dir, in_memory=True).beats
+    in_memory = load_cohort(small_cohort_dir, in_memory=True).beats
     assert type(in_memory) is np.ndarray and np.array_equal(in_memory, whole)
 
 
 def test_standardised_batches_equal_the_whole_array_standardised(small_cohort_dir):
     """Per batch from the map gives exactly (bit for bit) the numbers of standardising every
     beat at once, the data path before memory mapping."""
-    cohort = ds.load_cohort(small_cohort_dir)
-    whole = torch.from_numpy(ds.standardize_beats(np.asarray(cohort.beats)))
+    cohort = load_cohort(small_cohort_dir)
+    whole = torch.from_numpy(standardize_beats(np.asarray(cohort.beats)))
     rows = np.random.default_rng(1).permutation(len(whole))[:50]
-    split = ds.StandardisedBeats(cohort.beats).rows(rows)
+    split = StandardisedBeats(cohort.beats).rows(rows)
     assert split.shape == (50, 12, 300) and len(split) == 50
     assert torch.equal(split[:], whole[rows])
     assert torch.equal(split[[4, 0, 49]], whole[rows[[4, 0, 49]]])
@@ -211,9 +217,9 @@ def test_standardised_batches_equal_the_whole_array_standardised(small_cohort_di
 
 def test_dataloader_workers_read_the_same_batches(small_cohort_dir):
     from lvr.train.loop import batch_loader
-    cohort = ds.load_cohort(small_cohort_dir)
+    cohort = load_cohort(small_cohort_dir)
     labels = torch.from_numpy(cohort.labels("binary"))
-    dataset = ds.ECGDataset.from_arrays(ds.StandardisedBeats(cohort.beats), labels)
+    dataset = ECGDataset.from_arrays(StandardisedBeats(cohort.beats), labels)
     batches = [[torch.cat(part) for part in zip(*batch_loader(dataset, 16, True, seed=3,
                                                               num_workers=workers), strict=True)]
                for workers in (0, 2)]
@@ -221,14 +227,14 @@ def test_dataloader_workers_read_the_same_batches(small_cohort_dir):
 
 
 def test_missing_folder_names_the_expected_files(tmp_path):
-    with pytest.raises(ds.CohortError, match="cut_NS_0.npy.*Data format"):
-        ds.load_cohort(str(tmp_path / "nowhere"))
+    with pytest.raises(CohortError, match="cut_NS_0.npy.*Data format"):
+        load_cohort(str(tmp_path / "nowhere"))
 
 
 def test_object_array_loads_when_pickle_is_allowed(cohort_copy):
     break_object_array(cohort_copy)
     np.save(cohort_copy / "cut_NS_1_patient_ids.npy", np.array([900, 901, 902]))
-    cohort = ds.load_cohort(str(cohort_copy), allow_pickle=True)
+    cohort = load_cohort(str(cohort_copy), allow_pickle=True)
     assert cohort.beats.dtype == np.float32
 
 
@@ -283,9 +289,9 @@ def unbalanced_cohort(seed=0):
 def test_split_is_patient_level_stratified_and_close_to_7_2_1():
     labels, ids = unbalanced_cohort()
     data = np.zeros((len(labels), 1, 1))
-    out = ds.split_dataset_by_patients(data, labels, ids, test_size=0.1, val_size=0.2,
+    out = split_dataset_by_patients(data, labels, ids, test_size=0.1, val_size=0.2,
                                        random_state=42)
-    parts = ds.patient_split_indices(labels, ids, 0.1, 0.2, 42)
+    parts = patient_split_indices(labels, ids, 0.1, 0.2, 42)
     patients = {k: set(ids[v]) for k, v in parts.items()}
     assert not (patients["train"] & patients["val"]) and not (patients["train"] & patients["test"])
     assert not (patients["val"] & patients["test"])
@@ -295,8 +301,8 @@ def test_split_is_patient_level_stratified_and_close_to_7_2_1():
         assert abs(len(patients[name]) / n - share) < 0.02
         assert set(labels[parts[name]]) == {0, 1, 2}
     assert np.array_equal(out[5], labels[parts["test"]]) and set(out[6]) == patients["test"]
-    again = ds.patient_split_indices(labels, ids, 0.1, 0.2, 42)
-    other = ds.patient_split_indices(labels, ids, 0.1, 0.2, 43)
+    again = patient_split_indices(labels, ids, 0.1, 0.2, 42)
+    other = patient_split_indices(labels, ids, 0.1, 0.2, 43)
     assert all(np.array_equal(parts[k], again[k]) for k in parts)
     assert not np.array_equal(parts["test"], other["test"])
 
@@ -304,13 +310,13 @@ def test_split_is_patient_level_stratified_and_close_to_7_2_1():
 def test_split_refuses_a_class_with_too_few_patients():
     labels = np.array([0] * 10 + [1, 1])
     ids = np.array([f"a{i}" for i in range(10)] + ["b0", "b1"])
-    with pytest.raises(ds.CohortError, match="class 1 has only 2 patient"):
-        ds.patient_split_indices(labels, ids)
+    with pytest.raises(CohortError, match="class 1 has only 2 patient"):
+        patient_split_indices(labels, ids)
 
 
 def test_kfold_folds_are_disjoint_patients_covering_everything():
     labels, ids = unbalanced_cohort(1)
-    folds = ds.patient_kfold_indices(labels, ids, 5)
+    folds = patient_kfold_indices(labels, ids, 5)
     assert sorted(np.concatenate(folds).tolist()) == list(range(len(labels)))
     for i in range(5):
         for j in range(i + 1, 5):
@@ -322,7 +328,7 @@ def test_kfold_folds_are_disjoint_patients_covering_everything():
 
 def lead_dropout_set(p=0.3, seed=3, n=400):
     x = torch.randn(n, 12, 20) + 5.0  # no zero values of its own
-    return ds.LeadDropout(ds.ECGDataset.from_arrays(x, torch.arange(n) % 2), p, seed), x
+    return LeadDropout(ECGDataset.from_arrays(x, torch.arange(n) % 2), p, seed), x
 
 
 def test_lead_dropout_zeroes_whole_leads_at_its_rate_and_never_all():
@@ -333,7 +339,7 @@ def test_lead_dropout_zeroes_whole_leads_at_its_rate_and_never_all():
     assert torch.equal(out[~zeroed], x[~zeroed]) and torch.equal(y, torch.arange(len(x)) % 2)
     assert abs(zeroed.float().mean().item() - 0.3) < 0.02
     assert not zeroed.all(dim=1).any()
-    dense = ds.LeadDropout(dropout.dataset, 0.95, 0)
+    dense = LeadDropout(dropout.dataset, 0.95, 0)
     assert not dense.masks().all(dim=1).any()  # a full draw keeps every lead instead
 
 
@@ -353,7 +359,7 @@ def test_lead_dropout_mask_depends_on_seed_epoch_and_beat_only():
 def test_lead_dropout_zero_is_the_identity_and_bad_rates_are_refused():
     dropout, x = lead_dropout_set(p=0.0)
     assert torch.equal(dropout[torch.arange(5)][0], x[:5])
-    with pytest.raises(ds.CohortError.__base__, match="LEAD_DROPOUT must be in"):
+    with pytest.raises(CohortError.__base__, match="LEAD_DROPOUT must be in"):
         lead_dropout_set(p=1.0)
 
 

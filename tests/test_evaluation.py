@@ -14,7 +14,8 @@ from helpers import write_small_cohort
 from lvr.train import run as engine
 from lvr.evaluate.external import run_evaluation
 from lvr.train.checkpoints import load_checkpoint
-from lvr.data.cohort import load_cohort, standardize_beats
+from lvr.data.beats import standardize_beats
+from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.report.html import render_report, report_context
 from helpers import quiet, tiny_config

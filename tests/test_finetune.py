@@ -13,7 +13,9 @@ from helpers import quiet, tiny_config, write_small_cohort
 from lvr.train import loop as training
 from lvr.train import run as engine
 from lvr.train.checkpoints import load_checkpoint, save_checkpoint
-from lvr.data.cohort import StandardisedBeats, file_sha256, load_cohort
+from lvr.data.beat_files import file_sha256
+from lvr.data.beats import StandardisedBeats
+from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.train.finetune import (HEAD_PREFIX, check_source, checked_test_overlap, initial_model,
                           optimizer_groups, read_source)

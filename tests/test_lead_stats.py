@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 
 from lvr.explain.lead_stats import (ICC_FORMS, compute_icc, ground_truth_check, icc_all_forms,
-                            kendall_w, patient_level_lead_statistics,
-                            subgroup_lead_statistics)
+                                    kendall_w, subgroup_lead_statistics)
+from lvr.explain.patient_stats import patient_level_lead_statistics
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 # pingouin >= 0.6 labels the forms after McGraw & Wong; older versions use Shrout & Fleiss names.

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-import lvr.data.cohort
+import lvr.data.beats
 import lvr.explain.analysis
 from helpers import quiet, script_result, tiny_config, write_small_cohort
 from lvr.train import run as engine
 from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
-from lvr.data.cohort import load_cohort, normalised_beats, standardize_beats
+from lvr.data.beats import normalised_beats, standardize_beats
+from lvr.data.cohort import load_cohort
 from lvr.evaluate.external import run_evaluation
 
 SALIENCY_OPTIONS = ("--num_samples=2", "--max_figures=0", "--sanity_check=False",
@@ -41,12 +42,12 @@ def test_each_normalisation_is_what_it_says():
 def spied(monkeypatch):
     """Every normalisation applied from now on, in order of calls."""
     seen = []
-    original = lvr.data.cohort.normalised_beats
+    original = lvr.data.beats.normalised_beats
 
     def spy(beats, normalisation="per_lead"):
         seen.append(normalisation)
         return original(beats, normalisation)
-    monkeypatch.setattr(lvr.data.cohort, "normalised_beats", spy)
+    monkeypatch.setattr(lvr.data.beats, "normalised_beats", spy)
     monkeypatch.setattr(lvr.explain.analysis, "normalised_beats", spy)
     return seen
 

@@ -13,7 +13,8 @@ from helpers import quiet, tiny_config
 from lvr.train import run as engine
 from lvr.train.checkpoints import load_checkpoint
 from lvr.choices import threshold_rule
-from lvr.data.cohort import StandardisedBeats, load_cohort
+from lvr.data.beats import StandardisedBeats
+from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.evaluate.external import run_evaluation
 from lvr.stats.metrics import patient_level_arrays

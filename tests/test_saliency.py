@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from captum.attr import NoiseTunnel, Saliency
 
-from lvr.explain.smoothgrad import lead_importance, smoothgrad, smoothgrad_seed_loop, time_importance
+from lvr.explain.smoothgrad import lead_importance, smoothgrad, time_importance
+from references import smoothgrad_seed_loop
 
 B, C, T = 4, 12, 64
 

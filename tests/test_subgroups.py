@@ -12,7 +12,8 @@ from sklearn.metrics import recall_score, roc_auc_score
 
 from helpers import PTBXL_SLICE, run_prepare_data
 from lvr.report.characteristics import characteristics_markdown, characteristics_table
-from lvr.data.cohort import load_cohort, patient_split_indices
+from lvr.data.cohort import load_cohort
+from lvr.data.split import patient_split_indices
 from lvr.data.cohort_json import SEED_COHORT
 from lvr.report.flow_figures import plot_flow
 from lvr.report.flow import participant_flow

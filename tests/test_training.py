@@ -18,8 +18,11 @@ import lvr.stats.metrics as metrics
 import lvr.train.loop as training
 from helpers import ROOT, quiet, tiny_config
 from lvr.train.checkpoints import load_checkpoint
-from lvr.data.cohort import load_cohort, patient_split_indices, standardize_beats
+from lvr.data.beats import standardize_beats
+from lvr.data.cohort import load_cohort
+from lvr.data.split import patient_split_indices
 from lvr.report.predictions import beat_records, rows_in_group
+from references import cohort_in_memory, patient_bootstrap_ci_loop
 
 
 # ----------------------------------------------------------------------------- loss and metrics
@@ -124,7 +127,7 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_binary(monkeypatch):
     y = rng.integers(0, 2, 40)[ids]
     p1 = np.round(np.clip(0.3 * y + rng.uniform(0, 0.7, 183), 0, 1), 1)  # many ties
     prob = np.stack([1 - p1, p1], 1)
-    reference = metrics.patient_bootstrap_ci_loop(y, prob, ids, ["a", "b"], n_boot=300, seed=4)
+    reference = patient_bootstrap_ci_loop(y, prob, ids, ["a", "b"], n_boot=300, seed=4)
     assert all(ci is not None for ci in reference.values())
     assert_same_cis(metrics.patient_bootstrap_ci(y, prob, ids, ["a", "b"], n_boot=300, seed=4),
                     reference)
@@ -138,7 +141,7 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_four_classes():
     rng = np.random.default_rng(5)
     ids, y, prob = four_class_data(rng, 40, 183)
     ids = np.array([f"P{i:03d}" for i in ids])
-    reference = metrics.patient_bootstrap_ci_loop(y, prob, ids, list("abcd"), n_boot=200, seed=6)
+    reference = patient_bootstrap_ci_loop(y, prob, ids, list("abcd"), n_boot=200, seed=6)
     assert all(ci is not None for ci in reference.values())
     assert_same_cis(metrics.patient_bootstrap_ci(y, prob, ids, list("abcd"), n_boot=200, seed=6),
                     reference)
@@ -157,7 +160,7 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_when_resamples_lack_a_c
     undefined_auc_only = 0
     for n_boot in (0, 5, 12, 15, 25, 60):
         new = metrics.patient_bootstrap_ci(y, prob, ids, names, n_boot=n_boot, seed=8)
-        assert_same_cis(new, metrics.patient_bootstrap_ci_loop(y, prob, ids, names, n_boot=n_boot,
+        assert_same_cis(new, patient_bootstrap_ci_loop(y, prob, ids, names, n_boot=n_boot,
                                                            seed=8))
         _, inverse = np.unique(ids.astype(str), return_inverse=True)
         weights = metrics.resampled_patient_weights(np.random.default_rng(8), inverse, 6, n_boot)

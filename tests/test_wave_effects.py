@@ -7,7 +7,7 @@ from torch import nn
 
 import lvr.explain.wave_effects as we
 from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
-from lvr.data.cohort import standardize_beats
+from lvr.data.beats import standardize_beats
 from lvr.explain.checks import (localisation, relevance_mass_accuracy,
                                     relevance_rank_accuracy, truth_mask)
 from lvr.leads import LEAD_NAMES, WAVES

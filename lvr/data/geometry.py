@@ -1,8 +1,8 @@
 """A cohort's geometry (leads, sampling rate, beat window) against a trained model's.
 
-A model's input depends on these. Scoring (lvr.evaluate.external) and explaining (lvr.explain.analysis) another
-cohort, or the run's own cohort after it changed, first checks that they match; nothing is
-reordered or resampled for the user.
+A model's input depends on these. Scoring (lvr.evaluate.external) and explaining
+(lvr.explain.analysis) another cohort, or the run's own cohort after it changed, first checks
+that they match; nothing is reordered or resampled for the user.
 """
 import json
 import os

@@ -24,6 +24,7 @@ import numpy as np
 
 from lvr.data.cohort import load_cohort
 from lvr.config import UserError
+from lvr.measure.delineation import delineation_lead_names
 from lvr.measure.ecg_features import cohort_features
 from lvr.train.run import TEST_RESULTS, log_test_summary, probability_report, write_test_outputs
 from lvr.stats.operating_point import argmax_note, operating_point_report, validation_operating_point
@@ -205,7 +206,7 @@ def run_feature_baseline(config, log=print):
     prepare_output_dir(output_dir, log=log, finished_file=TEST_RESULTS)
     with output_lock(output_dir):
         measured = np.concatenate([parts["train"], parts["val"], parts["test"]])
-        delineation = delineation_leads(config["DELINEATION_LEADS"])
+        delineation = delineation_lead_names(config["DELINEATION_LEADS"])
         if config["MEASUREMENTS"]:
             features, names, methods = stored_measurements(config["MEASUREMENTS"], cohort,
                                                            measured, delineation)
@@ -286,11 +287,6 @@ def run_feature_baseline(config, log=print):
 def auc_of(report):
     auc = report["roc_auc"]
     return auc["macro"] if isinstance(auc, dict) else auc
-
-
-def delineation_leads(text):
-    return "all" if text.strip().lower() == "all" else \
-        [part.strip() for part in text.split(",") if part.strip()]
 
 
 def run_class_names(train_dir, cohort, task):

@@ -19,7 +19,7 @@ import torch
 
 from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.choices import ARGMAX_THRESHOLD
-from lvr.data.cohort import file_sha256
+from lvr.data.beat_files import file_sha256
 from lvr.config import UserError
 from lvr.train.distributed import barrier, distributed_setup
 from lvr.train.run import (TEST_RESULTS, evaluate, log_test_summary, quiet_log,

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from lvr.explain.attribution import attribution_maps, has_lead_resolution
 from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.choices import METHODS
-from lvr.data.cohort import load_cohort, normalised_beats, set_seed
+from lvr.data.beats import normalised_beats, set_seed
+from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.measure.delineation import beat_segments_batch, r_peak_index, segments_in_chunks
 from lvr.data.demo import resolve_data_dir

@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lvr.choices import METHODS
-from lvr.explain.smoothgrad import DEFAULT_CHUNK_ROWS, check_eval_mode, smoothgrad
-
+from lvr.explain.smoothgrad import DEFAULT_CHUNK_ROWS, check_eval_mode, model_device, smoothgrad
 
 
 def attribution_maps(model, x, target, method="smoothgrad", *, num_samples=10, noise_level=0.1,
@@ -40,7 +39,7 @@ def attribution_maps(model, x, target, method="smoothgrad", *, num_samples=10, n
     the occluded window (a shorter last window covers the end of the beat).
     """
     check_eval_mode(model)
-    x, target = checked_beats(x, target)
+    x, target = checked_attribution_input(x, target)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     attribute = batch_attribution(model, method, x.shape[2], num_samples=num_samples,
@@ -69,7 +68,7 @@ def check_method(method):
                          f"{', '.join(METHODS)}")
 
 
-def checked_beats(x, target):
+def checked_attribution_input(x, target):
     """x as a float32 tensor (N, leads, T) and target as a long tensor (N,), or ValueError."""
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.ndim != 3:
@@ -78,11 +77,6 @@ def checked_beats(x, target):
     if len(target) != len(x):
         raise ValueError(f"target has {len(target)} labels for {len(x)} beats")
     return x, target
-
-
-def model_device(model):
-    parameter = next(model.parameters(), None)
-    return torch.device("cpu") if parameter is None else parameter.device
 
 
 def batch_attribution(model, method, length, *, num_samples, noise_level, generator, ig_steps,

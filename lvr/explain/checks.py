@@ -19,7 +19,7 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from lvr.explain.lead_stats import patient_means
+from lvr.explain.patient_stats import patient_means
 from lvr.leads import WAVES
 from lvr.explain.smoothgrad import check_eval_mode, smoothgrad
 

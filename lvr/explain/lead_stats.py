@@ -1,4 +1,5 @@
-"""Statistics of per-sample lead importance: ICC, lead ranking consistency, group tests.
+"""Statistics of per-sample lead importance: ICC, lead ranking consistency, group tests, the
+ground-truth check and Kendall's W. The same statistics over patients: lvr.explain.patient_stats.
 
 Layout used throughout: an importance matrix is ``(n_samples, n_leads)``. For the ICC the rows
 (samples) act as raters (judges) and the columns (leads) as targets, as in the original
@@ -217,7 +218,9 @@ def _finite_or_none(value):
     return value if np.isfinite(value) else None
 
 
-def _normalised_importance(importance, lead_names, n_key):
+def normalised_importance(importance, lead_names, n_key):
+    """Each row of `importance` (n_samples, n_leads) divided by its sum, after checking it is
+    a finite, non-negative matrix with a column per lead name and a non-zero sum per row."""
     array = _checked_matrix(importance, "importance")
     n_leads = array.shape[1]
     if len(lead_names) != n_leads:
@@ -234,7 +237,7 @@ def _normalised_importance(importance, lead_names, n_key):
     return array / totals[:, None]
 
 
-def _top_leads(values, n_key):
+def top_leads(values, n_key):
     """Indices of the n_key largest values along the last axis; ties go to the earlier lead."""
     return np.argsort(-values, axis=-1, kind="stable")[..., :n_key]
 
@@ -296,7 +299,7 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
         Ties in any ranking go to the lead that comes first in ``lead_names``.
     """
     names = [str(name) for name in lead_names]
-    normalised = _normalised_importance(importance, names, n_key)
+    normalised = normalised_importance(importance, names, n_key)
     n_samples, n_leads = normalised.shape
     result = {key: None for key in (
         "top3_leads", "top3_scores", "anova_f", "anova_p", "strict_consistency_percentage",
@@ -313,7 +316,7 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
         return result
 
     mean_importance = normalised.mean(axis=0)
-    key = _top_leads(mean_importance, n_key)
+    key = top_leads(mean_importance, n_key)
     result["top3_leads"] = [names[i] for i in key]
     result["top3_scores"] = [float(mean_importance[i]) for i in key]
     result["mean_lead_importance"] = {name: float(v)
@@ -329,7 +332,7 @@ def subgroup_lead_statistics(importance, lead_names, n_key=3):
 
 def consistency_statistics(normalised, key, n_key):
     """How many samples have the key leads in their own top n_key (strict, loose, mean)."""
-    own_top = _top_leads(normalised, n_key)
+    own_top = top_leads(normalised, n_key)
     key_in_top = np.isin(own_top, key).sum(axis=1)
     return {"strict_consistency_percentage": float(100.0 * np.mean(key_in_top == n_key)),
             "loose_consistency_percentage": float(100.0 * np.mean(key_in_top
@@ -416,73 +419,19 @@ def ground_truth_check(importance, lead_names, true_leads, n_key=3):
     unknown = [name for name in true if name not in names]
     if unknown:
         raise ValueError(f"true_leads {unknown} are not in lead_names {names}")
-    normalised = _normalised_importance(importance, names, n_key)
+    normalised = normalised_importance(importance, names, n_key)
     true_index = [names.index(name) for name in true]
     result = {"true_leads": true, "sample_count": int(normalised.shape[0]), "top3_leads": None,
               "true_leads_in_top3": 0, "true_leads_found": [],
               "share_samples_top3_has_2_true": None}
     if normalised.shape[0] == 0:
         return result
-    key = _top_leads(normalised.mean(axis=0), n_key)
+    key = top_leads(normalised.mean(axis=0), n_key)
     found = [names[i] for i in key if i in true_index]
-    own_hits = np.isin(_top_leads(normalised, n_key), true_index).sum(axis=1)
+    own_hits = np.isin(top_leads(normalised, n_key), true_index).sum(axis=1)
     result.update(top3_leads=[names[i] for i in key], true_leads_in_top3=len(found),
                   true_leads_found=found,
                   share_samples_top3_has_2_true=float(np.mean(own_hits >= min(2, len(true)))))
-    return result
-
-
-def patient_means(values, patient_ids):
-    """The patients (sorted IDs) and the mean of `values` (N, ...) over each one's beats."""
-    values = np.asarray(values, dtype=float)
-    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
-    sums = np.zeros((len(patients),) + values.shape[1:])
-    np.add.at(sums, inverse, values)
-    return patients, sums / np.bincount(inverse).reshape((-1,) + (1,) * (values.ndim - 1))
-
-
-def bootstrap_patient_means(rows, n_boot, seed):
-    """Mean of `rows` over patients resampled with replacement, n_boot times: (n_boot, columns).
-    Replicates are drawn in chunks of at most about 2 million values (16 MB)."""
-    rng = np.random.default_rng(seed)
-    n = len(rows)
-    chunk = max(1, min(n_boot, 2_000_000 // max(1, n * rows.shape[1])))
-    means = np.empty((n_boot, rows.shape[1]))
-    for start in range(0, n_boot, chunk):
-        draws = rng.integers(0, n, (min(chunk, n_boot - start), n))
-        means[start:start + len(draws)] = rows[draws].mean(axis=1)
-    return means
-
-
-def patient_level_lead_statistics(importance, patient_ids, lead_names, n_key=3, n_boot=1000,
-                                  seed=0):
-    """The lead statistics with patients, not beats, as the samples.
-
-    Each beat's importance is normalised to sum 1 and a patient's row is the mean of their beats,
-    so a patient with ten beats weighs as much as one with two and the tests' samples are
-    independent. Returns :func:`subgroup_lead_statistics` of those rows (``sample_count`` =
-    patients) plus ``beat_count``, ``patient_count`` and, from ``n_boot`` patient-bootstrap
-    replicates (percentile intervals): ``mean_lead_importance_ci95`` (lead -> [lo, hi]) and
-    ``key_lead_stability`` (lead -> share of replicates whose key leads include it).
-    """
-    names = [str(name) for name in lead_names]
-    normalised = _normalised_importance(importance, names, n_key)
-    if len(patient_ids) != len(normalised):
-        raise ValueError(f"{len(patient_ids)} patient IDs for {len(normalised)} importance rows")
-    patients, rows = patient_means(normalised, patient_ids)   # rows still sum to 1
-    result = subgroup_lead_statistics(rows, names, n_key)
-    result.update(beat_count=int(len(normalised)), patient_count=int(len(patients)),
-                  bootstrap=int(n_boot), mean_lead_importance_ci95=None, key_lead_stability=None)
-    if len(patients) < MIN_SAMPLES or n_boot < 1:
-        return result
-    means = bootstrap_patient_means(rows, n_boot, seed)
-    low, high = np.percentile(means, [2.5, 97.5], axis=0)
-    in_key = np.zeros(len(names))
-    np.add.at(in_key, _top_leads(means, n_key).ravel(), 1)
-    result["mean_lead_importance_ci95"] = {name: [float(lo), float(hi)]
-                                           for name, lo, hi in zip(names, low, high, strict=True)}
-    result["key_lead_stability"] = {name: float(count / n_boot)
-                                    for name, count in zip(names, in_key, strict=True)}
     return result
 
 

@@ -25,9 +25,13 @@ def check_eval_mode(model):
                          f"mode: {training[:5]}")
 
 
-def _model_device(model, fallback):
+def model_device(model, fallback=None):
+    """The device of the model's first parameter (for a model without any: `fallback`, or the
+    CPU)."""
     parameter = next(model.parameters(), None)
-    return fallback if parameter is None else parameter.device
+    if parameter is not None:
+        return parameter.device
+    return torch.device("cpu") if fallback is None else fallback
 
 
 def _checked_inputs(x, target):
@@ -67,7 +71,8 @@ def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None
         all of equal size). The result does not depend on it beyond float rounding.
     noise : torch.Tensor, shape (N, B, C, T), optional
         The additive noise itself (already scaled; ``noise_level`` and ``generator`` are then
-        ignored). For tests and for comparisons with :func:`smoothgrad_seed_loop`.
+        ignored). For tests and for comparisons with the original's loop
+        (tests/references.py: ``smoothgrad_seed_loop``).
 
     Returns
     -------
@@ -78,7 +83,7 @@ def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None
     -----
     The loss is summed over the chunk (``reduction='sum'``), so each beat's input gradient is
     the gradient of its own loss; the original used the batch mean, which divides it by the
-    batch size (see :func:`smoothgrad_seed_loop`). Gradients
+    batch size (tests/references.py: ``smoothgrad_seed_loop``). Gradients
     are taken with ``torch.autograd.grad`` with respect to the input only; parameter ``.grad``
     is left untouched. A model with an ``inference_copy()`` method (ResNet1D: BatchNorm folded
     into the convs, parameters frozen) is differentiated through that copy, which gives the
@@ -104,7 +109,7 @@ def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
 
-    device = _model_device(model, x.device)
+    device = model_device(model, x.device)
     x, target = x.to(device), target.to(device)
     # A copy with BatchNorm folded into the convs, when the model offers one: same gradients
     # to float rounding, fewer passes over the activations.
@@ -121,55 +126,6 @@ def smoothgrad(model, x, target, num_samples=10, noise_level=0.1, generator=None
             (gradient,) = torch.autograd.grad(loss, noisy)
         total.index_add_(0, beat, gradient.abs())
     return (total / num_samples).detach().float().cpu()
-
-
-def smoothgrad_seed_loop(model, x, target, noise):
-    """The original's SmoothGrad loop, kept as the reference for tests and benchmarks.
-
-    One forward/backward pass per noisy copy s of the whole batch: ``x + noise[s]``, the batch
-    *mean* cross-entropy of the true labels, ``backward()`` (which, as in the original, also
-    computes every parameter gradient), absolute input gradient, averaged over copies.
-
-    Because the loss is a batch mean, each beat's gradient is divided by the batch size B: the
-    original's saliency scale depended on the size of the batch a beat happened to fall in.
-    :func:`smoothgrad` differentiates each beat's own loss, so
-    ``smoothgrad(...) == B * smoothgrad_seed_loop(...)`` for the same noise.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Classifier in eval mode (ValueError otherwise).
-    x : torch.Tensor, shape (B, C, T)
-    target : torch.Tensor, shape (B,)
-    noise : torch.Tensor, shape (N, B, C, T)
-        Additive noise, already scaled.
-
-    Returns
-    -------
-    torch.Tensor, shape (B, C, T), float32 on the CPU. Parameter ``.grad`` are restored.
-    """
-    check_eval_mode(model)
-    x, target = _checked_inputs(x, target)
-    if tuple(noise.shape[1:]) != tuple(x.shape):
-        raise ValueError(f"noise must have shape (num_samples, {', '.join(map(str, x.shape))}), "
-                         f"got {tuple(noise.shape)}")
-    device = _model_device(model, x.device)
-    x, target = x.to(device), target.to(device)
-    parameters = list(model.parameters())
-    saved_grads = [p.grad for p in parameters]
-    total = torch.zeros(x.shape, device=device)
-    try:
-        for s in range(noise.shape[0]):
-            model.zero_grad(set_to_none=True)
-            noisy = (x + noise[s].to(device, torch.float32)).requires_grad_(True)
-            with torch.enable_grad():
-                loss = F.cross_entropy(model(noisy), target)
-                loss.backward()
-            total += noisy.grad.abs()
-    finally:
-        for p, grad in zip(parameters, saved_grads, strict=True):
-            p.grad = grad
-    return (total / noise.shape[0]).detach().float().cpu()
 
 
 def lead_importance(saliency):

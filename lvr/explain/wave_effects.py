@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
-from lvr.explain.lead_stats import bootstrap_patient_means, patient_means
+from lvr.explain.patient_stats import bootstrap_patient_means, patient_means
 from lvr.leads import WAVES
 
 NEAREST_K = 10

@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from tqdm import tqdm
 
+from lvr.errors import UserError
 from lvr.leads import BOUNDARIES, LEAD_NAMES, WAVES
 
 # Standard intervals around the R peak (ms), used when delineation fails: P -200..-120,
@@ -104,6 +105,22 @@ def _segments_from_boundaries(found, r, fs, length, delineated):
     segments = {wave: (int(boundaries[i]), int(boundaries[i + 1])) for i, wave in enumerate(WAVES)}
     segments.update(method=method, fallback_boundaries=filled, r_peak=int(r))
     return segments
+
+
+def delineation_lead_names(option_text, cohort_leads=None):
+    """The DELINEATION_LEADS option as `leads` of beat_segments_batch: "all", or the list of
+    the comma-separated lead names. With `cohort_leads`, a UserError unless every named lead
+    is one of them (lvr.config checks only that they are lead names)."""
+    if option_text.strip().lower() == "all":
+        return "all"
+    names = [name.strip() for name in option_text.split(",") if name.strip()]
+    if cohort_leads is not None:
+        unknown = [name for name in names if name not in cohort_leads]
+        if unknown or not names:
+            raise UserError(f"DELINEATION_LEADS={option_text!r}: "
+                            f"{', '.join(unknown) or 'no lead'} is not a lead of this cohort; "
+                            f"use all or some of {', '.join(cohort_leads)}")
+    return names
 
 
 def beat_segments_batch(beats, fs, r_peak_samples=None, leads=DELINEATION_LEADS,

@@ -2,8 +2,8 @@
 patient-level metrics.
 
 The bootstrap resamples patients with all their beats. `patient_bootstrap_ci` computes every
-resample at once from beat weights; `patient_bootstrap_ci_loop` is the one-scikit-learn-call-per-
-resample version it replaced, kept as the reference for tests and the benchmark.
+resample at once from beat weights; the one-scikit-learn-call-per-resample version it replaced
+is tests/references.py's `patient_bootstrap_ci_loop`, the reference for tests and the benchmark.
 """
 import numpy as np
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score,
@@ -227,27 +227,6 @@ def percentile_cis(draws, level):
                                      float(np.percentile(v, 100 - tail))]
                                     if len(v) >= 10 else None)
             for name, v in draws.items()}
-
-
-def patient_bootstrap_ci_loop(y_true, prob, patient_ids, class_names, n_boot=1000, seed=0,
-                              level=0.95):
-    """patient_bootstrap_ci as it was first written, one scikit-learn call per resample: the
-    reference for tests (same intervals) and bench/run_bench.py (speed)."""
-    patients, inverse = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    draws = {name: [] for name in headline_metrics(classification_metrics(y_true, prob,
-                                                                           class_names))}
-    for _ in range(n_boot):
-        counts = np.bincount(rng.integers(0, len(patients), len(patients)),
-                             minlength=len(patients))
-        weight = counts[inverse].astype(float)
-        keep = weight > 0
-        values = headline_metrics(classification_metrics(
-            np.asarray(y_true)[keep], np.asarray(prob)[keep], class_names, weight[keep]))
-        for name, value in values.items():
-            if value is not None and np.isfinite(value):
-                draws[name].append(value)
-    return percentile_cis(draws, level)
 
 
 def patient_level_arrays(y_true, prob, patient_ids):

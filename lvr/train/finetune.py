@@ -19,7 +19,7 @@ import numpy as np
 import torch.nn as nn
 
 from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
-from lvr.data.cohort import file_sha256
+from lvr.data.beat_files import file_sha256
 from lvr.config import UserError
 from lvr.data.geometry import cohort_geometry, geometry_problems, training_geometry
 from model import ArchitectureError, build_model

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from lvr.train.checkpoints import load_checkpoint, save_checkpoint
 from lvr.stats.metrics import macro_roc_auc
-from lvr.data.cohort import ECGDataset, LeadDropout, set_seed
+from lvr.data.beats import ECGDataset, LeadDropout, set_seed
 from lvr.config import UserError
 from lvr.train.distributed import barrier, gathered
 from lvr.train.finetune import (fresh_model, hold_encoder_statistics, initial_model, optimizer_groups,

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lvr.train.checkpoints import load_checkpoint, save_checkpoint
-from lvr.data.cohort import StandardisedBeats, load_cohort, set_seed
+from lvr.data.beats import StandardisedBeats, set_seed
+from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.data.demo import resolve_data_dir
 from lvr.train.distributed import barrier, distributed_setup

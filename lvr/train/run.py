@@ -18,8 +18,9 @@ import torch.distributed as dist
 
 from lvr.stats.calibration import calibration_by_class
 from lvr.train.checkpoints import add_to_checkpoint, load_checkpoint
-from lvr.data.cohort import (StandardisedBeats, load_cohort, patient_kfold_indices,
-                        patient_split_indices)
+from lvr.data.beats import StandardisedBeats
+from lvr.data.cohort import load_cohort
+from lvr.data.split import patient_kfold_indices, patient_split_indices
 from lvr.config import UserError
 from lvr.stats.decision_curve import decision_curve, write_decision_curve_csv
 from lvr.report.characteristics import characteristics_markdown, characteristics_table
