@@ -5,8 +5,8 @@ the evidence (counterfactual segment swaps).
 
 Reads the model and the test split of a training run (TRAIN_DIR); the data must be the data that
 run was trained on, or, with EXTERNAL=True, another cohort with the same leads, sampling rate and
-window (all its beats are explained). lvr/explain/analysis.py does the work. Every constant below can be
-overridden as --lower_case_name=value; --help lists them.
+window (all its beats are explained). lvr/explain/analysis.py does the work. Every constant
+below can be overridden as --lower_case_name=value; --help lists them.
 """
 from lvr import options as valid
 from lvr.config import configure, run_script

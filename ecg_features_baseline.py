@@ -2,9 +2,9 @@
 beat what a cardiologist reads off the ECG?
 
 Measures R, S, Q amplitude, Q duration, ST deviation at J+60 ms and T amplitude in each lead,
-QRS duration and QT interval (lvr/measure/ecg_features.py), fits an L2 logistic regression on the run's
-TRAINING patients only and scores its test patients. The output folder has a training run's
-test files, so compare_runs.py pairs it with the network:
+QRS duration and QT interval (lvr/measure/ecg_features.py), fits an L2 logistic regression on
+the run's TRAINING patients only and scores its test patients. The output folder has a training
+run's test files, so compare_runs.py pairs it with the network:
 
     python ecg_features_baseline.py --train_dir=results_class2
     python compare_runs.py --run_a=results_class2 --run_b=results_class2_ecg_features

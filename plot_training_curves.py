@@ -1,8 +1,9 @@
 """Redraw the figures and report.html of a finished run from the files it wrote: the
 accuracy/loss curves (from the four *_list.npy files), the test figures (from
 test_eval_results.json) and the report. TRAIN_DIR may also be an evaluation's or a saliency
-analysis's folder, whose report is redrawn. The drawing functions are lvr/report/training_figures.py;
-the original's `from plot_training_curves import plot_training_curves` keeps working.
+analysis's folder, whose report is redrawn. The drawing functions are
+lvr/report/training_figures.py; the original's `from plot_training_curves import
+plot_training_curves` keeps working.
 
     python plot_training_curves.py --train_dir=results_class2
 """
@@ -25,7 +26,7 @@ REPORT: valid.FLAG = True
 
 def main():
     configure(globals())
-    from lvr.train.run import write_test_figures     # imported once the options are checked
+    from lvr.report.results import write_test_figures     # imported once the options are checked
     from lvr.report.html import write_report
     results_path = os.path.join(TRAIN_DIR, "test_eval_results.json")
     finished = [name for name in ("test_eval_results.json", "cv_summary.json", "saliency_run.json")

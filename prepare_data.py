@@ -4,8 +4,8 @@ Input: a CSV table (columns record, patient_id, group; no group needed for --tas
 record = path relative to the CSV's folder: a WFDB record without extension, or an EDF, DICOM,
 Philips XML or GE MUSE XML file by its name), or PTB-XL itself (--ptbxl_dir=DIR builds the
 table from ptbxl_database.csv and scp_statements.csv). lvr/prepare/record_tables.py describes the
-tables, lvr/prepare/record_beats.py each step of a record, lvr/prepare/writer.py the output, lvr/prepare/formats.py
-the formats.
+tables, lvr/prepare/record_beats.py each step of a record, lvr/prepare/writer.py the output,
+lvr/prepare/formats.py the formats.
 
     python prepare_data.py --ptbxl_dir=DIR --task=mi_norm --output_dir=OUT
     python prepare_data.py --table=records.csv --task=binary:CONTROL,LVR --output_dir=OUT
@@ -79,7 +79,27 @@ def main():
     # imported once the options are checked: --help and a bad option answer before the
     # signal-processing libraries load
     from lvr.prepare.writer import prepare_cohort
-    prepare_cohort(config)
+    prepare_cohort(table_csv=config["TABLE"], ptbxl_dir=config["PTBXL_DIR"], task=config["TASK"],
+                   name=config["NAME"], output_dir=config["OUTPUT_DIR"],
+                   overwrite=config["OVERWRITE"], min_likelihood=config["MIN_LIKELIHOOD"],
+                   ptbxl_device=config["PTBXL_DEVICE"], workers=config["WORKERS"],
+                   record_options=record_options(config), recorded_options=config)
+
+
+def record_options(config):
+    """The per-record constants of `config` as lvr.prepare.record_beats.Options, unchecked."""
+    # imported once the options are checked, like prepare_cohort in main
+    from lvr.prepare.record_beats import Options
+    return Options(fs=config["FS"], pre=config["PRE"], post=config["POST"], beats=config["BEATS"],
+                   bandpass=config["BANDPASS"], bandpass_order=config["BANDPASS_ORDER"],
+                   notch_hz=config["NOTCH_HZ"], detector=config["DETECTOR"],
+                   detector_lead=config["DETECTOR_LEAD"], r_refine_s=config["R_REFINE_S"],
+                   min_peak_ratio=config["MIN_PEAK_RATIO"],
+                   heart_rate_bpm=config["HEART_RATE_BPM"],
+                   reject_flat_mv=config["REJECT_FLAT_MV"],
+                   reject_saturation=config["REJECT_SATURATION"],
+                   reject_noise=config["REJECT_NOISE"], seed=config["SEED"], unit=config["UNIT"],
+                   plausible_mv=config["PLAUSIBLE_MV"])
 
 
 if __name__ == "__main__":

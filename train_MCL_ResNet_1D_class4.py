@@ -21,7 +21,7 @@ EXPERIMENT: valid.EXPERIMENT = "ms"
 # dropout before the classifier
 DROPOUT: valid.FRACTION = 0.5
 # training: chance each lead of a beat is zeroed (docs/model.md)
-LEAD_DROPOUT: valid.FRACTION = 0.3
+LEAD_DROPOUT: valid.LEAD_DROPOUT = 0.3
 # input: per_lead (the original's), per_beat or none (mV)
 NORMALISATION: valid.NORMALISATION = "per_lead"
 # training epochs

@@ -6,6 +6,10 @@ fixed seeds) and compare their JSON outputs with those recorded in tests/data/go
     python bench/check_unchanged.py --record     # record the golden files from the current code
     python bench/check_unchanged.py --reference=REV   # compare with commit REV run here (git)
 
+The quick configuration also scores the trained 2-class run with evaluate.py (on the demo cohort
+it was trained on); code from before evaluate.py ran the same job as the training script's
+--evaluate (OLDER_COMMANDS), and a reference commit that had neither is compared without it.
+
 Only the scripts' command lines are used, so the same check runs against any version of the code.
 Golden files hold one machine's numbers: another CPU can pick other float kernels and give other
 last digits, which training amplifies. --reference=REV avoids that: it runs commit REV's code
@@ -48,6 +52,9 @@ RUNS = {
         ("train_MCL_ResNet_1D_class4.py", ["--epochs=1", "--bootstrap=200", "--device=cpu",
                                            *EARLIER_DEFAULTS],
          "results_class4", ["test_eval_results.json"]),
+        ("evaluate.py", ["--train_dir=results_class2", "--output_dir=evaluation",
+                         "--bootstrap=200", "--device=cpu"],
+         "evaluation", ["test_eval_results.json"]),
     ],
     "readme": [
         ("train_MCL_ResNet_1D_class2.py", EARLIER_DEFAULTS, "results_class2",
@@ -60,6 +67,12 @@ RUNS = {
 }
 
 
+# A command of the current code, as code from before it wrote it (its output is the same)
+OLDER_COMMANDS = {
+    "evaluate.py": ("train_MCL_ResNet_1D_class2.py",
+                    ["--evaluate=results_class2", "--output_dir=evaluation", "--bootstrap=200",
+                     "--device=cpu"]),
+}
 # the last commit before the lvr/ package: the behaviour to keep (in full, so git can fetch it)
 REFERENCE = "f8bc68c6b55eaefac3a48997e2a34c145e7f5efe"
 # Names that changed without any number changing: the demo's cohort.json names its binary
@@ -70,12 +83,26 @@ RENAMED = {"Normal": "non-LVR", "Abnormal": "LVR"}
 def run_scripts(mode, work_dir, log=print, code=ROOT):
     """Run the mode's scripts of the code in `code` with `work_dir` as working directory."""
     env = script_env(THREADS[mode], code)
-    for script, options, _, _ in RUNS[mode]:
+    for script, options, _, _ in runs_of(mode, code):
         log(f"  python {script} {' '.join(options)}")
         done = subprocess.run([sys.executable, str(Path(code) / script), *options], cwd=work_dir,
                               env=env, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def runs_of(mode, code=ROOT):
+    """The mode's (script, options, folder, files) as the code in `code` runs them: a script it
+    lacks is run by its OLDER_COMMANDS form, or left out where the code had no such job."""
+    runs = []
+    for script, options, folder, names in RUNS[mode]:
+        if not (Path(code) / script).exists():
+            older, options = OLDER_COMMANDS.get(script, (None, None))
+            if older is None or "--evaluate" not in (Path(code) / older).read_text():
+                continue
+            script = older
+        runs.append((script, options, folder, names))
+    return runs
 
 
 def renamed(value):
@@ -111,14 +138,20 @@ def differences(expected, actual, where=""):
     return [] if expected == actual else [f"{where}: {expected!r} -> {actual!r}"]
 
 
-def outputs(mode, work_dir):
+def outputs(mode, work_dir, code=ROOT):
     """{golden file name: JSON} of the outputs the mode compares."""
     found = {}
-    for script, _, folder, names in RUNS[mode]:
+    for script, _, folder, names in runs_of(mode, code):
         for name in names:
             with open(Path(work_dir) / folder / name, encoding="utf-8") as handle:
-                found[f"{Path(script).stem}__{name}"] = json.load(handle)
+                found[golden_name(script, folder, name)] = json.load(handle)
     return found
+
+
+def golden_name(script, folder, name):
+    """The golden file of `name` in `folder`: named for the script that writes the folder."""
+    writer = next((s for s, _, f, _ in RUNS["quick"] + RUNS["readme"] if f == folder), script)
+    return f"{Path(writer).stem}__{name}"
 
 
 def reference_outputs(mode, revision, log=print):
@@ -133,7 +166,7 @@ def reference_outputs(mode, revision, log=print):
         subprocess.run(["tar", "-x", "-C", code], input=archive.stdout, check=True)
         log(f"Running the {mode} configuration of {revision} in {work_dir}:")
         run_scripts(mode, work_dir, log, code=code)
-        return outputs(mode, work_dir)
+        return outputs(mode, work_dir, code)
 
 
 def check(mode="quick", record=False, log=print, reference=None):
@@ -146,7 +179,7 @@ def check(mode="quick", record=False, log=print, reference=None):
         found = outputs(mode, work_dir)
     if reference:
         expected = reference_outputs(mode, reference, log)
-        return [f"{name}{d}" for name, payload in found.items()
+        return [f"{name}{d}" for name, payload in found.items() if name in expected
                 for d in differences(renamed(expected[name]), payload)]
     if record:
         if golden_dir.exists():

@@ -20,9 +20,9 @@ small cohort and few steps to check the harness (about 2 min).
 
 The wave-effect design (where the swap happens, the reference, the alignment, the blending) was
 chosen with a second table, DIR/wave_variants.md (--parts=variants, in-process through
-lvr.explain.wave_effects on the same trained models and test beats): per variant and cohort the worst
-true-cell rank and the margin, the smallest true-cell effect over the largest other one (above
-1: every true cell first).
+lvr.explain.wave_effects on the same trained models and test beats): per variant and cohort the
+worst true-cell rank and the margin, the smallest true-cell effect over the largest other one
+(above 1: every true cell first).
 """
 import argparse
 import csv
@@ -116,7 +116,7 @@ def wave_row(cohort, out_dir, auc):
 def wave_variant_rows(cohort, data_dir, train_dir):
     """True-cell rank and margin of each wave-effect variant on the run's LVR test beats."""
     import torch  # imported here: the table part of the benchmark runs only the scripts
-    from lvr.explain.analysis import wave_effects as we
+    import lvr.explain.wave_effects as we
     from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
     from lvr.train.checkpoints import load_checkpoint
     from lvr.data.beats import standardize_beats
@@ -150,7 +150,7 @@ def wave_variant_rows(cohort, data_dir, train_dir):
         effects = we.wave_effects(model, x, labels[test], segments, references,
                                   reference_segments, alignment, blend_ms * fs / 1000, peaks,
                                   reference_peaks,
-                                  prepare=standardize_beats if units == "mV" else None)
+                                  normalisation="per_lead" if units == "mV" else None)
         worst, margin = 0, np.inf
         for group in spec["analysis_subgroups"].values():
             members = data.group_index[test] == spec["groups"].index(group)

@@ -88,7 +88,7 @@ def fold_test_patients(cohort_dir, folds, task="binary"):
     """The test patients (text) of each fold of the training scripts' cross-validation."""
     sys.path.insert(0, str(ROOT))
     from lvr.data.cohort import load_cohort
-    from lvr.train.run import cv_fold_parts
+    from lvr.train.cross_validation import cv_fold_parts
     cohort = load_cohort(str(cohort_dir))
     labels = cohort.labels(task)
     return [sorted(set(cohort.patient_ids[parts["test"]].astype(str).tolist()))
@@ -144,10 +144,11 @@ def finetune_job(job, out_path):
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(1)
     from lvr.data.cohort import load_cohort
-    from lvr.train.run import cv_fold_parts
-    from lvr.train.finetune import check_source, checked_test_overlap, read_source
     from lvr.train.checkpoints import load_checkpoint
+    from lvr.train.cross_validation import cv_fold_parts
+    from lvr.train.finetune import check_source, checked_test_overlap, read_source
     from lvr.train.loop import BEST_CHECKPOINT, fit, predict_logits
+    from lvr.train.loop import Recipe
     config = dict(script_constants(BINARY_SCRIPT), DATA_DIR=job["cohort"], DEVICE="cpu",
                   EPOCHS=job["epochs"], SEED=SEED + 1000 * job["seed"] + job["fold"],
                   INIT_FROM=job["init_from"] or "", REPORT=False)
@@ -164,16 +165,20 @@ def finetune_job(job, out_path):
     source = None
     if job["init_from"]:
         source = read_source(job["init_from"])
-        check_source(config, source, cohort)
-        source = checked_test_overlap(config, source, cohort,
-                                      cohort.patient_ids[parts["test"]], log=lambda *_: None)
+        check_source(source, cohort, experiment=config["EXPERIMENT"],
+                     normalisation=config["NORMALISATION"])
+        source = checked_test_overlap(source, cohort, cohort.patient_ids[parts["test"]],
+                                      allow_pretraining_overlap=config.get(
+                                          "ALLOW_PRETRAINING_OVERLAP", False),
+                                      log=lambda *_: None)
     start = time.time()
     with tempfile.TemporaryDirectory() as folder:
-        fit(config, (x_all.rows(train), torch.from_numpy(labels[train])),
+        fit(Recipe.from_options(config), (x_all.rows(train), torch.from_numpy(labels[train])),
             (x_all.rows(val), torch.from_numpy(labels[val])),
             list(cohort.class_names("binary")), folder, False,
             in_channels=cohort.beats.shape[1], input_length=cohort.beats.shape[2],
-            device=torch.device("cpu"), log=lambda *_: None, init_from=source)
+            device=torch.device("cpu"), task="binary", normalisation=config["NORMALISATION"],
+            run_config=config, log=lambda *_: None, init_from=source)
         model, stored = load_checkpoint(os.path.join(folder, BEST_CHECKPOINT))
         logits = predict_logits(model, x_all.rows(parts["test"]), 256, torch.device("cpu"))
     prob = torch.softmax(logits, 1)[:, 1].numpy()

@@ -112,8 +112,9 @@ def recipe_job(task, script, cohort_dir, model, lr, fold, folds, epochs, out_pat
     torch.set_num_threads(1)
     from lvr.data.beats import StandardisedBeats
     from lvr.data.cohort import load_cohort
-    from lvr.train.run import cv_fold_parts
+    from lvr.train.cross_validation import cv_fold_parts
     from lvr.train.loop import fit
+    from lvr.train.loop import Recipe
     namespace = script_constants(script)
     config = dict(namespace, DATA_DIR=str(cohort_dir), EXPERIMENT=model, LR=lr, EPOCHS=epochs,
                   DEVICE="cpu", CV_FOLDS=folds, SEED=SEED + fold)
@@ -124,11 +125,13 @@ def recipe_job(task, script, cohort_dir, model, lr, fold, folds, epochs, out_pat
     epochs_logits = []
     start = time.time()
     with tempfile.TemporaryDirectory() as folder:
-        fit(config, (x_all.rows(parts["train"]), torch.from_numpy(labels[parts["train"]])),
+        fit(Recipe.from_options(config),
+            (x_all.rows(parts["train"]), torch.from_numpy(labels[parts["train"]])),
             (x_all.rows(parts["val"]), torch.from_numpy(labels[parts["val"]])),
             list(cohort.class_names(config["TASK"])), folder, False,
             in_channels=cohort.beats.shape[1], input_length=cohort.beats.shape[2],
-            device=torch.device("cpu"), log=lambda *_: None,
+            device=torch.device("cpu"), task=config["TASK"],
+            normalisation=config["NORMALISATION"], run_config=config, log=lambda *_: None,
             on_epoch=lambda epoch, model, logits: epochs_logits.append(logits.tolist()))
     result = {"task": task, "model": model, "lr": lr, "fold": fold,
               "label_smoothing": config["LABEL_SMOOTHING"],

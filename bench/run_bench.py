@@ -21,7 +21,7 @@ Each ratio is the reference's time over ours:
 - smoothgrad_speedup_vs_captum: `smoothgrad` against captum NoiseTunnel(Saliency) at its
   fastest chunking
 - bootstrap_speedup_vs_sklearn_loop: `patient_bootstrap_ci` (vectorised) against
-  `patient_bootstrap_ci_loop` (scikit-learn per resample)
+  `patient_bootstrap_ci_loop` (scikit-learn per resample, tests/references.py)
 - figures_speedup_vs_sequential: `draw_sample_figures(jobs, 2)` against
   `draw_sample_figures(jobs, 1)`
 | demo_end_to_end_s | demo cohort + 2-class training + saliency script, defaults, in a temp dir | |
@@ -34,6 +34,7 @@ the table says DISTURBED when it exceeds 0.1: rerun on an idle machine.
 the full run takes ~6 min, of which the end-to-end demo ~4.
 """
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -43,7 +44,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -59,13 +59,13 @@ from lvr.measure.delineation import beat_segments_batch
 from lvr.explain.analysis import figure_jobs
 from lvr.report.saliency_figures import draw_sample_figure
 from lvr.leads import WAVES
-from lvr.stats.metrics import patient_bootstrap_ci, patient_bootstrap_ci_loop
+from lvr.stats.metrics import patient_bootstrap_ci
 from lvr.explain.smoothgrad import smoothgrad
 from lvr.train.loop import LabelSmoothingLoss, batch_loader, build_optimizer, train_one_epoch
 from model import build_model
 
 sys.path.insert(0, str(ROOT / "tests"))   # the original's loops, kept with the tests
-from references import smoothgrad_seed_loop  # noqa: E402
+from references import patient_bootstrap_ci_loop, smoothgrad_seed_loop  # noqa: E402
 
 EXPERIMENT = "ca_ms_v2"        # model of the training scripts
 NUM_CLASSES = 2                # 2-class task
@@ -123,16 +123,16 @@ def demo_beats(n_beats, length=LENGTH, seed=SEED):
     Beats of the synthetic demo cohort (demo_cohort.py) with enough patients for `n_beats`,
     groups interleaved so any prefix holds all four groups.
     """
-    config = demo.default_config()
-    config.update(SEED=seed, WINDOW_S=length / config["FS"],
-                  N_PATIENTS=max(1, int(np.ceil(n_beats / 4 / 4.5)) + 1))
-    spec = demo.demo_cohort_spec(config)
-    arrays = demo.demo_cohort_arrays(config)
+    options = dataclasses.replace(demo.DEMO_DEFAULTS, seed=seed,
+                                  window_s=length / demo.DEMO_DEFAULTS.fs,
+                                  n_patients=max(1, int(np.ceil(n_beats / 4 / 4.5)) + 1))
+    spec = demo.demo_cohort_spec(options)
+    arrays = demo.demo_cohort_arrays(options)
     beats = [arrays[g][0] for g in spec["groups"]]
     shortest = min(len(b) for b in beats)
     while 4 * shortest < n_beats:  # unlucky draw of beats per patient
-        config["N_PATIENTS"] += 2
-        arrays = demo.demo_cohort_arrays(config)
+        options = dataclasses.replace(options, n_patients=options.n_patients + 2)
+        arrays = demo.demo_cohort_arrays(options)
         beats = [arrays[g][0] for g in spec["groups"]]
         shortest = min(len(b) for b in beats)
     x = np.stack([b[:shortest] for b in beats], axis=1).reshape(-1, 12, length)[:n_beats]
@@ -363,11 +363,8 @@ def wave_segments(raw_beats, spec):
 def sample_figure_jobs(x, maps, prob, y, groups, spec, n_figures, output_dir, dpi=FIG_DPI,
                        segments=None):
     """Jobs exactly as the saliency script builds them (lvr.explain.analysis.figure_jobs)."""
-    cohort = SimpleNamespace(spec=spec)
-    config = {"MAX_FIGURES": n_figures, "FIG_DPI": dpi}
-    extra = {"segments": segments} if segments is not None else {}
-    return figure_jobs(x, maps, prob, y, groups, cohort, list(spec["binary_class_names"]),
-                       config, output_dir, **extra)
+    return figure_jobs(x, maps, prob, y, groups, spec, list(spec["binary_class_names"]),
+                       output_dir, max_figures=n_figures, dpi=dpi, segments=segments)
 
 
 def figure_times(jobs, reps, workers=FIGURE_WORKERS):

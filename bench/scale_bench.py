@@ -12,7 +12,7 @@ back under pressure, so they do not count. Steps:
 - train: train_MCL_ResNet_1D_class2.py --epochs=1 on the cohort (loading plus one epoch,
   validation and test); time per training beat is the epoch's logged seconds over its beats;
 - smoothgrad: SmoothGrad maps of SMOOTHGRAD_BEATS test beats of that run, through
-  lvr.explain.analysis.explained_beats (maps written to disk chunk by chunk);
+  lvr.explain.maps.explained_beats (maps written to disk chunk by chunk);
 - prepare: prepare_data.py --task=binary:NORM,MI on a table that lists the shared PTB-XL
   records (PTBXL_DIR) as often as needed to reach each record count, as distinct record paths.
 Writes scale_bench.json and scale_bench.md to --out (default bench_scale/, gitignored).
@@ -163,16 +163,21 @@ def smoothgrad_job(train_dir, data_dir, n_beats):
     import Saliency_ana2_sys as script
     from lvr.train.checkpoints import load_checkpoint
     from lvr.data.cohort import load_cohort
-    from lvr.explain.analysis import checked_training_run, explained_beats, test_set
-    config = {name: getattr(script, name) for name in dir(script) if name.isupper()}
-    split, model_path = checked_training_run(train_dir)
+    from lvr.explain.analysis import test_set
+    from lvr.explain.maps import MapSettings, explained_beats
+    from lvr.train.finished_run import read_finished_run
+    settings = MapSettings(method=script.METHOD, num_samples=script.NUM_SAMPLES,
+                           noise_level=script.NOISE_LEVEL, ig_steps=script.IG_STEPS,
+                           occlusion_window_ms=script.OCCLUSION_WINDOW_MS,
+                           batch_size=script.BATCH_SIZE, seed=script.SEED)
+    run = read_finished_run(train_dir)
     cohort = load_cohort(data_dir)
-    index = test_set(cohort, split, data_dir, train_dir)[:n_beats]
-    model, _ = load_checkpoint(model_path, map_location=torch.device("cpu"))
+    index = test_set(cohort, run.split, data_dir, train_dir)[:n_beats]
+    model, _ = load_checkpoint(run.checkpoint_path, map_location=torch.device("cpu"))
     timings = {}
     with tempfile.TemporaryDirectory(dir=train_dir) as work_dir:
-        explained_beats(model, cohort, index, config, torch.device("cpu"), None,
-                        lambda *_: None, timings, work_dir)
+        explained_beats(model, cohort, index, settings, torch.device("cpu"), work_dir,
+                        timings=timings, log=lambda *_: None)
     print(json.dumps({"beats": int(len(index)), "maps_s": timings["maps"]}))
 
 

@@ -20,10 +20,12 @@ METHODS = {
     "grad_cam": "Grad-CAM",
 }
 
-# PAIRS of pretrain.py: the two views of one patient that form a positive pair (lvr.train.pretraining)
+# PAIRS of pretrain.py: the two views of one patient that form a positive pair
+# (lvr.train.contrastive)
 PAIR_KINDS = ("beats", "leads", "beats_and_leads")
 
-# LEAD_IMPORTANCE: what the lead statistics are computed on (lvr.explain.analysis.lead_importance)
+# LEAD_IMPORTANCE: what the lead statistics are computed on
+# (lvr.explain.tables.importance_for_statistics)
 LEAD_IMPORTANCE_SOURCES = ("map", "wave_effects")
 
 # WAVE_REFERENCE and WAVE_ALIGNMENT of the counterfactual segment swaps (lvr.explain.wave_effects)
@@ -41,7 +43,8 @@ UNLABELLED_GROUP = "ALL"
 UNITS = ("uV", "mV", "V")
 
 # LVR_WAVE of demo_cohort.py: the sign an LVR patient carries -> the delineated segment
-# (lvr.leads.WAVES) that holds it, recorded as ground_truth lvr_wave (lvr.data.demo says what each is)
+# (lvr.leads.WAVES) that holds it, recorded as ground_truth lvr_wave (lvr.data.demo says what
+# each is)
 LVR_SIGNS = {
     "T": "T",
     "QRS": "QRS",

@@ -15,7 +15,7 @@ import ast
 import re
 import sys
 
-from lvr.choices import threshold_rule
+from lvr.choices import split_sizes_problem, threshold_rule
 from lvr.errors import UserError, run_script  # noqa: F401  (the scripts' entry)
 from lvr.leads import DELINEATION_WINDOW_MS
 from lvr.options import Rule, accepted
@@ -90,7 +90,7 @@ def window_fits(before_s, after_s):
 # Rules between options, for a script that has all the names: (names, test of their values, what
 # is needed). Checked once each option is valid on its own.
 RELATIONS = (
-    (("TEST_SIZE", "VAL_SIZE"), lambda test, val: test + val < 1,
+    (("TEST_SIZE", "VAL_SIZE"), lambda test, val: split_sizes_problem(test, val) is None,
      "their sum must be below 1, to leave patients for training"),
     (("VAL_SIZE", "CV_FOLDS"), lambda val, folds: folds == 0 or val < 1 - 1 / folds,
      "with k folds VAL_SIZE must be below 1 - 1/k (validation comes from the other k-1 folds)"),
@@ -133,58 +133,59 @@ def option_problem(name, value, rule):
             f"{allowed_words(rule)}")
 
 
-def relation_problem(config):
-    """The message for the first broken rule between options of `config`, or None."""
+def relation_problem(values):
+    """The message for the first broken rule between the options' `values`, or None."""
     for names, test, needed in RELATIONS:
-        if all(name in config for name in names) and not test(*(config[n] for n in names)):
-            given = ", ".join(f"--{name.lower()}={config[name]!r}" for name in names)
+        if all(name in values for name in names) and not test(*(values[n] for n in names)):
+            given = ", ".join(f"--{name.lower()}={values[name]!r}" for name in names)
             return f"{given}: {needed}"
     return None
 
 
-def unused_option_problem(config, rules, typed):
-    """The message for the first typed option that the configured mode would not use, or None."""
+def unused_option_problem(values, rules, typed):
+    """The message for the first typed option that the mode `values` set would not use, or
+    None."""
     for name in sorted(typed & set(rules)):
         if rules[name].used is None:
             continue
         option, value, case = rules[name].used
-        acts = bool(config[option]) if value is True else config[option] == value
+        acts = bool(values[option]) if value is True else values[option] == value
         if not acts:
             flag = f"--{option.lower()}"
             case = case or (f"unless {flag}={value}" if value is not True else
-                            f"with {flag}=False" if config[option] is False else
+                            f"with {flag}=False" if values[option] is False else
                             f"without {flag}")
-            return (f"--{name.lower()}={config[name]!r} has no effect {case}; leave it out, or "
+            return (f"--{name.lower()}={values[name]!r} has no effect {case}; leave it out, or "
                     f"change the option that makes it unused")
     return None
 
 
-def output_problem(config, rules):
+def output_problem(values, rules):
     """The message for the first folder the script writes into that cannot be written, or None."""
     for name, rule in rules.items():
-        if rule.written and config[name]:
-            problem = unwritable_folder_problem(config[name])
+        if rule.written and values[name]:
+            problem = unwritable_folder_problem(values[name])
             if problem:
-                return (f"--{name.lower()}={config[name]}: {problem}; choose a folder you can "
+                return (f"--{name.lower()}={values[name]}: {problem}; choose a folder you can "
                         f"write, or fix its permissions")
     return None
 
 
-def checked_config(config, rules, typed):
-    """`config` (name -> value), or UserError for its first problem: each fast value, the rules
-    between options, each slow value (they import torch), options typed in a mode that does
-    not use them, folders that cannot be written."""
+def checked_values(values, rules, typed):
+    """`values` (option name -> value), or UserError for its first problem: each fast value,
+    the rules between options, each slow value (they import torch), options typed in a mode
+    that does not use them, folders that cannot be written."""
     def raise_first(problems):
         problem = next((p for p in problems if p), None)
         if problem:
             raise UserError(problem)
-    raise_first(option_problem(name, config[name], rules[name])
-                for name in config if not rules[name].slow)
-    raise_first([relation_problem(config)])
-    raise_first(option_problem(name, config[name], rules[name])
-                for name in config if rules[name].slow)
-    raise_first([unused_option_problem(config, rules, typed), output_problem(config, rules)])
-    return config
+    raise_first(option_problem(name, values[name], rules[name])
+                for name in values if not rules[name].slow)
+    raise_first([relation_problem(values)])
+    raise_first(option_problem(name, values[name], rules[name])
+                for name in values if rules[name].slow)
+    raise_first([unused_option_problem(values, rules, typed), output_problem(values, rules)])
+    return values
 
 
 def typed_options(argv=None):
@@ -249,4 +250,4 @@ def configure(namespace, argv=None):
             raise UserError(f"unknown option --{key}. Valid names: {valid}")
         namespace[name] = converted_value(name, text, namespace[name])
     config = {name: namespace[name] for name in rules}
-    return checked_config(config, rules, typed_options(argv))
+    return checked_values(config, rules, typed_options(argv))

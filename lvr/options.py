@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 
 from lvr.choices import (LEAD_IMPORTANCE_SOURCES, LEVELS, LVR_SIGNS, METHODS, NORMALISATIONS,
                          PAIR_KINDS, PTBXL_TASKS, SELECTION_RULES, TASKS, THRESHOLD_WORDS, UNITS,
-                         WAVE_ALIGNMENTS, WAVE_REFERENCES, threshold_rule)
+                         WAVE_ALIGNMENTS, WAVE_REFERENCES, dropout_problem,
+                         threshold_rule)
 from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 
 
@@ -167,6 +168,7 @@ WAVE_ALIGNMENT = one_of(*WAVE_ALIGNMENTS)
 LEAD_IMPORTANCE = one_of(*LEAD_IMPORTANCE_SOURCES)
 LEVEL = one_of(*LEVELS)
 LVR_WAVE = one_of(*LVR_SIGNS)
+LEAD_DROPOUT = Rule(lambda v: is_number(v) and dropout_problem(v) is None, FRACTION.allowed)
 THRESHOLD = Rule(lambda v: threshold_rule(v) is not None, THRESHOLD_WORDS)
 EXPERIMENT = Rule(lambda v: v in model_names(), lambda: "one of " + ", ".join(model_names()),
                   slow=True)

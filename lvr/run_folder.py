@@ -211,11 +211,12 @@ def disk_space_guard(output_dir, resume_hint="last complete checkpoint"):
         raise failure from None
 
 
-def run_record(config, wall, cohort=None, data_dir=None, device=None, world_size=1, **fields):
-    """run.json's provenance: the configuration and command, the data (`cohort`, read from
-    `data_dir`), the machine (`device`, a torch.device), the versions and the wall time;
-    `fields` adds what one kind of run records of its own."""
-    record = {"config": config, "command": sys.argv}
+def run_record(run_config, wall, cohort=None, data_dir=None, device=None, world_size=1,
+               **fields):
+    """run.json's provenance: the configuration (`run_config`, recorded as it is) and command,
+    the data (`cohort`, read from `data_dir`), the machine (`device`, a torch.device), the
+    versions and the wall time; `fields` adds what one kind of run records of its own."""
+    record = {"config": run_config, "command": sys.argv}
     if cohort is not None:
         record.update({"data_dir": data_dir, "data_fingerprint": cohort.fingerprint(),
                        "data_files": cohort.files, "demo_data": cohort.is_demo})

@@ -26,18 +26,21 @@ from lvr.prepare.record_beats import checked_options  # noqa: E402
 
 PTBXL_SLICE = Path(ROOT) / "tests" / "data" / "ptbxl"   # eight PTB-XL records (CC BY 4.0)
 PREPARE_DEFAULTS = {name: getattr(prepare_data, name) for name in config_names(vars(prepare_data))}
-OPTIONS = checked_options(PREPARE_DEFAULTS)   # prepare_data.py's constants as record Options
+GIVEN_OPTIONS = prepare_data.record_options(PREPARE_DEFAULTS)   # record Options, unchecked
+OPTIONS = checked_options(GIVEN_OPTIONS)   # prepare_data.py's constants as record Options
 
 
-def small_cohort_config(**overrides):
-    config = demo_cohort.default_config()
-    config.update(N_PATIENTS=10, BEATS_PER_PATIENT=(1, 3), WINDOW_S=0.6, R_PEAK_S=0.2, SEED=5)
-    config.update(overrides)
-    return config
+SMALL_COHORT = {"n_patients": 10, "beats_per_patient": (1, 3), "window_s": 0.6, "r_peak_s": 0.2,
+                "seed": 5}
+
+
+def small_cohort_options(**overrides):
+    """The demo generator's DemoOptions for a small, fast cohort, with `overrides` (its fields)."""
+    return dataclasses.replace(demo_cohort.DEMO_DEFAULTS, **{**SMALL_COHORT, **overrides})
 
 
 def write_small_cohort(folder, **overrides):
-    demo_cohort.write_demo_cohort(str(folder), small_cohort_config(**overrides))
+    demo_cohort.write_demo_cohort(str(folder), small_cohort_options(**overrides))
     return str(folder)
 
 
@@ -51,6 +54,16 @@ def tiny_config(data_dir, output_dir, **overrides):
     config = {name: getattr(script, name) for name in dir(script) if name.isupper()}
     config.update(DATA_DIR=str(data_dir), OUTPUT_DIR=str(output_dir), EXPERIMENT="baseline",
                   EPOCHS=3, BATCH_SIZE=16, BOOTSTRAP=50, DEVICE="cpu", LR=1e-3)
+    config.update(overrides)
+    return config
+
+
+def evaluation_config(train_dir, data_dir, **overrides):
+    """evaluate.py's constants for scoring `train_dir` on `data_dir`, on the CPU, with a short
+    bootstrap."""
+    import evaluate as script  # imported once the root is on sys.path
+    config = {name: getattr(script, name) for name in script.__annotations__}
+    config.update(TRAIN_DIR=str(train_dir), DATA_DIR=str(data_dir), BOOTSTRAP=50, DEVICE="cpu")
     config.update(overrides)
     return config
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from lvr.explain.attribution import attribution_maps, has_lead_resolution
 from lvr.choices import METHODS
-from lvr.explain.analysis import saliency_maps
+from lvr.explain.maps import MapSettings, saliency_maps
 from lvr.explain.smoothgrad import smoothgrad
 from model.resnet1d import ResNet1D
 
@@ -76,9 +76,9 @@ def test_smoothgrad_consumes_one_generator_batch_by_batch_as_the_analysis_does(m
         smoothgrad(model, torch.from_numpy(x[s:s + 4]), torch.from_numpy(y[s:s + 4]), 3, 0.1,
                    generator=generator).numpy() for s in range(0, 10, 4)])
     np.testing.assert_array_equal(maps, expected)
-    config = {"SEED": 1, "BATCH_SIZE": 4, "NUM_SAMPLES": 3, "NOISE_LEVEL": 0.1,
-              "METHOD": "smoothgrad", "IG_STEPS": 32, "OCCLUSION_WINDOW_MS": 50}
-    analysis, _ = saliency_maps(model, x, y, config, torch.device("cpu"), fs=500)
+    settings = MapSettings(method="smoothgrad", num_samples=3, noise_level=0.1, ig_steps=32,
+                           occlusion_window_ms=50, batch_size=4, seed=1)
+    analysis, _ = saliency_maps(model, x, y, settings, torch.device("cpu"), fs=500)
     np.testing.assert_array_equal(analysis, expected)   # the script's maps: the same loop
 
 

@@ -135,11 +135,13 @@ def test_every_problem_of_a_cohort_json_is_listed_at_once(cohort_copy):
 
 OPTION_CASES = {
     "test_size 0": ([TRAIN, "--test_size=0"], ["--test_size=0.0", "TEST_SIZE must be above 0"]),
-    "epochs with evaluate": ([TRAIN, "--evaluate=RUN", "--epochs=30"],
-                             ["--epochs=30 has no effect with --evaluate"]),
-    "lr with evaluate": ([TRAIN, "--evaluate=RUN", "--lr=0.01"], ["--lr=0.01 has no effect"]),
+    "evaluate on a training script": ([TRAIN, "--evaluate=RUN", "--epochs=30"],
+                                      ["--evaluate: scoring a finished run on another cohort is "
+                                       "its own command now: python evaluate.py"]),
+    "epochs with evaluate.py": (["evaluate.py", "--train_dir=RUN", "--epochs=30"],
+                                ["unknown option --epochs. Valid names: --train_dir"]),
     "test_size with folds": ([TRAIN, "--cv_folds=3", "--test_size=0.2"],
-                             ["--test_size=0.2 has no effect with --evaluate or --cv_folds"]),
+                             ["--test_size=0.2 has no effect unless --cv_folds=0"]),
     "ig steps with smoothgrad": ([SALIENCY, "--ig_steps=64"],
                                  ["--ig_steps=64 has no effect unless "
                                   "--method=integrated_gradients"]),
@@ -204,13 +206,14 @@ def test_evaluate_honours_a_typed_output_dir_and_refuses_the_run_itself(one_epoc
                                                                        small_cohort_dir,
                                                                        tmp_path):
     chosen = tmp_path / "evaluation"
-    done = script_result(TRAIN, f"--evaluate={one_epoch_run}", f"--data_dir={small_cohort_dir}",
-                         f"--output_dir={chosen}", "--bootstrap=20", "--device=cpu")
+    done = script_result("evaluate.py", f"--train_dir={one_epoch_run}",
+                         f"--data_dir={small_cohort_dir}", f"--output_dir={chosen}",
+                         "--bootstrap=20", "--device=cpu")
     assert done.returncode == 0, done.stderr
     assert (chosen / "test_eval_results.json").exists()
     assert not any(p.startswith("external_") for p in os.listdir(one_epoch_run))
     before = snapshot(one_epoch_run)
-    refused = script_result(TRAIN, f"--evaluate={one_epoch_run}",
+    refused = script_result("evaluate.py", f"--train_dir={one_epoch_run}",
                             f"--data_dir={small_cohort_dir}", f"--output_dir={one_epoch_run}",
                             "--bootstrap=20", "--device=cpu")
     assert_refused(refused, f"--output_dir={one_epoch_run} holds the run being evaluated")

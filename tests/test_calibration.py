@@ -127,7 +127,7 @@ def test_the_reliability_figure_draws_a_report_with_open_bounds(tmp_path):
 
 
 def test_the_console_summary_names_the_failed_fits_and_the_open_bound():
-    from lvr.train.run import calibration_failure_notes
+    from lvr.report.results import calibration_failure_notes
     y, p = separable_test_set()
     report = calibration_report(y, p, np.arange(40), n_boot=1000, seed=0)
     notes = calibration_failure_notes({"LVR": report})

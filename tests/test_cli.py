@@ -1,12 +1,19 @@
 import pytest
 
+from lvr import options as valid
 from lvr.config import UserError, configure, converted_value
+
+RULES = {"DATA_DIR": valid.folder(), "EPOCHS": valid.integer(1), "LR": valid.POSITIVE,
+         "RESUME": valid.FLAG, "CLASS_NAMES": valid.CLASS_NAMES, "LEADS": valid.LEADS,
+         "MAX_FIGURES": valid.MAX_FIGURES}
 
 
 def namespace():
-    return {"__file__": "script.py", "DATA_DIR": "data", "EPOCHS": 50, "LR": 1e-4,
-            "RESUME": False, "CLASS_NAMES": (), "LEADS": ("V1", "V2"), "MAX_FIGURES": None,
-            "lowercase": 1, "_PRIVATE": 2}
+    """A script's namespace: its options are the UPPER_CASE names annotated with a rule."""
+    return {"__file__": "script.py", "__annotations__": dict(RULES), "DATA_DIR": "data",
+            "EPOCHS": 50, "LR": 1e-4, "RESUME": False, "CLASS_NAMES": (),
+            "LEADS": ("V1", "V2"), "MAX_FIGURES": None, "lowercase": 1, "_PRIVATE": 2,
+            "UNANNOTATED": 3}
 
 
 def test_overrides_are_converted_to_the_constants_type():
@@ -41,11 +48,15 @@ def test_bad_values_name_the_option(name, text, default):
         converted_value(name, text, default)
 
 
-def test_help_lists_names_defaults_and_comments(tmp_path, capsys):
+def test_help_lists_names_defaults_comments_and_rules(tmp_path, capsys):
     script = tmp_path / "script.py"
-    script.write_text('EPOCHS = 50   # training epochs\n')
+    script.write_text('EPOCHS: valid.integer(1) = 50   # training epochs\n'
+                      '# the learning rate\nLR: valid.POSITIVE = 0.1\n')
     with pytest.raises(SystemExit) as stop:
-        configure({"__file__": str(script), "EPOCHS": 50}, ["--help"])
+        configure({"__file__": str(script), "EPOCHS": 50, "LR": 0.1,
+                   "__annotations__": {"EPOCHS": valid.integer(1), "LR": valid.POSITIVE}},
+                  ["--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    assert "--epochs=50" in out and "training epochs" in out
+    assert "--epochs=50    training epochs  [a positive integer]" in out
+    assert "--lr=0.1    the learning rate  [a number > 0]" in out

@@ -18,6 +18,7 @@ from lvr.data.split import patient_kfold_indices, patient_split_indices, split_d
 from lvr.data import demo
 from lvr.leads import LEAD_NAMES
 from helpers import beats_of, script_result
+from references import cohort_in_memory
 
 GROUPS = ("NS_0", "NS_1", "ST_0", "ST_1")
 
@@ -160,7 +161,8 @@ def test_bad_cohort_gets_a_clear_error(case, cohort_copy):
 
 def test_nan_in_the_last_chunk_of_a_file_larger_than_a_chunk_is_found(cohort_copy, monkeypatch):
     beats = np.load(cohort_copy / "cut_ST_1.npy")
-    monkeypatch.setattr(beat_files, "CHECK_CHUNK_BYTES", 3 * beats[0].nbytes)   # a file of many chunks
+    # a file of many chunks
+    monkeypatch.setattr(beat_files, "CHECK_CHUNK_BYTES", 3 * beats[0].nbytes)
     assert len(beats) > 6
     beats[-1, 11, -1] = np.nan
     np.save(cohort_copy / "cut_ST_1.npy", beats)
@@ -197,7 +199,7 @@ def test_beat_files_read_like_the_concatenated_files(small_cohort_dir):
         beats[[len(whole)]]
     copied = pickle.dumps(beats)                 # what a spawned DataLoader worker receives
     assert len(copied) < 2000 and np.array_equal(pickle.loads(copied)[[7, 70]], whole[[7, 70]])
-    in_memory = load_cohort(small_cohort_dir, in_memory=True).beats
+    in_memory = cohort_in_memory(small_cohort_dir).beats
     assert type(in_memory) is np.ndarray and np.array_equal(in_memory, whole)
 
 
@@ -393,9 +395,9 @@ def test_demo_beats_look_like_ecgs(small_cohort_dir):
 
 def test_lvr_changes_only_the_lvr_leads_in_the_t_window(tmp_path):
     from helpers import write_small_cohort
-    base = write_small_cohort(tmp_path / "a", NOISE_MV=0.0, WANDER_MV=0.0)
-    no_lvr = write_small_cohort(tmp_path / "b", NOISE_MV=0.0, WANDER_MV=0.0,
-                                LVR_STRENGTH=(0.0, 0.0))
+    base = write_small_cohort(tmp_path / "a", noise_mv=0.0, wander_mv=0.0)
+    no_lvr = write_small_cohort(tmp_path / "b", noise_mv=0.0, wander_mv=0.0,
+                                lvr_strength=(0.0, 0.0))
     changed = np.abs(beats_of(base, "NS_1") - beats_of(no_lvr, "NS_1")).max(axis=(0,))
     lead = {name: i for i, name in enumerate(LEAD_NAMES)}
     lvr_rows = [lead[n] for n in ("V2", "V3", "V4")]

@@ -2,6 +2,7 @@
 every beat of another cohort, refused when leads, sampling rate or window differ."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,6 @@ import torch
 from markupsafe import escape
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from helpers import write_small_cohort
 from lvr.train import run as engine
 from lvr.evaluate.external import run_evaluation
 from lvr.train.checkpoints import load_checkpoint
@@ -18,7 +18,7 @@ from lvr.data.beats import standardize_beats
 from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.report.html import render_report, report_context
-from helpers import quiet, tiny_config
+from helpers import evaluation_config, quiet, script_result, tiny_config, write_small_cohort
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +32,15 @@ def trained(small_cohort_dir, tmp_path_factory):
 def other_cohort(tmp_path_factory):
     """Another seed of the small cohort, recorded 20% louder."""
     from lvr.data import demo
-    from helpers import small_cohort_config
+    from helpers import small_cohort_options
     folder = tmp_path_factory.mktemp("other") / "cohort"
-    demo.write_demo_cohort(str(folder), small_cohort_config(SEED=11), amplitude_scale=1.2)
+    demo.write_demo_cohort(str(folder), small_cohort_options(seed=11), amplitude_scale=1.2)
     return folder
 
 
 def evaluate_on(trained, data_dir, log=quiet, **overrides):
     """The evaluation report and the folder it was written to."""
-    config = tiny_config(data_dir, trained.parent / "next_training_run", EVALUATE=str(trained),
-                         **overrides)
-    report = run_evaluation(config, log=log)
+    report = run_evaluation(evaluation_config(trained, data_dir, **overrides), log=log)
     return report, trained / f"external_{os.path.basename(str(data_dir))}"
 
 
@@ -82,9 +80,9 @@ def test_a_global_gain_does_not_change_the_probabilities(trained, other_cohort, 
     """Beats are standardised per lead, so a device whose gain is 20% off gives the same scores
     (what the amplitude-shift experiment in docs/evaluation.md shows)."""
     from lvr.data import demo
-    from helpers import small_cohort_config
+    from helpers import small_cohort_options
     plain = tmp_path / "plain"
-    demo.write_demo_cohort(str(plain), small_cohort_config(SEED=11))
+    demo.write_demo_cohort(str(plain), small_cohort_options(seed=11))
     a = pd.read_csv(evaluate_on(trained, plain)[1] / "predictions.csv")
     b = pd.read_csv(evaluate_on(trained, other_cohort)[1] / "predictions.csv")
     np.testing.assert_allclose(a["prob_LVR"], b["prob_LVR"], atol=2e-5)
@@ -109,12 +107,12 @@ def test_the_run_own_cohort_is_scored_with_a_warning(trained, small_cohort_dir):
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"FS": 250}, "sampling rate is 250 Hz but the model was trained at 500 Hz"),
-    ({"WINDOW_S": 0.8}, "beats are 400 samples long but the model's window is 300 samples"),
-    ({"R_PEAK_S": 0.25, "WINDOW_S": 0.65}, "R peak sits at sample 125 but at sample 100"),
+    ({"fs": 250}, "sampling rate is 250 Hz but the model was trained at 500 Hz"),
+    ({"window_s": 0.8}, "beats are 400 samples long but the model's window is 300 samples"),
+    ({"r_peak_s": 0.25, "window_s": 0.65}, "R peak sits at sample 125 but at sample 100"),
 ])
 def test_evaluation_refuses_another_rate_or_window(trained, tmp_path, change, words):
-    other = write_small_cohort(tmp_path / "other", SEED=3, **change)
+    other = write_small_cohort(tmp_path / "other", seed=3, **change)
     with pytest.raises(UserError, match="cannot be scored") as caught:
         evaluate_on(trained, other)
     assert words in str(caught.value)
@@ -122,7 +120,7 @@ def test_evaluation_refuses_another_rate_or_window(trained, tmp_path, change, wo
 
 
 def test_evaluation_refuses_other_leads(trained, tmp_path):
-    other = write_small_cohort(tmp_path / "other", SEED=3)
+    other = write_small_cohort(tmp_path / "other", seed=3)
     spec_path = os.path.join(other, "cohort.json")
     spec = json.loads(open(spec_path).read())
     spec["leads"] = spec["leads"][1:] + spec["leads"][:1]   # same leads, another order
@@ -139,20 +137,27 @@ def test_evaluation_needs_a_finished_single_model_run(trained, other_cohort, tmp
     with pytest.raises(UserError, match="folder not found"):
         evaluate_on(tmp_path / "nothing", other_cohort)
     (tmp_path / "cv" / "fold_1").mkdir(parents=True)
-    with pytest.raises(UserError, match="cross-validation run .* --evaluate=.*fold_1"):
+    with pytest.raises(UserError, match="cross-validation run .* --train_dir=.*fold_1"):
         evaluate_on(tmp_path / "cv", other_cohort)
-    with pytest.raises(UserError, match="2-class model .* with the 2-class training script"):
-        evaluate_on(trained, other_cohort, NUM_CLASSES=4, TASK="multiclass")
 
 
-def test_evaluate_option_is_refused_with_resume_or_folds(capsys):
-    import subprocess
-    import sys
-    result = subprocess.run([sys.executable, "train_MCL_ResNet_1D_class2.py",
-                             "--evaluate=somewhere", "--cv_folds=5"], capture_output=True,
-                            text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "EVALUATE only tests a finished model" in result.stdout + result.stderr
+def test_a_cohort_of_other_classes_is_refused_naming_the_model(trained, other_cohort, tmp_path):
+    """The model's task decides the classes: a 2-class model of a 4-class task is refused."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    stored = torch.load(copy / "best_model.pth", weights_only=True)
+    stored["task"] = "multiclass"
+    torch.save(stored, copy / "best_model.pth")
+    with pytest.raises(UserError, match="multiclass task has 4 classes .* is a 2-class model; "
+                                        "score it on a cohort with its classes"):
+        evaluate_on(copy, other_cohort)
+
+
+def test_the_training_scripts_point_to_evaluate_py():
+    done = script_result("train_MCL_ResNet_1D_class2.py", "--evaluate=somewhere", "--cv_folds=5")
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "error: --evaluate: scoring a finished run on another cohort is its own command now: "
+        "python evaluate.py --train_dir=RUN --data_dir=OTHER (the training scripts only train)"]
 
 
 def not_synthetic(folder):
@@ -165,7 +170,7 @@ def not_synthetic(folder):
 
 
 def test_a_cohort_sharing_patients_with_the_training_split_is_refused(trained, tmp_path):
-    other = not_synthetic(write_small_cohort(tmp_path / "other", SEED=3))   # IDs 1..40 again
+    other = not_synthetic(write_small_cohort(tmp_path / "other", seed=3))   # IDs 1..40 again
     with pytest.raises(UserError) as caught:
         evaluate_on(trained, other)
     message = str(caught.value)
@@ -184,7 +189,7 @@ def test_a_cohort_sharing_patients_with_the_training_split_is_refused(trained, t
 
 
 def test_undeclared_sampling_rate_and_r_peak_are_warned_and_reported(trained, tmp_path):
-    other = write_small_cohort(tmp_path / "bare", SEED=3)
+    other = write_small_cohort(tmp_path / "bare", seed=3)
     os.remove(os.path.join(other, "cohort.json"))            # the seed's groups, 500 Hz assumed
     lines = []
     report, out = evaluate_on(trained, other, log=lines.append, ALLOW_PATIENT_OVERLAP=True)
@@ -198,7 +203,7 @@ def test_undeclared_sampling_rate_and_r_peak_are_warned_and_reported(trained, tm
 
 
 def test_a_cohort_json_without_a_sampling_rate_is_warned(trained, tmp_path):
-    other = write_small_cohort(tmp_path / "norate", SEED=3)
+    other = write_small_cohort(tmp_path / "norate", seed=3)
     path = os.path.join(other, "cohort.json")
     spec = json.loads(open(path).read())
     assert spec.pop("sampling_rate") == 500

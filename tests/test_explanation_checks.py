@@ -175,8 +175,8 @@ def test_cascading_layer_names_of_the_resnet_run_from_head_to_input():
 def demo_beats(tmp_path_factory):
     """Demo beats in the default 1 s window (the shared small cohort's 0.6 s clips the T wave)."""
     from helpers import write_small_cohort
-    folder = write_small_cohort(tmp_path_factory.mktemp("full_window"), N_PATIENTS=3,
-                                WINDOW_S=1.0, R_PEAK_S=0.3)
+    folder = write_small_cohort(tmp_path_factory.mktemp("full_window"), n_patients=3,
+                                window_s=1.0, r_peak_s=0.3)
     with open(os.path.join(folder, "cohort.json"), encoding="utf-8") as handle:
         spec = json.load(handle)
     beats = np.concatenate([beats_of(folder, "NS_1")[:4], beats_of(folder, "ST_0")[:4]])

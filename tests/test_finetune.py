@@ -21,6 +21,7 @@ from lvr.train.finetune import (HEAD_PREFIX, check_source, checked_test_overlap,
                           optimizer_groups, read_source)
 from lvr.data.geometry import cohort_geometry
 from lvr.train.loop import build_optimizer
+from lvr.train.loop import Recipe
 from model import build_model
 
 
@@ -48,6 +49,11 @@ def source_run(real_cohort, tmp_path_factory):
     engine.run_training(tiny_config(real_cohort, out, EPOCHS=1, BOOTSTRAP=0, REPORT=False),
                         log=quiet)
     return out
+
+
+def network_options(config):
+    """The network a run of `config` trains: initial_model's named arguments."""
+    return {"experiment": config["EXPERIMENT"], "dropout": config["DROPOUT"]}
 
 
 def encoder_of(state_dict):
@@ -91,8 +97,8 @@ def test_init_from_loads_exactly_the_stored_encoder(source_run, real_cohort):
     stored, _ = load_checkpoint(path)
     config = tiny_config(real_cohort, "unused", INIT_FROM=str(path))
     lines = []
-    model, record = initial_model(config, str(path), ["class_0", "class_1", "class_2", "class_3"],
-                                  12, 300, log=lines.append)
+    model, record = initial_model(str(path), ["class_0", "class_1", "class_2", "class_3"], 12,
+                                  300, **network_options(config), log=lines.append)
     x = some_beats(real_cohort)
     model.eval()
     with torch.inference_mode():
@@ -107,11 +113,13 @@ def test_the_head_is_loaded_for_the_same_classes_only(source_run, real_cohort):
     path = str(source_run / "best_model.pth")
     stored, checkpoint = load_checkpoint(path)
     config = tiny_config(real_cohort, "unused", INIT_FROM=path)
-    same, record = initial_model(config, path, checkpoint["class_names"], 12, 300, log=quiet)
+    same, record = initial_model(path, checkpoint["class_names"], 12, 300,
+                                 **network_options(config), log=quiet)
     assert record["head"] == "loaded"
     assert_same_tensors(same.state_dict(), stored.state_dict())
     lines = []
-    renamed, record = initial_model(config, path, ["no LVR", "LVR"], 12, 300, log=lines.append)
+    renamed, record = initial_model(path, ["no LVR", "LVR"], 12, 300, **network_options(config),
+                                    log=lines.append)
     assert record["head"] == "new" and "this run's ['no LVR', 'LVR']" in lines[0]
     assert not torch.equal(renamed.head.weight, stored.head.weight)
 
@@ -121,8 +129,8 @@ def test_a_pretraining_checkpoint_gives_its_encoder_and_a_new_head(real_cohort, 
     stored, _ = load_checkpoint(path)
     config = tiny_config(real_cohort, "unused", INIT_FROM=str(path))
     lines = []
-    model, record = initial_model(config, str(path), ["class_0", "class_1"], 12, 300,
-                                  log=lines.append)
+    model, record = initial_model(str(path), ["class_0", "class_1"], 12, 300,
+                                  **network_options(config), log=lines.append)
     assert_same_tensors(encoder_of(model.state_dict()), encoder_of(stored.state_dict()))
     assert not torch.equal(model.head.weight, stored.head.weight)
     assert record["kind"] == "pretraining" and record["head"] == "new" and record["epoch"] == 4
@@ -141,9 +149,10 @@ def test_freeze_epochs_leaves_the_encoder_bit_identical(source_run, real_cohort,
     labels = torch.from_numpy(cohort.labels("binary"))
     data = (beats.rows(list(range(len(labels)))), labels)
     source = read_source(str(path))
-    training.fit(config, data, data, ["class_0", "class_1"], str(tmp_path), False,
-                 in_channels=12, input_length=300, device=torch.device("cpu"), log=quiet,
-                 init_from=source)
+    training.fit(Recipe.from_options(config), data, data, ["class_0", "class_1"], str(tmp_path),
+                 False, in_channels=12, input_length=300, device=torch.device("cpu"),
+                 task=config["TASK"], normalisation=config["NORMALISATION"], run_config=config,
+                 log=quiet, init_from=source)
     _, last = load_checkpoint(tmp_path / "last_checkpoint.pth")
     assert last["epoch"] == 2
     assert_same_tensors(encoder_of(last["state_dict"]), encoder_of(stored.state_dict()))
@@ -232,7 +241,8 @@ def test_a_fine_tuning_run_resumes_without_its_initial_checkpoint(fine_tuned, so
 
 def refusal(config, source_path, cohort_dir):
     with pytest.raises(UserError) as caught:
-        check_source(config, read_source(str(source_path)), load_cohort(str(cohort_dir)))
+        check_source(read_source(str(source_path)), load_cohort(str(cohort_dir)),
+                     experiment=config["EXPERIMENT"], normalisation=config["NORMALISATION"])
     return str(caught.value)
 
 
@@ -253,8 +263,8 @@ def test_another_normalisation_is_refused_naming_the_option(source_run, real_coh
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"WINDOW_S": 0.8}, "its beats are 400 samples long but the model's window is 300 samples"),
-    ({"FS": 250, "WINDOW_S": 1.2}, "its sampling rate is 250 Hz but the model was trained at "
+    ({"window_s": 0.8}, "its beats are 400 samples long but the model's window is 300 samples"),
+    ({"fs": 250, "window_s": 1.2}, "its sampling rate is 250 Hz but the model was trained at "
                                    "500 Hz (resample: prepare_data.py --fs=500)")])
 def test_another_window_or_sampling_rate_is_refused(source_run, tmp_path, changes, expected):
     other = write_small_cohort(tmp_path / "other", **changes)
@@ -304,15 +314,15 @@ def test_allowing_the_overlap_warns_and_counts_it(real_cohort, tmp_path):
     test_ids = cohort.patient_ids[:10]
     n_test = len(set(test_ids.tolist()))
     with pytest.raises(UserError, match=f"{n_test} of this run's {n_test} test patients"):
-        checked_test_overlap({"ALLOW_PRETRAINING_OVERLAP": False}, source, cohort, test_ids)
+        checked_test_overlap(source, cohort, test_ids, allow_pretraining_overlap=False)
     lines = []
-    allowed = checked_test_overlap({"ALLOW_PRETRAINING_OVERLAP": True}, source, cohort,
-                                   test_ids, log=lines.append)
+    allowed = checked_test_overlap(source, cohort, test_ids, allow_pretraining_overlap=True,
+                                   log=lines.append)
     assert allowed.test_patients_seen == n_test
     assert lines[0].startswith(f"warning: {n_test} of this run's") and \
         "--allow_pretraining_overlap=True" in lines[0]
     demo = load_cohort(write_small_cohort(tmp_path / "demo"))     # counters, not people
-    assert checked_test_overlap({}, source, demo, demo.patient_ids).test_patients_seen is None
+    assert checked_test_overlap(source, demo, demo.patient_ids).test_patients_seen is None
 
 
 def test_a_checkpoint_of_the_same_name_but_another_architecture_is_refused_naming_it(
@@ -322,7 +332,7 @@ def test_a_checkpoint_of_the_same_name_but_another_architecture_is_refused_namin
     source.model.config = dict(source.model.config, architecture=changed)
     config = tiny_config(real_cohort, "unused")
     with pytest.raises(UserError) as refused:
-        initial_model(config, source, ["no LVR", "LVR"], 12, 300, log=quiet)
+        initial_model(source, ["no LVR", "LVR"], 12, 300, **network_options(config), log=quiet)
     assert "another architecture than this code builds for EXPERIMENT=baseline: pooling 'max' " \
            "there, 'avg' here" in str(refused.value)
 
@@ -340,7 +350,7 @@ def test_an_overlap_that_cannot_be_checked_is_said(real_cohort, tmp_path):
     source = read_source(str(pretraining_checkpoint(tmp_path / "pretrained.pth", real_cohort)))
     demo = load_cohort(write_small_cohort(tmp_path / "demo"))
     lines = []
-    assert checked_test_overlap({}, source, demo, demo.patient_ids,
+    assert checked_test_overlap(source, demo, demo.patient_ids,
                                 log=lines.append).test_patients_seen is None
     assert lines == ["note: whether INIT_FROM saw this run's test patients is not checked: this "
                      "cohort is the synthetic demo, whose patient IDs are counters; run.json "

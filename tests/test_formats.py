@@ -1,6 +1,6 @@
-"""Hospital ECG formats (lvr/prepare/formats.py) through prepare_data: each format written here from a
-shipped PTB-XL WFDB record by that format's own writer (edfio, pydicom) or by a generator that
-follows the vendor's schema (Philips XML with XLI compression, GE MUSE XML) gives the WFDB
+"""Hospital ECG formats (lvr/prepare/formats.py) through prepare_data: each format written here
+from a shipped PTB-XL WFDB record by that format's own writer (edfio, pydicom) or by a generator
+that follows the vendor's schema (Philips XML with XLI compression, GE MUSE XML) gives the WFDB
 record's beats; broken files, wrong units, missing leads and unknown formats get clear reasons."""
 import base64
 import json

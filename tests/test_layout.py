@@ -1,6 +1,7 @@
 """The code's layout rules (README: 'Code map'), checked on the import statements of every file.
 
-scripts -> lvr -> model; lvr never imports a script; analysis never imports figure code; model/
+scripts -> lvr -> model; lvr never imports a script; lvr's sub-packages import only the foundation
+and the sub-packages before them (LAYERS); analysis never imports figure code; model/
 imports only torch, numpy, the standard library and itself; no private name is used outside its
 module; no import cycle; imports sit at the top of a file unless a comment says why not.
 """
@@ -14,13 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"train_MCL_ResNet_1D_class2", "train_MCL_ResNet_1D_class4", "Saliency_ana2_sys",
            "prepare_data", "demo_cohort", "plot_training_curves", "compare_runs",
-           "ecg_features_baseline", "pretrain"}
+           "ecg_features_baseline", "pretrain", "evaluate"}
 COMPATIBILITY = {"ECG_dataset", "para_define"}   # the original's module names, re-exporting lvr
 TOP_LEVEL = SCRIPTS | COMPATIBILITY
 # lvr modules that orchestrate a script's job and so may draw figures
-ORCHESTRATORS = {"lvr.train.run", "lvr.explain.analysis", "lvr.train.pretraining"}   # the runs: they draw
+ORCHESTRATORS = {"lvr.train.run", "lvr.explain.analysis", "lvr.train.pretraining"}   # they draw
 MODEL_MAY_IMPORT = {"torch", "numpy", "model"} | set(sys.stdlib_module_names)
 LAZY_REASON = re.compile(r"#.*\b(lazy|imported once)\b", re.IGNORECASE)
+
+
+def is_figure_module(name):
+    return name.startswith("lvr.report.") and name.endswith("figures")
 
 
 def module_name(path):
@@ -82,11 +87,61 @@ def test_the_package_never_imports_a_script_or_a_top_level_module():
     assert not offenders
 
 
+# lvr's sub-packages in import order: each may import the foundation (lvr's own modules), its own
+# package and the packages of earlier layers; lvr/__init__.py says the same in words.
+LAYERS = (("lvr.data", "lvr.measure", "lvr.stats"), ("lvr.prepare", "lvr.report"), ("lvr.train",),
+          ("lvr.explain", "lvr.evaluate"))
+PACKAGES = [package for layer in LAYERS for package in layer]
+MAX_MODULE_LINES = 500
+MAX_CONFIG_LINES = 300
+
+
+def package_of(name):
+    """The sub-package of module `name` ("lvr" for a foundation module), or None outside lvr."""
+    return next((p for p in PACKAGES if name == p or name.startswith(p + ".")),
+                "lvr" if name.split(".")[0] == "lvr" else None)
+
+
+def allowed_packages(package):
+    if package == "lvr":
+        return {"lvr"}
+    layer = next(i for i, names in enumerate(LAYERS) if package in names)
+    return {"lvr", package} | {p for names in LAYERS[:layer] for p in names}
+
+
+def test_every_sub_package_exists_and_says_what_it_holds_and_may_import():
+    for package in PACKAGES:
+        init = ROOT / package.replace(".", "/") / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        assert "Imports " in doc and len(doc.split()) >= 15, f"{init}: say what it holds"
+
+
+@pytest.mark.parametrize("package", ["lvr", *PACKAGES])
+def test_a_sub_package_imports_only_the_foundation_and_earlier_packages(package):
+    offenders = {name: sorted(m for m in GRAPH[name] if package_of(m)
+                              and package_of(m) not in allowed_packages(package))
+                 for name in PROJECT if package_of(name) == package}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_the_rule_finds_an_import_against_the_order():
+    assert "lvr.train" not in allowed_packages("lvr.report")
+    assert "lvr.report" in allowed_packages("lvr.train")
+    assert package_of("lvr.train.run") == "lvr.train" and package_of("lvr.config") == "lvr"
+    assert package_of("model.resnet1d") is None
+
+
+def test_no_module_is_over_500_lines_and_config_stays_small():
+    lines = {name: len(path.read_text(encoding="utf-8").splitlines())
+             for name, path in FILES.items() if name.startswith("lvr")}
+    assert {n: c for n, c in lines.items() if c > MAX_MODULE_LINES} == {}
+    assert lines["lvr.config"] <= MAX_CONFIG_LINES
+
+
 def test_analysis_never_imports_figure_code():
-    offenders = {name: sorted(m for m in GRAPH[name] if m.startswith("lvr.report.figures"))
-                 for name in PROJECT
-                 if name.startswith("lvr") and not name.startswith("lvr.report.figures")
-                 and name not in ORCHESTRATORS}
+    offenders = {name: sorted(m for m in GRAPH[name] if is_figure_module(m))
+                 for name in PROJECT if name.startswith("lvr") and not is_figure_module(name)
+                 and package_of(name) != "lvr.report" and name not in ORCHESTRATORS}
     assert not {k: v for k, v in offenders.items() if v}
 
 
@@ -152,7 +207,7 @@ def test_explaining_a_model_does_not_depend_on_the_training_pipeline():
 
 
 def test_reachable_follows_imports_through_other_modules():
-    assert {"lvr.train.run", "lvr.data.cohort", "lvr.config"} <= reachable("lvr.evaluate.external")
+    assert {"lvr.train.run", "lvr.data.cohort", "lvr.errors"} <= reachable("lvr.evaluate.external")
 
 
 def test_imports_inside_functions_say_why():
@@ -181,6 +236,8 @@ def code_map_entries():
         folders = folders[:depth]
         if item.endswith("/"):
             folders.append(item.rstrip("/"))
+            if match.end() < len(raw.rstrip()):   # a package's row with its description
+                entries.add("/".join(folders + ["__init__.py"]))
         else:
             entries.add("/".join(folders + [item]))
     return entries

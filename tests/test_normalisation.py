@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import lvr.data.beats
-import lvr.explain.analysis
-from helpers import quiet, script_result, tiny_config, write_small_cohort
+import lvr.explain.maps
+from helpers import evaluation_config, quiet, script_result, tiny_config, write_small_cohort
 from lvr.train import run as engine
 from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.data.beats import normalised_beats, standardize_beats
@@ -48,7 +48,7 @@ def spied(monkeypatch):
         seen.append(normalisation)
         return original(beats, normalisation)
     monkeypatch.setattr(lvr.data.beats, "normalised_beats", spy)
-    monkeypatch.setattr(lvr.explain.analysis, "normalised_beats", spy)
+    monkeypatch.setattr(lvr.explain.maps, "normalised_beats", spy)
     return seen
 
 
@@ -64,8 +64,7 @@ def test_one_normalisation_from_training_to_wave_effects(normalisation, tmp_path
     assert set(seen) == {normalisation}
 
     seen.clear()
-    run_evaluation(tiny_config(data_dir, tmp_path / "next", EVALUATE=str(tmp_path / "run")),
-                   log=quiet)   # the script's NORMALISATION (per_lead) does not apply here
+    run_evaluation(evaluation_config(tmp_path / "run", data_dir), log=quiet)
     assert set(seen) == {normalisation}
     cohort = load_cohort(str(data_dir))
     table = pd.read_csv(tmp_path / "run" / "external_data" / "predictions.csv")
@@ -96,14 +95,12 @@ def test_an_old_checkpoint_reads_as_per_lead(tmp_path):
     torch.save(old_style, tmp_path / "old_style.pth")
     _, checkpoint = load_checkpoint(tmp_path / "old_style.pth")
     assert checkpoint_normalisation(checkpoint, path) == "per_lead"
-    other = write_small_cohort(tmp_path / "other", SEED=3)
-    intact = run_evaluation(tiny_config(other, tmp_path / "next", EVALUATE=str(tmp_path / "run")),
-                            log=quiet, output_dir=str(tmp_path / "intact"))
+    other = write_small_cohort(tmp_path / "other", seed=3)
+    intact = run_evaluation(evaluation_config(tmp_path / "run", other,
+                                              OUTPUT_DIR=str(tmp_path / "intact")), log=quiet)
     torch.save(old_style, path)
-    # the checkpoint decides, not the configuration: per_beat here is not what the model knew
-    old = run_evaluation(tiny_config(other, tmp_path / "next", EVALUATE=str(tmp_path / "run"),
-                                     NORMALISATION="per_beat"),
-                         log=quiet, output_dir=str(tmp_path / "old"))
+    old = run_evaluation(evaluation_config(tmp_path / "run", other,
+                                           OUTPUT_DIR=str(tmp_path / "old")), log=quiet)
     assert old["n_beats"] == intact["n_beats"] > 0
     assert (tmp_path / "old" / "predictions.csv").read_text() == \
         (tmp_path / "intact" / "predictions.csv").read_text()

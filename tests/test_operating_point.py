@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_curve
 
-from helpers import quiet, tiny_config
+from helpers import evaluation_config, quiet, tiny_config
 from lvr.train import run as engine
 from lvr.train.checkpoints import load_checkpoint
 from lvr.choices import threshold_rule
@@ -20,8 +20,9 @@ from lvr.evaluate.external import run_evaluation
 from lvr.stats.metrics import patient_level_arrays
 from lvr.report.html import render_report, report_context
 from lvr.train.loop import predict_logits
-from lvr.stats.operating_point import (chosen_threshold, metrics_at_threshold, operating_point_report,
-                                 sensitivity_specificity, validation_operating_point)
+from lvr.stats.operating_point import (chosen_threshold, metrics_at_threshold,
+                                       operating_point_report, sensitivity_specificity,
+                                       validation_operating_point)
 
 
 def scores(seed, n=60, separation=1.0):
@@ -209,9 +210,8 @@ def test_a_fixed_threshold_says_it_was_not_chosen_on_data(small_cohort_dir, tmp_
     assert "(0.3, fixed)" in page and "chosen on validation" not in page
     assert "a probability given by\nTHRESHOLD, not chosen on data" in page
     lines = []
-    run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next", EVALUATE=str(run_dir),
-                               BOOTSTRAP=20, REPORT=False),
-                   log=lines.append, output_dir=str(tmp_path / "evaluated"))
+    run_evaluation(evaluation_config(run_dir, small_cohort_dir, BOOTSTRAP=20, REPORT=False,
+                                     OUTPUT_DIR=str(tmp_path / "evaluated")), log=lines.append)
     assert any("(0.3), fixed by the training run's THRESHOLD" in line for line in lines)
     chosen = validation_operating_point(y, np.c_[1 - p, p], np.arange(len(y)), "youden")
     assert chosen["chosen_on"].startswith("validation patients")
@@ -220,9 +220,9 @@ def test_a_fixed_threshold_says_it_was_not_chosen_on_data(small_cohort_dir, tmp_
 def test_evaluate_applies_the_training_runs_threshold(plain_run, small_cohort_dir, tmp_path):
     run_dir, trained = plain_run
     lines = []
-    report = run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next", EVALUATE=str(run_dir),
-                                        BOOTSTRAP=20, REPORT=False),
-                            log=lines.append, output_dir=str(tmp_path / "new"))
+    report = run_evaluation(evaluation_config(run_dir, small_cohort_dir, BOOTSTRAP=20,
+                                              REPORT=False, OUTPUT_DIR=str(tmp_path / "new")),
+                            log=lines.append)
     assert report["operating_point"]["threshold"] == trained["operating_point"]["threshold"]
     assert report["operating_point"]["rule"] == "sensitivity:0.9"
     assert any("chosen on the training run's validation patients" in line for line in lines)
@@ -235,9 +235,9 @@ def test_evaluate_applies_the_training_runs_threshold(plain_run, small_cohort_di
     del stored["operating_point"]
     torch.save(stored, checkpoint)
     lines = []
-    report = run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next2",
-                                        EVALUATE=str(old_run), BOOTSTRAP=20, REPORT=False),
-                            log=lines.append, output_dir=str(tmp_path / "old"))
+    report = run_evaluation(evaluation_config(old_run, small_cohort_dir, BOOTSTRAP=20,
+                                              REPORT=False, OUTPUT_DIR=str(tmp_path / "old")),
+                            log=lines.append)
     assert report["operating_point"]["threshold"] == 0.5
     assert any("predates THRESHOLD" in line for line in lines)
     saved = json.loads((tmp_path / "old" / "test_eval_results.json").read_text())
@@ -255,7 +255,7 @@ def test_four_classes_keep_the_argmax_and_say_so(small_cohort_dir, tmp_path):
 
 def test_a_validation_split_of_one_class_is_refused_before_training(tmp_path):
     with pytest.raises(UserError, match="validation split has patients of class"):
-        engine.check_threshold_computable({"NUM_CLASSES": 2, "THRESHOLD": "youden"},
-                                          np.zeros(6, int), np.arange(6))
-    engine.check_threshold_computable({"NUM_CLASSES": 2, "THRESHOLD": "0.4"},
-                                      np.zeros(6, int), np.arange(6))
+        engine.check_threshold_computable(np.zeros(6, int), np.arange(6), num_classes=2,
+                                          threshold="youden")
+    engine.check_threshold_computable(np.zeros(6, int), np.arange(6), num_classes=2,
+                                      threshold="0.4")

@@ -1,5 +1,6 @@
 """Tests of prepare_data.py on real PTB-XL records (tests/data/ptbxl) and on WFDB records
 written here from them (shuffled leads, other sampling rates, broken inputs)."""
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -20,8 +21,8 @@ import lvr.data.cohort as ds
 import lvr.prepare.writer as prepare
 import lvr.prepare.record_beats as record_beats
 import lvr.prepare.record_tables as record_tables
-from helpers import (OPTIONS, PREPARE_DEFAULTS, PTBXL_SLICE, ROOT, options, reason_of,
-                     record_path, run_prepare_data)
+from helpers import (GIVEN_OPTIONS, OPTIONS, PTBXL_SLICE, ROOT, options, reason_of, record_path,
+                     run_prepare_data)
 from lvr.config import UserError
 
 DATA = PTBXL_SLICE
@@ -382,8 +383,9 @@ def test_input_mistakes_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="task"):
         record_tables.task_labels("three_class")
     with pytest.raises(UserError, match="detector_lead"):
-        record_beats.checked_options({**PREPARE_DEFAULTS, "DETECTOR_LEAD": "V7"})
-    lead = record_beats.checked_options({**PREPARE_DEFAULTS, "DETECTOR_LEAD": "avf"}).detector_lead
+        record_beats.checked_options(dataclasses.replace(GIVEN_OPTIONS, detector_lead="V7"))
+    lead = record_beats.checked_options(dataclasses.replace(GIVEN_OPTIONS,
+                                                            detector_lead="avf")).detector_lead
     assert lead == "aVF"
 
 

@@ -23,10 +23,11 @@ from lvr.train.checkpoints import load_checkpoint
 from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.train.finetune import HEAD_PREFIX, read_source
-from lvr.train.pretraining import (LAST_PRETRAINING, PRETRAINED_CHECKPOINT, Augmentation, augmented,
-                             batch_views, contrastive_loss, excluded_patients, lead_halves,
-                             one_beat_note, pair_batches, pair_rows, patient_beats,
-                             pretrain)
+from lvr.train.contrastive import (Augmentation, augmented, batch_views, contrastive_loss,
+                                   lead_halves, one_beat_note, pair_batches, pair_rows,
+                                   patient_beats)
+from lvr.train.pretraining import (LAST_PRETRAINING, PRETRAINED_CHECKPOINT, excluded_patients,
+                                   pretrain)
 from test_finetune import not_synthetic
 
 
@@ -355,8 +356,9 @@ def test_fine_tuning_starts_from_the_pretrained_encoder(pretrained, people_cohor
     assert any("INIT_FROM: pretraining checkpoint" in line and "new head" in line
                for line in lines)
     from lvr.train.finetune import initial_model
-    model, record = initial_model(config, seen["source"], ["a", "b"], 12,
-                                  stored.config["input_length"], log=quiet)
+    model, record = initial_model(seen["source"], ["a", "b"], 12, stored.config["input_length"],
+                                  experiment=config["EXPERIMENT"], dropout=config["DROPOUT"],
+                                  log=quiet)
     for key, value in stored.state_dict().items():
         if not key.startswith(HEAD_PREFIX):
             assert torch.equal(model.state_dict()[key], value), key
@@ -433,7 +435,7 @@ def test_torchrun_gathers_the_negatives_of_both_processes(people_cohort, tmp_pat
 GRADIENT_CHECK = """
 import sys, torch, torch.distributed as dist, torch.nn.functional as F
 sys.path.insert(0, sys.argv[1])
-from lvr.train.pretraining import contrastive_loss
+from lvr.train.contrastive import contrastive_loss
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)

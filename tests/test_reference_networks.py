@@ -142,7 +142,7 @@ def train(data_dir, output_dir, experiment, *options):
 
 
 def train_resume_and_explain(root, experiment, checks=True):
-    data_dir = write_small_cohort(root / "data", N_PATIENTS=12)
+    data_dir = write_small_cohort(root / "data", n_patients=12)
     run = root / "run"
     first = train(data_dir, run, experiment, "--epochs=1")
     assert first.returncode == 0, first.stderr

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from browser import chromium_path, opened_page
-from helpers import ROOT, quiet, script_result, tiny_config
+from helpers import ROOT, evaluation_config, quiet, script_result, tiny_config
 from lvr.train import run as engine
 from lvr.evaluate.external import run_evaluation
 from lvr.report.html import FIGURES, REPORT_FILE, report_context, write_report
@@ -104,8 +104,8 @@ def test_plot_training_curves_redraws_the_report(run_dir, tmp_path):
 
 def test_an_evaluation_report_says_what_was_evaluated(run_dir, small_cohort_dir, tmp_path):
     out = tmp_path / "evaluated"
-    run_evaluation(tiny_config(small_cohort_dir, tmp_path / "next", EVALUATE=str(run_dir),
-                               BOOTSTRAP=20), log=quiet, output_dir=str(out))
+    run_evaluation(evaluation_config(run_dir, small_cohort_dir, BOOTSTRAP=20,
+                                     OUTPUT_DIR=str(out)), log=quiet)
     page = page_of(out)
     assert_self_contained(page, out)
     assert "External evaluation of" in page and "not</strong> an external validation" in page
@@ -138,7 +138,7 @@ def demo_runs(tmp_path_factory):
                          "--num_samples=3", "--delineation_leads=II,V2,V5",
                          "--patient_bootstrap=100", "--device=cpu")
     assert done.returncode == 0, done.stderr
-    done = script_result("train_MCL_ResNet_1D_class2.py", f"--evaluate={run}",
+    done = script_result("evaluate.py", f"--train_dir={run}",
                          f"--data_dir={other}", "--bootstrap=100", "--device=cpu",
                          "--allow_patient_overlap=True")
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,5 @@
 """Faults and bad input: kills, locks, corrupt checkpoints, a full disk, fuzzed files, DDP."""
+import dataclasses
 import errno
 import json
 import os
@@ -173,9 +174,9 @@ def test_torchrun_two_processes_match_one(tmp_path):
     once and the two runs may pick checkpoints of different epochs, which says nothing about DDP.
     """
     data_dir = tmp_path / "demo"
-    config = demo_cohort.default_config()
-    config.update(N_PATIENTS=50, SEED=11, DISCORDANT_SHARE=0.0)
-    demo_cohort.write_demo_cohort(str(data_dir), config)
+    options = dataclasses.replace(demo_cohort.DEMO_DEFAULTS, n_patients=50, seed=11,
+                                  discordant_share=0.0)
+    demo_cohort.write_demo_cohort(str(data_dir), options)
     common = [f"--data_dir={data_dir}", "--experiment=baseline", "--epochs=5", "--bootstrap=20",
               "--device=cpu", "--lr=0.001"]
     single = subprocess.run([sys.executable, "train_MCL_ResNet_1D_class2.py",

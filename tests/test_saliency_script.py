@@ -36,7 +36,7 @@ CSV_WAVES = ["P", "PR", "QRS", "ST", "T", "other"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
-    data_dir = write_small_cohort(root / "data", N_PATIENTS=N_PATIENTS)
+    data_dir = write_small_cohort(root / "data", n_patients=N_PATIENTS)
     engine.run_training(tiny_config(data_dir, root / "run", **TRAINING), log=quiet)
     return root, data_dir
 
@@ -193,7 +193,7 @@ def test_saliency_explains_the_final_epoch_on_request(trained, tmp_path):
 
 def test_saliency_refuses_data_that_is_not_the_runs(trained, tmp_path):
     root, _ = trained
-    other = write_small_cohort(tmp_path / "other", SEED=99)
+    other = write_small_cohort(tmp_path / "other", seed=99)
     run = run_saliency(f"--data_dir={other}", f"--train_dir={root / 'run'}",
                        f"--output_dir={tmp_path / 'out'}")
     assert run.returncode == 2 and "not the data" in run.stderr and "Traceback" not in run.stderr
@@ -204,7 +204,7 @@ def test_saliency_refuses_data_that_is_not_the_runs(trained, tmp_path):
 @pytest.mark.slow
 def test_an_external_cohort_is_explained_on_all_its_beats(trained, tmp_path):
     root, _ = trained
-    other = write_small_cohort(tmp_path / "other", SEED=99, N_PATIENTS=6)
+    other = write_small_cohort(tmp_path / "other", seed=99, n_patients=6)
     out = tmp_path / "out"
     run = run_saliency(f"--data_dir={other}", f"--train_dir={root / 'run'}", f"--output_dir={out}",
                        "--external=True", "--max_figures=1", "--sanity_check=False",
@@ -218,7 +218,7 @@ def test_an_external_cohort_is_explained_on_all_its_beats(trained, tmp_path):
     assert set(record["test_patients"]) == set(cohort.patient_ids.tolist())
     assert (out / "wave_effects.csv").exists()
 
-    wrong = write_small_cohort(tmp_path / "wrong", SEED=99, N_PATIENTS=6, WINDOW_S=0.8)
+    wrong = write_small_cohort(tmp_path / "wrong", seed=99, n_patients=6, window_s=0.8)
     run = run_saliency(f"--data_dir={wrong}", f"--train_dir={root / 'run'}",
                        f"--output_dir={tmp_path / 'out2'}", "--external=True")
     assert run.returncode == 2 and "Traceback" not in run.stderr
@@ -235,7 +235,8 @@ def test_unknown_delineation_lead_is_refused_before_any_work(trained, tmp_path):
 
 def test_saliency_needs_a_finished_training_run(tmp_path):
     run = run_saliency(f"--train_dir={tmp_path / 'none'}", f"--output_dir={tmp_path / 'out'}")
-    assert run.returncode == 2 and "best_model.pth not found" in run.stderr
+    missing = tmp_path / "none"
+    assert run.returncode == 2 and f"--train_dir={missing}: folder not found" in run.stderr
 
 
 @pytest.mark.parametrize("r_sample", [60, 150, 240])
@@ -344,23 +345,28 @@ def test_saliency_in_chunks_equals_one_pass(trained, tmp_path, monkeypatch):
     """Maps, probabilities and wave shares do not depend on how many test beats are explained
     at a time, nor on delineating in worker processes chunk by chunk."""
     import Saliency_ana2_sys as script
-    import lvr.measure.delineation as delineation
     import lvr.explain.analysis as explain
+    import lvr.explain.maps as maps_module
+    import lvr.measure.delineation as delineation
+    from lvr.train.finished_run import read_finished_run
     root, data_dir = trained
-    config = {name: getattr(script, name) for name in dir(script) if name.isupper()}
-    config.update(BATCH_SIZE=4, NUM_SAMPLES=2, FIGURE_WORKERS=2)
-    split, model_path = explain.checked_training_run(str(root / "run"))
+    settings = maps_module.MapSettings(
+        method=script.METHOD, num_samples=2, noise_level=script.NOISE_LEVEL,
+        ig_steps=script.IG_STEPS, occlusion_window_ms=script.OCCLUSION_WINDOW_MS, batch_size=4,
+        seed=script.SEED)
+    run = read_finished_run(str(root / "run"))
     cohort = load_cohort(data_dir)
-    index = explain.test_set(cohort, split, data_dir, str(root / "run"))
-    model, _ = load_checkpoint(model_path)
+    index = explain.test_set(cohort, run.split, data_dir, str(root / "run"))
+    model, _ = load_checkpoint(run.checkpoint_path)
     found = []
     for chunk in (len(index), 6):          # one pass; chunks of 4 beats (whole batches)
-        monkeypatch.setattr(explain, "CHUNK_BEATS", chunk)
+        monkeypatch.setattr(maps_module, "CHUNK_BEATS", chunk)
         monkeypatch.setattr(delineation, "CHUNK_BEATS", chunk)
         work = tmp_path / f"chunk_{chunk}"
         work.mkdir()
-        beats = explain.explained_beats(model, cohort, index, config, torch.device("cpu"),
-                                        ("II", "V2", "V5"), quiet, {}, str(work))
+        beats = maps_module.explained_beats(model, cohort, index, settings, torch.device("cpu"),
+                                            str(work), timings={}, wave_leads=("II", "V2", "V5"),
+                                            workers=2, log=quiet)
         assert isinstance(beats.maps, np.memmap) and beats.maps.filename.startswith(str(work))
         found.append((np.array(beats.maps), beats.prob, beats.segments, beats.shares))
     (maps, prob, segments, shares), (maps2, prob2, segments2, shares2) = found
@@ -385,11 +391,11 @@ def test_percentile_of_stored_maps_is_numpys(tmp_path):
 def test_a_beat_with_a_zero_map_counts_every_lead_equally_and_is_counted():
     from types import SimpleNamespace
 
-    from lvr.explain.analysis import lead_importance
     from lvr.explain.lead_stats import subgroup_lead_statistics
+    from lvr.explain.tables import importance_for_statistics
     maps = np.ones((3, 12, 10))
     maps[1] = 0.0                       # a gradient that underflowed
-    importance, empty = lead_importance(SimpleNamespace(maps=maps), {"LEAD_IMPORTANCE": "map"})
+    importance, empty = importance_for_statistics(SimpleNamespace(maps=maps), "map")
     assert empty == 1
     np.testing.assert_allclose(importance[1] / importance[1].sum(), np.full(12, 1 / 12))
     stats = subgroup_lead_statistics(importance, [f"L{i}" for i in range(12)])

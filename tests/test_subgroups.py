@@ -263,7 +263,7 @@ def test_a_runs_subgroup_rows_equal_metrics_recomputed_from_its_predictions(tmp_
     patients.csv give on each subset of test patients, at the run's operating point."""
     from helpers import quiet, tiny_config, write_small_cohort
     from lvr.train import run as engine
-    cohort_dir = write_small_cohort(tmp_path / "cohort", N_PATIENTS=40)
+    cohort_dir = write_small_cohort(tmp_path / "cohort", n_patients=40)
     ids = sorted(set(load_cohort(cohort_dir).patient_ids.astype(str)))
     rng = np.random.default_rng(0)
     covariates = pd.DataFrame({"patient_id": ids, "sex": rng.choice(["female", "male"],

@@ -161,7 +161,7 @@ def test_vectorised_bootstrap_ci_equals_the_sklearn_loop_when_resamples_lack_a_c
     for n_boot in (0, 5, 12, 15, 25, 60):
         new = metrics.patient_bootstrap_ci(y, prob, ids, names, n_boot=n_boot, seed=8)
         assert_same_cis(new, patient_bootstrap_ci_loop(y, prob, ids, names, n_boot=n_boot,
-                                                           seed=8))
+                                                       seed=8))
         _, inverse = np.unique(ids.astype(str), return_inverse=True)
         weights = metrics.resampled_patient_weights(np.random.default_rng(8), inverse, 6, n_boot)
         draws = metrics.bootstrap_headline_metrics(y, prob, weights, n_classes)
@@ -402,22 +402,21 @@ def test_cross_validation_reports_mean_and_spread(small_cohort_dir, tmp_path):
 @pytest.mark.slow
 def test_memory_mapped_run_equals_the_in_memory_run(small_cohort_dir, tmp_path, monkeypatch):
     """The beats read batch by batch from the mapped files give the same test results as the
-    same run with every file read whole into one array (load_cohort(in_memory=True)); one
+    same run with every file read whole into one array (references.cohort_in_memory); one
     thread, so that float sums run in one order. Lead dropout and a worker process included."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    used, real_load = [], engine.load_cohort
+    used = []
 
-    def recording_load(*args, in_memory=False, **kwargs):
-        cohort = real_load(*args, in_memory=in_memory, **kwargs)
+    def recording_load(*args, load, **kwargs):
+        cohort = load(*args, **kwargs)
         used.append(type(cohort.beats).__name__)
         return cohort
 
     results = []
     try:
-        for in_memory in (False, True):
-            monkeypatch.setattr(engine, "load_cohort",
-                                functools.partial(recording_load, in_memory=in_memory))
+        for in_memory, load in ((False, engine.load_cohort), (True, cohort_in_memory)):
+            monkeypatch.setattr(engine, "load_cohort", functools.partial(recording_load, load=load))
             output_dir = tmp_path / f"in_memory_{in_memory}"
             engine.run_training(tiny_config(small_cohort_dir, output_dir, EPOCHS=2,
                                             LEAD_DROPOUT=0.2, NUM_WORKERS=1), log=quiet)

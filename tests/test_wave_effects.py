@@ -83,7 +83,7 @@ def test_swapping_raw_beats_then_standardising_matches_swapping_by_hand():
     x = beats_with_sign(2, 0.5) * 3 + 1
     refs = beats_with_sign(2, 0.0, seed=4)
     effects = we.wave_effects(model, x, np.ones(2, int), [SEGMENTS] * 2, refs, [SEGMENTS] * 2,
-                              "r_peak", 0, [60, 60], [60, 60], prepare=standardize_beats)
+                              "r_peak", 0, [60, 60], [60, 60], normalisation="per_lead")
     swapped = x.copy()
     swapped[:, 2, 100:160] = refs[:, 2, 100:160]
 

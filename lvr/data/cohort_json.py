@@ -14,7 +14,7 @@ import os
 import re
 
 from lvr.choices import TASKS
-from lvr.config import UserError
+from lvr.errors import UserError
 from lvr.leads import DELINEATION_WINDOW_MS, LEAD_BY_KEY, LEAD_NAMES, WAVES, lead_key
 
 FORMAT_HELP = "see docs/data.md, section 'Data format'"

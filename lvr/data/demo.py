@@ -32,36 +32,49 @@ Run `python demo_cohort.py --output_dir=FOLDER --lvr_leads=I,aVL,V6` to make an 
 import json
 import os
 import time
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from lvr.choices import LVR_SIGNS
 from lvr.data.cohort_json import SEED_COHORT
-from lvr.config import UserError
+from lvr.errors import UserError
 from lvr.leads import LEAD_NAMES
 from lvr.run_folder import save_npy_atomic, write_json_atomic
 
 DATA_DIR = "data"                        # the scripts' default cohort folder
 DEMO_DIR = os.path.join("data", "demo")  # where the demo is generated when DATA_DIR holds none
-# The demo cohort's generator options; demo_cohort.py shows them as its constants.
-DEMO_CONFIG = {
-    "SEED": 2024,                        # generator seed: same seed, same cohort
-    "N_PATIENTS": 100,                   # patients per group
-    "BEATS_PER_PATIENT": (2, 7),         # beats per patient, drawn uniformly in [lo, hi]
-    "LVR_LEADS": ("V2", "V3", "V4"),     # leads that carry the LVR effect
-    "LVR_WAVE": "T",                     # the sign: T, QRS, Q, ST_DEPRESSION or ST_ELEVATION
-    "LVR_STRENGTH": (0.8, 2.2),          # per-patient strength s (T: wave scaled by 1 - s)
-    "NON_LVR_CHANGE": (0.3, 0.0, 0.6),   # share of non-LVR patients with a milder s ~ U(lo, hi)
-    "DISCORDANT_SHARE": 0.06,            # patients whose ECG contradicts their class
-    "FS": 500,                           # sampling rate (Hz)
-    "WINDOW_S": 1.0,                     # beat window length (s)
-    "R_PEAK_S": 0.3,                     # R peak position in the window (s)
-    "NOISE_MV": 0.02,                    # white noise standard deviation (mV)
-    "WANDER_MV": 0.08,                   # baseline wander amplitude (mV)
-}
 
-# The other signs widen LVR_WAVE (what carries the sign) instead of adding an option, so
-# DEMO_CONFIG keeps its keys and values: the default cohort's source.config is version 4's and
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """The demo cohort's generator options; the defaults make the demo cohort the scripts use,
+    and demo_cohort.py shows them as its constants (SEED is `seed`, and so on)."""
+    seed: int = 2024                        # generator seed: same seed, same cohort
+    n_patients: int = 100                   # patients per group
+    beats_per_patient: tuple = (2, 7)       # beats per patient, drawn uniformly in [lo, hi]
+    lvr_leads: tuple = ("V2", "V3", "V4")   # leads that carry the LVR effect
+    lvr_wave: str = "T"                     # the sign: T, QRS, Q, ST_DEPRESSION or ST_ELEVATION
+    lvr_strength: tuple = (0.8, 2.2)        # per-patient strength s (T: wave scaled by 1 - s)
+    non_lvr_change: tuple = (0.3, 0.0, 0.6)  # share of non-LVR patients with milder s ~ U(lo, hi)
+    discordant_share: float = 0.06          # patients whose ECG contradicts their class
+    fs: int = 500                           # sampling rate (Hz)
+    window_s: float = 1.0                   # beat window length (s)
+    r_peak_s: float = 0.3                   # R peak position in the window (s)
+    noise_mv: float = 0.02                  # white noise standard deviation (mV)
+    wander_mv: float = 0.08                 # baseline wander amplitude (mV)
+
+    def source_config(self):
+        """The options as cohort.json's source.config records them: by demo_cohort.py's
+        constant names, in this order, tuples as lists."""
+        values = {f.name.upper(): getattr(self, f.name) for f in fields(self)}
+        return {name: (list(v) if isinstance(v, tuple) else v) for name, v in values.items()}
+
+
+DEMO_DEFAULTS = DemoOptions()   # the demo cohort the scripts use when DATA_DIR holds none
+
+# The other signs widen LVR_WAVE (what carries the sign) instead of adding an option, so the
+# options keep their names and defaults: the default cohort's source.config is version 4's and
 # ensure_demo_cohort keeps existing default demo folders. T and QRS cohorts are byte-identical to
 # version 4's (tests/test_demo.py), so the version stays 4; ground_truth only gained lvr_sign.
 GENERATOR_VERSION = 4
@@ -157,10 +170,11 @@ def add_lvr_sign(signal, rows, sign, strength, t, wave_leads, drawn):
         raise ValueError(f"unknown LVR sign {sign!r}")
 
 
-def patient_beats(rng, group, n_beats, config):
-    """Beats (n_beats, 12, T) of one synthetic patient of `group`."""
-    fs, n = config["FS"], int(round(config["WINDOW_S"] * config["FS"]))
-    r_sample = int(round(config["R_PEAK_S"] * fs))
+def patient_beats(rng, group, n_beats, options):
+    """Beats (n_beats, 12, T) of one synthetic patient of `group`, drawn by DemoOptions
+    `options`."""
+    fs, n = options.fs, int(round(options.window_s * options.fs))
+    r_sample = int(round(options.r_peak_s * fs))
     lead_index = {name: i for i, name in enumerate(LEADS)}
     heart = rotation(rng, 18)
     amp = {w: rng.uniform(0.75, 1.3) for w in WAVE_SHAPES}
@@ -168,15 +182,15 @@ def patient_beats(rng, group, n_beats, config):
     qt_shift = 0.12 * (rr_ms - 850)                         # Bazett-like: longer RR, later T
     gains = rng.uniform(0.85, 1.15, len(LEADS))
     lvr = group.endswith("_1")
-    share, lo, hi = config["NON_LVR_CHANGE"]
-    lvr_strength = rng.uniform(*config["LVR_STRENGTH"])
+    share, lo, hi = options.non_lvr_change
+    lvr_strength = rng.uniform(*options.lvr_strength)
     mild_strength = rng.uniform(lo, hi) if rng.random() < share else 0.0
-    discordant = rng.random() < config["DISCORDANT_SHARE"]
+    discordant = rng.random() < options.discordant_share
     if lvr:
         strength_of_patient = 0.0 if discordant else lvr_strength
     else:
         strength_of_patient = lvr_strength if discordant else mild_strength
-    lvr_rows = [lead_index[name] for name in config["LVR_LEADS"]]
+    lvr_rows = [lead_index[name] for name in options.lvr_leads]
     stemi = group.startswith("ST")
     st_level = rng.uniform(0.12, 0.3) if stemi else -rng.uniform(0.0, 0.07)
     st_direction = unit((0.05, 1.0, 0.0)) if stemi else unit((0.8, 0.25, 0.3))
@@ -199,27 +213,27 @@ def patient_beats(rng, group, n_beats, config):
         wave_leads = {name: leads_from_vector(v) for name, v in waves.items()}
         signal = sum(wave_leads.values()) + leads_from_vector(st)
         strength = strength_of_patient * rng.uniform(0.9, 1.1)
-        add_lvr_sign(signal, lvr_rows, config["LVR_WAVE"], strength, t, wave_leads, drawn)
+        add_lvr_sign(signal, lvr_rows, options.lvr_wave, strength, t, wave_leads, drawn)
         signal *= gains[:, None]
         wander_freq = rng.uniform(0.15, 0.5, (len(LEADS), 1))
         phase = rng.uniform(0, 2 * np.pi, (len(LEADS), 1))
         seconds = np.arange(n) / fs
-        signal += config["WANDER_MV"] * rng.uniform(0.3, 1.0, (len(LEADS), 1)) * \
+        signal += options.wander_mv * rng.uniform(0.3, 1.0, (len(LEADS), 1)) * \
             np.sin(2 * np.pi * wander_freq * seconds + phase)
-        signal += rng.normal(0, config["NOISE_MV"], signal.shape)
+        signal += rng.normal(0, options.noise_mv, signal.shape)
         beats[b] = signal
     return beats
 
 
-def effect_window_ms(config):
-    """Where the LVR sign lies in the window (ms from window start), from the wave shapes.
+def effect_window_ms(sign, r_peak_s):
+    """Where the LVR sign `sign` (an LVR_WAVE value) lies in a window whose R peak is at
+    `r_peak_s` (ms from window start), from the wave shapes.
 
     T: the T wave centre (over the range of QT shifts) +/- 2.5 widths of each side; QRS: Q centre
     - 3 Q widths to S centre + 3 S widths; Q: the widened Q's centre +/- 3 of its widths; ST:
     the plateau's half-height span +/- 2 edge widths.
     """
-    r_ms = config["R_PEAK_S"] * 1000
-    sign = config["LVR_WAVE"]
+    r_ms = r_peak_s * 1000
     if sign == "T":
         centre, width = WAVE_SHAPES["T"][0], WAVE_SHAPES["T"][1]
         return [r_ms + centre - 0.12 * 200 - 2.5 * width * 1.35,
@@ -233,9 +247,9 @@ def effect_window_ms(config):
     return [r_ms + ST_SIGN_MS[0] - 2 * ST_EDGE_MS, r_ms + ST_SIGN_MS[1] + 2 * ST_EDGE_MS]
 
 
-def effect_text(config):
-    """ground_truth lvr_effect: the sign in words, with its strength and who carries it."""
-    sign = config["LVR_WAVE"]
+def effect_text(sign, lvr_strength, non_lvr_change, discordant_share):
+    """ground_truth lvr_effect: the sign in words, with its strength and who carries it (the
+    DemoOptions of the same names)."""
     if sign in ("T", "QRS"):   # generator version 4's text, unchanged
         what = f"{sign} wave scaled by (1 - s) in the LVR leads"
     elif sign == "Q":
@@ -245,90 +259,87 @@ def effect_text(config):
         lo, hi = ST_SIGN_MS
         what = (f"flat ST {'elevation' if sign == 'ST_ELEVATION' else 'depression'} of "
                 f"{ST_SHIFT_MV:g} * s mV, {lo:g}-{hi:g} ms after R, in the LVR leads")
-    return (f"{what}, s ~ U{tuple(config['LVR_STRENGTH'])} per LVR patient; "
-            f"{config['NON_LVR_CHANGE'][0]:.0%} of non-LVR patients have "
-            f"s ~ U{tuple(config['NON_LVR_CHANGE'][1:])}; "
-            f"{config['DISCORDANT_SHARE']:.0%} of patients are discordant")
+    return (f"{what}, s ~ U{tuple(lvr_strength)} per LVR patient; "
+            f"{non_lvr_change[0]:.0%} of non-LVR patients have "
+            f"s ~ U{tuple(non_lvr_change[1:])}; "
+            f"{discordant_share:.0%} of patients are discordant")
 
 
-def demo_cohort_arrays(config):
-    """group -> (beats float32 (N, 12, T), patient IDs int64 (N,)), deterministic for SEED."""
-    return {group: (beats, ids) for group, beats, ids in demo_group_arrays(config)}
+def demo_cohort_arrays(options):
+    """group -> (beats float32 (N, 12, T), patient IDs int64 (N,)) of DemoOptions `options`,
+    deterministic for its seed."""
+    return {group: (beats, ids) for group, beats, ids in demo_group_arrays(options)}
 
 
-def demo_group_arrays(config):
+def demo_group_arrays(options):
     """(group, beats, patient IDs) of each group in turn, so a writer holds one group at a time."""
-    rng = np.random.default_rng(config["SEED"])
+    rng = np.random.default_rng(options.seed)
     next_id = 1
     for group in GROUPS:
         beats, ids = [], []
-        for _ in range(config["N_PATIENTS"]):
-            n_beats = int(rng.integers(config["BEATS_PER_PATIENT"][0],
-                                       config["BEATS_PER_PATIENT"][1] + 1))
-            beats.append(patient_beats(rng, group, n_beats, config))
+        for _ in range(options.n_patients):
+            n_beats = int(rng.integers(options.beats_per_patient[0],
+                                       options.beats_per_patient[1] + 1))
+            beats.append(patient_beats(rng, group, n_beats, options))
             ids.append(np.full(n_beats, next_id, dtype=np.int64))
             next_id += 1
         yield group, np.concatenate(beats), np.concatenate(ids)
 
 
-def demo_cohort_spec(config):
-    """cohort.json of the demo: the original's four groups and labels, its classes named for
-    what they are (the original's "Normal"/"Abnormal" read as an ECG finding), and the ground
-    truth."""
-    lo, hi = effect_window_ms(config)
+def demo_cohort_spec(options):
+    """cohort.json of the demo made by DemoOptions `options`: the original's four groups and
+    labels, its classes named for what they are (the original's "Normal"/"Abnormal" read as an
+    ECG finding), and the ground truth."""
+    lo, hi = effect_window_ms(options.lvr_wave, options.r_peak_s)
     return {
         **SEED_COHORT,
         "binary_class_names": list(DEMO_BINARY_CLASS_NAMES),
         "name": "demo (synthetic)",
         "description": "Synthetic beats from demo_cohort.py; not patient data.",
-        "sampling_rate": config["FS"],
-        "r_peak_sample": int(round(config["R_PEAK_S"] * config["FS"])),
+        "sampling_rate": options.fs,
+        "r_peak_sample": int(round(options.r_peak_s * options.fs)),
         "ground_truth": {
             "synthetic": True,
-            "lvr_leads": list(config["LVR_LEADS"]),
-            "lvr_wave": LVR_SIGNS[config["LVR_WAVE"]],      # a delineated segment (WAVES)
+            "lvr_leads": list(options.lvr_leads),
+            "lvr_wave": LVR_SIGNS[options.lvr_wave],      # a delineated segment (WAVES)
             "lvr_window_ms": [round(lo), round(hi)],
-            "lvr_effect": effect_text(config),
-            "lvr_sign": config["LVR_WAVE"],
+            "lvr_effect": effect_text(options.lvr_wave, options.lvr_strength,
+                                      options.non_lvr_change, options.discordant_share),
+            "lvr_sign": options.lvr_wave,
             "stemi_leads": ["II", "III", "aVF"],
             "stemi_wave": "ST",
         },
         "source": {"generator": "demo_cohort.py", "generator_version": GENERATOR_VERSION,
-                   "config": {k: (list(v) if isinstance(v, tuple) else v)
-                              for k, v in config.items()}},
+                   "config": options.source_config()},
     }
 
 
-def write_demo_cohort(output_dir, config, amplitude_scale=1.0):
-    """Generate the cohort and write cut_<GROUP>.npy, patient-ID files and cohort.json.
+def write_demo_cohort(output_dir, options, amplitude_scale=1.0):
+    """Generate the cohort of DemoOptions `options` and write cut_<GROUP>.npy, patient-ID files
+    and cohort.json.
 
     amplitude_scale multiplies every beat as recorded (noise included), like a device whose gain
-    is off; it stays out of DEMO_CONFIG so the default cohort's files do not change.
+    is off; it stays out of DemoOptions so the default cohort's files do not change.
     """
-    unknown = sorted(set(config["LVR_LEADS"]) - set(LEADS))
-    if unknown or not config["LVR_LEADS"]:
+    unknown = sorted(set(options.lvr_leads) - set(LEADS))
+    if unknown or not options.lvr_leads:
         raise UserError(f"LVR_LEADS must name leads among {', '.join(LEADS)}; got {unknown}")
-    if config["LVR_WAVE"] not in LVR_SIGNS:
+    if options.lvr_wave not in LVR_SIGNS:
         raise UserError(f"LVR_WAVE must be one of {', '.join(LVR_SIGNS)}, got "
-                        f"{config['LVR_WAVE']!r}")
+                        f"{options.lvr_wave!r}")
     os.makedirs(output_dir, exist_ok=True)
     counts = {}
-    for group, beats, ids in demo_group_arrays(config):
+    for group, beats, ids in demo_group_arrays(options):
         if amplitude_scale != 1:
             beats = (beats * np.float32(amplitude_scale)).astype(np.float32)
         save_npy_atomic(os.path.join(output_dir, f"cut_{group}.npy"), beats)
         save_npy_atomic(os.path.join(output_dir, f"cut_{group}_patient_ids.npy"), ids)
         counts[group] = len(beats)
-    spec = demo_cohort_spec(config)
+    spec = demo_cohort_spec(options)
     if amplitude_scale != 1:
         spec["source"]["amplitude_scale"] = amplitude_scale
     write_json_atomic(os.path.join(output_dir, "cohort.json"), spec)
     return counts
-
-
-def default_config():
-    """A copy of the demo cohort's generator options."""
-    return dict(DEMO_CONFIG)
 
 
 def ensure_demo_cohort(output_dir=DEMO_DIR, log=print):
@@ -338,13 +349,13 @@ def ensure_demo_cohort(output_dir=DEMO_DIR, log=print):
         with open(spec_path, encoding="utf-8") as handle:
             source = json.load(handle).get("source", {})
         if source.get("generator_version") == GENERATOR_VERSION \
-                and source.get("config") == demo_cohort_spec(default_config())["source"]["config"]:
+                and source.get("config") == DemoOptions().source_config():
             return False
         log(f"The demo cohort in {output_dir} was made by another generator version; remaking it.")
     start = time.time()
-    counts = write_demo_cohort(output_dir, default_config())
+    counts = write_demo_cohort(output_dir, DemoOptions())
     log(f"Generated the synthetic demo cohort in {output_dir} ({sum(counts.values())} beats, "
-        f"{default_config()['N_PATIENTS']} patients per group) in {time.time() - start:.1f} s.")
+        f"{DemoOptions().n_patients} patients per group) in {time.time() - start:.1f} s.")
     return True
 
 

@@ -8,7 +8,7 @@ import json
 import os
 
 from lvr.data.cohort_json import SEED_COHORT, cohort_spec
-from lvr.config import UserError
+from lvr.errors import UserError
 from lvr.leads import lead_key
 
 

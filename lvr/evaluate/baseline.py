@@ -12,11 +12,9 @@ measurements.npz (every measured beat's features: MEASUREMENTS of a later run on
 of the same cohort reuses them instead of delineating again), run.json and a copy of split.json.
 """
 import csv
-import datetime
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
 
@@ -26,12 +24,15 @@ from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.measure.delineation import delineation_lead_names
 from lvr.measure.ecg_features import cohort_features
-from lvr.train.run import TEST_RESULTS, log_test_summary, probability_report, write_test_outputs
-from lvr.stats.operating_point import argmax_note, operating_point_report, validation_operating_point
+from lvr.report.results import (TEST_RESULTS, log_test_summary, probability_report,
+                                write_test_outputs)
+from lvr.stats.operating_point import (argmax_note, operating_point_report,
+                                       validation_operating_point)
 from lvr.report.predictions import write_predictions
 from lvr.report.html import write_report
-from lvr.run_folder import (atomic_write, code_version, library_versions, output_lock,
-                            prepare_output_dir, write_json_atomic)
+from lvr.run_folder import (atomic_write, output_lock, prepare_output_dir, run_record,
+                            write_json_atomic)
+from lvr.train.finished_run import read_finished_run
 
 PENALTY_RANGE = (1e-4, 1e4)   # inverse penalty strengths C tried, log-spaced
 OUTPUT_SUFFIX = "_ecg_features"
@@ -70,33 +71,6 @@ def write_measurements(path, cohort, index, features, names, methods, delineatio
         np.savez(handle, features=features, names=np.asarray(names), index=np.asarray(index),
                  methods=np.asarray(methods), data_fingerprint=cohort.fingerprint(),
                  delineation_leads=str(delineation))
-
-
-def baseline_output_dir(config):
-    """OUTPUT_DIR, or the sibling folder <TRAIN_DIR>_ecg_features."""
-    return config["OUTPUT_DIR"] or os.path.normpath(config["TRAIN_DIR"]) + OUTPUT_SUFFIX
-
-
-def read_split(train_dir):
-    """split.json of a finished single-split training run, or a clear error."""
-    path = os.path.join(train_dir, "split.json")
-    if not os.path.isfile(path):
-        fold = os.path.join(train_dir, "fold_1", "split.json")
-        hint = (f"; {train_dir} is a cross-validation run: give one fold, e.g. "
-                f"--train_dir={os.path.join(train_dir, 'fold_1')}" if os.path.isfile(fold) else
-                "; --train_dir must be the OUTPUT_DIR of a finished training run")
-        raise UserError(f"{path} not found{hint}")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            split = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path} cannot be read ({error}); it must be the split.json a "
-                        f"training run wrote") from None
-    missing = [key for key in ("train", "test", "task", "data_fingerprint") if key not in split]
-    if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)}: it is not a training run's split "
-                        f"(an --evaluate output has no training patients)")
-    return split, path
 
 
 def split_indices(cohort, split, split_path, data_dir):
@@ -176,112 +150,134 @@ def write_csv(path, header, rows):
 
 
 def run_feature_baseline(config, log=print):
-    """The baseline of TRAIN_DIR's split; returns the test report."""
+    """The baseline of TRAIN_DIR's split, as the script's configuration says; returns the test
+    report."""
     start_time = time.time()
     train_dir = config["TRAIN_DIR"]
-    split, split_path = read_split(train_dir)
-    data_dir = config["DATA_DIR"] or split.get("data_dir") or ""
-    if not os.path.isdir(data_dir):
-        raise UserError(f"the cohort {data_dir!r} of {split_path} is not there; pass "
-                        f"--data_dir=FOLDER with the cohort the run was trained on")
-    cohort = load_cohort(data_dir, allow_pickle=config["ALLOW_PICKLE"])
-    if cohort.fingerprint() != split["data_fingerprint"]:
-        raise UserError(f"the data in {data_dir} is not the data the run in {train_dir} was "
-                        f"trained on (fingerprint {cohort.fingerprint()[:12]}, the run's "
-                        f"{split['data_fingerprint'][:12]}, from {split.get('data_dir')}); pass "
-                        f"--data_dir with the run's cohort")
-    task = split["task"]
+    run = read_finished_run(train_dir, checkpoint=None)
+    data_dir = config["DATA_DIR"] or run.split.get("data_dir") or ""
+    cohort = run_cohort(run, data_dir, config["ALLOW_PICKLE"])
+    task = run.split["task"]
     labels = cohort.labels(task)
     class_names = run_class_names(train_dir, cohort, task)
-    parts = split_indices(cohort, split, split_path, data_dir)
-    output_dir = baseline_output_dir(config)
+    parts = split_indices(cohort, run.split, run.split_path, data_dir)
+    output_dir = config["OUTPUT_DIR"] or os.path.normpath(train_dir) + OUTPUT_SUFFIX
     if os.path.realpath(output_dir) == os.path.realpath(train_dir):
         raise UserError(f"--output_dir={output_dir} is the training run itself; choose another "
                         f"folder or leave --output_dir out ({train_dir}{OUTPUT_SUFFIX})")
-    fs = cohort.spec["sampling_rate"]
     log(f"Data: {data_dir} ({cohort.spec['name']}), task {task}: {', '.join(class_names)}; "
         f"split of {train_dir}: " + ", ".join(f"{name} {len(np.unique(cohort.patient_ids[idx]))} "
                                              f"patients / {len(idx)} beats"
                                              for name, idx in parts.items()))
     prepare_output_dir(output_dir, log=log, finished_file=TEST_RESULTS)
     with output_lock(output_dir):
-        measured = np.concatenate([parts["train"], parts["val"], parts["test"]])
-        delineation = delineation_lead_names(config["DELINEATION_LEADS"])
-        if config["MEASUREMENTS"]:
-            features, names, methods = stored_measurements(config["MEASUREMENTS"], cohort,
-                                                           measured, delineation)
-            log(f"Measurements of {config['MEASUREMENTS']} reused (same cohort, same "
-                f"delineation leads)")
-        else:
-            features, names, methods = cohort_features(
-                cohort.beats, measured, fs, lead_names=list(cohort.spec["leads"]),
-                r_peak_sample=cohort.spec.get("r_peak_sample"), workers=config["WORKERS"],
-                leads=delineation)
-        write_measurements(os.path.join(output_dir, MEASUREMENTS_FILE), cohort, measured,
-                           features, names, methods, delineation)
-        fallback = sum(m == "fallback" for m in methods)
-        log(f"Measured {len(names)} features of {len(measured)} beats (delineation: "
-            f"{len(measured) - fallback} delineated, {fallback} standard intervals around R); "
-            f"{np.isnan(features).mean():.1%} of the values missing, imputed with the "
-            f"training medians")
-        n_train, n_val = len(parts["train"]), len(parts["val"])
-        x = {"train": features[:n_train], "val": features[n_train:n_train + n_val],
-             "test": features[n_train + n_val:]}
-        scaler, model, medians = fit_baseline(x["train"], labels[parts["train"]],
-                                              cohort.patient_ids[parts["train"]],
-                                              config["PENALTY_FOLDS"], config["PENALTIES"],
-                                              config["SEED"])
-        penalty = float(np.atleast_1d(model.C_)[0])
-        log(f"Logistic regression (L2) on {n_train} training beats; C = {penalty:.3g} chosen "
-            f"by {next(iter(model.scores_.values())).shape[0]}-fold patient-grouped "
-            f"cross-validation (ROC AUC)")
-        val_report, prob_val = None, None
-        if n_val:
-            prob_val = predicted(scaler, model, medians, x["val"])
-            val_report = probability_report(labels[parts["val"]], prob_val,
-                                            cohort.patient_ids[parts["val"]], class_names, 0,
-                                            config["SEED"])
-            log(f"  validation patients (not used for fitting): beat AUC "
-                f"{auc_of(val_report):.4f}")
-        prob = predicted(scaler, model, medians, x["test"])
-        test = parts["test"]
-        report = probability_report(labels[test], prob, cohort.patient_ids[test], class_names,
-                                    config["BOOTSTRAP"], config["SEED"])
-        report["operating_point"] = baseline_operating_point(
-            train_dir, labels, cohort.patient_ids, parts, prob_val, prob, class_names, config,
-            log)
-        report.update({"class_names": class_names, "model": "ecg_features_logistic_l2",
-                       "baseline_of": train_dir, "penalty_C": penalty,
-                       "validation_roc_auc": auc_of(val_report) if val_report else None})
-        write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, test,
-                          labels[test], prob, class_names)
-        header, rows = coefficient_rows(model, names, class_names)
-        write_csv(os.path.join(output_dir, "coefficients.csv"), header, rows)
-        write_json_atomic(os.path.join(output_dir, "baseline_model.json"), {
-            "features": names, "training_medians": medians.tolist(),
-            "scaler_mean": scaler.mean_.tolist(), "scaler_scale": scaler.scale_.tolist(),
-            "classes": class_names, "coef": np.atleast_2d(model.coef_).tolist(),
-            "intercept": np.atleast_1d(model.intercept_).tolist(), "C": penalty})
-        shutil.copyfile(split_path, os.path.join(output_dir, "split.json"))
+        features, names, fallback = measured_features(
+            cohort, parts, output_dir, delineation_leads=config["DELINEATION_LEADS"],
+            measurements=config["MEASUREMENTS"], workers=config["WORKERS"], log=log)
+        report = scored_baseline(
+            features, names, labels, cohort.patient_ids, parts, class_names, output_dir,
+            threshold_rule=network_threshold_rule(train_dir), folds=config["PENALTY_FOLDS"],
+            n_penalties=config["PENALTIES"], bootstrap=config["BOOTSTRAP"],
+            seed=config["SEED"], log=log)
+        prob, coefficients = report.pop("probabilities"), report.pop("coefficient_rows")
+        report["baseline_of"] = train_dir
+        write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, parts["test"],
+                          labels[parts["test"]], prob, class_names)
+        shutil.copyfile(run.split_path, os.path.join(output_dir, "split.json"))
         write_test_outputs(output_dir, report, class_names, test_set="test set, ECG features")
         wall = time.time() - start_time
-        write_json_atomic(os.path.join(output_dir, "run.json"), {
-            "config": config, "command": sys.argv, "baseline_of": train_dir,
-            "data_dir": data_dir, "data_fingerprint": cohort.fingerprint(),
-            "data_files": cohort.files, "demo_data": cohort.is_demo,
-            "beats": {name: int(len(idx)) for name, idx in parts.items()},
-            "delineation_fallback_beats": int(fallback), "versions": library_versions(),
-            "code": code_version(),
-            "wall_time_s": round(wall, 2),
-            "finished": datetime.datetime.now().isoformat(timespec="seconds")})
+        write_json_atomic(os.path.join(output_dir, "run.json"), run_record(
+            config, wall, cohort=cohort, data_dir=data_dir, baseline_of=train_dir,
+            beats={name: int(len(idx)) for name, idx in parts.items()},
+            delineation_fallback_beats=int(fallback)))
         log_test_summary(report, class_names, output_dir, wall, log,
                          title="Test set, ECG-measurement baseline")
         if config["REPORT"]:
             write_report(output_dir, log=log)
         log("Largest standardised coefficients (per SD of the feature; coefficients.csv):")
-        for row in rows[:10]:
+        for row in coefficients[:10]:
             log(f"  {row[0]:<10} " + "  ".join(f"{v:+.3f}" for v in row[1:]))
     return report
+
+
+def run_cohort(run, data_dir, allow_pickle):
+    """The cohort `run` (a FinishedRun) was trained on, read from `data_dir`, or a clear error."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f"the cohort {data_dir!r} of {run.split_path} is not there; pass "
+                        f"--data_dir=FOLDER with the cohort the run was trained on")
+    cohort = load_cohort(data_dir, allow_pickle=allow_pickle)
+    if cohort.fingerprint() != run.split["data_fingerprint"]:
+        raise UserError(f"the data in {data_dir} is not the data the run in {run.folder} was "
+                        f"trained on (fingerprint {cohort.fingerprint()[:12]}, the run's "
+                        f"{run.split['data_fingerprint'][:12]}, from "
+                        f"{run.split.get('data_dir')}); pass --data_dir with the run's cohort")
+    return cohort
+
+
+def measured_features(cohort, parts, output_dir, delineation_leads, measurements, workers, log):
+    """(features of the train, val and test beats in that order, their names, beats measured
+    with standard intervals): measured, or reused from `measurements`; written to output_dir."""
+    measured = np.concatenate([parts["train"], parts["val"], parts["test"]])
+    delineation = delineation_lead_names(delineation_leads)
+    if measurements:
+        features, names, methods = stored_measurements(measurements, cohort, measured,
+                                                       delineation)
+        log(f"Measurements of {measurements} reused (same cohort, same delineation leads)")
+    else:
+        features, names, methods = cohort_features(
+            cohort.beats, measured, cohort.spec["sampling_rate"],
+            lead_names=list(cohort.spec["leads"]),
+            r_peak_sample=cohort.spec.get("r_peak_sample"), workers=workers, leads=delineation)
+    write_measurements(os.path.join(output_dir, MEASUREMENTS_FILE), cohort, measured,
+                       features, names, methods, delineation)
+    fallback = sum(m == "fallback" for m in methods)
+    log(f"Measured {len(names)} features of {len(measured)} beats (delineation: "
+        f"{len(measured) - fallback} delineated, {fallback} standard intervals around R); "
+        f"{np.isnan(features).mean():.1%} of the values missing, imputed with the "
+        f"training medians")
+    return features, names, fallback
+
+
+def scored_baseline(features, names, labels, patient_ids, parts, class_names, output_dir,
+                    threshold_rule, folds, n_penalties, bootstrap, seed, log):
+    """The test report of the regression fitted on the training rows of `features` (train, val,
+    test in that order), with its operating point chosen on the validation rows by
+    `threshold_rule`; its "probabilities" and "coefficient_rows" are for the caller to pop.
+    Writes coefficients.csv and baseline_model.json."""
+    n_train, n_val = len(parts["train"]), len(parts["val"])
+    x = {"train": features[:n_train], "val": features[n_train:n_train + n_val],
+         "test": features[n_train + n_val:]}
+    scaler, model, medians = fit_baseline(x["train"], labels[parts["train"]],
+                                          patient_ids[parts["train"]], folds, n_penalties, seed)
+    penalty = float(np.atleast_1d(model.C_)[0])
+    log(f"Logistic regression (L2) on {n_train} training beats; C = {penalty:.3g} chosen "
+        f"by {next(iter(model.scores_.values())).shape[0]}-fold patient-grouped "
+        f"cross-validation (ROC AUC)")
+    val_report, prob_val = None, None
+    if n_val:
+        prob_val = predicted(scaler, model, medians, x["val"])
+        val_report = probability_report(labels[parts["val"]], prob_val,
+                                        patient_ids[parts["val"]], class_names, 0, seed)
+        log(f"  validation patients (not used for fitting): beat AUC "
+            f"{auc_of(val_report):.4f}")
+    prob = predicted(scaler, model, medians, x["test"])
+    test = parts["test"]
+    report = probability_report(labels[test], prob, patient_ids[test], class_names, bootstrap,
+                                seed)
+    report["operating_point"] = baseline_operating_point(
+        labels, patient_ids, parts, prob_val, prob, class_names, threshold_rule, bootstrap,
+        seed, log)
+    report.update({"class_names": class_names, "model": "ecg_features_logistic_l2",
+                   "penalty_C": penalty,
+                   "validation_roc_auc": auc_of(val_report) if val_report else None})
+    header, rows = coefficient_rows(model, names, class_names)
+    write_csv(os.path.join(output_dir, "coefficients.csv"), header, rows)
+    write_json_atomic(os.path.join(output_dir, "baseline_model.json"), {
+        "features": names, "training_medians": medians.tolist(),
+        "scaler_mean": scaler.mean_.tolist(), "scaler_scale": scaler.scale_.tolist(),
+        "classes": class_names, "coef": np.atleast_2d(model.coef_).tolist(),
+        "intercept": np.atleast_1d(model.intercept_).tolist(), "C": penalty})
+    return {**report, "probabilities": prob, "coefficient_rows": rows}
 
 
 def auc_of(report):
@@ -302,25 +298,28 @@ def run_class_names(train_dir, cohort, task):
     return names
 
 
-def baseline_operating_point(train_dir, labels, patient_ids, parts, prob_val, prob, class_names,
-                             config, log):
-    """The test report's operating_point block: the network run's THRESHOLD rule (run.json),
-    chosen on the same validation patients with the baseline's probabilities; argmax for more
-    than 2 classes, or without validation patients of both classes (said so)."""
+def network_threshold_rule(train_dir):
+    """The THRESHOLD rule the network's run used (its run.json); youden when not recorded."""
+    run_path = os.path.join(train_dir, "run.json")
+    if not os.path.exists(run_path):
+        return "youden"
+    with open(run_path, encoding="utf-8") as handle:
+        return json.load(handle).get("config", {}).get("THRESHOLD", "youden")
+
+
+def baseline_operating_point(labels, patient_ids, parts, prob_val, prob, class_names,
+                             threshold_rule, bootstrap, seed, log):
+    """The test report's operating_point block: the network run's `threshold_rule`, chosen on
+    the same validation patients with the baseline's probabilities; argmax for more than 2
+    classes, or without validation patients of both classes (said so)."""
     if len(class_names) != 2:
         return argmax_note(len(class_names))
-    run_path = os.path.join(train_dir, "run.json")
-    rule = "youden"
-    if os.path.exists(run_path):
-        with open(run_path, encoding="utf-8") as handle:
-            rule = json.load(handle).get("config", {}).get("THRESHOLD", "youden")
     val = parts["val"]
     if prob_val is None or len(np.unique(labels[val])) < 2:
         note = ("the validation patients do not hold both classes, so no operating point is "
                 "chosen; sensitivity and specificity are those of the argmax")
         log(f"note: {note}")
         return {"rule": "argmax", "threshold": None, "note": note}
-    point = validation_operating_point(labels[val], prob_val, patient_ids[val], rule)
+    point = validation_operating_point(labels[val], prob_val, patient_ids[val], threshold_rule)
     test = parts["test"]
-    return operating_point_report(labels[test], prob, patient_ids[test], point,
-                                  config["BOOTSTRAP"], config["SEED"])
+    return operating_point_report(labels[test], prob, patient_ids[test], point, bootstrap, seed)

@@ -1,51 +1,56 @@
 """External validation: a finished training run's best checkpoint scored on another cohort.
 
-`--evaluate=TRAIN_DIR --data_dir=OTHER` makes a training script evaluate instead of train. The
-checkpoint is loaded, OTHER is checked against the cohort the run was trained on (leads in the
-same order, sampling rate, beat window, task and classes; a clear error otherwise) and every beat
-of OTHER is a test beat. It writes what a test evaluation writes: test_eval_results.json (with
-patient-bootstrap CIs, patient-level metrics and calibration), predictions.csv, the ROC, confusion
-and reliability figures, plus run.json and split.json (the patients evaluated).
+`python evaluate.py --train_dir=RUN --data_dir=OTHER` (before: a training script's
+`--evaluate=RUN`). The checkpoint is loaded, OTHER is checked against the cohort the run was
+trained on (leads in the same order, sampling rate, beat window, task and classes; a clear error
+otherwise) and every beat of OTHER is a test beat. The model's task, classes, normalisation and
+operating point come from its checkpoint. It writes what a test evaluation writes:
+test_eval_results.json (with patient-bootstrap CIs, patient-level metrics and calibration),
+predictions.csv, the ROC, confusion and reliability figures, plus run.json and split.json (the
+patients evaluated).
 """
 import contextlib
-import json
 import os
 import re
-import sys
 import time
 
 import numpy as np
 import torch
 
-from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.choices import ARGMAX_THRESHOLD
 from lvr.data.beat_files import file_sha256
-from lvr.config import UserError
-from lvr.train.distributed import barrier, distributed_setup
-from lvr.train.run import (TEST_RESULTS, evaluate, log_test_summary, quiet_log,
-                        run_context, run_record, write_cohort_tables, write_probability_figure,
-                        write_test_outputs)
 from lvr.data.geometry import check_geometry, cohort_geometry, geometry_assumptions
-from lvr.stats.operating_point import is_fixed_rule
-from lvr.report.predictions import write_predictions
+from lvr.errors import UserError
 from lvr.report.html import write_report
-from lvr.run_folder import output_lock, prepare_output_dir, write_json_atomic
-from lvr.train.loop import BEST_CHECKPOINT
+from lvr.report.predictions import write_predictions
+from lvr.report.results import (TEST_RESULTS, log_test_summary, write_probability_figure,
+                                write_test_outputs)
+from lvr.run_folder import output_lock, prepare_output_dir, run_record, write_json_atomic
+from lvr.stats.operating_point import is_fixed_rule
+from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
+from lvr.train.distributed import barrier, distributed_setup, quiet_log
+from lvr.train.finished_run import read_finished_run
+from lvr.train.run import evaluate, run_context, write_cohort_tables
 
 
-def run_evaluation(config, log=print, output_dir=None):
-    """Evaluate EVALUATE's best checkpoint on every beat of DATA_DIR; returns the test report.
-    Results go to `output_dir` (an --output_dir the user typed), by default inside the run."""
+def run_evaluation(config, log=print):
+    """Score TRAIN_DIR's best checkpoint on every beat of DATA_DIR, as evaluate.py's
+    configuration says; returns the test report. Results go to OUTPUT_DIR, by default
+    TRAIN_DIR/external_<cohort folder>."""
     start_time = time.time()
-    train_dir = config["EVALUATE"]
-    split, model_path = finished_run(train_dir)
+    train_dir = config["TRAIN_DIR"]
+    finished = read_finished_run(train_dir)
+    split, model_path = finished.split, finished.checkpoint_path
     rank, world_size, device = distributed_setup(config["DEVICE"])
     if rank != 0:
         log = quiet_log
     model, checkpoint = load_checkpoint(model_path, map_location="cpu")
-    check_task(config, checkpoint, model, model_path)
-    run = run_context(config, log, rank, world_size, device,
-                      normalisation=checkpoint_normalisation(checkpoint, model_path))
+    n_classes = model.config["num_classes"]
+    run = run_context(config["DATA_DIR"], model_task(checkpoint, n_classes), class_names=(),
+                      num_classes=n_classes, batch_size=config["BATCH_SIZE"],
+                      normalisation=checkpoint_normalisation(checkpoint, model_path),
+                      allow_pickle=config["ALLOW_PICKLE"], device=device, rank=rank,
+                      world_size=world_size, log=log, model_file=model_path)
     cohort = run.cohort
     check_geometry(split, model, cohort, train_dir)
     if list(checkpoint.get("class_names") or run.class_names) != run.class_names:
@@ -63,8 +68,9 @@ def run_evaluation(config, log=print, output_dir=None):
     for text in assumptions:
         log(f"warning: {text}")
     if overlap and not own_data:
-        check_overlap(overlap, split, config, train_dir, run.data_dir, log)
-    output_dir = evaluation_output_dir(config, cohort, output_dir)
+        check_overlap(overlap, split, train_dir, run.data_dir, log,
+                      allowed=config["ALLOW_PATIENT_OVERLAP"])
+    output_dir = evaluation_output_dir(train_dir, cohort, config["OUTPUT_DIR"])
     if run.writer:
         prepare_output_dir(output_dir, log=log, finished_file=TEST_RESULTS)
     barrier(world_size)
@@ -73,8 +79,9 @@ def run_evaluation(config, log=print, output_dir=None):
         f"{len(everything)} beats of {len(np.unique(cohort.patient_ids))} patients; "
         f"results in {output_dir}/")
     with output_lock(output_dir) if run.writer else contextlib.nullcontext():
-        report, prob = evaluate(config, run, (run.x_all, torch.from_numpy(run.labels)),
-                                everything, output_dir, checkpoint=model_path,
+        report, prob = evaluate(run, (run.x_all, torch.from_numpy(run.labels)), everything,
+                                model_path, batch_size=config["BATCH_SIZE"],
+                                bootstrap=config["BOOTSTRAP"], seed=config["SEED"],
                                 operating_point=trained_operating_point(checkpoint, model, log))
         report.update({"best_epoch": checkpoint.get("epoch"), "class_names": run.class_names,
                        "processes": world_size,
@@ -82,54 +89,46 @@ def run_evaluation(config, log=print, output_dir=None):
                            **evaluation_record(train_dir, model_path, split, cohort,
                                                run.data_dir, own_data),
                            "patient_overlap": None if overlap is None else len(overlap),
-                           "patient_overlap_allowed": bool(config.get("ALLOW_PATIENT_OVERLAP")),
+                           "patient_overlap_allowed": config["ALLOW_PATIENT_OVERLAP"],
                            "assumptions": assumptions}})
         if run.writer:
-            write_predictions(os.path.join(output_dir, "predictions.csv"), cohort, everything,
-                              run.labels, prob, run.class_names)
-            write_test_outputs(output_dir, report, run.class_names,
-                               test_set="external" if not own_data else "all beats")
-            write_json_atomic(os.path.join(output_dir, "split.json"), {
-                "evaluated_run": train_dir, "data_dir": run.data_dir,
-                "data_fingerprint": cohort.fingerprint(), "cohort": cohort_geometry(cohort),
-                "test": sorted(set(cohort.patient_ids.tolist()))})
-            wall = time.time() - start_time
-            write_json_atomic(os.path.join(output_dir, "run.json"),
-                              {**run_record(config, run, wall), "evaluated_run": train_dir,
-                               "command": sys.argv})
-            write_probability_figure(output_dir, report, run.labels, prob, cohort.patient_ids,
-                                     run.class_names, test_set="external"
-                                     if not own_data else "all beats")
-            write_cohort_tables(output_dir, run, {"test": cohort.patient_ids})
-            log_test_summary(report, run.class_names, output_dir, wall, log,
-                             title="External test set" if not own_data else "All beats")
-            if config["REPORT"]:
-                write_report(output_dir, log=log)
+            write_evaluation_outputs(run, report, prob, output_dir, train_dir=train_dir,
+                                     own_data=own_data, wall=time.time() - start_time,
+                                     run_config=config, html_report=config["REPORT"], log=log)
     barrier(world_size)
     return report
 
 
-def finished_run(train_dir):
-    """(split.json of a finished single-split run, path of its best checkpoint), or an error."""
-    if not os.path.isdir(train_dir):
-        raise UserError(f"--evaluate={train_dir}: folder not found; give the OUTPUT_DIR of a "
-                        f"finished training run")
-    if os.path.exists(os.path.join(train_dir, "cv_summary.json")) or \
-            os.path.isdir(os.path.join(train_dir, "fold_1")):
-        raise UserError(f"--evaluate={train_dir} is a cross-validation run with one model per "
-                        f"fold; evaluate one fold's model, e.g. --evaluate="
-                        f"{os.path.join(train_dir, 'fold_1')}")
-    paths = [os.path.join(train_dir, name) for name in (BEST_CHECKPOINT, "split.json")]
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise UserError(f"--evaluate={train_dir}: {', '.join(missing)} not found; the folder must "
-                        f"hold a finished training run (train first, or point at its OUTPUT_DIR)")
-    with open(paths[1], encoding="utf-8") as handle:
-        split = json.load(handle)
-    if "train" not in split:
-        raise UserError(f"--evaluate={train_dir} is itself an evaluation's output; point at the "
-                        f"training run ({split.get('evaluated_run')})")
-    return split, paths[0]
+def write_evaluation_outputs(run, report, prob, output_dir, *, train_dir, own_data, wall,
+                             run_config, html_report, log):
+    """predictions.csv, the test files and figures, split.json (the patients evaluated),
+    run.json (recording `run_config`), the cohort tables and report.html (`html_report`) of an
+    evaluation (rank 0)."""
+    cohort, test_set = run.cohort, "external" if not own_data else "all beats"
+    write_predictions(os.path.join(output_dir, "predictions.csv"), cohort,
+                      np.arange(len(run.labels)), run.labels, prob, run.class_names)
+    write_test_outputs(output_dir, report, run.class_names, test_set=test_set)
+    write_json_atomic(os.path.join(output_dir, "split.json"), {
+        "evaluated_run": train_dir, "data_dir": run.data_dir,
+        "data_fingerprint": cohort.fingerprint(), "cohort": cohort_geometry(cohort),
+        "test": sorted(set(cohort.patient_ids.tolist()))})
+    write_json_atomic(os.path.join(output_dir, "run.json"),
+                      run_record(run_config, wall, cohort=cohort, data_dir=run.data_dir,
+                                 device=run.device, world_size=run.world_size,
+                                 evaluated_run=train_dir))
+    write_probability_figure(output_dir, report, run.labels, prob, cohort.patient_ids,
+                             run.class_names, test_set=test_set)
+    write_cohort_tables(output_dir, run, {"test": cohort.patient_ids})
+    log_test_summary(report, run.class_names, output_dir, wall, log,
+                     title="External test set" if not own_data else "All beats")
+    if html_report:
+        write_report(output_dir, log=log)
+
+
+def model_task(checkpoint, n_classes):
+    """The label mapping the checkpoint was trained for; a checkpoint from before the task was
+    recorded was trained by the script of its number of classes."""
+    return checkpoint.get("task") or ("binary" if n_classes == 2 else "multiclass")
 
 
 def trained_operating_point(checkpoint, model, log):
@@ -168,15 +167,16 @@ def shared_patients(split, cohort):
     return sorted(trained & set(np.unique(cohort.patient_ids.astype(str)).tolist())), None
 
 
-def check_overlap(overlap, split, config, train_dir, data_dir, log):
+def check_overlap(overlap, split, train_dir, data_dir, log, allowed=False):
     """Refuse a cohort sharing patients with the training split, unless ALLOW_PATIENT_OVERLAP
     (e.g. a temporal validation on later records of the same patients); the own-data case
-    (the same cohort, the run's fingerprint) is not refused: it is reported as not external."""
+    (the same cohort, the run's fingerprint) is not refused: it is reported as not external.
+    `allowed`: ALLOW_PATIENT_OVERLAP."""
     shared = set(overlap)
     parts = ", ".join(f"{part} {len(shared & {str(p) for p in split.get(part, [])})}"
                       for part in ("train", "val", "test"))
     shown = ", ".join(overlap[:5]) + (", ..." if len(overlap) > 5 else "")
-    if not config.get("ALLOW_PATIENT_OVERLAP"):
+    if not allowed:
         raise UserError(f"{data_dir} shares {len(overlap)} patient IDs with the split of "
                         f"{train_dir} ({parts}; e.g. {shown}), so it is not an external "
                         f"cohort; if that is deliberate (a temporal validation, or IDs of "
@@ -186,32 +186,20 @@ def check_overlap(overlap, split, config, train_dir, data_dir, log):
         f"in the report (patient_overlap)")
 
 
-def check_task(config, checkpoint, model, model_path):
-    """The script's TASK and NUM_CLASSES must be the checkpoint's."""
-    n_classes = model.config["num_classes"]
-    if n_classes != config["NUM_CLASSES"]:
-        raise UserError(f"{model_path} is a {n_classes}-class model but this script has "
-                        f"NUM_CLASSES={config['NUM_CLASSES']}; evaluate it with the "
-                        f"{n_classes}-class training script")
-    task = checkpoint.get("task")
-    if task and task != config["TASK"]:
-        raise UserError(f"{model_path} was trained for --task={task}; pass --task={task}")
-
-
-def evaluation_output_dir(config, cohort, chosen=None):
-    """`chosen`, or TRAIN_DIR/external_<cohort folder name>: by default the results sit beside
-    the model they come from, and neither the run's own results nor OUTPUT_DIR (the next
-    training run's folder) change. A chosen folder that holds the run would move the model
-    aside (an earlier run is kept under another name), so it is refused."""
+def evaluation_output_dir(train_dir, cohort, chosen=""):
+    """`chosen` (OUTPUT_DIR), or TRAIN_DIR/external_<cohort folder name>: by default the results
+    sit beside the model they come from, and the run's own results do not change. A chosen
+    folder that holds the run would move the model aside (an earlier run is kept under another
+    name), so it is refused."""
     if chosen:
-        run, target = os.path.realpath(config["EVALUATE"]), os.path.realpath(chosen)
+        run, target = os.path.realpath(train_dir), os.path.realpath(chosen)
         if run == target or run.startswith(target.rstrip(os.sep) + os.sep):
             raise UserError(f"--output_dir={chosen} holds the run being evaluated "
-                            f"({config['EVALUATE']}); choose another folder, or leave "
-                            f"--output_dir out to write into {config['EVALUATE']}/external_*")
+                            f"({train_dir}); choose another folder, or leave --output_dir out "
+                            f"to write into {train_dir}/external_*")
         return chosen
     name = os.path.basename(os.path.abspath(cohort.data_dir))
-    return os.path.join(config["EVALUATE"], "external_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
+    return os.path.join(train_dir, "external_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
 
 
 def evaluation_record(train_dir, model_path, split, cohort, data_dir, own_data):

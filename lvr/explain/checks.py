@@ -2,7 +2,8 @@
 lead-deletion test. Pure functions: they return numbers; the script prints and writes them.
 
 1. Wave-level importance. Each beat is cut into P, PR, QRS, ST and T segments
-   (lvr/measure/delineation.py), and each lead's saliency is split into the share that falls in each.
+   (lvr/measure/delineation.py), and each lead's saliency is split into the share that falls in
+   each.
 2. Model parameter randomisation test (Adebayo et al. 2018, "Sanity checks for saliency maps",
    NeurIPS; Quantus' ModelParameterRandomisation): Spearman rank correlation between the map of
    the trained model and the map of a copy whose parameters are re-initialised, cascading from
@@ -20,8 +21,9 @@ from scipy.stats import rankdata
 from torch import nn
 
 from lvr.explain.patient_stats import patient_means
-from lvr.leads import WAVES
+from lvr.explain.predict import true_class_probability
 from lvr.explain.smoothgrad import check_eval_mode, smoothgrad
+from lvr.leads import WAVES
 
 LOCALISATION_CHUNK = 1024   # maps per float64 copy in localisation
 
@@ -194,7 +196,8 @@ def spearman_per_sample(a, b):
 
 
 def smoothgrad_saliency_fn(num_samples=10, noise_level=0.1, seed=0, chunk_size=None):
-    """saliency_fn(model, x, y) running lvr.explain.smoothgrad.smoothgrad with the same noise on every call.
+    """saliency_fn(model, x, y) running lvr.explain.smoothgrad.smoothgrad with the same noise on
+    every call.
 
     Re-seeding per call makes the trained and randomised maps share their noise, so their
     difference comes from the model alone.
@@ -248,17 +251,6 @@ def sanity_check(model, x, y, saliency_fn, seed=0, threshold=0.5, cascading=True
 
 
 # ----------------------------------------------------------------------------- deletion
-
-def _true_class_probability(model, x, y, batch_size):
-    device = next(model.parameters(), torch.empty(0)).device
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start:start + batch_size].to(device)).float()
-            prob = torch.softmax(logits, dim=1)
-            out.append(prob.gather(1, y[start:start + batch_size, None].to(device))[:, 0].cpu())
-    return torch.cat(out).numpy().astype(float) if out else np.zeros(0)
-
 
 def deletion_test(model, x, y, lead_importance, max_k=6, random_draws=10, seed=0, baseline=0.0,
                   batch_size=256, tie_tolerance=1e-6):
@@ -323,8 +315,8 @@ def deletion_test(model, x, y, lead_importance, max_k=6, random_draws=10, seed=0
         removed = torch.as_tensor(ranks[sample[part], draw[part]] < k_removed[part, None])
         fill = baseline[sample[part]] if per_beat_baseline else baseline
         xb = torch.where(removed[:, :, None], fill, x[sample[part]])
-        probs[part] = _true_class_probability(model, xb, y[sample[part]], batch_size)
-    intact = _true_class_probability(model, x, y, batch_size)
+        probs[part] = true_class_probability(model, xb, y[sample[part]], batch_size)
+    intact = true_class_probability(model, x, y, batch_size)
     curves = np.empty((n, 1 + random_draws, max_k + 1))
     curves[:, :, 0] = intact[:, None]
     curves[sample, draw, k_removed] = probs

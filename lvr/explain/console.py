@@ -1,6 +1,6 @@
 """What the saliency analysis prints and the tables it writes, apart from its pipeline
-(lvr.explain.analysis): console lines of the lead statistics, wave effects and explanation checks, and
-the rows of wave_effects.csv and wave_importance.csv."""
+(lvr.explain.analysis): console lines of the lead statistics, wave effects and explanation
+checks, and the rows of wave_effects.csv and wave_importance.csv."""
 import csv
 
 from lvr.choices import METHODS
@@ -12,10 +12,12 @@ REPORT_NOTE = ("Report the patient-level numbers: a patient's beats are not inde
                "keys are the original analysis's, kept for comparison.")
 
 
-def results_source(config):
-    if config["LEAD_IMPORTANCE"] == "wave_effects":
+def results_source(source, method):
+    """What the lead statistics were computed on: `source` (LEAD_IMPORTANCE), the map of
+    `method` (METHOD) or the wave effects."""
+    if source == "wave_effects":
         return "the wave effects summed over each lead's waves (positive parts)"
-    return f"the {METHODS[config['METHOD']]} map averaged over time"
+    return f"the {METHODS[method]} map averaged over time"
 
 
 def write_wave_effects_csv(path, tables):

@@ -17,7 +17,9 @@ def class_probabilities(model, x, batch_size, device=None):
     if len(x) == 0:
         return np.zeros((0, 0), dtype=np.float32)
     device = model_device(model) if device is None else device
-    return torch.softmax(predict_logits(model, x, batch_size, device), dim=1).numpy()
+    # detached: logits that are a view of a parameter still require grad after inference mode
+    logits = predict_logits(model, x, batch_size, device).detach()
+    return torch.softmax(logits, dim=1).numpy()
 
 
 def true_class_probability(model, x, y, batch_size=256, device=None):

@@ -31,7 +31,9 @@ import torch
 from tqdm import tqdm
 
 from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
+from lvr.data.beats import StandardisedBeats
 from lvr.explain.patient_stats import bootstrap_patient_means, patient_means
+from lvr.explain.predict import true_class_probability
 from lvr.leads import WAVES
 
 NEAREST_K = 10
@@ -110,29 +112,22 @@ def swapped_beats(beat, reference, segments, reference_segments, alignment, blen
     return out
 
 
-def true_class_probability(model, x, y, device, batch_size=256, prepare=None):
-    """P(true class) of every beat of x (numpy), in batches; `prepare` maps a batch of beats
-    to the model's input (e.g. standardisation)."""
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size]
-            if prepare is not None:
-                xb = prepare(xb)
-            xb = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(device)
-            prob = torch.softmax(model(xb).float(), dim=1).cpu().numpy()
-            out.append(prob[np.arange(len(xb)), y[start:start + batch_size]])
-    return np.concatenate(out) if out else np.zeros(0)
+def model_input(x, normalisation):
+    """Beats x (numpy) as the model reads them, batch by batch: normalised as they are read
+    (lvr.choices.NORMALISATIONS), or as they are (None: x is already the model's input)."""
+    if normalisation is None:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return StandardisedBeats(x, normalisation=normalisation)
 
 
 def wave_effects(model, x, y, segments, references, reference_segments, alignment="segment",
                  blend=0, r_peaks=None, reference_r_peaks=None, batch_size=256, progress=False,
-                 prepare=None):
+                 normalisation=None):
     """Effect of swapping each (lead, wave) segment: (N, leads, 5), P(true) before minus after.
 
-    x, references: beats (N, leads, T) in the units the swap happens in; prepare: what turns
-    them into the model's input (lvr.data.cohort.standardize_beats for raw beats, None when x is
-    already the input); y: true labels; segments,
+    x, references: beats (N, leads, T) in the units the swap happens in; normalisation: how
+    they become the model's input (lvr.choices.NORMALISATIONS, e.g. "per_lead" for raw beats;
+    None when x is already the input); y: true labels; segments,
     reference_segments: one dict of wave -> (start, end) per beat (lvr.measure.delineation);
     blend: cross-fade width in samples; r_peaks / reference_r_peaks: R indices, needed for
     alignment "r_peak".
@@ -140,18 +135,17 @@ def wave_effects(model, x, y, segments, references, reference_segments, alignmen
     if alignment not in WAVE_ALIGNMENTS:
         raise ValueError(f"unknown alignment {alignment!r}; use one of "
                          f"{', '.join(WAVE_ALIGNMENTS)}")
-    device = next(model.parameters()).device
     y = np.asarray(y, dtype=int)
     n, leads, _ = x.shape
-    base = true_class_probability(model, x, y, device, batch_size, prepare)
+    base = true_class_probability(model, model_input(x, normalisation), y, batch_size)
     effects = np.zeros((n, leads, len(WAVES)))
     for i in tqdm(range(n), desc="wave effects", disable=None if progress else True,
                   dynamic_ncols=True):
         shift = 0 if r_peaks is None else int(reference_r_peaks[i]) - int(r_peaks[i])
         variants = swapped_beats(x[i], references[i], segments[i], reference_segments[i],
                                  alignment, blend, shift)
-        after = true_class_probability(model, variants, np.full(len(variants), y[i]), device,
-                                       batch_size, prepare)
+        after = true_class_probability(model, model_input(variants, normalisation),
+                                       np.full(len(variants), y[i]), batch_size)
         effects[i] = (base[i] - after).reshape(leads, len(WAVES))
     return effects
 

@@ -1,1 +1,5 @@
-"""measure"""
+"""ECG measurements: wave boundaries of a beat (delineation) and the amplitudes and intervals a
+cardiologist reads off it (the measurement baseline's features).
+
+Imports the foundation only.
+"""

@@ -2,10 +2,11 @@
 
 Per lead: R, S and Q amplitude, Q duration, ST deviation at J+60 ms and T amplitude; for the
 beat: QRS duration and QT interval. The wave boundaries (QRS onset and offset, T onset and
-offset) are the project's delineation (lvr.measure.delineation: neurokit2's wavelet method per lead, the
-median over leads, standard intervals around R where it finds nothing), the same for all 12
-leads of a beat. `measure_beats` turns beats and their segments into a (N, F) array, vectorised
-over beats; `cohort_features` delineates and measures beats of a cohort chunk by chunk.
+offset) are the project's delineation (lvr.measure.delineation: neurokit2's wavelet method per
+lead, the median over leads, standard intervals around R where it finds nothing), the same for
+all 12 leads of a beat. `measure_beats` turns beats and their segments into a (N, F) array,
+vectorised over beats; `cohort_features` delineates and measures beats of a cohort chunk by
+chunk.
 
 Isoelectric baseline, per lead: the median of the PR segment's last part, the samples from
 BASELINE_MS[0] to BASELINE_MS[1] ms before QRS onset (it starts at the P offset instead when the

@@ -8,7 +8,8 @@
 
 The format is told from the file's content, never from its extension. A Waveform holds what the
 file states: values in each channel's stated unit, its sampling rate and channel names;
-lvr/prepare/record_beats.py maps the names to leads, converts to mV, checks the amplitudes and resamples.
+lvr/prepare/record_beats.py maps the names to leads, converts to mV, checks the amplitudes and
+resamples.
 A file with 8 leads (I, II, V1-V6, as GE MUSE stores them) gets III, aVR, aVL and aVF derived
 from I and II, and says so in its notes.
 """

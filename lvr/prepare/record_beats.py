@@ -1,7 +1,7 @@
 """One ECG record -> checked, filtered beats (RecordBeats), or RecordRejected with the reason.
 
-The record is read by lvr/prepare/formats.py in any of its formats, its leads put in the order I, II,
-III, aVR, aVL, aVF, V1-V6 (III, aVR, aVL, aVF derived from I and II in 8-lead files), converted
+The record is read by lvr/prepare/formats.py in any of its formats, its leads put in the order I,
+II, III, aVR, aVL, aVF, V1-V6 (III, aVR, aVL, aVF derived from I and II in 8-lead files), converted
 to millivolts (the file's stated unit, or UNIT), resampled to FS, band-passed, checked
 (amplitudes of another unit, flat, saturated, noisy, implausible heart rate, NaN, too short) and
 cut into windows [r - PRE, r + POST) around the R peaks found on DETECTOR_LEAD.
@@ -9,7 +9,7 @@ cut into windows [r - PRE, r + POST) around the R peaks found on DETECTOR_LEAD.
 import re
 import warnings
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -19,7 +19,7 @@ import numpy as np
 from scipy import signal
 
 from lvr.choices import UNITS
-from lvr.config import UserError
+from lvr.errors import UserError
 from lvr.prepare.formats import RecordRejected, millivolts_per_unit, read_waveform
 from lvr.leads import LEAD_BY_KEY, LEAD_NAMES, lead_key
 
@@ -32,7 +32,7 @@ LEAD_UNIT_RATIO = 100.0
 @dataclass(frozen=True)
 class Options:
     """What a worker needs to turn one record into beats: the per-record constants of
-    prepare_data.py, lower-cased (checked_options builds it from them)."""
+    prepare_data.py, lower-cased (checked_options checks them once)."""
     fs: int
     pre: float
     post: float
@@ -82,11 +82,9 @@ def beat_selection(text):
     return match.group(1), int(match.group(2))
 
 
-def checked_options(config):
-    """The per-record Options from a resolved configuration, each value checked once."""
-    names = {f.name for f in fields(Options)}
-    options = Options(**{name.lower(): value for name, value in config.items()
-                         if name.lower() in names})
+def checked_options(options):
+    """`options` (Options as given) with each value checked once, the detector lead by its
+    standard name and the band-pass and plausible range as floats."""
     low, high = (float(v) for v in options.bandpass)
     if options.fs <= 0:
         raise UserError(f"--fs must be positive, got {options.fs}")
@@ -368,7 +366,8 @@ def record_beats(path, options):
 
 
 def record_millivolts(path, unit_option=""):
-    """The record's 12 leads in mV (Millivolts), read by lvr.prepare.formats in any of its formats."""
+    """The record's 12 leads in mV (Millivolts), read by lvr.prepare.formats in any of its
+    formats."""
     waveform = read_waveform(path)
     notes = list(waveform.notes)
     order, ignored = standard_lead_order(list(waveform.channels))

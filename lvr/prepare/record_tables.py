@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lvr.choices import PTBXL_TASKS, UNLABELLED, UNLABELLED_GROUP
-from lvr.config import UserError
+from lvr.errors import UserError
 from lvr.prepare.formats import record_present
 from lvr.data.patients import patient_id_values
 
@@ -256,10 +256,11 @@ def with_paths(table, root):
     return table
 
 
-def input_table(config, groups, log=print):
-    """The records to prepare (with resolved paths) and where they came from, checked."""
-    table_csv, ptbxl_dir, task = config["TABLE"], config["PTBXL_DIR"], config["TASK"]
-    min_likelihood, device = config["MIN_LIKELIHOOD"], config["PTBXL_DEVICE"]
+def input_table(table_csv, ptbxl_dir, task, min_likelihood, device, groups, log=print):
+    """The records to prepare (with resolved paths) and where they came from, checked: from the
+    CSV `table_csv` or the PTB-XL folder `ptbxl_dir` (exactly one given), for `task` and its
+    `groups`; `min_likelihood` and `device` select PTB-XL records (MIN_LIKELIHOOD,
+    PTBXL_DEVICE)."""
     if bool(table_csv) == bool(ptbxl_dir):
         raise UserError("give exactly one input: --table=CSV (columns record, patient_id, group) "
                         "or --ptbxl_dir=DIR (PTB-XL folder)")
@@ -276,8 +277,9 @@ def input_table(config, groups, log=print):
                   "table": "built from ptbxl_database.csv + scp_statements.csv",
                   "min_likelihood": min_likelihood, "ptbxl_device": device or "all"}
     else:
-        given = [f"--{name.lower()}={config[name]!r}" for name, default in
-                 (("MIN_LIKELIHOOD", 0), ("PTBXL_DEVICE", "")) if config[name] != default]
+        given = [f"--{name}={value!r}" for name, value, default in
+                 (("min_likelihood", min_likelihood, 0), ("ptbxl_device", device, ""))
+                 if value != default]
         if given:
             raise UserError(f"{', '.join(given)} select PTB-XL records: use with --ptbxl_dir, or "
                             f"filter your --table yourself")

@@ -1,8 +1,9 @@
 """The cohort writer: every record of a table -> its beats, in a pool of worker processes
 -> a cohort folder.
 
-The records come from lvr/prepare/record_tables.py, each record's beats from lvr/prepare/record_beats.py; a
-record that fails is rejected with its reason and never stops the others.
+The records come from lvr/prepare/record_tables.py, each record's beats from
+lvr/prepare/record_beats.py; a record that fails is rejected with its reason and never stops the
+others.
 
 Output (OUTPUT_DIR): cut_<GROUP>.npy float32 (N, 12, T) in mV, filtered, not standardised;
 cut_<GROUP>_patient_ids.npy (N,), int64 or fixed-width text; cohort.json; beats_manifest.csv
@@ -29,16 +30,17 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from lvr.config import UserError, unwritable_folder_problem
+from lvr.errors import UserError
 from lvr.prepare.formats import FORMAT_NAMES, RecordRejected
 from lvr.leads import LEAD_NAMES
 from lvr.prepare.record_beats import checked_options, detector_problem, record_beats
 from lvr.data.patients import PATIENTS_FILE
 from lvr.prepare.record_tables import (class_conflict_rejections, cohort_name, covariate_columns,
                                input_table, patients_in_several_classes, task_labels, to_json)
-from lvr.run_folder import atomic_write, library_versions, write_json_atomic
+from lvr.run_folder import (atomic_write, library_versions, unwritable_folder_problem,
+                            write_json_atomic)
 
-# fewer patients in a class cannot be split by patient at all (lvr.data.cohort.patient_split_indices)
+# fewer patients in a class cannot be split by patient at all (lvr.data.split.patient_split_indices)
 MIN_PATIENTS_PER_CLASS = 2
 OUTPUT_FILES = ("cohort.json", "beats_manifest.csv", "prepare_summary.json", PATIENTS_FILE)
 DERIVED_NOTE = "derived leads"  # start of the note lvr.prepare.formats adds to an 8-lead record
@@ -191,19 +193,29 @@ def cohort_description(name, labels, options, task, source):
                        "manifest": "beats_manifest.csv", "versions": library_versions()}}
 
 
-def prepare_cohort(config, log=print):
-    """The whole job of prepare_data.py: records -> checked beats -> a cohort folder."""
+def prepare_cohort(*, table_csv, ptbxl_dir, task, name, output_dir, overwrite, min_likelihood,
+                   ptbxl_device, workers, record_options, recorded_options, log=print):
+    """The whole job of prepare_data.py: records -> checked beats -> a cohort folder.
+
+    The records come from the CSV `table_csv` or the PTB-XL folder `ptbxl_dir` (PTB-XL's selected
+    by `min_likelihood` and `ptbxl_device`), labelled for `task`; the cohort is `name` in
+    `output_dir` ("" for either: the defaults of cohort_name, data/<name>), replacing this
+    script's files there only with `overwrite`. Each record is cut by `record_options`
+    (record_beats.Options as given; checked here) in `workers` processes. `recorded_options`,
+    the script's options, are written to prepare_summary.json as they are.
+    """
     started = time.time()
-    options = checked_options(config)
-    labels = task_labels(config["TASK"])
+    options = checked_options(record_options)
+    labels = task_labels(task)
     groups = labels["groups"]
-    table, source = input_table(config, groups, log)
+    table, source = input_table(table_csv, ptbxl_dir, task, min_likelihood, ptbxl_device, groups,
+                                log)
     records_read = len(table)
     rejections = class_conflict_rejections(table, patients_in_several_classes(table, labels))
     table = table[~table["record"].isin({r["record"] for r in rejections})].reset_index(drop=True)
-    name = cohort_name(config["NAME"], config["TASK"], config["PTBXL_DIR"], config["TABLE"])
-    folder = Path(config["OUTPUT_DIR"] or Path("data") / name)
-    problem = output_folder_problem(folder, config["OVERWRITE"])
+    name = cohort_name(name, task, ptbxl_dir, table_csv)
+    folder = Path(output_dir or Path("data") / name)
+    problem = output_folder_problem(folder, overwrite)
     if problem:
         raise UserError(problem)
     problem = detector_problem(options)
@@ -213,13 +225,13 @@ def prepare_cohort(config, log=print):
     for old in previous_outputs(folder):
         old.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    written = written_beats(table, options, folder, groups, config["WORKERS"], rejections)
+    written = written_beats(table, options, folder, groups, workers, rejections)
     write_patient_ids(folder, groups, written.patients,
                       np.issubdtype(table["patient_id"].dtype, np.integer))
     write_manifest(folder / "beats_manifest.csv", written.manifest)
     covariates = write_patients_table(folder / PATIENTS_FILE, table, rejections)
     write_json_atomic(folder / "cohort.json",
-                      cohort_description(name, labels, options, config["TASK"], source))
+                      cohort_description(name, labels, options, task, source))
     summary = {
         "records_read": records_read,
         "records_kept": sum(written.kept_records.values()),
@@ -234,7 +246,7 @@ def prepare_cohort(config, log=print):
         "rejections": rejections,
         "patients_table": covariates,
         "notes": written.notes,
-        "options": config,
+        "options": recorded_options,
         "elapsed_s": round(time.time() - started, 1),
     }
     write_json_atomic(folder / "prepare_summary.json", summary)

@@ -3,9 +3,9 @@
 `write_report(folder)` reads what a training, evaluation, cross-validation or saliency run left
 in `folder` (its JSON files and figures) and writes `folder/report.html`: headline numbers first,
 then cohort and flow, training, discrimination, operating point, calibration, decision curve,
-subgroups, explanations and provenance, and a TRIPOD+AI table (lvr.report.tripod). Images are embedded
-as data URIs and the page has no script and no link outside itself, so it opens offline and can
-be mailed as one file. It is rebuilt from the files alone: `plot_training_curves.py
+subgroups, explanations and provenance, and a TRIPOD+AI table (lvr.report.tripod). Images are
+embedded as data URIs and the page has no script and no link outside itself, so it opens offline
+and can be mailed as one file. It is rebuilt from the files alone: `plot_training_curves.py
 --train_dir=RUN` redraws it for a finished run.
 """
 import base64
@@ -54,7 +54,8 @@ DECISION_ROWS = (0.1, 0.2, 0.3, 0.4, 0.5)      # thresholds tabulated from the d
 MAX_WIDTH = 1000                                # CSS pixels of a figure, the page's text width
 
 
-def read_json(folder, name):
+def folder_json(folder, name):
+    """The JSON file `name` of `folder`, or None when the folder has none."""
     path = os.path.join(folder, name)
     if not os.path.exists(path):
         return None
@@ -72,7 +73,8 @@ def embedded_png(path):
             min(MAX_WIDTH, max(1, width // 2)))
 
 
-def number(value, digits=3):
+def formatted_number(value, digits=3):
+    """`value` with `digits` decimals, or "n/a" for None."""
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
@@ -81,7 +83,7 @@ def with_ci(value, ci, digits=3):
     if value is None:
         return "n/a"
     if not ci:
-        return number(value, digits)
+        return formatted_number(value, digits)
     low = "-inf" if ci[0] is None else f"{ci[0]:.{digits}f}"
     high = "inf" if ci[1] is None else f"{ci[1]:.{digits}f}"
     return f"{value:.{digits}f} [{low}, {high}]"
@@ -217,11 +219,11 @@ def decision_section(results):
         rows.append({"threshold": f"{target:.2f}",
                      "model": with_ci(curve["net_benefit_model"][i],
                                       [low[i], high[i]] if low else None),
-                     "all": number(curve["net_benefit_treat_all"][i]),
-                     "avoided": number(curve["net_interventions_avoided_per_100"][i], 1)})
+                     "all": formatted_number(curve["net_benefit_treat_all"][i]),
+                     "avoided": formatted_number(curve["net_interventions_avoided_per_100"][i], 1)})
     ranges = ", ".join(f"{a:.2f}-{b:.2f}" for a, b in curve.get("useful_threshold_ranges") or [])
     return {"rows": rows, "ranges": ranges or "none",
-            "prevalence": number(curve.get("prevalence")), "n": curve.get("n_patients")}
+            "prevalence": formatted_number(curve.get("prevalence")), "n": curve.get("n_patients")}
 
 
 def subgroup_row(kind, name, values):
@@ -308,12 +310,12 @@ def overlap_warning(evaluation):
 
 def report_context(folder):
     """Everything the template shows, read from the files in `folder`."""
-    results = read_json(folder, "test_eval_results.json")
-    split = read_json(folder, "split.json")
-    cv = read_json(folder, "cv_summary.json")
-    saliency = read_json(folder, "quantitative_consistency_analysis.json")
-    checks = read_json(folder, "explanation_checks.json")
-    run = read_json(folder, "run.json") or read_json(folder, "saliency_run.json")
+    results = folder_json(folder, "test_eval_results.json")
+    split = folder_json(folder, "split.json")
+    cv = folder_json(folder, "cv_summary.json")
+    saliency = folder_json(folder, "quantitative_consistency_analysis.json")
+    checks = folder_json(folder, "explanation_checks.json")
+    run = folder_json(folder, "run.json") or folder_json(folder, "saliency_run.json")
     if run is None and cv:
         run = {"config": cv.get("config"), "data_fingerprint": cv.get("data_fingerprint")}
     kind = run_kind(folder, results, split)
@@ -332,8 +334,8 @@ def report_context(folder):
                                  if (run or {}).get("demo_data") else None,
                                  overlap_warning(evaluation)] if w],
         "splits": split_rows(split), "split": split or {},
-        "flow": read_json(folder, "participant_flow.json"),
-        "characteristics": read_json(folder, "characteristics.json"),
+        "flow": folder_json(folder, "participant_flow.json"),
+        "characteristics": folder_json(folder, "characteristics.json"),
         "subgroup_notes": ((results or {}).get("subgroups") or {}).get("notes") or [],
         "results": results, "evaluation": evaluation,
         "levels": ([("patients", metric_rows(results["patient_level"]))]
@@ -350,7 +352,7 @@ def report_context(folder):
                         if os.path.isfile(os.path.join(folder, name)) and name != REPORT_FILE
                         and not name.startswith(".")),
     }
-    context["explained"] = explained_run(read_json(folder, "saliency_run.json"))
+    context["explained"] = explained_run(folder_json(folder, "saliency_run.json"))
     context["sections"] = sections_present(context)
     context["nav"] = [(key, name) for key, name in SECTIONS if key in context["sections"]] + [
         ("provenance", "Provenance"), ("tripod", "TRIPOD+AI")]

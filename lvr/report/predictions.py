@@ -1,8 +1,8 @@
 """predictions.csv: every test beat's identity, true label and class probabilities.
 
 One rule aggregates beats everywhere: a record's probability is the mean over its beats and a
-patient's the mean over the patient's beats (lvr.stats.metrics.patient_level_arrays); this file keeps
-the beats so users can aggregate, calibrate or compare runs themselves.
+patient's the mean over the patient's beats (lvr.stats.metrics.patient_level_arrays); this file
+keeps the beats so users can aggregate, calibrate or compare runs themselves.
 """
 import csv
 import json
@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from lvr.config import UserError
+from lvr.errors import UserError
 from lvr.run_folder import atomic_write
 
 MANIFEST = "beats_manifest.csv"   # written by prepare_data.py: the record each beat came from

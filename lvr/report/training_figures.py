@@ -1,7 +1,8 @@
 """Figures of a training run: accuracy/loss curves (and a pretraining run's), ROC curves, the
 confusion matrix, the reliability diagram and the decision curve.
 
-The metrics they show come from lvr/stats/metrics.py, lvr/stats/calibration.py and lvr/stats/decision_curve.py.
+The metrics they show come from lvr/stats/metrics.py, lvr/stats/calibration.py and
+lvr/stats/decision_curve.py.
 """
 import os
 
@@ -119,8 +120,8 @@ def plot_confusion_matrix(path, matrix, class_names, title="Confusion matrix (te
 
 def plot_reliability_diagram(path, calibration, title="Calibration (test set)"):
     """Observed share of positives against mean predicted probability per bin, one line per
-    class of lvr.stats.calibration.calibration_by_class, with Brier, intercept and slope in the legend;
-    marker area follows the bin's count."""
+    class of lvr.stats.calibration.calibration_by_class, with Brier, intercept and slope in the
+    legend; marker area follows the bin's count."""
     with plt.rc_context(TRAINING_STYLE):
         fig, ax = plt.subplots(figsize=(5.8, 5.4))
         ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="Perfect calibration")
@@ -147,9 +148,9 @@ def plot_reliability_diagram(path, calibration, title="Calibration (test set)"):
 
 def plot_decision_curve(path, curve, title="Decision curve (test set, patients)"):
     """Net benefit of the model (with its bootstrap band), of treating all and of treating none
-    against the threshold probability, from lvr.stats.decision_curve.decision_curve's dict. The y-axis
-    stops a little above the largest of the prevalence, the model's net benefit and its band, and
-    a little below 0, since treat-all falls steeply at high thresholds."""
+    against the threshold probability, from lvr.stats.decision_curve.decision_curve's dict. The
+    y-axis stops a little above the largest of the prevalence, the model's net benefit and its
+    band, and a little below 0, since treat-all falls steeply at high thresholds."""
     t = np.asarray(curve["thresholds"])
     model = np.asarray(curve["net_benefit_model"])
     band_top = max(curve["net_benefit_model_ci95_high"] or [0])

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from lvr.choices import NORMALISATIONS
-from lvr.config import UserError
+from lvr.errors import UserError
 from lvr.run_folder import atomic_write
 from model import EXPERIMENT_NAMES, rebuild_model
 
@@ -212,7 +212,8 @@ def unknown_content(path, stored):
     """Why `stored` is neither a checkpoint of this format nor a state dict."""
     if isinstance(stored, dict) and "format" in stored:
         return (f"checkpoint {path} has format {stored['format']!r}, but this code reads only "
-                f"{CHECKPOINT_FORMAT}; save the model again with lvr.train.checkpoints.save_checkpoint")
+                f"{CHECKPOINT_FORMAT}; save the model again with "
+                f"lvr.train.checkpoints.save_checkpoint")
     found = (f"a dict with keys {sorted(map(str, stored))[:8]}" if isinstance(stored, dict)
              else f"a {type(stored).__name__}")
     return (f"checkpoint {path} holds {found}, neither a {CHECKPOINT_FORMAT} checkpoint nor a "

@@ -8,7 +8,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from lvr.config import UserError
+from lvr.errors import UserError
 
 
 def resolve_device(name):
@@ -55,3 +55,7 @@ def gathered(tensor, world_size):
 def barrier(world_size):
     if world_size > 1:
         dist.barrier()
+
+
+def quiet_log(*_):
+    """The log of a process other than rank 0: only rank 0 prints."""

@@ -18,10 +18,10 @@ import os
 import numpy as np
 import torch.nn as nn
 
-from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.data.beat_files import file_sha256
-from lvr.config import UserError
 from lvr.data.geometry import cohort_geometry, geometry_problems, training_geometry
+from lvr.errors import UserError
+from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
 from model import ArchitectureError, build_model
 
 HEAD_PREFIX = "head."
@@ -98,18 +98,19 @@ def read_json(path):
     return value
 
 
-def check_source(config, source, cohort):
-    """A UserError unless `source` fits this run: architecture, normalisation, geometry."""
+def check_source(source, cohort, *, experiment, normalisation):
+    """A UserError unless `source` fits this run, which trains `experiment` on the beats of
+    `cohort` normalised `normalisation`: architecture, normalisation, geometry."""
     name = f"INIT_FROM={source.path}"
     stored = source.model.config
-    if stored["experiment"] != config["EXPERIMENT"]:
+    if stored["experiment"] != experiment:
         raise UserError(f"{name} is a {stored['experiment']} network; EXPERIMENT is "
-                        f"{config['EXPERIMENT']}: pass --experiment={stored['experiment']} or "
+                        f"{experiment}: pass --experiment={stored['experiment']} or "
                         f"another checkpoint")
-    normalisation = checkpoint_normalisation(source.checkpoint, source.path)
-    if normalisation != config["NORMALISATION"]:
-        raise UserError(f"{name} was trained on beats normalised {normalisation}; NORMALISATION "
-                        f"is {config['NORMALISATION']}: pass --normalisation={normalisation} or "
+    trained_on = checkpoint_normalisation(source.checkpoint, source.path)
+    if trained_on != normalisation:
+        raise UserError(f"{name} was trained on beats normalised {trained_on}; NORMALISATION "
+                        f"is {normalisation}: pass --normalisation={trained_on} or "
                         f"another checkpoint")
     if source.geometry is None:
         where = ("its 'pretraining' block has no 'cohort'" if source.kind == "pretraining"
@@ -125,9 +126,11 @@ def check_source(config, source, cohort):
                         "(prepare_data.py --fs, --pre, --post) or start from another checkpoint")
 
 
-def checked_test_overlap(config, source, cohort, test_patient_ids, log=print):
+def checked_test_overlap(source, cohort, test_patient_ids, *, allow_pretraining_overlap=False,
+                         log=print):
     """`source` with test_patients_seen: how many of this split's test patients its weights
-    were trained on (None: not comparable). Any is refused unless ALLOW_PRETRAINING_OVERLAP.
+    were trained on (None: not comparable). Any is refused unless `allow_pretraining_overlap`
+    (ALLOW_PRETRAINING_OVERLAP).
 
     IDs are compared as text, as lvr.evaluate.external.shared_patients does, and only where both
     cohorts name people: the demo's IDs are counters, and without patient-ID files a beat is a
@@ -149,7 +152,7 @@ def checked_test_overlap(config, source, cohort, test_patient_ids, log=print):
         what = (f"{len(shared)} of this run's {len(np.unique(test_patient_ids))} test patients "
                 f"(e.g. {shown}) are among the patients INIT_FROM={source.path} was "
                 f"{'pretrained' if source.kind == 'pretraining' else 'trained'} on")
-        if not config.get("ALLOW_PRETRAINING_OVERLAP"):
+        if not allow_pretraining_overlap:
             raise UserError(f"{what}, so the test would score patients the encoder has seen; "
                             f"pretrain without this run's test patients, or, if the "
                             f"transductive use is meant, pass --allow_pretraining_overlap=True")
@@ -158,26 +161,29 @@ def checked_test_overlap(config, source, cohort, test_patient_ids, log=print):
     return dataclasses.replace(source, test_patients_seen=len(shared))
 
 
-def fresh_model(config, num_classes, in_channels, input_length):
-    """A randomly initialised network of EXPERIMENT for these beats, or a UserError."""
+def fresh_model(experiment, num_classes, in_channels, input_length, *, dropout):
+    """A randomly initialised network of `experiment` (EXPERIMENT, with `dropout` before its
+    head) for these beats, or a UserError."""
     try:
-        return build_model(num_classes=num_classes, experiment=config["EXPERIMENT"],
-                           in_channels=in_channels, dropout_rate=config["DROPOUT"],
+        return build_model(num_classes=num_classes, experiment=experiment,
+                           in_channels=in_channels, dropout_rate=dropout,
                            input_length=input_length)
     except ArchitectureError as error:
-        raise UserError(f"EXPERIMENT={config['EXPERIMENT']!r} cannot take these beats "
+        raise UserError(f"EXPERIMENT={experiment!r} cannot take these beats "
                         f"({in_channels} leads x {input_length} samples): {error}") from None
 
 
-def initial_model(config, source, class_names, in_channels, input_length, log=print):
-    """(the network this run starts from, its init_from record for run.json).
+def initial_model(source, class_names, in_channels, input_length, *, experiment, dropout,
+                  log=print):
+    """(the network of `experiment` this run starts from, its init_from record for run.json).
 
     `source` is a Source or a checkpoint path. The encoder's entries are the checkpoint's
     exactly; the head is the checkpoint's when it was trained on the same classes (same number
     and names, not a pretraining checkpoint), else new, and the log says which and why."""
     if not isinstance(source, Source):
         source = read_source(source)
-    model = fresh_model(config, len(class_names), in_channels, input_length)
+    model = fresh_model(experiment, len(class_names), in_channels, input_length,
+                        dropout=dropout)
     if model.config["architecture"] != source.model.config["architecture"]:
         differ = sorted(key for key in set(model.config["architecture"])
                         | set(source.model.config["architecture"])
@@ -186,7 +192,7 @@ def initial_model(config, source, class_names, in_channels, input_length, log=pr
         stored, built = source.model.config["architecture"], model.config["architecture"]
         raise UserError(f"INIT_FROM={source.path} is a {source.model.config['experiment']} "
                         f"network of another architecture than this code builds for "
-                        f"EXPERIMENT={config['EXPERIMENT']}: "
+                        f"EXPERIMENT={experiment}: "
                         + "; ".join(f"{key} {stored.get(key)!r} there, {built.get(key)!r} here"
                                     for key in differ)
                         + "; pass a checkpoint of this architecture")

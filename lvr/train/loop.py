@@ -1,13 +1,14 @@
 """The training loop: the loss, batches, the optimizer, one epoch, predictions, and `fit`.
 
-`fit` trains one split for EPOCHS epochs, keeps the best checkpoint (by SELECT_BY: highest
-validation accuracy, the original's rule, or highest validation AUC, or lowest validation loss; a
-tie goes to the lower validation loss, where the original kept the earliest epoch) and a
-resumable last checkpoint. lvr.train.run decides what to fit and what to do with the result.
+`fit` trains one split as its `Recipe` says for `epochs` epochs, keeps the best checkpoint (by
+`select_by`: highest validation accuracy, the original's rule, or highest validation AUC, or
+lowest validation loss; a tie goes to the lower validation loss, where the original kept the
+earliest epoch) and a resumable last checkpoint. lvr.train.run decides what to fit and what to
+do with the result; `predict_logits` is the one batched prediction loop of the package.
 """
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -17,14 +18,14 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from lvr.train.checkpoints import load_checkpoint, save_checkpoint
-from lvr.stats.metrics import macro_roc_auc
 from lvr.data.beats import ECGDataset, LeadDropout, set_seed
-from lvr.config import UserError
-from lvr.train.distributed import barrier, gathered
-from lvr.train.finetune import (fresh_model, hold_encoder_statistics, initial_model, optimizer_groups,
-                          set_encoder_frozen)
+from lvr.errors import UserError
 from lvr.run_folder import removed_temporary_files
+from lvr.stats.metrics import macro_roc_auc
+from lvr.train.checkpoints import load_checkpoint, save_checkpoint
+from lvr.train.distributed import barrier, gathered
+from lvr.train.finetune import (fresh_model, hold_encoder_statistics, initial_model,
+                                optimizer_groups, set_encoder_frozen)
 from model import parameter_count
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
@@ -133,7 +134,7 @@ def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scal
 
 def predict_logits(model, x, batch_size, device, rank=0, world_size=1):
     """Logits (N, C) on CPU for the beats `x` (a tensor, or StandardisedBeats read batch by
-    batch), in eval mode without autograd.
+    batch), in eval mode without autograd, in batches of max(batch_size, 256).
 
     Under DDP each rank predicts one contiguous share and the shares are gathered in order,
     so every rank gets all N rows.
@@ -157,6 +158,34 @@ def selection_score(rule, val_acc, val_loss, val_auc):
         return -val_loss
     value = val_auc if rule == "val_auc" else val_acc
     return value if np.isfinite(value) else -np.inf
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How `fit` trains: the training scripts' options of these names in upper case."""
+    experiment: str             # the network (model.EXPERIMENTS)
+    dropout: float              # dropout before the network's head
+    epochs: int
+    batch_size: int             # beats per optimizer step, over all processes
+    lr: float                   # AdamW's learning rate (of the head, with encoder_lr_factor)
+    weight_decay: float
+    label_smoothing: float
+    grad_clip: float            # the gradient's largest norm
+    lr_factor: float            # the plateau schedule on validation accuracy: factor, patience
+    lr_patience: int
+    select_by: str              # the rule that picks the best epoch (lvr.choices)
+    seed: int
+    lead_dropout: float = 0.0   # chance a training beat's lead is zeroed
+    freeze_epochs: int = 0      # the first epochs train the head alone (fine-tuning)
+    encoder_lr_factor: float = 1.0
+    num_workers: int = 0        # DataLoader worker processes
+
+    @classmethod
+    def from_options(cls, options):
+        """The Recipe a training script's options give (UPPER_CASE name -> value): how
+        run_training, and the benchmarks that train as the scripts do, build it."""
+        return cls(**{f.name: options[f.name.upper()] for f in fields(cls)
+                      if f.name.upper() in options})
 
 
 @dataclass
@@ -185,25 +214,28 @@ class FitState:
         return better
 
 
-def fit(config, train, val, class_names, output_dir, resume, *, in_channels, input_length,
-        device, rank=0, world_size=1, log=print, on_epoch=None, init_from=None):
-    """Train on `train` = (x, y), select on `val`; returns the final FitState. x: a tensor or
-    StandardisedBeats (read batch by batch), y: a tensor of labels.
+def fit(recipe, train, val, class_names, output_dir, resume, *, in_channels, input_length,
+        device, task, normalisation, run_config, rank=0, world_size=1, log=print, on_epoch=None,
+        init_from=None):
+    """Train on `train` = (x, y) as `recipe` says, select on `val`; returns the final FitState.
+    x: a tensor or StandardisedBeats (read batch by batch), y: a tensor of labels.
 
-    Writes best_model.pth and last_checkpoint.pth in `output_dir` (rank 0). With `resume`, it
-    continues from last_checkpoint.pth, whose options must match `config`. `init_from`, a
-    checked lvr.train.finetune.Source, is the checkpoint a new run starts from (INIT_FROM); a resumed
-    run continues from its own last checkpoint. For the first FREEZE_EPOCHS epochs only the
-    head trains. `on_epoch(epoch, model, val_logits)`, if given, is called after each epoch
-    (bench/model_bench.py records the validation predictions of every epoch with it).
+    Writes best_model.pth (recording `task` and the beats' `normalisation`) and
+    last_checkpoint.pth (recording `run_config`, the run's options) in `output_dir` (rank 0).
+    With `resume`, it continues from last_checkpoint.pth, whose options must match
+    `run_config`. `init_from`, a checked lvr.train.finetune.Source, is the checkpoint a new run
+    starts from (INIT_FROM); a resumed run continues from its own last checkpoint. For the first
+    `recipe.freeze_epochs` epochs only the head trains. `on_epoch(epoch, model, val_logits)`, if
+    given, is called after each epoch (bench/model_bench.py records the validation predictions
+    of every epoch with it).
     """
     writer = rank == 0
-    set_seed(config["SEED"])
-    train_set = LeadDropout(ECGDataset.from_arrays(*train), config["LEAD_DROPOUT"], config["SEED"])
-    loader = batch_loader(train_set, config["BATCH_SIZE"] // world_size, shuffle=True,
-                          seed=config["SEED"], num_workers=config["NUM_WORKERS"],
+    set_seed(recipe.seed)
+    train_set = LeadDropout(ECGDataset.from_arrays(*train), recipe.lead_dropout, recipe.seed)
+    loader = batch_loader(train_set, recipe.batch_size // world_size, shuffle=True,
+                          seed=recipe.seed, num_workers=recipe.num_workers,
                           pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
-    criterion = LabelSmoothingLoss(len(class_names), config["LABEL_SMOOTHING"])
+    criterion = LabelSmoothingLoss(len(class_names), recipe.label_smoothing)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     last_path = os.path.join(output_dir, LAST_CHECKPOINT)
     init_record = None
@@ -212,15 +244,17 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
             removed = removed_temporary_files(output_dir)
             if removed:
                 log(f"Removed {removed} unfinished temporary file(s) of the interrupted run")
-        model, saved = checked_resume_state(last_path, config)
+        model, saved = checked_resume_state(last_path, run_config)
         init_record = saved.get("init_from")
     elif init_from is not None:
-        model, init_record = initial_model(config, init_from, class_names, in_channels,
-                                           input_length, log=log)
+        model, init_record = initial_model(init_from, class_names, in_channels, input_length,
+                                           experiment=recipe.experiment, dropout=recipe.dropout,
+                                           log=log)
     else:
-        model = fresh_model(config, len(class_names), in_channels, input_length)
+        model = fresh_model(recipe.experiment, len(class_names), in_channels, input_length,
+                            dropout=recipe.dropout)
     model.to(device)
-    freeze_epochs = config.get("FREEZE_EPOCHS", 0)
+    freeze_epochs = recipe.freeze_epochs
     frozen = network = None
 
     def wrapped():
@@ -230,25 +264,23 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
             return model
         return nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(optimizer_groups(model, config["LR"],
-                                                 config.get("ENCODER_LR_FACTOR", 1.0)),
-                                config["LR"], config["WEIGHT_DECAY"])
+    optimizer = build_optimizer(optimizer_groups(model, recipe.lr, recipe.encoder_lr_factor),
+                                recipe.lr, recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=config["LR_FACTOR"], patience=config["LR_PATIENCE"])
-    state = FitState(select_by=config["SELECT_BY"], init_from=init_record)
+        optimizer, mode="max", factor=recipe.lr_factor, patience=recipe.lr_patience)
+    state = FitState(select_by=recipe.select_by, init_from=init_record)
     if resume:
-        state = resumed_state(saved, optimizer, scheduler, config["SELECT_BY"])
+        state = resumed_state(saved, optimizer, scheduler, recipe.select_by)
         state.init_from = init_record
         log(f"Resuming {output_dir} after epoch {state.epoch} (best so far: epoch "
             f"{state.best_epoch}, validation accuracy {state.best_val_acc:.4f})")
-    log(f"Model: {config['EXPERIMENT']} ({parameter_count(model):,} parameters) on {device}; "
-        f"{config['EPOCHS']} epochs, batch {config['BATCH_SIZE']}, AdamW lr {config['LR']}"
-        + (f", encoder lr x {config['ENCODER_LR_FACTOR']}"
-           if config.get("ENCODER_LR_FACTOR", 1.0) != 1 else "")
+    log(f"Model: {recipe.experiment} ({parameter_count(model):,} parameters) on {device}; "
+        f"{recipe.epochs} epochs, batch {recipe.batch_size}, AdamW lr {recipe.lr}"
+        + (f", encoder lr x {recipe.encoder_lr_factor}" if recipe.encoder_lr_factor != 1 else "")
         + (f"; head alone for the first {freeze_epochs} epochs" if freeze_epochs else ""))
 
     x_val, y_val = val
-    for epoch in range(state.epoch + 1, config["EPOCHS"] + 1):
+    for epoch in range(state.epoch + 1, recipe.epochs + 1):
         epoch_start = time.time()
         state.epoch = epoch
         if frozen is not (epoch <= freeze_epochs):
@@ -258,14 +290,14 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
         loader.sampler.sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         train_loss, train_acc = train_one_epoch(
-            network, loader, criterion, optimizer, device, config["GRAD_CLIP"], scaler,
-            description=f"epoch {epoch}/{config['EPOCHS']}", world_size=world_size,
+            network, loader, criterion, optimizer, device, recipe.grad_clip, scaler,
+            description=f"epoch {epoch}/{recipe.epochs}", world_size=world_size,
             show_progress=writer, frozen_encoder=frozen)
-        val_logits = predict_logits(model, x_val, config["BATCH_SIZE"], device, rank, world_size)
+        val_logits = predict_logits(model, x_val, recipe.batch_size, device, rank, world_size)
         val_loss = criterion(val_logits, y_val).item()
         val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
         val_auc = macro_roc_auc(y_val.numpy(), torch.softmax(val_logits, 1).numpy())
-        # on validation accuracy whatever SELECT_BY is: one training serves every rule, so
+        # on validation accuracy whatever select_by is: one training serves every rule, so
         # bench/model_bench.py compares the rules on the same runs
         scheduler.step(val_acc)
         epoch_values = (train_acc, train_loss, val_acc, val_loss, val_auc)
@@ -273,14 +305,16 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
             state.history[key].append(value)
         improved = state.improved_by(val_acc, val_loss, val_auc)
         if writer:
-            save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, config,
-                                   class_names, improved)
+            save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state,
+                                   class_names=class_names, task=task,
+                                   normalisation=normalisation, run_config=run_config,
+                                   improved=improved)
         if on_epoch is not None:
             on_epoch(epoch, model, val_logits)
         lr = optimizer.param_groups[-1]["lr"]
         encoder_lr = (f" (encoder {optimizer.param_groups[0]['lr']:.1e})"
                       if len(optimizer.param_groups) > 1 else "")
-        log(f"epoch {epoch:>3}/{config['EPOCHS']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
+        log(f"epoch {epoch:>3}/{recipe.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}"
             f" | val loss {val_loss:.4f} acc {val_acc:.4f} auc {val_auc:.4f} | lr {lr:.1e}"
             f"{encoder_lr}{' head only' if frozen else ''}"
             f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
@@ -289,35 +323,42 @@ def fit(config, train, val, class_names, output_dir, resume, *, in_channels, inp
     return state
 
 
-def save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, config, class_names,
-                           improved):
+def save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, *, class_names, task,
+                           normalisation, run_config, improved):
     """best_model.pth when the epoch improved, and always the resumable last_checkpoint.pth."""
     if improved:
         save_checkpoint(os.path.join(output_dir, BEST_CHECKPOINT), model, epoch=state.epoch,
                         val_acc=state.best_val_acc, val_loss=state.best_val_loss,
                         val_auc=float(state.best_val_auc), selected_by=state.select_by,
-                        class_names=class_names, task=config["TASK"],
-                        normalisation=config["NORMALISATION"], init_from=state.init_from)
+                        class_names=class_names, task=task, normalisation=normalisation,
+                        init_from=state.init_from)
     save_checkpoint(os.path.join(output_dir, LAST_CHECKPOINT), model, epoch=state.epoch,
-                    run_config=config, optimizer=optimizer.state_dict(),
+                    run_config=run_config, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), history=state.history,
                     best_val_acc=state.best_val_acc, best_val_loss=state.best_val_loss,
                     best_val_auc=float(state.best_val_auc), best_epoch=state.best_epoch,
-                    torch_rng=torch.get_rng_state(), normalisation=config["NORMALISATION"],
+                    torch_rng=torch.get_rng_state(), normalisation=normalisation,
                     init_from=state.init_from)
 
 
-def checked_resume_state(path, config):
-    """(model, checkpoint dict) of an interrupted run whose options match `config`."""
+def checked_resume_state(path, run_config):
+    """(model, checkpoint dict) of an interrupted run whose options match `run_config` (the
+    options a resumed run was given, compared with those its last checkpoint recorded)."""
     model, state = load_checkpoint(path)
-    saved = {**LEGACY_DEFAULTS, **state.get("run_config", {})}
-    changed = sorted(k for k in set(saved) | set(config)
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+    check_unchanged_options(path, {**LEGACY_DEFAULTS, **state.get("run_config", {})}, run_config,
+                            RESUMABLE_CHANGES)
+    return model, state
+
+
+def check_unchanged_options(path, saved, run_config, resumable):
+    """A UserError naming each option of `run_config` that differs from `saved`, the options the
+    interrupted run resumed from `path` recorded, unless it is one of the `resumable` ones."""
+    changed = sorted(k for k in set(saved) | set(run_config)
+                     if k not in resumable and saved.get(k) != run_config.get(k))
     if changed:
         raise UserError(f"cannot resume {path}: these options differ from the interrupted run: "
-                        + ", ".join(f"{k} (was {saved.get(k)!r}, now {config.get(k)!r})"
+                        + ", ".join(f"{k} (was {saved.get(k)!r}, now {run_config.get(k)!r})"
                                     for k in changed))
-    return model, state
 
 
 def resumed_state(saved, optimizer, scheduler, select_by):
