@@ -1,8 +1,9 @@
 """Pretrain a network's encoder on unlabelled ECG beats (self-supervised, patient-contrastive).
 
 Two views of one patient (two of its beats, or two halves of its leads, each augmented) must find
-each other among the other patients' views: CLOCS's objective (lvr/train/pretraining.py). Labels are
-ignored; a cohort folder of beats with patient IDs is enough (prepare_data.py --task=unlabelled).
+each other among the other patients' views: CLOCS's objective (lvr/train/contrastive.py).
+Labels are ignored; a cohort folder of beats with patient IDs is enough (prepare_data.py
+--task=unlabelled).
 The checkpoint it writes, OUTPUT_DIR/pretrained_model.pth, is what the training scripts'
 --init_from takes. Without data of your own it pretrains on the synthetic demo cohort.
 Every constant below can be overridden as --lower_case_name=value; --help lists them.

@@ -138,6 +138,22 @@ def test_no_module_is_over_500_lines_and_config_stays_small():
     assert lines["lvr.config"] <= MAX_CONFIG_LINES
 
 
+# The run entry points: the only functions of lvr that read a script's configuration
+ENTRY_POINTS = {"run_training", "pretrain", "run_evaluation", "run_saliency_analysis",
+                "run_feature_baseline"}
+
+
+def test_only_the_run_entry_points_take_the_configuration():
+    """Library functions take the values they use: at most the five entry points have a
+    parameter named config (docs/code.md)."""
+    takers = {f"{name}.{node.name}" for name, path in FILES.items() if name.startswith("lvr")
+              for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+              and "config" in [a.arg for a in node.args.args + node.args.kwonlyargs]}
+    assert {taker.rsplit(".", 1)[1] for taker in takers} <= ENTRY_POINTS, sorted(takers)
+    assert len(takers) <= 5
+
+
 def test_analysis_never_imports_figure_code():
     offenders = {name: sorted(m for m in GRAPH[name] if is_figure_module(m))
                  for name in PROJECT if name.startswith("lvr") and not is_figure_module(name)

@@ -37,8 +37,7 @@ from lvr.report.check_figures import (plot_deletion_curves, plot_sanity_check,
 from lvr.report.html import write_report
 from lvr.report.saliency_figures import (draw_sample_figures, plot_lead_importance_comparison,
                                          plot_lead_importance_heatmap)
-from lvr.run_folder import (atomic_write, code_version, library_versions, prepare_output_dir,
-                            write_json_atomic)
+from lvr.run_folder import atomic_write, prepare_output_dir, run_record, write_json_atomic
 from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.train.distributed import resolve_device
 from lvr.train.finished_run import read_finished_run
@@ -159,13 +158,12 @@ def explain_run(train_dir, output_dir, data_dir, *, recorded_config, checkpoint,
                                          wave_importance, log)
         if save_maps:
             write_maps(os.path.join(output_dir, "saliency_maps.npz"), beats)
-        write_json_atomic(os.path.join(output_dir, "saliency_run.json"), {
-            "config": recorded_config, "train_dir": train_dir, "data_dir": data_dir,
-            "data_fingerprint": cohort.fingerprint(), "normalisation": normalisation,
-            "test_beats": int(len(index)),
-            "test_patients": sorted(set(cohort.patient_ids[index].tolist())),
-            "device": str(device), "versions": library_versions(), "code": code_version(),
-            "step_times_s": timings, "wall_time_s": round(time.time() - start, 2)})
+        write_json_atomic(os.path.join(output_dir, "saliency_run.json"), run_record(
+            recorded_config, time.time() - start, cohort=cohort, data_dir=data_dir,
+            device=device, train_dir=train_dir, normalisation=normalisation,
+            test_beats=int(len(index)),
+            test_patients=sorted(set(cohort.patient_ids[index].tolist())),
+            step_times_s=timings))
         if html_report:
             write_report(output_dir, log=lambda *_: None)
         written = sorted(name for name in os.listdir(output_dir)

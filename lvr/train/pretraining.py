@@ -327,11 +327,10 @@ def write_outputs(recipe, data, network, net, history, output_dir, *, normalisat
     write_json_atomic(os.path.join(output_dir, HISTORY_FILE), history)
     plot_pretraining_curves(os.path.join(output_dir, CURVES_FIGURE), history,
                             chance=1 / min(recipe.batch_size, len(data.patients)))
-    record = run_record(run_config, wall, cohort=data.cohort, data_dir=data.data_dir,
-                        device=device, world_size=world_size, patients=len(data.patients),
-                        beats=len(data.x), excluded=data.excluded)
-    del record["cuda_device"]       # a pretraining run's run.json has never named the GPU
-    write_json_atomic(os.path.join(output_dir, "run.json"), record)
+    write_json_atomic(os.path.join(output_dir, "run.json"), run_record(
+        run_config, wall, cohort=data.cohort, data_dir=data.data_dir, device=device,
+        world_size=world_size, patients=len(data.patients), beats=len(data.x),
+        excluded=data.excluded))
     log(f"\nPretrained in {wall / 60:.1f} min: {path} (final contrastive loss "
         f"{history['loss'][-1]:.4f}, pairs found {history['pair_accuracy'][-1]:.3f}).")
     log(f"Fine-tune it on a labelled cohort of the same leads, sampling rate and window: "
