@@ -3,17 +3,18 @@ run's test patients, per-sample figures, lead-importance statistics over beats a
 (key leads, ANOVA, Friedman, consistency, ICC, bootstrap stability), and which lead and wave hold
 the evidence (counterfactual segment swaps).
 
-Reads the model and the test split of a training run (TRAIN_DIR); the data must be the data that
-run was trained on, or, with EXTERNAL=True, another cohort with the same leads, sampling rate and
-window (all its beats are explained). lvr/explain/analysis.py does the work. Every constant
-below can be overridden as --lower_case_name=value; --help lists them.
+Reads the model and the test split of a training run (TRAIN_DIR) and the cohort it was trained on
+(its split.json names it; DATA_DIR only where it has moved), or, with EXTERNAL=True, another
+cohort in DATA_DIR with the same leads, sampling rate and window (all its beats are explained).
+lvr/explain/analysis.py does the work. Every constant below can be overridden as
+--lower_case_name=value; --help lists them.
 """
 from lvr import options as valid
 from lvr.config import configure, run_script
 from lvr.explain.lead_stats import compute_icc  # noqa: F401  (the original defined it here)
 
-# cohort folder the model was trained on (default: demo)
-DATA_DIR: valid.folder() = "data"
+# "": the cohort the run was trained on (split.json data_dir)
+DATA_DIR: valid.folder(optional=True) = ""
 # 2-class training run: best_model.pth and split.json
 TRAIN_DIR: valid.folder() = "results_class2"
 # True: DATA_DIR is another cohort; explain all its beats
@@ -52,7 +53,7 @@ DELINEATION_LEADS: valid.DELINEATION_LEADS = "all"
 SANITY_CHECK: valid.FLAG = True
 # test beats the randomisation check reruns the map on
 SANITY_SAMPLES: valid.integer(1).only_if("SANITY_CHECK") = 32
-# remove each LVR beat's top-k leads vs k random leads
+# remove each class-1 beat's top-k leads vs k random leads
 DELETION_TEST: valid.FLAG = True
 # largest number of leads removed
 DELETION_MAX_K: valid.integer(1, 12).only_if("DELETION_TEST") = 6
@@ -62,7 +63,7 @@ DELETION_DRAWS: valid.integer(1).only_if("DELETION_TEST") = 10
 PATIENT_BOOTSTRAP: valid.integer(0) = 1000
 # counterfactual lead x wave effects (wave_effects.csv)
 WAVE_EFFECTS: valid.FLAG = True
-# swapped-in segments: mean, median or nearest non-LVR beats
+# swapped-in segments: mean, median or nearest other-class beats
 WAVE_REFERENCE: valid.WAVE_REFERENCE.only_if("WAVE_EFFECTS") = "mean"
 # reference aligned on the R peak, or warped per segment
 WAVE_ALIGNMENT: valid.WAVE_ALIGNMENT.only_if("WAVE_EFFECTS") = "r_peak"

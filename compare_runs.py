@@ -11,9 +11,11 @@ probabilities, the rule every result of this project uses. Beats of one patient 
 independent, so --level=beat gives too small a p. Every constant below can be overridden as
 --lower_case_name=value; --help lists them.
 """
+import os
+
 from lvr import options as valid
 from lvr.config import UserError, configure, run_script
-from lvr.stats.delong import delong_paired_test
+from lvr.stats.delong import delong_paired_test, p_text
 from lvr.report.predictions import paired_scores, read_predictions, same_cohort_problem
 from lvr.run_folder import write_json_atomic
 
@@ -33,11 +35,30 @@ OUTPUT: valid.TEXT = ""
 ALLOW_OTHER_COHORT: valid.FLAG = False
 
 
+def predictions_file(run):
+    """The predictions.csv a --run_a / --run_b value names (a run folder or the file)."""
+    return os.path.join(run, "predictions.csv") if os.path.isdir(run) else run
+
+
+def same_run_problem(run_a, run_b):
+    """The error line when both options name one predictions.csv (a difference of 0 by
+    construction), or None."""
+    a, b = predictions_file(run_a), predictions_file(run_b)
+    if not os.path.samefile(a, b):
+        return None
+    return (f"--run_a={run_a} and --run_b={run_b} are the same predictions.csv "
+            f"({os.path.realpath(a)}): a run compared with itself differs by 0 by construction; "
+            f"give --run_b a second run")
+
+
 def main():
     config = configure(globals())
     if not config["RUN_B"]:
         raise UserError("give the second run: --run_b=FOLDER (and --run_a=FOLDER)")
     a, b = read_predictions(config["RUN_A"]), read_predictions(config["RUN_B"])
+    problem = same_run_problem(config["RUN_A"], config["RUN_B"])
+    if problem:
+        raise UserError(problem)
     problem = same_cohort_problem(config["RUN_A"], config["RUN_B"])
     if problem and problem[0] == "error" and not config["ALLOW_OTHER_COHORT"]:
         raise UserError(f"{problem[1]}; if both are versions of one cohort (the same recordings, "
@@ -61,7 +82,7 @@ def main():
     else:
         low, high = result["ci"]
         print(f"  A - B {result['difference']:+.4f}, {confidence}% CI [{low:+.4f}, {high:+.4f}], "
-              f"p = {result['p']:.4g} (DeLong, paired)")
+              f"{p_text(result['p'])} (DeLong, paired)")
     if config["OUTPUT"]:
         write_json_atomic(config["OUTPUT"], result)
         print(f"  written to {config['OUTPUT']}")

@@ -9,11 +9,13 @@ import datetime
 import json
 import os
 import platform
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 
 import numpy as np
@@ -25,6 +27,12 @@ TEMPORARY_MARK = ".tmp"   # in the name of every file atomic_write has not renam
 VERSIONED_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "matplotlib", "pandas", "wfdb",
                       "neurokit2", "seaborn", "jinja2")
 CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Files by which a folder is known to hold a run of this project (training, evaluation,
+# pretraining, saliency analysis, cross-validation): only such a folder is kept aside
+RUN_FILES = ("run.json", "split.json", "last_checkpoint.pth", "best_model.pth",
+             "test_eval_results.json", "predictions.csv", "saliency_run.json",
+             "last_pretraining.pth", "pretrained_model.pth", "pretraining_history.json",
+             "cv_summary.json", "fold_agreement.json", "measurements.npz", LOCK_FILE)
 
 
 @contextlib.contextmanager
@@ -120,9 +128,10 @@ def prepare_output_dir(output_dir, resume=False, log=print, finished_file="test_
                        resume_file="last_checkpoint.pth"):
     """Make `output_dir` ready for a new run without losing an earlier one.
 
-    A non-empty folder is renamed to `<output_dir>.<timestamp>` (never deleted); with resume it
-    must hold the interrupted run's `resume_file`. `finished_file` marks a finished run (None:
-    no such mark).
+    A folder holding a run (`holds_a_run`) is renamed to `<output_dir>.<timestamp>` (never
+    deleted); any other non-empty folder holds the user's own files and is refused. With resume
+    it must hold the interrupted run's `resume_file`. `finished_file` marks a finished run
+    (None: no such mark).
     """
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UserError(f"--output_dir={output_dir} is a file, not a folder; choose another path")
@@ -136,6 +145,8 @@ def prepare_output_dir(output_dir, resume=False, log=print, finished_file="test_
                             f"from; start a new run without --resume")
         return
     if os.path.isdir(output_dir) and os.listdir(output_dir):
+        if not holds_a_run(output_dir):
+            raise UserError(foreign_folder_problem(output_dir))
         moved = kept_name(output_dir)
         os.replace(output_dir, moved)
         unfinished = finished_file and not os.path.exists(os.path.join(moved, finished_file))
@@ -143,6 +154,23 @@ def prepare_output_dir(output_dir, resume=False, log=print, finished_file="test_
             + (" (it had not finished: resume it with --resume=True after moving it back)"
                if unfinished else ""))
     os.makedirs(output_dir, exist_ok=True)
+
+
+def holds_a_run(folder):
+    """True when `folder` holds a run of this project (RUN_FILES, a fold_<k> folder, or the
+    temporary files of a killed one), not only files of the user's."""
+    names = os.listdir(folder)
+    return any(name in RUN_FILES or re.fullmatch(r"fold_\d+", name)
+               or (name.startswith(".") and (TEMPORARY_MARK in name or name.startswith(".work-")))
+               for name in names)
+
+
+def foreign_folder_problem(folder):
+    """The one line refusing `folder`, which holds files but no run of this project."""
+    names = sorted(os.listdir(folder))
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"--output_dir={folder} is not empty and holds no run of this project ({shown}); "
+            f"choose a new or empty folder (nothing in it is moved or overwritten)")
 
 
 def kept_name(output_dir):
@@ -209,6 +237,25 @@ def disk_space_guard(output_dir, resume_hint="last complete checkpoint"):
         if failure is None or error.errno not in FULL_DISK_ERRNOS:
             raise
         raise failure from None
+
+
+def invocation_record(started, epochs, ended=None):
+    """One invocation of a run (run.json's "history"): its command, its start and end (ISO; the
+    end of an interrupted one is its last completed epoch), the `epochs` [first, last] it
+    trained (None: none) and its wall time. `started`, `ended`: time.time() values (`ended`
+    default now)."""
+    ended = time.time() if ended is None else ended
+    return {"command": list(sys.argv), "started": iso_time(started), "ended": iso_time(ended),
+            "epochs": epochs, "wall_time_s": round(ended - started, 2)}
+
+
+def iso_time(seconds):
+    return datetime.datetime.fromtimestamp(seconds).isoformat(timespec="seconds")
+
+
+def total_wall_time(history):
+    """Seconds over every invocation of `history` whose time is known."""
+    return sum(run.get("wall_time_s") or 0.0 for run in history)
 
 
 def run_record(run_config, wall, cohort=None, data_dir=None, device=None, world_size=1,

@@ -17,8 +17,8 @@ import time
 import urllib.request
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
-START_TIMEOUT_S = 30
-LOAD_TIMEOUT_S = 60
+START_TIMEOUT_S = 600   # hang guards: a busy machine may start Chromium slowly
+LOAD_TIMEOUT_S = 600
 VIEWPORT = (1280, 900)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import lvr.train.loop as training
-from helpers import PTBXL_SLICE, ROOT, quiet, record_path, script_result, tiny_config
+from helpers import HANG_LIMIT_S, PTBXL_SLICE, ROOT, quiet, record_path, script_result, tiny_config
 from lvr.train import run as engine
 from lvr.data.cohort import load_cohort
 
@@ -314,5 +314,5 @@ def test_ctrl_c_says_how_to_continue(small_cohort_dir, tmp_path, monkeypatch):
 def test_help_piped_into_a_command_that_stops_reading_is_no_error():
     """`python script --help | head -1`: the closed pipe ends the script quietly."""
     done = subprocess.run(f"{sys.executable} {TRAIN} --help | head -1", shell=True, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert done.stdout.startswith("usage: python") and done.stderr == "", done.stderr

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from helpers import HANG_LIMIT_S
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +76,7 @@ def test_scale_bench_quick_measures_every_step(tmp_path):
         pytest.skip("the shared PTB-XL records are not on this machine")
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "scale_bench.py"),
                            "--quick", f"--out={tmp_path}"], capture_output=True, text=True,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=900)
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=HANG_LIMIT_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads((tmp_path / "scale_bench.json").read_text())
     assert [s["beats"] for s in result["sizes"]] == sorted(s["beats"] for s in result["sizes"])
@@ -117,7 +119,7 @@ def test_explanation_bench_quick_writes_both_tables(tmp_path):
     effects and every wave variant."""
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "explanation_bench.py"),
                            "--quick", f"--out={tmp_path}"], capture_output=True, text=True,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=900)
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=HANG_LIMIT_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "explanation_bench.csv", encoding="utf-8")))
     methods = [row["method"] for row in rows]
@@ -138,7 +140,7 @@ def test_seed_spread_quick_reports_every_seed_and_claim(tmp_path):
     explained; the summary counts, per subgroup, the seeds for which each claim holds."""
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "seed_spread.py"),
                            "--quick", f"--out={tmp_path}"], capture_output=True, text=True,
-                          timeout=900)
+                          timeout=HANG_LIMIT_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads((tmp_path / "seed_spread.json").read_text())
     assert [row["seed"] for row in result["rows"]] == [42, 1]
@@ -210,7 +212,7 @@ def test_model_bench_quick_trains_every_model_on_the_same_folds_and_resumes(tmp_
     a second run finds everything done and writes the same table."""
     command = [sys.executable, os.path.join(ROOT, "bench", "model_bench.py"), "--quick",
                f"--out={tmp_path}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     bench = bench_module("model_bench")
     result = json.loads((tmp_path / "model_bench.json").read_text())
@@ -243,7 +245,7 @@ def test_model_bench_quick_trains_every_model_on_the_same_folds_and_resumes(tmp_
         assert low <= row["pooled_auc"] <= high
         assert ("p_vs_default" in row) == (name != f"{bench.DEFAULT} (original recipe)")
     table = (tmp_path / "model_bench.md").read_text()
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "12 of 12 trainings done earlier" in again.stdout
     assert (tmp_path / "model_bench.md").read_text().split("\n", 1)[1] == table.split("\n", 1)[1]
@@ -350,7 +352,7 @@ def test_label_efficiency_quick_fine_tunes_every_arm_and_resumes(tmp_path):
     fold fine-tuned; a second run finds every job done and writes the same table."""
     command = [sys.executable, os.path.join(ROOT, "bench", "label_efficiency.py"), "--quick",
                f"--out={tmp_path}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     bench = bench_module("label_efficiency")
     result = json.loads((tmp_path / "label_efficiency.json").read_text())
@@ -376,7 +378,7 @@ def test_label_efficiency_quick_fine_tunes_every_arm_and_resumes(tmp_path):
     assert pool["patients"] == quick["pool_factor"] * labelled
     assert (tmp_path / "label_efficiency.png").stat().st_size > 10_000
     table = (tmp_path / "label_efficiency.md").read_text()
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{total} of {total} runs done earlier" in again.stdout
     assert (tmp_path / "label_efficiency.md").read_text().split("\n", 1)[1].split(

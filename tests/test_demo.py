@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import HANG_LIMIT_S, ROOT
 from lvr.data import demo
 from lvr.choices import LVR_SIGNS
 from lvr.config import UserError
@@ -202,7 +202,7 @@ def test_every_sign_of_the_generator_is_a_delineated_wave():
 def test_an_unknown_sign_is_one_error_line_listing_the_signs(tmp_path):
     run = subprocess.run([sys.executable, os.path.join(ROOT, "demo_cohort.py"), "--lvr_wave=XYZ",
                           f"--output_dir={tmp_path / 'out'}"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.splitlines() == ["error: --lvr_wave='XYZ': must be one of T, QRS, Q, "
                                        "ST_DEPRESSION, ST_ELEVATION"]

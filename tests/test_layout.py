@@ -154,6 +154,15 @@ def test_only_the_run_entry_points_take_the_configuration():
     assert len(takers) <= 5
 
 
+def test_no_test_sets_a_wall_clock_limit():
+    """A test fails for a wrong result, never for a slow machine: subprocess limits are the
+    hours-long hang guard of tests/helpers.py, not a number of seconds written in a test."""
+    limited = [f"{path.name}:{number}" for path in sorted((ROOT / "tests").glob("test_*.py"))
+               for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+               if re.search(r"timeout=\d", line)]
+    assert limited == []
+
+
 def test_analysis_never_imports_figure_code():
     offenders = {name: sorted(m for m in GRAPH[name] if is_figure_module(m))
                  for name in PROJECT if name.startswith("lvr") and not is_figure_module(name)

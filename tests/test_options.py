@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from helpers import HANG_LIMIT_S
+
 from lvr import options as valid
 from lvr.config import RELATIONS, UserError, config_names, configure
 from lvr.leads import LEAD_BY_KEY, lead_key
@@ -280,7 +282,7 @@ def test_help_shows_the_allowed_values(capsys, namespaces):
 
 def run_script(script, *args, cwd):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=HANG_LIMIT_S)
 
 
 @pytest.mark.parametrize("script, arg", [
@@ -326,7 +328,7 @@ def test_a_bad_option_answers_before_torch_loads():
             "except UserError:\n"
             "    print('torch' in sys.modules)\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+                         timeout=HANG_LIMIT_S)
     assert run.stdout.strip() == "False", run.stderr
 
 

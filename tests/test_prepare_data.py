@@ -21,8 +21,8 @@ import lvr.data.cohort as ds
 import lvr.prepare.writer as prepare
 import lvr.prepare.record_beats as record_beats
 import lvr.prepare.record_tables as record_tables
-from helpers import (GIVEN_OPTIONS, OPTIONS, PTBXL_SLICE, ROOT, options, reason_of, record_path,
-                     run_prepare_data)
+from helpers import (GIVEN_OPTIONS, HANG_LIMIT_S, OPTIONS, PTBXL_SLICE, ROOT, options,
+                     reason_of, record_path, run_prepare_data)
 from lvr.config import UserError
 
 DATA = PTBXL_SLICE
@@ -524,14 +524,14 @@ def test_script_end_to_end_and_missing_table_exit_codes(tmp_path):
     out = tmp_path / "cohort"
     done = subprocess.run([sys.executable, "prepare_data.py", f"--table={DATA / 'records.csv'}",
                            f"--output_dir={out}", "--workers=2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert done.returncode == 0, done.stderr
     assert "NORM:" in done.stdout and "MI:" in done.stdout and str(out) in done.stdout
     assert (out / "cut_MI_patient_ids.npy").is_file()
 
     missing = subprocess.run([sys.executable, "prepare_data.py", f"--table={tmp_path / 'none.csv'}",
                               f"--output_dir={tmp_path / 'x'}"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+                             cwd=ROOT, capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: --table=") and "Traceback" not in missing.stderr
     assert not (tmp_path / "x").exists()

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT, quiet, script_result, tiny_config, write_small_cohort
+from helpers import HANG_LIMIT_S, ROOT, quiet, script_result, tiny_config, write_small_cohort
 from lvr.train import pretraining
 from lvr.train import run as engine
 from lvr.train.checkpoints import load_checkpoint
@@ -415,12 +415,13 @@ def test_torchrun_gathers_the_negatives_of_both_processes(people_cohort, tmp_pat
     common = [f"--data_dir={people_cohort}", "--experiment=baseline", "--epochs=1",
               "--batch_size=16", "--lr=1e-12", "--device=cpu"]
     single = subprocess.run([sys.executable, "pretrain.py", f"--output_dir={tmp_path / 'one'}",
-                             *common], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             *common], cwd=ROOT, capture_output=True, text=True,
+                            timeout=HANG_LIMIT_S)
     assert single.returncode == 0, single.stderr
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     double = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "pretrain.py",
                              f"--output_dir={tmp_path / 'two'}", *common], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert double.returncode == 0, double.stderr
     assert "2 processes" in double.stdout and double.stdout.count("Pretrained in") == 1
     loss = [json.loads((tmp_path / run / "pretraining_history.json").read_text())["loss"][0]
@@ -468,6 +469,6 @@ def test_two_processes_take_the_gradient_of_one_batch_of_all_patients(tmp_path):
     script.write_text(GRADIENT_CHECK)
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), ROOT],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("same gradient") == 2

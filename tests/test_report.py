@@ -115,7 +115,7 @@ def test_an_evaluation_report_says_what_was_evaluated(run_dir, small_cohort_dir,
 def test_a_folder_without_results_still_gets_a_page(tmp_path):
     (tmp_path / "saliency_run.json").write_text(json.dumps({"config": {}, "test_beats": 3}))
     write_report(str(tmp_path), log=quiet)
-    assert "Saliency report" in page_of(tmp_path)
+    assert "Saliency analysis" in page_of(tmp_path)
 
 
 # ------------------------------------------------------------------------- in a real browser
@@ -158,8 +158,8 @@ def test_the_report_opens_in_a_browser_without_errors_or_network(demo_runs, kind
     assert opened["images"] == opened["images_loaded"] == len(
         [n for n in os.listdir(folder) if n.endswith(".png")]) > 0
     assert opened["title"].startswith({"training": "Training report",
-                                       "saliency": "Saliency report",
-                                       "evaluation": "External evaluation report"}[kind])
+                                       "saliency": "Saliency analysis",
+                                       "evaluation": "External evaluation"}[kind])
     assert opened["screenshot"][:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / f"{kind}.png").write_bytes(opened["screenshot"])
 

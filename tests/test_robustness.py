@@ -23,7 +23,7 @@ import lvr.train.run as engine
 import lvr.prepare.record_beats as record_beats
 import lvr.run_folder as run_folder
 import lvr.train.loop as training
-from helpers import OPTIONS, ROOT, quiet, script_result, tiny_config
+from helpers import HANG_LIMIT_S, OPTIONS, ROOT, quiet, script_result, tiny_config
 from lvr.data import demo as demo_cohort
 from lvr.data.beats import standardize_beats
 from lvr.prepare.formats import RecordRejected
@@ -33,7 +33,7 @@ CLI_OPTIONS = ["--experiment=baseline", "--epochs=3", "--batch_size=16", "--boot
                "--device=cpu", "--lr=0.001"]
 
 
-def script_run(data_dir, output_dir, *extra, driver=None, timeout=300):
+def script_run(data_dir, output_dir, *extra, driver=None, timeout=HANG_LIMIT_S):
     """Run the 2-class script (optionally under a small driver that patches it first)."""
     args = [f"--data_dir={data_dir}", f"--output_dir={output_dir}", *CLI_OPTIONS, *extra]
     if driver is None:
@@ -181,12 +181,13 @@ def test_torchrun_two_processes_match_one(tmp_path):
               "--device=cpu", "--lr=0.001"]
     single = subprocess.run([sys.executable, "train_MCL_ResNet_1D_class2.py",
                              f"--output_dir={tmp_path / 'one'}", *common], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert single.returncode == 0, single.stderr
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     double = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2",
                              "train_MCL_ResNet_1D_class2.py", f"--output_dir={tmp_path / 'two'}",
-                             *common], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             *common], cwd=ROOT, capture_output=True, text=True,
+                            timeout=HANG_LIMIT_S)
     assert double.returncode == 0, double.stderr
     assert "Distributed: 2 processes (gloo)" in double.stdout
     assert double.stdout.count("Test set (") == 1

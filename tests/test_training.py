@@ -16,7 +16,7 @@ import lvr.config as config
 import lvr.train.run as engine
 import lvr.stats.metrics as metrics
 import lvr.train.loop as training
-from helpers import ROOT, quiet, tiny_config
+from helpers import HANG_LIMIT_S, ROOT, quiet, tiny_config
 from lvr.train.checkpoints import load_checkpoint
 from lvr.data.beats import standardize_beats
 from lvr.data.cohort import load_cohort
@@ -366,7 +366,7 @@ def test_four_class_script_end_to_end(small_cohort_dir, tmp_path):
     run = subprocess.run([sys.executable, "train_MCL_ResNet_1D_class4.py",
                           f"--data_dir={small_cohort_dir}", f"--output_dir={tmp_path / 'r4'}",
                           "--epochs=1", "--experiment=baseline", "--bootstrap=20", "--device=cpu"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, capture_output=True, text=True, timeout=HANG_LIMIT_S)
     assert run.returncode == 0, run.stderr
     report = json.loads((tmp_path / "r4" / "test_eval_results.json").read_text())
     assert set(report["roc_auc"]) == {"macro", "class_0", "class_1", "class_2", "class_3"}

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import HANG_LIMIT_S, ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import check_unchanged  # noqa: E402
@@ -24,7 +24,7 @@ def reference_commit_problem(revision):
     if has_commit():
         return None
     fetch = subprocess.run(["git", "-C", ROOT, "fetch", "--quiet", "--depth=1", "origin",
-                            revision], capture_output=True, text=True, timeout=120)
+                            revision], capture_output=True, text=True, timeout=HANG_LIMIT_S)
     if has_commit():
         return None
     return (f"needs commit {revision} from git history, which this clone lacks, and "

@@ -174,6 +174,31 @@ def checked_patient_ids(path, n_beats, allow_pickle=False):
     return ids.astype(str)
 
 
+def whitespace_twins_problem(named_ids):
+    """Why patient IDs that differ only by surrounding white space ("12" and "12 ") are refused,
+    naming the files and an example, or None: kept apart they would count as two patients, and
+    stripped silently the files would not say what the run used. `named_ids`: (path, IDs as
+    text) of each patient-ID file."""
+    unique = [(path, np.unique(ids)) for path, ids in named_ids]
+    spaced = {str(value).strip() for _, values in unique for value in values
+              if str(value) != str(value).strip()}
+    spellings = {}   # stripped ID -> {ID as written: the first file holding it}
+    for path, values in unique:
+        for value in values:
+            if str(value).strip() in spaced:
+                spellings.setdefault(str(value).strip(), {}).setdefault(str(value), path)
+    twins = [found for found in spellings.values() if len(found) > 1]
+    if not twins:
+        return None
+    (first, first_path), (second, second_path) = list(twins[0].items())[:2]
+    where = (f"in {first_path}" if first_path == second_path
+             else f"in {first_path} and {second_path}")
+    return (f"patient IDs differ only by surrounding spaces, e.g. {first!r} and {second!r} "
+            f"{where} ({len(twins)} such ID(s)), and would count as different patients; "
+            f"strip the spaces (np.char.strip) and save the patient-ID files again, or give the "
+            f"patients distinct IDs")
+
+
 class BeatFiles:
     """The beats of every group file as one read-only (N, leads, T) float32 array, read on demand.
 

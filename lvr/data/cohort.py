@@ -16,7 +16,7 @@ import numpy as np
 
 from lvr.choices import TASKS
 from lvr.data.beat_files import BeatFiles, checked_beats, checked_patient_ids, file_sha256, \
-    signal_warnings
+    signal_warnings, whitespace_twins_problem
 from lvr.data.cohort_json import (FORMAT_HELP, SEED_COHORT, CohortError, cohort_spec,
                                   problem_report, window_problems)
 from lvr.data.patients import PATIENTS_FILE, patient_table
@@ -105,7 +105,7 @@ def load_cohort(data_dir, allow_pickle=False):
         raise CohortError(f"{data_dir} lacks {', '.join(missing)}; a cohort needs "
                           f"{', '.join(expected_files(spec))}; {FORMAT_HELP}")
     n_leads = len(spec["leads"])
-    files, beats, id_arrays, paths = {}, [], [], []
+    files, beats, id_arrays, paths, id_paths = {}, [], [], [], []
     for group in spec["groups"]:
         path = os.path.join(data_dir, f"cut_{group}.npy")
         beats.append(checked_beats(path, n_leads, allow_pickle))
@@ -114,6 +114,7 @@ def load_cohort(data_dir, allow_pickle=False):
         id_path = os.path.join(data_dir, f"cut_{group}_patient_ids.npy")
         if os.path.exists(id_path):
             id_arrays.append(checked_patient_ids(id_path, beats[-1].shape[0], allow_pickle))
+            id_paths.append(id_path)
             files[os.path.basename(id_path)] = file_sha256(id_path)
         else:
             id_arrays.append(None)
@@ -133,6 +134,9 @@ def load_cohort(data_dir, allow_pickle=False):
                    for g, ok in zip(spec["groups"], given, strict=True) if not ok]
         raise CohortError(f"{data_dir} has patient-ID files for some groups but lacks "
                           f"{', '.join(lacking)}; give IDs for every group or for none")
+    twins = all(given) and whitespace_twins_problem(zip(id_paths, id_arrays, strict=True))
+    if twins:
+        raise CohortError(twins)
     if not all(given):
         id_arrays = [np.array([f"{g}:{i}" for i in range(b.shape[0])])
                      for g, b in zip(spec["groups"], beats, strict=True)]
@@ -140,6 +144,7 @@ def load_cohort(data_dir, allow_pickle=False):
                                   for i, b in enumerate(beats)])
     warnings = [text for path, group_beats in zip(paths, beats, strict=True)
                 for text in signal_warnings(group_beats, path)]
+    warnings += unlisted_files_warning(data_dir, spec)
     patient_ids = np.concatenate(id_arrays)
     patients = patient_table(data_dir, patient_ids)
     cohort = Cohort(data_dir=data_dir, spec=spec, beats=BeatFiles(paths, beats),
@@ -154,6 +159,21 @@ def load_cohort(data_dir, allow_pickle=False):
         if spec.get(f"{task}_labels"):
             check_one_class_per_patient(cohort, task)
     return cohort
+
+
+def unlisted_files_warning(data_dir, spec):
+    """[a warning naming the cut_*.npy files of `data_dir` that are no group's beats or patient
+    IDs in `spec` (cohort.json), so are not read], or []: a group left out of cohort.json would
+    otherwise vanish from the run without a word."""
+    listed = set(expected_files(spec)) | {f"cut_{g}_patient_ids.npy" for g in spec["groups"]}
+    unlisted = sorted(name for name in os.listdir(data_dir)
+                      if name.startswith("cut_") and name.endswith(".npy") and name not in listed)
+    if not unlisted:
+        return []
+    source = ("cohort.json does not list" if os.path.exists(os.path.join(data_dir, "cohort.json"))
+              else "without cohort.json the original four groups do not include")
+    return [f"{data_dir} holds {', '.join(unlisted)}, which {source}: not read. To use them, "
+            f"add their group to 'groups' (and its labels) in cohort.json"]
 
 
 def check_one_class_per_patient(cohort, task):

@@ -7,6 +7,8 @@ from lvr.choices import split_sizes_problem
 from lvr.data.cohort_json import CohortError
 from lvr.errors import UserError
 
+MIN_TRAIN_PATIENTS = 2   # of each class: a model does not learn a class from one person
+
 
 def patient_classes(labels, patient_ids):
     """Unique patients and each patient's class (a patient with two classes is an error)."""
@@ -51,6 +53,30 @@ def patient_split_indices(labels, patient_ids, test_size=0.1, val_size=0.2, rand
     beat_split = split_of_patient[inverse]
     return {name: np.flatnonzero(beat_split == code)
             for code, name in enumerate(("train", "val", "test"))}
+
+
+def too_few_training_patients(labels, patient_ids, parts):
+    """Why a training run refuses the split `parts` (train/val/test beat indices of beats with
+    `labels` and `patient_ids`) that leaves a class fewer than MIN_TRAIN_PATIENTS training
+    patients, with the patients of each class in each part; None if it does not."""
+    patients, classes, inverse = patient_classes(labels, patient_ids)
+    split_of_patient = np.full(len(patients), -1)
+    for code, name in enumerate(("train", "val", "test")):
+        split_of_patient[inverse[parts[name]]] = code
+    kinds = np.unique(classes)
+    counts = {part: [int(np.sum((classes == c) & (split_of_patient == code))) for c in kinds]
+              for code, part in enumerate(("train", "validation", "test"))}
+    short = [int(c) for c, n in zip(kinds, counts["train"], strict=True) if n < MIN_TRAIN_PATIENTS]
+    if not short:
+        return None
+    parts = ", ".join(f"{part} {' / '.join(map(str, counts[part]))}" for part in counts
+                      if any(counts[part]))
+    return (f"the patient-level split leaves fewer than {MIN_TRAIN_PATIENTS} training patients "
+            f"of class {', '.join(map(str, short))} (patients of class "
+            f"{' / '.join(map(str, kinds.tolist()))}: {parts}): a model cannot learn a class "
+            f"from one patient or none. Add patients of that "
+            f"class, or give validation and test smaller shares (a smaller TEST_SIZE or "
+            f"VAL_SIZE; with CV_FOLDS, fewer folds); each takes at least one patient per class")
 
 
 def patient_kfold_indices(labels, patient_ids, n_folds, random_state=42):

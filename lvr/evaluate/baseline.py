@@ -24,7 +24,9 @@ from lvr.data.cohort import load_cohort
 from lvr.config import UserError
 from lvr.measure.delineation import delineation_lead_names
 from lvr.measure.ecg_features import cohort_features
-from lvr.report.results import (TEST_RESULTS, log_test_summary, probability_report,
+from lvr.prepare.formats import RecordRejected
+from lvr.prepare.record_beats import Millivolts, checked_amplitude
+from lvr.report.results import (TEST_RESULTS, counted, log_test_summary, probability_report,
                                 write_test_outputs)
 from lvr.stats.operating_point import (argmax_note, operating_point_report,
                                        validation_operating_point)
@@ -36,6 +38,8 @@ from lvr.train.finished_run import read_finished_run
 
 PENALTY_RANGE = (1e-4, 1e4)   # inverse penalty strengths C tried, log-spaced
 OUTPUT_SUFFIX = "_ecg_features"
+PLAUSIBLE_MV = (0.1, 20.0)   # prepare_data.py's PLAUSIBLE_MV: median lead peak-to-peak in mV
+UNIT_CHECK_BEATS = 64        # beats whose amplitude check_millivolts looks at
 MEASUREMENTS_FILE = "measurements.npz"
 
 
@@ -161,14 +165,15 @@ def run_feature_baseline(config, log=print):
     labels = cohort.labels(task)
     class_names = run_class_names(train_dir, cohort, task)
     parts = split_indices(cohort, run.split, run.split_path, data_dir)
+    check_millivolts(cohort.beats, np.concatenate(list(parts.values())), data_dir)
     output_dir = config["OUTPUT_DIR"] or os.path.normpath(train_dir) + OUTPUT_SUFFIX
     if os.path.realpath(output_dir) == os.path.realpath(train_dir):
         raise UserError(f"--output_dir={output_dir} is the training run itself; choose another "
                         f"folder or leave --output_dir out ({train_dir}{OUTPUT_SUFFIX})")
     log(f"Data: {data_dir} ({cohort.spec['name']}), task {task}: {', '.join(class_names)}; "
-        f"split of {train_dir}: " + ", ".join(f"{name} {len(np.unique(cohort.patient_ids[idx]))} "
-                                             f"patients / {len(idx)} beats"
-                                             for name, idx in parts.items()))
+        f"split of {train_dir}: " + ", ".join(
+            f"{name} {counted(len(np.unique(cohort.patient_ids[idx])), 'patient')} / "
+            f"{counted(len(idx), 'beat')}" for name, idx in parts.items()))
     prepare_output_dir(output_dir, log=log, finished_file=TEST_RESULTS)
     with output_lock(output_dir):
         features, names, fallback = measured_features(
@@ -198,6 +203,27 @@ def run_feature_baseline(config, log=print):
         for row in coefficients[:10]:
             log(f"  {row[0]:<10} " + "  ".join(f"{v:+.3f}" for v in row[1:]))
     return report
+
+
+def check_millivolts(beats, index, data_dir):
+    """A UserError unless beats[index] look like mV, the unit of every measurement: the
+    amplitude check prepare_data.py applies to each record (checked_amplitude, PLAUSIBLE_MV) on
+    the beat of median amplitude among UNIT_CHECK_BEATS spread over `index`. A cohort stored in
+    uV trains as well as in mV (every beat is standardised), but its R waves would measure
+    1000 "mV"."""
+    index = np.asarray(index)
+    if index.size == 0:
+        return
+    spread = np.linspace(0, len(index) - 1, min(len(index), UNIT_CHECK_BEATS)).astype(int)
+    sample = np.asarray(beats[np.unique(index[spread])], dtype=np.float64)
+    typical = sample[np.argsort(np.median(np.ptp(sample, axis=2), axis=1))[len(sample) // 2]]
+    stored = Millivolts(typical.T, 0.0, "the stored values", 1.0, "npy", [])
+    try:
+        checked_amplitude(typical.T, stored, PLAUSIBLE_MV, flat_mv=0.0)
+    except RecordRejected as rejected:
+        raise UserError(f"{data_dir}: the beats are not in mV, which the ECG measurements "
+                        f"need ({rejected}). Prepare the cohort again in mV with "
+                        f"prepare_data.py and train the run on it") from None
 
 
 def run_cohort(run, data_dir, allow_pickle):
@@ -231,7 +257,7 @@ def measured_features(cohort, parts, output_dir, delineation_leads, measurements
     write_measurements(os.path.join(output_dir, MEASUREMENTS_FILE), cohort, measured,
                        features, names, methods, delineation)
     fallback = sum(m == "fallback" for m in methods)
-    log(f"Measured {len(names)} features of {len(measured)} beats (delineation: "
+    log(f"Measured {len(names)} features of {counted(len(measured), 'beat')} (delineation: "
         f"{len(measured) - fallback} delineated, {fallback} standard intervals around R); "
         f"{np.isnan(features).mean():.1%} of the values missing, imputed with the "
         f"training medians")
@@ -250,8 +276,8 @@ def scored_baseline(features, names, labels, patient_ids, parts, class_names, ou
     scaler, model, medians = fit_baseline(x["train"], labels[parts["train"]],
                                           patient_ids[parts["train"]], folds, n_penalties, seed)
     penalty = float(np.atleast_1d(model.C_)[0])
-    log(f"Logistic regression (L2) on {n_train} training beats; C = {penalty:.3g} chosen "
-        f"by {next(iter(model.scores_.values())).shape[0]}-fold patient-grouped "
+    log(f"Logistic regression (L2) on {counted(n_train, 'training beat')}; C = {penalty:.3g} "
+        f"chosen by {next(iter(model.scores_.values())).shape[0]}-fold patient-grouped "
         f"cross-validation (ROC AUC)")
     val_report, prob_val = None, None
     if n_val:

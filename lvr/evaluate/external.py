@@ -61,7 +61,8 @@ def run_evaluation(config, log=print):
     if own_data:
         log(f"warning: {run.data_dir} is the cohort {train_dir} was trained on; its training and "
             f"validation patients are scored too, so this is not an external validation")
-    assumptions = geometry_assumptions(split, model, cohort)
+    assumptions = unfinished_note(finished, checkpoint) + geometry_assumptions(split, model,
+                                                                                cohort)
     overlap, note = shared_patients(split, cohort)
     if note:
         assumptions.append(note)
@@ -82,7 +83,9 @@ def run_evaluation(config, log=print):
         report, prob = evaluate(run, (run.x_all, torch.from_numpy(run.labels)), everything,
                                 model_path, batch_size=config["BATCH_SIZE"],
                                 bootstrap=config["BOOTSTRAP"], seed=config["SEED"],
-                                operating_point=trained_operating_point(checkpoint, model, log))
+                                operating_point=trained_operating_point(
+                                    checkpoint, model, log, finished=finished.finished),
+                                progress="scoring")
         report.update({"best_epoch": checkpoint.get("epoch"), "class_names": run.class_names,
                        "processes": world_size,
                        "evaluation": {
@@ -131,12 +134,31 @@ def model_task(checkpoint, n_classes):
     return checkpoint.get("task") or ("binary" if n_classes == 2 else "multiclass")
 
 
-def trained_operating_point(checkpoint, model, log):
+def unfinished_note(finished, checkpoint):
+    """[what an interrupted run's best checkpoint is] for a run that never finished (no test
+    results: lvr.train.finished_run), else []."""
+    if finished.finished:
+        return []
+    name = os.path.basename(finished.checkpoint_path)
+    return [f"the run in {finished.folder} never finished (no {TEST_RESULTS}): {name} scored "
+            f"here is its best checkpoint so far (epoch {checkpoint.get('epoch')}), not the "
+            f"model a finished run selects; to score that, finish the run with the training "
+            f"script's --resume=True first"]
+
+
+def trained_operating_point(checkpoint, model, log, finished=True):
     """The operating point the training run chose on its validation patients (2 classes; None
-    for more). A checkpoint saved before THRESHOLD existed gets the original's 0.5, said so."""
+    for more). A run that never `finished` chose none, nor did a checkpoint saved before
+    THRESHOLD existed: both get the original's 0.5, said so."""
     if model.config["num_classes"] != 2:
         return None
     point = checkpoint.get("operating_point")
+    if point is None and not finished:
+        log(f"note: no threshold was chosen on the validation patients because the run never "
+            f"finished (THRESHOLD acts after the last epoch); the operating point is the "
+            f"original's argmax ({ARGMAX_THRESHOLD})")
+        return {"rule": "argmax", "threshold": ARGMAX_THRESHOLD,
+                "chosen_on": "none: the run never finished (the original's argmax)"}
     if point is None:
         log(f"note: the checkpoint predates THRESHOLD, so no threshold was chosen on its "
             f"validation patients; the operating point is the original's argmax "

@@ -19,8 +19,8 @@ methods attribute log P(true class), the log-softmax of the logits at the true l
 """
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from lvr.progress import progress_bar
 from lvr.choices import METHODS
 from lvr.explain.smoothgrad import DEFAULT_CHUNK_ROWS, check_eval_mode, model_device, smoothgrad
 
@@ -36,7 +36,8 @@ def attribution_maps(model, x, target, method="smoothgrad", *, num_samples=10, n
     `num_samples`, `noise_level` and `generator` are SmoothGrad's (see lvr.explain.smoothgrad; the
     generator is consumed batch by batch, as lvr.explain.analysis does); `ig_steps` is the number of
     integration steps of integrated_gradients; `occlusion_window` the length in samples of
-    the occluded window (a shorter last window covers the end of the beat).
+    the occluded window (a shorter last window covers the end of the beat). `progress`: True
+    for a progress bar of its own, or a bar (tqdm) to advance by each batch's beats.
     """
     check_eval_mode(model)
     x, target = checked_attribution_input(x, target)
@@ -47,12 +48,17 @@ def attribution_maps(model, x, target, method="smoothgrad", *, num_samples=10, n
                                   ig_steps=ig_steps, occlusion_window=occlusion_window)
     device = model_device(model)
     maps = [torch.zeros(0, *x.shape[1:])]  # so that no beats give an empty map
-    batches = range(0, len(x), batch_size)
-    for start in tqdm(batches, desc=method, disable=None if progress else True,
-                      dynamic_ncols=True):
-        xb = x[start:start + batch_size].to(device)
-        yb = target[start:start + batch_size].to(device)
-        maps.append(attribute(xb, yb).detach().float().cpu())
+    bar = progress if hasattr(progress, "update") else progress_bar(
+        total=len(x), desc=METHODS[method], unit="beat", show=bool(progress))
+    try:
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device)
+            yb = target[start:start + batch_size].to(device)
+            maps.append(attribute(xb, yb).detach().float().cpu())
+            bar.update(len(xb))
+    finally:
+        if bar is not progress:
+            bar.close()
     return torch.cat(maps).numpy()
 
 

@@ -37,14 +37,14 @@ def explanation_checks_report(model, beats, cohort, settings, *, wave_importance
         sanity = sanity_check(model, torch.from_numpy(np.asarray(x[chosen])),
                               torch.from_numpy(y[chosen]),
                               sanity_saliency_fn(settings, spec["sampling_rate"]),
-                              seed=settings.seed)
+                              seed=settings.seed, progress=True)
         sanity["sanity_sample_count"] = sanity.pop("sample_count")
         report.update(sanity)
     if run_deletion_test and positive.any():
         deletion = deletion_test(model, torch.from_numpy(np.asarray(x[positive])),
                                  torch.from_numpy(y[positive]), maps.mean(axis=2)[positive],
                                  max_k=deletion_max_k, random_draws=deletion_draws,
-                                 seed=settings.seed)
+                                 seed=settings.seed, progress=True)
         deletion["deletion_count"] = deletion.pop("sample_count")
         for per_sample in ("auc_top_per_sample", "auc_random_per_sample"):
             deletion.pop(per_sample)

@@ -20,6 +20,7 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from lvr.progress import progress_bar
 from lvr.explain.patient_stats import patient_means
 from lvr.explain.predict import true_class_probability
 from lvr.explain.smoothgrad import check_eval_mode, smoothgrad
@@ -210,7 +211,8 @@ def smoothgrad_saliency_fn(num_samples=10, noise_level=0.1, seed=0, chunk_size=N
     return saliency_fn
 
 
-def sanity_check(model, x, y, saliency_fn, seed=0, threshold=0.5, cascading=True, layers=None):
+def sanity_check(model, x, y, saliency_fn, seed=0, threshold=0.5, cascading=True, layers=None,
+                 progress=False):
     """Model parameter randomisation test (Adebayo et al. 2018).
 
     For each beat, the Spearman rank correlation over all lead x time values between
@@ -226,34 +228,44 @@ def sanity_check(model, x, y, saliency_fn, seed=0, threshold=0.5, cascading=True
     first), "sanity_flag": sanity_spearman >= `threshold` (True: the explanation barely changes
     when the model is destroyed, so it does not explain the model; 0.5 by default, a "strong"
     rank correlation), "sanity_threshold", "sanity_undefined" (beats with a constant map) and
-    "sample_count". `model` must be in eval mode; it is never modified.
+    "sample_count". `model` must be in eval mode; it is never modified. `progress`: a progress
+    bar over the maps computed (the trained model's, then one per randomised copy).
     """
     check_eval_mode(model)
-    trained = np.asarray(saliency_fn(model, x, y))
+    names = ((cascading_layer_names(model) if layers is None else list(layers)) if cascading
+             else [])
+    bar = progress_bar(total=2 + len(names), desc="sanity check", unit="map",
+                       show=bool(progress))
+
+    def maps_of(network):
+        maps = np.asarray(saliency_fn(network, x, y))
+        bar.update()
+        return maps
 
     def mean_similarity(randomised):
-        values = spearman_per_sample(trained, np.asarray(saliency_fn(randomised, x, y)))
+        values = spearman_per_sample(trained, maps_of(randomised))
         return values, (float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"))
 
-    full, full_mean = mean_similarity(randomized_copy(model, "all", seed))
+    with bar:
+        trained = maps_of(model)
+        full, full_mean = mean_similarity(randomized_copy(model, "all", seed))
+        stages = [{"layers_randomised": name,
+                   "spearman": mean_similarity(randomized_copy(model, names[:i + 1], seed))[1]}
+                  for i, name in enumerate(names)]
     finite = full[np.isfinite(full)]
     result = {"sanity_spearman": full_mean,
               "sanity_spearman_sd": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
               "sanity_flag": bool(full_mean >= threshold), "sanity_threshold": float(threshold),
               "sanity_undefined": int(np.isnan(full).sum()), "sample_count": int(len(trained))}
     if cascading:
-        names = cascading_layer_names(model) if layers is None else list(layers)
-        result["sanity_cascading"] = [
-            {"layers_randomised": name,
-             "spearman": mean_similarity(randomized_copy(model, names[:i + 1], seed))[1]}
-            for i, name in enumerate(names)]
+        result["sanity_cascading"] = stages
     return result
 
 
 # ----------------------------------------------------------------------------- deletion
 
 def deletion_test(model, x, y, lead_importance, max_k=6, random_draws=10, seed=0, baseline=0.0,
-                  batch_size=256, tie_tolerance=1e-6):
+                  batch_size=256, tie_tolerance=1e-6, progress=False):
     """Lead deletion: the true-class probability as a beat's most important leads are removed.
 
     For each beat and k = 1..max_k, its k leads of highest `lead_importance` (its own ranking,
@@ -278,6 +290,7 @@ def deletion_test(model, x, y, lead_importance, max_k=6, random_draws=10, seed=0
     "deletion_auc_top", "deletion_auc_random" (means over beats), "deletion_win_rate",
     "auc_top_per_sample", "auc_random_per_sample", "max_k", "random_draws", "sample_count".
     All forward passes run batched under torch.inference_mode; `model` must be in eval mode.
+    `progress`: a progress bar over the batches of beats with leads removed.
     """
     check_eval_mode(model)
     x = torch.as_tensor(x).detach().cpu().float()
@@ -310,7 +323,8 @@ def deletion_test(model, x, y, lead_importance, max_k=6, random_draws=10, seed=0
     ranks = np.empty_like(orders)
     np.put_along_axis(ranks, orders, np.arange(channels)[None, None], axis=2)   # lead -> rank
     probs = np.empty(len(sample))
-    for start in range(0, len(sample), batch_size):
+    for start in progress_bar(range(0, len(sample), batch_size), desc="deletion test",
+                              unit="batch", show=bool(progress)):
         part = slice(start, start + batch_size)
         removed = torch.as_tensor(ranks[sample[part], draw[part]] < k_removed[part, None])
         fill = baseline[sample[part]] if per_beat_baseline else baseline

@@ -5,7 +5,9 @@ import csv
 
 from lvr.choices import METHODS
 from lvr.leads import WAVES
+from lvr.report.results import counted
 from lvr.run_folder import atomic_write
+from lvr.stats.delong import p_text
 
 REPORT_NOTE = ("Report the patient-level numbers: a patient's beats are not independent "
                "samples, so beat-level p-values and intervals are too confident. The beat-level "
@@ -35,17 +37,20 @@ def write_wave_effects_csv(path, tables):
 
 
 def log_wave_effects(label, table, log):
-    """The subgroup's five largest effects with their CIs."""
-    log(f"Wave effects, {label} ({table['patients']} patients): "
-        + ", ".join(f"{r['lead']}-{r['wave']} {r['effect']:+.3f} "
-                    f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+    """The subgroup's five largest effects with their CIs, in percentage points of P(true
+    class) as wave_effects_heatmap.png shows them (wave_effects.csv holds the fractions)."""
+    log(f"Wave effects, {label} ({counted(table['patients'], 'patient')}), drop in P(true "
+        f"class) in percentage points: "
+        + ", ".join(f"{r['lead']}-{r['wave']} {100 * r['effect']:+.1f} "
+                    f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
                     for r in sorted(table["rows"], key=lambda r: r["rank"])[:5]))
 
 
-def log_explanation_checks(report, log, positive_name="LVR"):
+def log_explanation_checks(report, log, positive_name):
+    """The checks' console lines; `positive_name`: the name of class 1."""
     if "sanity_spearman" in report:
-        log(f"\nRandomisation sanity check ({report['sanity_sample_count']} beats): Spearman "
-            f"between the trained and a fully randomised model's maps "
+        log(f"\nRandomisation sanity check ({counted(report['sanity_sample_count'], 'beat')}): "
+            f"Spearman between the trained and a fully randomised model's maps "
             f"{report['sanity_spearman']:.3f}")
         if report["sanity_flag"]:
             log(f"  WARNING: the saliency barely changes when the model's weights are randomised "
@@ -56,10 +61,11 @@ def log_explanation_checks(report, log, positive_name="LVR"):
                 f"{s['layers_randomised']} {s['spearman']:.2f}" for s in stages))
     if "deletion_win_rate" in report:
         curve = report["deletion_curve"]
-        log(f"Deletion test ({report['deletion_count']} {positive_name} beats): removing the top "
-            f"leads beats removing random leads in {100 * report['deletion_win_rate']:.0f}% of "
-            f"beats; P(true class) after {curve['k'][-1]} leads: top "
-            f"{curve['top_mean'][-1]:.2f}, random {curve['random_mean'][-1]:.2f}")
+        log(f"Deletion test ({counted(report['deletion_count'], f'{positive_name} beat')}): "
+            f"removing the top leads beats removing random leads in "
+            f"{100 * report['deletion_win_rate']:.0f}% of beats; P(true class) after "
+            f"{curve['k'][-1]} leads: top {curve['top_mean'][-1]:.2f}, random "
+            f"{curve['random_mean'][-1]:.2f}")
     log_localisation(report.get("localisation"), log)
     for name, table in report.get("wave_importance", {}).items():
         tops = ", ".join(f"{lead} {row['top_wave']}" for lead, row in table.items()
@@ -115,33 +121,37 @@ def plain(value):
     return "" if value is None else f"{value:.4f}"
 
 
-def subgroup_label(name, spec):
-    """'STEMI LVR' for the original's groups; the plain subgroup name for other cohorts."""
+def subgroup_label(name, spec, positive_name):
+    """'STEMI LVR' (the subgroup and `positive_name`, class 1's name) for the original's
+    groups; the plain subgroup name for other cohorts."""
     seed_groups = spec["groups"] == ["NS_0", "NS_1", "ST_0", "ST_1"]
-    return f"{name} LVR" if seed_groups else name
+    return f"{name} {positive_name}" if seed_groups else name
 
 
 def test_text(stats, test, name, spec):
-    """'F=3.20, p=1.2e-03', or the reason the test is not computable."""
+    """'F=3.20, p = 0.0012' ('p < 1e-300' where p underflows), or the reason the test is not
+    computable."""
     statistic = stats.get(f"{test}_{name.lower()}")
     p = stats.get(f"{test}_p")
     if p is None or statistic is None:
         return stats.get(f"{test}_reason") or "not computable"
-    return f"{name}={statistic:{spec}}, p={p:.2e}"
+    return f"{name}={statistic:{spec}}, {p_text(p, 3)}"
 
 
-def log_subgroup(label, stats, log):
-    count = stats.get("sample_count", 0)
+def log_subgroup(label, stats, log, positive_name="class 1"):
+    """A subgroup's lead statistics; `positive_name`: the name of class 1."""
+    count = counted(stats.get("sample_count", 0), "sample")
     if stats.get("status", "ok") != "ok":
-        log(f"\n[{label}] {count} samples: {stats['status']}")
+        log(f"\n[{label}] {count}: {stats['status']}")
         return
-    log(f"\n[{label}] {count} samples")
+    log(f"\n[{label}] {count}")
     log_patient_level(stats.get("patient_level"), log)
     if stats.get("small_sample_warning"):
         log(f"  warning: {stats['small_sample_warning']}")
     if stats.get("beats_without_evidence"):
-        log(f"  note: {stats['beats_without_evidence']} explained beats have no evidence in any "
-            f"lead (a zero map, or no swap lowering P(LVR)) and count every lead equally")
+        log(f"  note: {counted(stats['beats_without_evidence'], 'explained beat')} with no "
+            f"evidence in any lead (a zero map, or no swap lowering P({positive_name})) count "
+            f"every lead equally")
     log(f"  beat level (the original's statistics; beats of a patient are not independent): "
         f"key leads {', '.join(stats['top3_leads'])} "
         f"({', '.join(f'{s:.3f}' for s in stats['top3_scores'])})")
@@ -154,7 +164,7 @@ def log_subgroup(label, stats, log):
         f"(95% CI {stats['icc_ci_lower']:.3f} to {stats['icc_ci_upper']:.3f})")
     check = stats.get("ground_truth_check")
     if check:
-        log(f"  ground truth: {check['true_leads_in_top3']} of the true LVR leads in the top 3 "
+        log(f"  ground truth: {check['true_leads_in_top3']} of the true leads in the top 3 "
             f"({', '.join(check['true_leads_found']) or 'none'}); "
             f"{100 * check['share_samples_top3_has_2_true']:.0f}% of samples have 2 of them in "
             f"their own top 3")
@@ -165,7 +175,7 @@ def log_patient_level(stats, log):
     if not stats:
         return
     if stats.get("status", "ok") != "ok":
-        log(f"  patients ({stats['patient_count']}): {stats['status']}")
+        log(f"  {counted(stats['patient_count'], 'patient')}: {stats['status']}")
         return
     stability = stats.get("key_lead_stability") or {}
     ci = stats.get("mean_lead_importance_ci95") or {}
@@ -173,8 +183,9 @@ def log_patient_level(stats, log):
                      + (f" [{ci[lead][0]:.3f}, {ci[lead][1]:.3f}], stable "
                         f"{stability[lead]:.2f}" if lead in ci else "")
                      for lead, score in zip(stats["top3_leads"], stats["top3_scores"], strict=True))
-    log(f"  PATIENT LEVEL (report these; {stats['patient_count']} patients, "
-        f"{stats['beat_count']} beats, {stats['bootstrap']} bootstrap replicates): key leads "
+    log(f"  PATIENT LEVEL (report these; {counted(stats['patient_count'], 'patient')}, "
+        f"{counted(stats['beat_count'], 'beat')}, "
+        f"{counted(stats['bootstrap'], 'bootstrap replicate')}): key leads "
         f"{keys}")
     log(f"    Friedman {test_text(stats, 'friedman', 'chi2', '.1f')}; "
         f"{stats['icc_form_name']}: {stats['icc']:.3f} ({stats['icc_ci_lower']:.3f} to "

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
-from tqdm import tqdm
 
+from lvr.progress import progress_bar
 from lvr.choices import METHODS
 from lvr.data.beats import normalised_beats
 from lvr.explain.attribution import attribution_maps
@@ -18,6 +18,7 @@ from lvr.explain.checks import wave_importance_density, wave_importance_shares
 from lvr.explain.predict import class_probabilities
 from lvr.leads import WAVES
 from lvr.measure.delineation import segments_in_chunks
+from lvr.report.results import counted
 
 CHUNK_BEATS = 2048   # test beats normalised, explained and written to disk at a time
 
@@ -92,26 +93,26 @@ def explained_beats(model, cohort, index, settings, device, work_dir, *, timings
     prob = np.empty((len(index), 2))
     step = max(1, CHUNK_BEATS // settings.batch_size) * settings.batch_size
     generator = torch.Generator().manual_seed(settings.seed)
-    with timed(timings, "maps"), tqdm(total=len(index), desc=settings.method, disable=None,
-                                      dynamic_ncols=True) as progress:
+    with timed(timings, "maps"), progress_bar(
+            total=len(index), desc=f"{METHODS[settings.method]} maps", unit="beat") as progress:
         for start in range(0, len(index), step):
             part = slice(start, start + step)
             x[part] = normalised_beats(cohort.beats[index[part]], normalisation)
             maps[part], prob[part] = saliency_maps(model, x[part], y[part], settings, device,
-                                                   cohort.spec["sampling_rate"], generator)
-            progress.update(len(x[part]))
+                                                   cohort.spec["sampling_rate"], generator,
+                                                   progress=progress)
     beats = ExplainedBeats(index=index, x=x, y=y, groups=cohort.group_index[index],
                            patient_ids=cohort.patient_ids[index], maps=maps, prob=prob)
     if wave_leads is not None:
         with timed(timings, "delineation"):
             found = segments_in_chunks(cohort.beats, index, cohort.spec["sampling_rate"],
-                                       workers, lead_names=list(cohort.spec["leads"]),
-                                       leads=wave_leads)
+                                       workers, progress="wave delineation",
+                                       lead_names=list(cohort.spec["leads"]), leads=wave_leads)
         add_wave_shares(beats, found, step)
         fallback = sum(seg["method"] == "fallback" for seg in found)
         log(f"Wave delineation (neurokit2, median over "
             f"{'all leads' if wave_leads == 'all' else ', '.join(wave_leads)}): "
-            f"{len(found) - fallback} of {len(found)} beats"
+            f"{len(found) - fallback} of {counted(len(found), 'beat')}"
             + (f"; {fallback} fell back to standard intervals around R" if fallback else ""))
     return beats
 
@@ -127,9 +128,10 @@ def add_wave_shares(beats, found, step):
     beats.density = wave_importance_density(beats.shares, beats.segments, maps.shape[2])
 
 
-def saliency_maps(model, x, y, settings, device, fs, generator=None):
-    """Maps of METHOD (N, leads, T) and class probabilities (N, classes) of the beats x."""
-    maps = method_maps(model, x, y, settings, fs, generator=generator)
+def saliency_maps(model, x, y, settings, device, fs, generator=None, progress=False):
+    """Maps of METHOD (N, leads, T) and class probabilities (N, classes) of the beats x;
+    `progress`: a progress bar advanced by the beats of each batch mapped (or False)."""
+    maps = method_maps(model, x, y, settings, fs, progress=progress, generator=generator)
     # batch by batch of BATCH_SIZE, as the maps: predict_logits batches at least 256 beats, and
     # other batches give other last digits, so the numbers would depend on the chunking
     size = settings.batch_size
@@ -140,7 +142,7 @@ def saliency_maps(model, x, y, settings, device, fs, generator=None):
 
 def method_maps(model, x, y, settings, fs, progress=False, generator=None):
     """attribution_maps of METHOD with its settings; SmoothGrad noise from `generator`
-    (default: a new one seeded by SEED)."""
+    (default: a new one seeded by SEED); `progress` as attribution_maps takes it."""
     window = max(1, int(round(settings.occlusion_window_ms * fs / 1000)))
     if generator is None:
         generator = torch.Generator().manual_seed(settings.seed)

@@ -1,5 +1,6 @@
 """The wave effects of the explained beats (WAVE_EFFECTS): the counterfactual segment swaps of
-lvr.explain.wave_effects run on the run's LVR beats, with references from the other class."""
+lvr.explain.wave_effects run on the run's beats of class 1 (LVR in the original), with
+references from the other class."""
 import numpy as np
 
 from lvr.errors import UserError
@@ -7,17 +8,19 @@ from lvr.explain.maps import CHUNK_BEATS
 from lvr.explain.wave_effects import reference_beats, wave_effects
 from lvr.leads import WAVES
 from lvr.measure.delineation import beat_segments_batch, r_peak_index
+from lvr.report.results import counted
 
 
-def segment_swap_effects(model, beats, cohort, *, train_patients, train_dir, external,
-                         reference, alignment, blend_ms, wave_leads, normalisation="per_lead",
-                         log=print):
-    """Counterfactual effect of each lead's P, PR, QRS, ST and T segment on the LVR beats: the
-    drop in P(LVR) when it is swapped for a `reference` (WAVE_REFERENCE) from the other class's
-    training patients (`train_patients`, from the split of the run in `train_dir`; EXTERNAL:
-    from the other class's beats of the explained cohort, whose training data may be
-    elsewhere), aligned by `alignment`, blended over `blend_ms`; the reference's segments
-    delineated over `wave_leads`."""
+def segment_swap_effects(model, beats, cohort, *, class_names, train_patients, train_dir,
+                         external, reference, alignment, blend_ms, wave_leads,
+                         normalisation="per_lead", log=print):
+    """Counterfactual effect of each lead's P, PR, QRS, ST and T segment on the beats of class 1
+    (`class_names`: the two classes' names, for the console): the drop in P(class 1) when it is
+    swapped for a `reference` (WAVE_REFERENCE) from the other class's training patients
+    (`train_patients`, from the split of the run in `train_dir`; EXTERNAL: from the other
+    class's beats of the explained cohort, whose training data may be elsewhere), aligned by
+    `alignment`, blended over `blend_ms`; the reference's segments delineated over
+    `wave_leads`."""
     positive = np.flatnonzero(beats.y == 1)
     labels = cohort.labels("binary")
     reference_patients = (True if external else
@@ -34,6 +37,11 @@ def segment_swap_effects(model, beats, cohort, *, train_patients, train_dir, ext
     fs = cohort.spec["sampling_rate"]
     # swapped in mV, then normalised like every input (lvr.explain.wave_effects says why)
     x = cohort.beats[beats.index[positive]]
+    log(f"Wave effects: {counted(len(positive), f'{class_names[1]} beat')} x "
+        f"{x.shape[1]} leads x {len(WAVES)} waves, reference {reference} of "
+        f"{counted(len(pool_index), class_names[0] + (' beat' if external else ' training beat'))}"
+        f"{' of this cohort' if external else ''}, "
+        f"{alignment} alignment, {blend_ms} ms blend")
     if reference == "mean":   # the mean beat, read chunk by chunk
         references = np.broadcast_to(mean_beat(cohort.beats, pool_index), x.shape)
     else:
@@ -44,10 +52,6 @@ def segment_swap_effects(model, beats, cohort, *, train_patients, train_dir, ext
                                                      wave_leads, shared=reference != "nearest")
     else:
         reference_segments = segments
-    log(f"Wave effects: {len(positive)} LVR beats x {x.shape[1]} leads x {len(WAVES)} waves, "
-        f"reference {reference} of {len(pool_index)} non-LVR "
-        f"{'beats of this cohort' if external else 'training beats'}, "
-        f"{alignment} alignment, {blend_ms} ms blend")
     r_peaks = reference_r_peaks = None
     if alignment == "r_peak":
         r_peaks = np.array([r_peak(beat, cohort.spec, fs) for beat in x])
@@ -63,7 +67,7 @@ def swap_reference_segments(references, fs, lead_names, wave_leads, shared):
     """The wave segments of each reference beat; `shared`: one reference beat for all, so it
     is delineated once."""
     found = beat_segments_batch(references[:1] if shared else references, fs,
-                                lead_names=lead_names, leads=wave_leads)
+                                lead_names=lead_names, leads=wave_leads, progress=not shared)
     segments = [{w: seg[w] for w in WAVES} for seg in found]
     return segments * len(references) if shared else segments
 

@@ -28,8 +28,8 @@ and on the demo it ranked the true T cells below QRS cells.
 """
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from lvr.progress import progress_bar
 from lvr.choices import WAVE_ALIGNMENTS, WAVE_REFERENCES
 from lvr.data.beats import StandardisedBeats
 from lvr.explain.patient_stats import bootstrap_patient_means, patient_means
@@ -139,8 +139,7 @@ def wave_effects(model, x, y, segments, references, reference_segments, alignmen
     n, leads, _ = x.shape
     base = true_class_probability(model, model_input(x, normalisation), y, batch_size)
     effects = np.zeros((n, leads, len(WAVES)))
-    for i in tqdm(range(n), desc="wave effects", disable=None if progress else True,
-                  dynamic_ncols=True):
+    for i in progress_bar(range(n), desc="wave effects", unit="beat", show=bool(progress)):
         shift = 0 if r_peaks is None else int(reference_r_peaks[i]) - int(r_peaks[i])
         variants = swapped_beats(x[i], references[i], segments[i], reference_segments[i],
                                  alignment, blend, shift)

@@ -10,8 +10,8 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from tqdm import tqdm
 
+from lvr.progress import progress_bar
 from lvr.errors import UserError
 from lvr.leads import BOUNDARIES, LEAD_NAMES, WAVES
 
@@ -154,8 +154,7 @@ def beat_segments_batch(beats, fs, r_peak_samples=None, leads=DELINEATION_LEADS,
                              f"{r_peak_samples}")
     per_lead = np.full((len(leads), n, len(BOUNDARIES)), np.nan)
     delineated = np.zeros(n, dtype=bool)
-    bar = tqdm(leads, desc="wave delineation", unit="lead", dynamic_ncols=True,
-               disable=None if progress else True)
+    bar = progress_bar(leads, desc="wave delineation", unit="lead", show=bool(progress))
     for row, lead in enumerate(bar):
         signals = np.stack([_detrended(b, fs) for b in beats[:, lead_names.index(lead)]])
         usable = np.array([_qrs_to_noise(s, r, fs) >= MIN_QRS_TO_NOISE
@@ -204,8 +203,8 @@ def segments_in_chunks(beats, index, fs, workers=1, chunk=CHUNK_BEATS, r_peak_sa
         return chunk_job(beats, index[lo:hi], s - lo, min(chunk, len(index) - s), fs, chosen)
 
     jobs = (job_at(s) for s in range(0, len(index), chunk))
-    bar = tqdm(total=len(index), desc=progress or "", unit="beat", dynamic_ncols=True,
-               disable=None if progress else True)
+    bar = progress_bar(total=len(index), desc=progress or "", unit="beat",
+                       show=bool(progress))
     found = []
     with bar:
         if workers <= 1 or len(index) <= chunk:

@@ -123,7 +123,34 @@ def ptbxl_device_mask(db, device):
 
 
 def ptbxl_table(ptbxl_dir, task, min_likelihood=0.0, device=""):
-    """PTB-XL's records as a table (record, patient_id, group, ecg_id) for a PTBXL_TASKS task.
+    """PTB-XL's records of a task as a table: ptbxl_records without the database's counts."""
+    return ptbxl_records(ptbxl_dir, task, min_likelihood, device)[0]
+
+
+def database_counts(db, superclasses, in_task, on_device, selection):
+    """What the PTB-XL database holds and how many of its records a task keeps, for the
+    participant flow (prepare_summary.json "database"): records and patients, records per
+    device family and per diagnostic superclass (a record may have several, or none), the
+    records of the task and why the others are not."""
+    families = db["device"].map(device_family) if "device" in db.columns else None
+    classes = pd.Series([c for s in superclasses for c in s], dtype=object).value_counts()
+    unclassed = int(sum(not s for s in superclasses))
+    return {"name": "PTB-XL", "records": int(len(db)),
+            "patients": int(db["patient_id"].nunique()),
+            "per_device": {} if families is None else
+            {str(k): int(n) for k, n in families.value_counts().items()},
+            "per_superclass": {**{str(k): int(n) for k, n in classes.items()},
+                               **({"none": unclassed} if unclassed else {})},
+            "selection": selection,
+            "task_records": int((in_task & on_device).sum()),
+            "not_in_task": {reason: n for reason, n in (
+                ("no class of the task", int((~in_task).sum())),
+                ("another device", int((in_task & ~on_device).sum()))) if n}}
+
+
+def ptbxl_records(ptbxl_dir, task, min_likelihood=0.0, device=""):
+    """PTB-XL's records as a table (record, patient_id, group, ecg_id) for a PTBXL_TASKS task,
+    and the database's counts (database_counts) for the participant flow.
 
     mi_norm: NORM = the only diagnostic superclass is NORM; MI = MI among the superclasses.
     lvh_norm: NORM as above; LVH = the LVH statement among the record's scp_codes, whatever else
@@ -148,7 +175,9 @@ def ptbxl_table(ptbxl_dir, task, min_likelihood=0.0, device=""):
         group = pd.Series(UNLABELLED_GROUP, index=db.index)
     else:
         group = superclasses.map(lambda s: s[0] if len(s) == 1 and s[0] != "HYP" else None)
-    keep = group.notna().to_numpy() & (ptbxl_device_mask(db, device) if device else True)
+    in_task = group.notna().to_numpy()
+    on_device = ptbxl_device_mask(db, device) if device else np.ones(len(db), dtype=bool)
+    keep = in_task & on_device
     table = pd.DataFrame({"record": db.loc[keep, "filename_hr"].to_numpy(),
                           "patient_id": db.loc[keep, "patient_id"].astype(np.int64).to_numpy(),
                           "group": group[keep].to_numpy(),
@@ -160,7 +189,9 @@ def ptbxl_table(ptbxl_dir, task, min_likelihood=0.0, device=""):
     if "device" in db.columns:
         table["device"] = db.loc[keep, "device"].map(
             lambda d: " ".join(str(d).split()) if pd.notna(d) else None).to_numpy()
-    return table
+    selection = (f"task {task}, device {device or 'all'}, statements of likelihood >= "
+                 f"{min_likelihood:g}")
+    return table, database_counts(db, superclasses, in_task, on_device, selection)
 
 
 def covariate_columns(table):
@@ -260,7 +291,7 @@ def input_table(table_csv, ptbxl_dir, task, min_likelihood, device, groups, log=
     """The records to prepare (with resolved paths) and where they came from, checked: from the
     CSV `table_csv` or the PTB-XL folder `ptbxl_dir` (exactly one given), for `task` and its
     `groups`; `min_likelihood` and `device` select PTB-XL records (MIN_LIKELIHOOD,
-    PTBXL_DEVICE)."""
+    PTBXL_DEVICE). PTB-XL's source holds the database's counts under "database"."""
     if bool(table_csv) == bool(ptbxl_dir):
         raise UserError("give exactly one input: --table=CSV (columns record, patient_id, group) "
                         "or --ptbxl_dir=DIR (PTB-XL folder)")
@@ -272,10 +303,12 @@ def input_table(table_csv, ptbxl_dir, task, min_likelihood, device, groups, log=
         if not Path(ptbxl_dir).is_dir():
             raise UserError(f"--ptbxl_dir={ptbxl_dir}: folder not found; download PTB-XL and point "
                             f"--ptbxl_dir at the folder with ptbxl_database.csv")
-        table = with_paths(ptbxl_table(ptbxl_dir, task, min_likelihood, device), ptbxl_dir)
+        table, database = ptbxl_records(ptbxl_dir, task, min_likelihood, device)
+        table = with_paths(table, ptbxl_dir)
         source = {"ptbxl_dir": str(Path(ptbxl_dir).resolve()), "ptbxl_files": "filename_hr",
                   "table": "built from ptbxl_database.csv + scp_statements.csv",
-                  "min_likelihood": min_likelihood, "ptbxl_device": device or "all"}
+                  "min_likelihood": min_likelihood, "ptbxl_device": device or "all",
+                  "database": database}
     else:
         given = [f"--{name}={value!r}" for name, value, default in
                  (("min_likelihood", min_likelihood, 0), ("ptbxl_device", device, ""))

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from tqdm import tqdm
 
+from lvr.progress import progress_bar
 from lvr.errors import UserError
 from lvr.prepare.formats import FORMAT_NAMES, RecordRejected
 from lvr.leads import LEAD_NAMES
@@ -210,6 +210,7 @@ def prepare_cohort(*, table_csv, ptbxl_dir, task, name, output_dir, overwrite, m
     groups = labels["groups"]
     table, source = input_table(table_csv, ptbxl_dir, task, min_likelihood, ptbxl_device, groups,
                                 log)
+    database = source.pop("database", None)   # the flow's first box; not cohort.json's
     records_read = len(table)
     rejections = class_conflict_rejections(table, patients_in_several_classes(table, labels))
     table = table[~table["record"].isin({r["record"] for r in rejections})].reset_index(drop=True)
@@ -233,6 +234,7 @@ def prepare_cohort(*, table_csv, ptbxl_dir, task, name, output_dir, overwrite, m
     write_json_atomic(folder / "cohort.json",
                       cohort_description(name, labels, options, task, source))
     summary = {
+        "database": database,
         "records_read": records_read,
         "records_kept": sum(written.kept_records.values()),
         "records_rejected": len(rejections),
@@ -298,7 +300,7 @@ def written_beats(table, options, folder, groups, workers, rejections):
     jobs = [(path, options) for path in table["path"]]
     outcomes = prepared_records(jobs, min(workers, len(jobs)))
     try:
-        progress = tqdm(outcomes, total=len(jobs), desc="records", unit="rec")
+        progress = progress_bar(outcomes, total=len(jobs), desc="records", unit="rec")
         for (result, reason), row in zip(progress, table.itertuples(index=False), strict=True):
             pid = to_json(row.patient_id)
             if result is None:

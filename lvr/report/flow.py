@@ -1,9 +1,11 @@
-"""Participant flow (TRIPOD+AI item 20a): records read, rejected by reason, kept -> patients ->
-beats, per class and per split.
+"""Participant flow (TRIPOD+AI item 20a): for PTB-XL the database (records per device and per
+diagnostic superclass) and the task's records, then records read, rejected by reason, kept ->
+patients -> beats, per class and per split.
 
 The records part comes from prepare_summary.json, which prepare_data.py writes into the cohort
-folder; a cohort made otherwise (or whose files no longer match that summary) starts at its
-patients and beats. The split part comes from a run's split.json (patient IDs per split).
+folder (its "database" block for PTB-XL); a cohort made otherwise (or whose files no longer
+match that summary) starts at its patients and beats. The split part comes from a run's
+split.json (patient IDs per split).
 """
 import json
 import os
@@ -48,8 +50,9 @@ def prepare_summary(data_dir):
 
 
 def records_flow(summary, mapping, class_names):
-    """The records part of the flow from prepare_summary.json: read, kept, rejected by reason,
-    per class (a record's class is its group's)."""
+    """The records part of the flow from prepare_summary.json: the database the records were
+    chosen from (PTB-XL; None for a table), read, kept, rejected by reason, per class (a
+    record's class is its group's)."""
     rejected_groups = [r.get("group") for r in summary.get("rejections", [])]
     per_class = {}
     for k, name in enumerate(class_names):
@@ -60,7 +63,7 @@ def records_flow(summary, mapping, class_names):
     return {"read": int(summary["records_read"]), "kept": int(summary["records_kept"]),
             "rejected": int(summary["records_rejected"]),
             "rejected_by_reason": dict(summary.get("rejection_counts", {})),
-            "per_class": per_class}
+            "per_class": per_class, "database": summary.get("database")}
 
 
 def participant_flow(cohort, task, split=None, class_names=None):
@@ -69,7 +72,11 @@ def participant_flow(cohort, task, split=None, class_names=None):
 
     {"class_names": [...],
      "records": None | {"read", "kept", "rejected", "rejected_by_reason": {reason: n},
-                        "per_class": {class: {"read", "kept", "rejected"}}},
+                        "per_class": {class: {"read", "kept", "rejected"}},
+                        "database": None | {"name", "records", "patients",
+                                            "per_device": {family: n},
+                                            "per_superclass": {class: n}, "selection",
+                                            "task_records", "not_in_task": {reason: n}}},
      "cohort": {"patients", "beats", "per_class": {class: {"patients", "beats"}}},
      "splits": None | {split: {"patients", "beats", "per_class": {...}}},
      "outside_splits": None | {"patients", "beats", "per_class": {...}},

@@ -1,5 +1,8 @@
-"""The participant flow as a CONSORT-style diagram: records -> kept -> cohort -> splits, with the
-exclusions and their reasons in a box at the side. Draws lvr.report.flow.participant_flow's dict."""
+"""The participant flow as a CONSORT-style diagram: (PTB-XL's database -> the task's records ->)
+records -> kept -> cohort -> splits, with the exclusions and their reasons in a box at the side.
+Draws lvr.report.flow.participant_flow's dict."""
+import textwrap
+
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
@@ -12,6 +15,8 @@ GAP = 7.0              # between a box and the next one down
 UNITS_PER_INCH = 9.0
 FONT_SIZE = 10.5
 MAX_REASONS = 8        # exclusion reasons listed one by one; the rest are summed
+MAIN_X, MAIN_W = 32.0, 44.0   # centre and width of the main column's boxes
+WRAP = 52              # characters of a main box's line
 SPLIT_TITLES = {"train": "Training", "val": "Validation", "test": "Test"}
 EDGE, FACE, SIDE_FACE = "#2b2b2b", "#f4f6fa", "#fbf1ef"
 
@@ -48,25 +53,58 @@ def exclusion_lines(records):
     return lines
 
 
+def database_lines(database):
+    """The database box: records and patients, then per device and per diagnostic superclass
+    (wrapped to the box)."""
+    lines = [f"{database['name']} database (n = {database['records']} records, "
+             f"{database['patients']} patients)"]
+    for title, counts in (("by device", database.get("per_device")),
+                          ("by diagnostic superclass (a record may have several)",
+                           database.get("per_superclass"))):
+        if counts:
+            lines += textwrap.wrap(f"{title}: " + ", ".join(f"{name} {n}" for name, n in
+                                                            counts.items()), WRAP)
+    return lines
+
+
+def not_in_task_lines(database):
+    left_out = database.get("not_in_task") or {}
+    return [f"Not in the task (n = {database['records'] - database['task_records']})",
+            *textwrap.wrap(database.get("selection", ""), WRAP - 14),
+            *(f"{reason}: {n}" for reason, n in left_out.items())]
+
+
+def step_down(ax, bottom, side_lines):
+    """An arrow from a main box's `bottom` to the next main box, with the box of what left the
+    flow at its side; returns the next box's top."""
+    side_height = len(side_lines) * LINE + 2 * PAD
+    next_top = bottom - GAP - max(0, side_height - GAP)
+    junction = (bottom + next_top) / 2
+    arrow(ax, (MAIN_X, bottom), (MAIN_X, next_top))
+    side_left = MAIN_X + MAIN_W / 2 + 4
+    side_w = WIDTH - side_left - 2
+    box(ax, side_left + side_w / 2, junction + side_height / 2, side_w, side_lines,
+        face=SIDE_FACE)
+    arrow(ax, (MAIN_X, junction), (side_left, junction))
+    return next_top
+
+
 def plot_flow(path, flow, title="Participant flow"):
     """Draw `flow` (lvr.report.flow.participant_flow) to the PNG `path`; returns `path`."""
     records, cohort, splits = flow["records"], flow["cohort"], flow["splits"] or {}
     fig, ax = plt.subplots(figsize=(WIDTH / UNITS_PER_INCH, 1.0))
-    main_x, main_w = 32.0, 44.0
+    main_x, main_w = MAIN_X, MAIN_W
     top = 0.0
     if records:
+        database = records.get("database")
+        if database:
+            bottom = box(ax, main_x, top, main_w, database_lines(database))
+            top = step_down(ax, bottom, not_in_task_lines(database))
         per_class = [f"{name}: {c['read']}" for name, c in records["per_class"].items()]
         bottom = box(ax, main_x, top, main_w,
-                     [f"Records read (n = {records['read']})", ", ".join(per_class)])
-        kept_top = bottom - GAP - max(0, len(exclusion_lines(records)) * LINE + 2 * PAD - GAP)
-        junction = (bottom + kept_top) / 2
-        arrow(ax, (main_x, bottom), (main_x, kept_top))
-        side_w = WIDTH - (main_x + main_w / 2 + 4) - 2
-        side_lines = exclusion_lines(records)
-        side_top = junction + (len(side_lines) * LINE + 2 * PAD) / 2
-        box(ax, main_x + main_w / 2 + 4 + side_w / 2, side_top, side_w, side_lines,
-            face=SIDE_FACE)
-        arrow(ax, (main_x, junction), (main_x + main_w / 2 + 4, junction))
+                     [f"Records {'of the task' if database else 'read'} "
+                      f"(n = {records['read']})", ", ".join(per_class)])
+        kept_top = step_down(ax, bottom, exclusion_lines(records))
         bottom = box(ax, main_x, kept_top, main_w,
                      [f"Records kept (n = {records['kept']})",
                       ", ".join(f"{name}: {c['kept']}" for name, c in

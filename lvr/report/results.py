@@ -42,14 +42,18 @@ def write_test_outputs(output_dir, report, class_names, test_set="test set"):
 
 def write_test_figures(output_dir, report, class_names, test_set="test set"):
     """The ROC, confusion, reliability and decision-curve figures (and decision_curve.csv) of a
-    test report."""
+    test report; the first three draw the patient level (the headline's) left of the beats'."""
+    patients = report.get("patient_level")
     plot_roc_curve(os.path.join(output_dir, "test_roc_curve.png"), report["fpr"], report["tpr"],
-                   report["roc_auc"], class_names, title=f"ROC curve ({test_set})")
+                   report["roc_auc"], class_names, title=f"ROC curve ({test_set})",
+                   patients=patients)
     plot_confusion_matrix(os.path.join(output_dir, "test_confusion_matrix.png"),
                           report["confusion_matrix"], class_names,
-                          title=f"Confusion matrix ({test_set})")
+                          title=f"Confusion matrix at the argmax ({test_set})",
+                          patients=patients["confusion_matrix"] if patients else None)
     plot_reliability_diagram(os.path.join(output_dir, "test_calibration.png"),
-                             report["calibration"], title=f"Calibration ({test_set})")
+                             report["calibration"], title=f"Calibration ({test_set})",
+                             patients=(patients or {}).get("calibration"))
     if "decision_curve" in report:
         write_decision_curve_csv(os.path.join(output_dir, DECISION_CURVE_CSV),
                                  report["decision_curve"])
@@ -78,6 +82,11 @@ def write_probability_figure(output_dir, report, y_true, prob, patient_ids, clas
 
 def format_ci(ci):
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[n/a]"
+
+
+def counted(count, noun, plural=None):
+    """'1 patient', '3 patients' (`plural`: the plural where it is not noun + 's')."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def log_operating_point(point, log):
@@ -117,7 +126,8 @@ def log_test_summary(report, class_names, output_dir, wall, log, title="Test set
     head = headline_metrics(report)
     source = (f", best checkpoint from epoch {report['best_epoch']}"
               if report.get("best_epoch") is not None else "")
-    log(f"\n{title} ({report['n_patients']} patients, {report['n_beats']} beats){source}; "
+    log(f"\n{title} ({counted(report['n_patients'], 'patient')}, "
+        f"{counted(report['n_beats'], 'beat')}){source}; "
         f"95% CIs resample patients:")
     if "patient_level" in report:
         level = headline_metrics(report["patient_level"])

@@ -13,23 +13,29 @@ from lvr.report.figures import STYLE, WAVE_COLOURS, save_figure
 
 TOP_K = 6
 HEATMAP_COLOURS = ("YlOrRd", "YlGn", "PuBu", "OrRd")   # one colour map per subgroup panel, in turn
+CLIP_PERCENTILE = 99   # the map's colour scale ends here: a few spikes would darken the rest
 
 
 def draw_sample_figure(job):
     """The original's three-row figure for one beat; `job` is a dict of plain arrays/values.
 
-    Rows: the most important leads' waveforms, the lead x time saliency map, and the best lead's
-    saliency over its waveform with the R peak marked.
+    Rows, on one time axis in ms: the most important leads' waveforms, the lead x time saliency
+    map, and the best lead's saliency over its waveform with the R peak marked. A narrow
+    column on the right holds the map's colour bar, so every row is as wide as the others.
     """
     beat, sal, fs = job["beat"], job["saliency"], job["fs"]
     importance = sal.mean(axis=1)
     top = np.argsort(importance)[::-1][:min(TOP_K, beat.shape[0])]
     t_ms = np.arange(beat.shape[1]) / fs * 1000.0
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(3, 1, figsize=(13, 16), gridspec_kw={"hspace": 0.42})
+        fig = plt.figure(figsize=(13, 16))
+        grid = fig.add_gridspec(3, 2, width_ratios=(1, 0.025), wspace=0.03, hspace=0.42)
+        first = fig.add_subplot(grid[0, 0])
+        axes = [first] + [fig.add_subplot(grid[row, 0], sharex=first) for row in (1, 2)]
         draw_top_leads(axes[0], job, t_ms, top, importance / max(importance.sum(), 1e-12))
-        draw_saliency_map(fig, axes[1], job, t_ms)
+        draw_saliency_map(fig, axes[1], fig.add_subplot(grid[1, 1]), job, t_ms)
         draw_best_lead(axes[2], job, t_ms, int(top[0]))
+        axes[0].set_xlim(0, t_ms[-1])
         return save_figure(fig, job["path"], job.get("dpi", 150))
 
 
@@ -43,7 +49,6 @@ def draw_top_leads(ax, job, t_ms, top, share):
                 label=f"{leads[lead]}: {100 * share[lead]:.1f}% of importance")
     ax.set_yticks([4 * r for r in range(len(top))], [leads[i] for i in top[::-1]])
     ax.set_ylabel("Lead")
-    ax.set_xlim(0, t_ms[-1])
     ax.set_xlabel("Time (ms)")
     ax.set_title(f"Top-{len(top)} leads  |  {job['subtype']} sample {job['index']}  |  "
                  f"true: {job['true_name']}, predicted: {job['pred_name']} "
@@ -54,12 +59,15 @@ def draw_top_leads(ax, job, t_ms, top, share):
     ax.grid(alpha=0.3)
 
 
-def draw_saliency_map(fig, ax, job, t_ms):
-    """Saliency per lead and time, with the delineated waves on a top axis when known."""
+def draw_saliency_map(fig, ax, colour_axis, job, t_ms):
+    """Saliency per lead and time, coloured up to the map's CLIP_PERCENTILE (the colour bar in
+    `colour_axis` says so), with the delineated waves on a top axis when known."""
     sal, fs, n_leads = job["saliency"], job["fs"], job["saliency"].shape[0]
+    half = 500.0 / fs   # half a sample in ms: each column is centred on its sample's time
+    top = float(np.percentile(sal, CLIP_PERCENTILE))
     image = ax.imshow(sal, aspect="auto", cmap="viridis", interpolation="nearest",
-                      extent=[0, t_ms[-1], n_leads - 0.5, -0.5], vmin=job.get("vmin"),
-                      vmax=job.get("vmax"))
+                      extent=[t_ms[0] - half, t_ms[-1] + half, n_leads - 0.5, -0.5], vmin=0.0,
+                      vmax=top if top > 0 else None)
     segments = job.get("segments") or {}
     if segments:
         waves = ax.secondary_xaxis("top")
@@ -77,8 +85,9 @@ def draw_saliency_map(fig, ax, job, t_ms):
     ax.set_ylabel("Lead")
     ax.set_title("Saliency per lead and time" + (" (waves from neurokit2 delineation)"
                                                  if segments else ""), pad=24 if segments else 6)
-    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    bar.set_label("|d loss / d input|")
+    bar = fig.colorbar(image, cax=colour_axis, extend="max")
+    bar.set_label(f"{job.get('map_name', 'Saliency')}, colour clipped at\nthe map's "
+                  f"{CLIP_PERCENTILE}th percentile", fontsize=12)
 
 
 def draw_best_lead(ax, job, t_ms, best):
@@ -90,7 +99,6 @@ def draw_best_lead(ax, job, t_ms, best):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("Saliency")
     ax.set_xlabel("Time (ms)")
-    ax.set_xlim(0, t_ms[-1])
     twin = ax.twinx()
     twin.plot(t_ms, beat[best] / (beat[best].std() + 1e-6), color="#1f77b4", lw=1.4, alpha=0.85,
               label=f"Lead {leads[best]} (standardised)")

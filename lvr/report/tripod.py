@@ -5,6 +5,10 @@ this run filled and in which section of report.html, or "for the authors" where 
 authors can say (the clinical setting, ethics, funding, interpretation). Items 1-4 (title,
 abstract, background, objectives) belong to the paper and are left out.
 """
+import json
+
+from lvr.report.results import counted
+
 FOR_AUTHORS = "for the authors"
 
 # (item, short title); the run fills those in FILLERS below
@@ -31,7 +35,8 @@ ITEMS = (
 
 
 def config_of(context):
-    return dict((name, value) for name, value in context["config"])
+    """The run's configuration as values (the context holds them as JSON text)."""
+    return {name: json.loads(value) for name, value in context["config"]}
 
 
 def item_data(c):
@@ -106,8 +111,9 @@ def item_model(c):
     config = config_of(c)
     if "EXPERIMENT" not in config:
         return None
-    return (f"network {config['EXPERIMENT']}, {config.get('EPOCHS')} epochs, lr {config.get('LR')},"
-            f" checkpoint by {config.get('SELECT_BY')} on the validation patients", "training")
+    return (f"network {config['EXPERIMENT']}, {counted(config.get('EPOCHS'), 'epoch')}, lr "
+            f"{config.get('LR')}, checkpoint by {config.get('SELECT_BY')} on the validation "
+            f"patients", "training")
 
 
 def item_heterogeneity(c):
@@ -137,6 +143,9 @@ def item_fairness(c):
 
 def item_output(c):
     point = c["operating_point"]
+    if not point and c.get("multiclass"):
+        return ("class probabilities; the most probable class is called (argmax), no threshold",
+                "discrimination")
     if not point:
         return None
     if not point["levels"]:
@@ -176,7 +185,8 @@ def item_events(c):
     per_class = ", ".join(f"{name}: {int(sum(row))}"
                           for name, row in zip(results.get("class_names", []), matrix,
                                                strict=False))
-    return f"test set: {results['n_patients']} patients ({per_class})", "discrimination"
+    return (f"test set: {counted(results['n_patients'], 'patient')} ({per_class})",
+            "discrimination")
 
 
 def item_specification(c):

@@ -9,6 +9,19 @@ import math
 import numpy as np
 from scipy import stats
 
+# below this a float p-value has underflowed, or lost its digits to subnormal rounding
+SMALLEST_P = 1e-300
+
+
+def p_text(p, digits=4):
+    """'p = 0.0123' or, for a p that underflows (0 or below SMALLEST_P), 'p < 1e-300': a p of
+    exactly 0 is a float's limit, not a certainty."""
+    if p is None:
+        return "p not computable"
+    if p < SMALLEST_P:
+        return f"p < {SMALLEST_P:.0e}"
+    return f"p = {p:.{digits}g}"
+
 
 def placements(positive, negative):
     """DeLong's structural components of one score: V10 (per positive case, the share of

@@ -253,7 +253,8 @@ def small_sample_warning(y_patient, class_names):
     if len(y_patient) >= SMALL_TEST_PATIENTS and not few:
         return None
     per_class = ", ".join(f"{name}: {n}" for name, n in counts.items())
-    return (f"small test set: {len(y_patient)} patients ({per_class}); below "
+    plural = "" if len(y_patient) == 1 else "s"
+    return (f"small test set: {len(y_patient)} patient{plural} ({per_class}); below "
             f"{SMALL_TEST_PATIENTS} patients or {SMALL_TEST_PATIENTS_PER_CLASS} per class the "
             f"metrics and their bootstrap CIs are unstable, and a CI of [1, 1] does not mean "
             f"certainty. Report them as such, or test on more patients")

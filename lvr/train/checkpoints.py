@@ -5,6 +5,7 @@ A checkpoint is a torch file holding ``{"format": "mcl-resnet1d-v1", "config": m
 file stays loadable after EXPERIMENTS changes. Files are read with ``weights_only=True``.
 """
 import collections
+import errno
 import os
 import pickle
 import re
@@ -15,7 +16,7 @@ import torch
 from lvr.choices import NORMALISATIONS
 from lvr.errors import UserError
 from lvr.run_folder import atomic_write
-from model import EXPERIMENT_NAMES, rebuild_model
+from model import EXPERIMENT_NAMES, build_model, rebuild_model
 
 CHECKPOINT_FORMAT = "mcl-resnet1d-v1"
 RESERVED_KEYS = ("format", "config", "state_dict")
@@ -23,6 +24,8 @@ CONFIG_KEYS = ("experiment", "num_classes", "in_channels", "input_length", "drop
                "architecture")
 PLAIN_LEAVES = (str, int, float, bool, type(None))
 PLAIN_CONTAINERS = (dict, collections.OrderedDict, list, tuple)
+# How torch's stream writer reports a write the file system refused (a full disk, most often)
+FAILED_WRITE = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
 
 
 class CheckpointError(UserError):
@@ -73,13 +76,8 @@ def save_checkpoint(path, model, **extra):
         if found:
             raise TypeError(f"save_checkpoint: {found} is not a plain type; convert it "
                             f"(float(), int(), .tolist(), dict()) before saving")
-    payload = {"format": CHECKPOINT_FORMAT, "config": model.config,
-               "state_dict": model.state_dict(), **extra}
-    with atomic_write(path) as temporary:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+    write_torch_file(path, {"format": CHECKPOINT_FORMAT, "config": model.config,
+                            "state_dict": model.state_dict(), **extra})
 
 
 def add_to_checkpoint(path, **extra):
@@ -90,9 +88,24 @@ def add_to_checkpoint(path, **extra):
         found = non_plain_value(value, key)
         if found:
             raise TypeError(f"add_to_checkpoint: {found} is not a plain type")
+    write_torch_file(path, {**stored, **extra})
+
+
+def write_torch_file(path, payload):
+    """torch.save `payload` to `path` atomically: every checkpoint is written here.
+
+    torch's stream writer reports a write the disk refused as a RuntimeError ("unexpected
+    pos", "file write failed"); it becomes the OSError of a full disk naming the file, so that
+    lvr.errors.write_failure words it as it words every other refused write.
+    """
     with atomic_write(path) as temporary:
         with open(temporary, "wb") as handle:
-            torch.save({**stored, **extra}, handle)
+            try:
+                torch.save(payload, handle)
+            except RuntimeError as error:
+                if not any(text in str(error) for text in FAILED_WRITE):
+                    raise
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -152,9 +165,10 @@ def load_checkpoint(path, map_location="cpu", experiment=None, num_classes=None,
 
     The model is rebuilt from the config stored in the file; `experiment` and `num_classes`,
     when given, must agree with it, and `in_channels` and `dropout_rate` are ignored. An
-    old-style file holding only a state dict is rebuilt from `experiment` (required),
-    `num_classes` (read from the head's weight when None), `in_channels` and `dropout_rate`;
-    its checkpoint dict is returned in the new format.
+    old-style file holding only a state dict is rebuilt from `experiment` (required: no script
+    passes it, so a script gets bare_state_dict_problem's message), `num_classes` (read from
+    the head's weight when None), `in_channels` and `dropout_rate`; its checkpoint dict is
+    returned in the new format.
     """
     path = Path(path)
     stored = read_checkpoint_file(path, map_location)
@@ -194,11 +208,10 @@ def stored_build_args(path, stored, experiment, num_classes):
 
 
 def old_style_build_args(path, state_dict, experiment, num_classes, in_channels, dropout_rate):
-    """Model arguments for a file that holds only a state dict."""
+    """Model arguments for a file that holds only a state dict, rebuilt as `experiment`; without
+    it a CheckpointError says what the file is (bare_state_dict_problem)."""
     if experiment is None:
-        raise CheckpointError(f"checkpoint {path} is an old-style file holding only a state "
-                              f"dict; it needs experiment=... (one of "
-                              f"{', '.join(EXPERIMENT_NAMES)}) to rebuild the model")
+        raise CheckpointError(bare_state_dict_problem(path, state_dict))
     if num_classes is None:
         if "head.weight" not in state_dict:
             raise CheckpointError(f"old-style checkpoint {path} has no head.weight; pass "
@@ -206,6 +219,36 @@ def old_style_build_args(path, state_dict, experiment, num_classes, in_channels,
         num_classes = state_dict["head.weight"].shape[0]
     return dict(num_classes=num_classes, in_channels=in_channels, experiment=experiment,
                 dropout_rate=dropout_rate)
+
+
+def fitting_experiments(state_dict):
+    """The networks of this project (EXPERIMENT_NAMES) whose weights bear exactly the names in
+    `state_dict`: those a file of torch.save(model.state_dict()) can be rebuilt as."""
+    names = set(state_dict)
+    return [name for name in EXPERIMENT_NAMES
+            if set(build_model(2, name).state_dict()) == names]
+
+
+def bare_state_dict_problem(path, state_dict):
+    """Why a file of weights alone cannot be loaded, and what to do: an old-style file of this
+    project's networks (the original saved best_model.pth so) can be converted once in Python;
+    the weights of another network cannot be used at all. No script option helps: a script
+    rebuilds a network only from the config a checkpoint stores."""
+    fits = fitting_experiments(state_dict)
+    if fits:
+        return (f"checkpoint {path} is an old-style file holding only a state dict (weights "
+                f"without the model config, as the original project saved them); its weights "
+                f"fit the {' or '.join(fits)} network. The scripts rebuild a network only from "
+                f"the config a checkpoint stores: convert it once with python -c \"from "
+                f"lvr.train.checkpoints import load_checkpoint, save_checkpoint; save_checkpoint("
+                f"'converted.pth', load_checkpoint('{path}', experiment='{fits[0]}')[0])\" and "
+                f"give converted.pth")
+    shown = ", ".join(sorted(state_dict)[:3])
+    return (f"checkpoint {path} holds only a state dict ({len(state_dict)} weight tensors: "
+            f"{shown}, ...) of a network this project does not define, without a model "
+            f"config; this project cannot rebuild a network from weights alone. Give a "
+            f"checkpoint this project wrote (a training run's best_model.pth, pretrain.py's "
+            f"pretrained_model.pth)")
 
 
 def unknown_content(path, stored):

@@ -8,6 +8,7 @@ import os
 from typing import NamedTuple
 
 from lvr.errors import UserError
+from lvr.report.results import TEST_RESULTS
 from lvr.train.loop import BEST_CHECKPOINT
 
 SPLIT_FILE = "split.json"
@@ -19,6 +20,7 @@ class FinishedRun(NamedTuple):
     split: dict            # split.json: the patients of each part, the cohort's fingerprint
     split_path: str
     checkpoint_path: str | None
+    finished: bool = True  # False: an interrupted run, its test_eval_results.json not written
 
 
 def is_cross_validation_run(folder):
@@ -28,7 +30,9 @@ def is_cross_validation_run(folder):
 
 def read_finished_run(folder, option="--train_dir", checkpoint=BEST_CHECKPOINT):
     """The finished single-split run in `folder` (named `option` in messages), or a UserError
-    that says what is wrong and what to give instead. `checkpoint` None: no model needed."""
+    that says what is wrong and what to give instead. `checkpoint` None: no model needed. A run
+    interrupted after its first best checkpoint is read too, with `finished` False: the
+    caller says so."""
     if not os.path.isdir(folder):
         raise UserError(f"{option}={folder}: folder not found; give the OUTPUT_DIR of a "
                         f"finished training run")
@@ -58,4 +62,5 @@ def read_finished_run(folder, option="--train_dir", checkpoint=BEST_CHECKPOINT):
     if absent:
         raise UserError(f"{split_path} lacks {', '.join(absent)}: it is not a training run's "
                         f"split")
-    return FinishedRun(folder, split, split_path, model_path)
+    return FinishedRun(folder, split, split_path, model_path,
+                       finished=os.path.exists(os.path.join(folder, TEST_RESULTS)))

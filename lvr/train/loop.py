@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from lvr.progress import progress_bar
 from lvr.data.beats import ECGDataset, LeadDropout, set_seed
 from lvr.errors import UserError
-from lvr.run_folder import removed_temporary_files
+from lvr.report.results import TEST_RESULTS
+from lvr.run_folder import invocation_record, removed_temporary_files
 from lvr.stats.metrics import macro_roc_auc
 from lvr.train.checkpoints import load_checkpoint, save_checkpoint
 from lvr.train.distributed import barrier, gathered
@@ -100,8 +102,7 @@ def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scal
     total_loss = torch.zeros((), device=device)
     total_correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    progress = tqdm(loader, desc=description, leave=False, dynamic_ncols=True,
-                    disable=None if show_progress else True)
+    progress = progress_bar(loader, desc=description, show=show_progress)
     for step, (x, y) in enumerate(progress):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
@@ -132,9 +133,10 @@ def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scal
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
-def predict_logits(model, x, batch_size, device, rank=0, world_size=1):
+def predict_logits(model, x, batch_size, device, rank=0, world_size=1, progress=None):
     """Logits (N, C) on CPU for the beats `x` (a tensor, or StandardisedBeats read batch by
-    batch), in eval mode without autograd, in batches of max(batch_size, 256).
+    batch), in eval mode without autograd, in batches of max(batch_size, 256); `progress`: the
+    description of a progress bar over the beats (rank 0), or None for none.
 
     Under DDP each rank predicts one contiguous share and the shares are gathered in order,
     so every rank gets all N rows.
@@ -143,11 +145,14 @@ def predict_logits(model, x, batch_size, device, rank=0, world_size=1):
     share = np.array_split(np.arange(len(x)), world_size)[rank]
     step = max(batch_size, 256)
     outputs = []
-    with torch.inference_mode():
+    bar = progress_bar(total=len(share), desc=progress or "", unit="beat",
+                       show=bool(progress) and rank == 0)
+    with torch.inference_mode(), bar:
         for start in range(0, len(share), step):
             rows = share[start:start + step]
             xb = x[int(rows[0]):int(rows[-1]) + 1]
             outputs.append(model(xb.to(device, non_blocking=True)).float().cpu())
+            bar.update(len(rows))
     local = torch.cat(outputs) if outputs else torch.empty(0)
     return gathered(local, world_size)
 
@@ -200,6 +205,13 @@ class FitState:
     epoch: int = 0
     select_by: str = "val_acc"
     init_from: dict | None = None   # lvr.train.finetune.initial_model's record; None: random start
+    earlier_runs: list = field(default_factory=list)  # interrupted invocations' records
+    first_epoch: int = 1            # the first epoch this invocation trains
+
+    @property
+    def epochs_trained(self):
+        """[first, last] epoch this invocation trained, or None (a resumed run already done)."""
+        return [self.first_epoch, self.epoch] if self.epoch >= self.first_epoch else None
 
     def improved_by(self, val_acc, val_loss, val_auc=float("nan")):
         """Record an epoch's validation result; True when it is the new best by `select_by`."""
@@ -216,7 +228,7 @@ class FitState:
 
 def fit(recipe, train, val, class_names, output_dir, resume, *, in_channels, input_length,
         device, task, normalisation, run_config, rank=0, world_size=1, log=print, on_epoch=None,
-        init_from=None):
+        init_from=None, started=None):
     """Train on `train` = (x, y) as `recipe` says, select on `val`; returns the final FitState.
     x: a tensor or StandardisedBeats (read batch by batch), y: a tensor of labels.
 
@@ -227,8 +239,10 @@ def fit(recipe, train, val, class_names, output_dir, resume, *, in_channels, inp
     starts from (INIT_FROM); a resumed run continues from its own last checkpoint. For the first
     `recipe.freeze_epochs` epochs only the head trains. `on_epoch(epoch, model, val_logits)`, if
     given, is called after each epoch (bench/model_bench.py records the validation predictions
-    of every epoch with it).
+    of every epoch with it). `started` (time.time(), default now): when this invocation began;
+    last_checkpoint.pth records it with the invocations before it (run.json's history).
     """
+    started = time.time() if started is None else started
     writer = rank == 0
     set_seed(recipe.seed)
     train_set = LeadDropout(ECGDataset.from_arrays(*train), recipe.lead_dropout, recipe.seed)
@@ -245,6 +259,7 @@ def fit(recipe, train, val, class_names, output_dir, resume, *, in_channels, inp
             if removed:
                 log(f"Removed {removed} unfinished temporary file(s) of the interrupted run")
         model, saved = checked_resume_state(last_path, run_config)
+        check_not_finished(output_dir, saved["epoch"], recipe.epochs)
         init_record = saved.get("init_from")
     elif init_from is not None:
         model, init_record = initial_model(init_from, class_names, in_channels, input_length,
@@ -272,6 +287,7 @@ def fit(recipe, train, val, class_names, output_dir, resume, *, in_channels, inp
     if resume:
         state = resumed_state(saved, optimizer, scheduler, recipe.select_by)
         state.init_from = init_record
+        state.earlier_runs = earlier_runs(saved)
         log(f"Resuming {output_dir} after epoch {state.epoch} (best so far: epoch "
             f"{state.best_epoch}, validation accuracy {state.best_val_acc:.4f})")
     log(f"Model: {recipe.experiment} ({parameter_count(model):,} parameters) on {device}; "
@@ -280,52 +296,74 @@ def fit(recipe, train, val, class_names, output_dir, resume, *, in_channels, inp
         + (f"; head alone for the first {freeze_epochs} epochs" if freeze_epochs else ""))
 
     x_val, y_val = val
-    for epoch in range(state.epoch + 1, recipe.epochs + 1):
-        epoch_start = time.time()
-        state.epoch = epoch
-        if frozen is not (epoch <= freeze_epochs):
-            frozen = epoch <= freeze_epochs
-            set_encoder_frozen(model, frozen)
-            network = wrapped()
-        loader.sampler.sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        train_loss, train_acc = train_one_epoch(
-            network, loader, criterion, optimizer, device, recipe.grad_clip, scaler,
-            description=f"epoch {epoch}/{recipe.epochs}", world_size=world_size,
-            show_progress=writer, frozen_encoder=frozen)
-        val_logits = predict_logits(model, x_val, recipe.batch_size, device, rank, world_size)
-        val_loss = criterion(val_logits, y_val).item()
-        val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
-        val_auc = macro_roc_auc(y_val.numpy(), torch.softmax(val_logits, 1).numpy())
-        # on validation accuracy whatever select_by is: one training serves every rule, so
-        # bench/model_bench.py compares the rules on the same runs
-        scheduler.step(val_acc)
-        epoch_values = (train_acc, train_loss, val_acc, val_loss, val_auc)
-        for key, value in zip(HISTORY_KEYS + EXTRA_HISTORY_KEYS, epoch_values, strict=True):
-            state.history[key].append(value)
-        improved = state.improved_by(val_acc, val_loss, val_auc)
-        if writer:
-            save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state,
-                                   class_names=class_names, task=task,
-                                   normalisation=normalisation, run_config=run_config,
-                                   improved=improved)
-        if on_epoch is not None:
-            on_epoch(epoch, model, val_logits)
-        lr = optimizer.param_groups[-1]["lr"]
-        encoder_lr = (f" (encoder {optimizer.param_groups[0]['lr']:.1e})"
-                      if len(optimizer.param_groups) > 1 else "")
-        log(f"epoch {epoch:>3}/{recipe.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}"
-            f" | val loss {val_loss:.4f} acc {val_acc:.4f} auc {val_auc:.4f} | lr {lr:.1e}"
-            f"{encoder_lr}{' head only' if frozen else ''}"
-            f" | {time.time() - epoch_start:.1f} s{'  * best' if improved else ''}")
+    state.first_epoch = state.epoch + 1
+    with epoch_progress(recipe.epochs, state.epoch, show=writer) as progress:
+        for epoch in range(state.epoch + 1, recipe.epochs + 1):
+            epoch_start = time.time()
+            state.epoch = epoch
+            if frozen is not (epoch <= freeze_epochs):
+                frozen = epoch <= freeze_epochs
+                set_encoder_frozen(model, frozen)
+                network = wrapped()
+            loader.sampler.sampler.set_epoch(epoch)
+            train_set.set_epoch(epoch)
+            train_loss, train_acc = train_one_epoch(
+                network, loader, criterion, optimizer, device, recipe.grad_clip, scaler,
+                description=f"epoch {epoch}/{recipe.epochs}", world_size=world_size,
+                show_progress=writer, frozen_encoder=frozen)
+            val_logits = predict_logits(model, x_val, recipe.batch_size, device, rank,
+                                        world_size)
+            val_loss = criterion(val_logits, y_val).item()
+            val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
+            val_auc = macro_roc_auc(y_val.numpy(), torch.softmax(val_logits, 1).numpy())
+            # on validation accuracy whatever select_by is: one training serves every rule, so
+            # bench/model_bench.py compares the rules on the same runs
+            scheduler.step(val_acc)
+            epoch_values = (train_acc, train_loss, val_acc, val_loss, val_auc)
+            for key, value in zip(HISTORY_KEYS + EXTRA_HISTORY_KEYS, epoch_values, strict=True):
+                state.history[key].append(value)
+            improved = state.improved_by(val_acc, val_loss, val_auc)
+            if writer:
+                save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state,
+                                       class_names=class_names, task=task,
+                                       normalisation=normalisation, run_config=run_config,
+                                       improved=improved, started=started)
+            if on_epoch is not None:
+                on_epoch(epoch, model, val_logits)
+            progress.update(1)
+            with tqdm.external_write_mode():
+                log(epoch_line(epoch, recipe.epochs, train=(train_loss, train_acc),
+                               val=(val_loss, val_acc, val_auc), optimizer=optimizer,
+                               frozen=frozen, seconds=time.time() - epoch_start,
+                               improved=improved))
     set_encoder_frozen(model, False)
     barrier(world_size)
     return state
 
 
+def epoch_progress(epochs, done, show):
+    """The bar over the run's `epochs` (`done` of them before this invocation) with its ETA,
+    above each epoch's bar of batches; on rank 0 (`show`) only."""
+    return progress_bar(total=epochs, initial=done, desc="training", unit="epoch", show=show)
+
+
+def epoch_line(epoch, epochs, *, train, val, optimizer, frozen, seconds, improved):
+    """The console line of one epoch: `train` (loss, accuracy), `val` (loss, accuracy, AUC), the
+    learning rates, whether the encoder was `frozen`, its `seconds` and whether it `improved`."""
+    lr = optimizer.param_groups[-1]["lr"]
+    encoder_lr = (f" (encoder {optimizer.param_groups[0]['lr']:.1e})"
+                  if len(optimizer.param_groups) > 1 else "")
+    return (f"epoch {epoch:>3}/{epochs}  train loss {train[0]:.4f} acc {train[1]:.4f}"
+            f" | val loss {val[0]:.4f} acc {val[1]:.4f} auc {val[2]:.4f} | lr {lr:.1e}"
+            f"{encoder_lr}{' head only' if frozen else ''}"
+            f" | {seconds:.1f} s{'  * best' if improved else ''}")
+
+
 def save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, *, class_names, task,
-                           normalisation, run_config, improved):
-    """best_model.pth when the epoch improved, and always the resumable last_checkpoint.pth."""
+                           normalisation, run_config, improved, started):
+    """best_model.pth when the epoch improved, and always the resumable last_checkpoint.pth,
+    which holds the run's history: the interrupted invocations', and this one's, begun at
+    `started` (time.time()), up to this epoch."""
     if improved:
         save_checkpoint(os.path.join(output_dir, BEST_CHECKPOINT), model, epoch=state.epoch,
                         val_acc=state.best_val_acc, val_loss=state.best_val_loss,
@@ -338,7 +376,9 @@ def save_epoch_checkpoints(output_dir, model, optimizer, scheduler, state, *, cl
                     best_val_acc=state.best_val_acc, best_val_loss=state.best_val_loss,
                     best_val_auc=float(state.best_val_auc), best_epoch=state.best_epoch,
                     torch_rng=torch.get_rng_state(), normalisation=normalisation,
-                    init_from=state.init_from)
+                    init_from=state.init_from,
+                    run_history=state.earlier_runs + [invocation_record(started,
+                                                                        state.epochs_trained)])
 
 
 def checked_resume_state(path, run_config):
@@ -373,3 +413,23 @@ def resumed_state(saved, optimizer, scheduler, select_by):
                     best_val_loss=saved["best_val_loss"],
                     best_val_auc=saved.get("best_val_auc", float("nan")),
                     best_epoch=saved["best_epoch"], epoch=saved["epoch"], select_by=select_by)
+
+
+def check_not_finished(output_dir, epochs_done, epochs):
+    """A resumed run that finished (its test results written) after `epochs_done` epochs is
+    refused unless EPOCHS (`epochs`) asks for more: there is nothing to resume, and resuming
+    would test it again and rewrite its results."""
+    if epochs_done >= epochs and os.path.exists(os.path.join(output_dir, TEST_RESULTS)):
+        raise UserError(f"--resume=True: the run in {output_dir} finished ({TEST_RESULTS}) "
+                        f"after {epochs_done} epochs; there is nothing to resume. To train it "
+                        f"longer, pass a larger --epochs with --resume=True; to start a new "
+                        f"run, leave --resume out (this one is then kept as "
+                        f"{output_dir}.<timestamp>)")
+
+
+def earlier_runs(saved):
+    """The invocations of the run before this one, from its last checkpoint `saved`: one entry
+    of unknown command and times for a checkpoint written before the history was kept."""
+    return list(saved.get("run_history") or [
+        {"command": None, "started": None, "ended": None, "epochs": [1, saved["epoch"]],
+         "wall_time_s": None}])

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from tqdm import tqdm
 
+from lvr.progress import progress_bar
 from lvr.data.beats import StandardisedBeats, set_seed
 from lvr.data.cohort import load_cohort
 from lvr.data.demo import resolve_data_dir
@@ -244,8 +244,7 @@ def pretrain_loop(recipe, data, augmentation, output_dir, *, resume, normalisati
             group["lr"] = cosine_lr(recipe.lr, epoch, recipe.epochs)
         trained.train()
         total_loss = total_correct = 0.0
-        progress = tqdm(batches, desc=f"epoch {epoch}/{recipe.epochs}", leave=False,
-                        dynamic_ncols=True, disable=None if writer else True)
+        progress = progress_bar(batches, desc=f"epoch {epoch}/{recipe.epochs}", show=writer)
         for step, batch in enumerate(progress):
             mine = batch[rank * per_rank:(rank + 1) * per_rank] if world_size > 1 else batch
             x_a, x_b = batch_views(data, mine, recipe.pairs, augmentation, rng, generator)

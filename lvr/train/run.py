@@ -20,7 +20,7 @@ from lvr.data.beats import StandardisedBeats
 from lvr.data.cohort import load_cohort
 from lvr.data.demo import resolve_data_dir
 from lvr.data.geometry import cohort_geometry
-from lvr.data.split import patient_split_indices
+from lvr.data.split import patient_split_indices, too_few_training_patients
 from lvr.errors import UserError
 from lvr.report.characteristics import characteristics_markdown, characteristics_table
 from lvr.report.flow import participant_flow
@@ -30,8 +30,9 @@ from lvr.report.predictions import write_predictions
 from lvr.report.results import (TEST_RESULTS, log_test_summary, probability_report,
                                 write_probability_figure, write_test_outputs)
 from lvr.report.training_figures import plot_training_curves
-from lvr.run_folder import (atomic_write, disk_space_guard, output_lock, prepare_output_dir,
-                            run_record, save_npy_atomic, write_json_atomic)
+from lvr.run_folder import (atomic_write, disk_space_guard, invocation_record, output_lock,
+                            prepare_output_dir, run_record, save_npy_atomic, total_wall_time,
+                            write_json_atomic)
 from lvr.stats.operating_point import (argmax_note, operating_point_report,
                                        validation_operating_point)
 from lvr.stats.subgroups import performance_subgroups, subgroup_report
@@ -90,6 +91,9 @@ def run_training(config, log=print):
             run.init_from = checked_source(init_from, run.cohort,
                                            experiment=config["EXPERIMENT"],
                                            normalisation=config["NORMALISATION"])
+        # drawn before the output folder is touched too: a cohort too small to split moves nothing
+        parts = None if folds else trainable_split(run, config["TEST_SIZE"], config["VAL_SIZE"],
+                                                   config["SEED"])
         if run.writer:
             prepare_run_folder(output_dir, resume=resume, cross_validation=bool(folds), log=log)
         barrier(world_size)
@@ -116,8 +120,6 @@ def run_training(config, log=print):
                                       val_size=config["VAL_SIZE"], seed=config["SEED"],
                                       run_config=config, start_time=start_time,
                                       html_report=config["REPORT"])
-            parts = patient_split_indices(run.labels, run.cohort.patient_ids, config["TEST_SIZE"],
-                                          config["VAL_SIZE"], config["SEED"])
             return test_split(parts, output_dir, recipe=recipe, run_config=config, resume=resume,
                               start_time=start_time)
     except KeyboardInterrupt:
@@ -136,6 +138,16 @@ def resume_hint(output_dir):
     return (f"the last completed epoch is kept in {kept[0]}"
             + (f" (and {len(kept) - 1} more folds)" if len(kept) > 1 else "")
             + "; run the same command with --resume=True to continue from it")
+
+
+def trainable_split(run, test_size, val_size, seed):
+    """The patient-level split of the run's beats, or a UserError when it leaves a class too
+    few training patients to learn from."""
+    parts = patient_split_indices(run.labels, run.cohort.patient_ids, test_size, val_size, seed)
+    problem = too_few_training_patients(run.labels, run.cohort.patient_ids, parts)
+    if problem:
+        raise UserError(problem)
+    return parts
 
 
 def run_context(data_dir, task, *, class_names, num_classes, batch_size, normalisation, device,
@@ -178,11 +190,18 @@ def checked_source(path, cohort, *, experiment, normalisation):
 
 
 def prepare_run_folder(output_dir, *, resume, cross_validation, log):
-    """`output_dir` ready for this run (rank 0): an earlier run is kept, a resumed one checked."""
+    """`output_dir` ready for this run (rank 0): an earlier run is kept, a resumed one checked;
+    a finished cross-validation is not resumed (its folds are done: it would only be summarised
+    again; a single run is checked by lvr.train.loop.fit, which may train it longer)."""
     if cross_validation and resume:
         if not os.path.isdir(output_dir):
             raise UserError(f"--resume=True but {output_dir} does not exist; start without "
                             f"--resume")
+        if os.path.exists(os.path.join(output_dir, CV_SUMMARY)):
+            raise UserError(f"--resume=True: the cross-validation in {output_dir} finished "
+                            f"({CV_SUMMARY}); there is nothing to resume. To train longer, "
+                            f"start a new run with a larger --epochs and without --resume "
+                            f"(this one is then kept as {output_dir}.<timestamp>)")
         return
     prepare_output_dir(output_dir, resume, log, finished_file=CV_SUMMARY
                        if cross_validation else TEST_RESULTS, resume_file=LAST_CHECKPOINT)
@@ -239,7 +258,7 @@ def train_and_test(run, parts, output_dir, *, recipe, run_config, resume, start_
                   in_channels=cohort.beats.shape[1], input_length=cohort.beats.shape[2],
                   device=run.device, task=run.task, normalisation=normalisation,
                   run_config=run_config, rank=run.rank, world_size=run.world_size, log=run.log,
-                  init_from=source)
+                  init_from=source, started=start_time)
     checkpoint = os.path.join(output_dir, BEST_CHECKPOINT)
     point = chosen_operating_point(run, tensors["val"], cohort.patient_ids[parts["val"]],
                                    checkpoint, threshold=threshold, batch_size=recipe.batch_size)
@@ -306,22 +325,26 @@ def chosen_operating_point(run, val, val_patient_ids, checkpoint, *, threshold, 
     return point
 
 
-def best_probabilities(run, x, checkpoint, batch_size):
-    """Class probabilities of the checkpoint's model for the beats `x`."""
+def best_probabilities(run, x, checkpoint, batch_size, progress=None):
+    """Class probabilities of the checkpoint's model for the beats `x` (`progress`: the
+    description of a bar over them, or None)."""
     model, _ = load_checkpoint(checkpoint, map_location=run.device)
-    logits = predict_logits(model, x, batch_size, run.device, run.rank, run.world_size)
+    logits = predict_logits(model, x, batch_size, run.device, run.rank, run.world_size,
+                            progress=progress)
     return torch.softmax(logits, 1).numpy()
 
 
-def evaluate(run, test, index, checkpoint, *, batch_size, bootstrap, seed, operating_point=None):
+def evaluate(run, test, index, checkpoint, *, batch_size, bootstrap, seed, operating_point=None,
+             progress="testing"):
     """Test metrics of the model in `checkpoint` on the cohort's beats `index` (their tensors:
     `test`), predicted `batch_size` beats at a time, with patient-bootstrap CIs (`bootstrap`
     resamples drawn by `seed`), patient-level metrics, the metrics at `operating_point` (2
-    classes; chosen before the test set was seen) and per subgroup and covariate level."""
+    classes; chosen before the test set was seen) and per subgroup and covariate level.
+    `progress`: the description of the bar over the beats scored."""
     x_test, y_test = test
     cohort, y = run.cohort, y_test.numpy()
     patient_ids = cohort.patient_ids[index]
-    prob = best_probabilities(run, x_test, checkpoint, batch_size)
+    prob = best_probabilities(run, x_test, checkpoint, batch_size, progress=progress)
     report = probability_report(y, prob, patient_ids, run.class_names, bootstrap, seed)
     report["operating_point"] = (
         operating_point_report(y, prob, patient_ids, operating_point, bootstrap, seed)
@@ -350,19 +373,21 @@ def write_cohort_tables(output_dir, run, split):
 
 
 def write_run_outputs(run, output_dir, outcome, report, *, run_config, start_time, html_report):
-    """Curves, test results, figures and run.json (recording `run_config`) of a finished run
-    (rank 0 only); `html_report`: report.html too."""
+    """Curves, test results, figures and run.json (recording `run_config`, and the history of
+    the run's invocations: the interrupted ones, then this one, begun at `start_time`) of a
+    finished run (rank 0 only); `html_report`: report.html too."""
     history = outcome.history
     for key in HISTORY_KEYS + EXTRA_HISTORY_KEYS:
         save_npy_atomic(os.path.join(output_dir, f"{key}.npy"), np.asarray(history[key]))
     plot_training_curves(output_dir, *(history[key] for key in HISTORY_KEYS),
                          best_epoch=outcome.best_epoch)
     write_test_outputs(output_dir, report, run.class_names)
-    wall = time.time() - start_time
+    history = outcome.earlier_runs + [invocation_record(start_time, outcome.epochs_trained)]
+    wall = total_wall_time(history)
     point = report.get("operating_point") or {}
     write_json_atomic(os.path.join(output_dir, "run.json"), run_record(
         run_config, wall, cohort=run.cohort, data_dir=run.data_dir, device=run.device,
-        world_size=run.world_size, init_from=outcome.init_from,
+        world_size=run.world_size, init_from=outcome.init_from, history=history,
         operating_point={key: point.get(key) for key in ("rule", "threshold", "chosen_on")}
         if point.get("threshold") is not None else None))
     log_test_summary(report, run.class_names, output_dir, wall, run.log,
