@@ -1,16 +1,23 @@
 """The conventional ECG-measurement baseline: measurements of beats of known shape, a fit that
-sees only training patients, the script end to end on a tiny run, and its bad input."""
+sees only training patients, the script end to end on a tiny run, its bad input, and the
+faster nearest-peak search measuring exactly what neurokit2's own does."""
+import contextlib
 import csv
+import importlib
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
+import lvr.measure.delineation as delineation
 import lvr.train.run as engine
 from helpers import quiet, script_result, tiny_config
 from lvr.data.cohort import load_cohort
+from lvr.measure.delineation import bases_in_numpy, closest_in_numpy
 from lvr.measure.ecg_features import cohort_features, feature_names, measure_beats
 from lvr.evaluate.baseline import fit_baseline
 from lvr.leads import LEAD_NAMES
@@ -226,3 +233,62 @@ def test_changing_the_test_patients_measurements_changes_their_predictions_not_t
         (first / "coefficients.csv").read_text()
     assert (tmp_path / "moved" / "predictions.csv").read_text() != \
         (first / "predictions.csv").read_text()
+
+
+def test_the_numpy_nearest_peak_search_equals_neurokit2s():
+    """closest_in_numpy returns neurokit2's index and value, and raises where it raises, on
+    random peak lists with NaN, empty lists and NaN targets."""
+    neurokit_search = importlib.import_module("neurokit2.misc.find_closest")
+    rng = np.random.default_rng(0)
+
+    def outcome(search, x, values, direction, strictly):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                index, value = search(x, values, direction, strictly)
+            return index, None if np.isnan(value) else value
+        except (KeyError, ValueError) as error:
+            return type(error).__name__
+    for _ in range(3000):
+        values = pd.Series(rng.integers(0, 100, rng.integers(0, 8)).astype(float))
+        if len(values) and rng.random() < 0.2:
+            values.iloc[int(rng.integers(len(values)))] = np.nan
+        x = float(rng.integers(0, 100)) if rng.random() > 0.1 else np.nan
+        case = (x, values, str(rng.choice(["both", "smaller", "greater"])),
+                bool(rng.random() < 0.5))
+        assert outcome(closest_in_numpy, *case) == \
+            outcome(neurokit_search._find_closest_single_pandas, *case), case
+
+
+def test_the_numpy_search_measures_exactly_what_neurokit2s_does(small_cohort_dir, monkeypatch):
+    cohort = load_cohort(small_cohort_dir)
+    index = np.arange(12)
+
+    def measured():
+        return cohort_features(cohort.beats, index, cohort.spec["sampling_rate"],
+                               lead_names=list(cohort.spec["leads"]),
+                               r_peak_sample=cohort.spec.get("r_peak_sample"),
+                               leads=["II", "V2", "V5"])
+    fast, names, fast_methods = measured()
+    monkeypatch.setattr(delineation, "numpy_find_closest", contextlib.nullcontext)
+    slow, _, slow_methods = measured()
+    assert "neurokit2-dwt" in fast_methods   # delineated, not the fallback intervals
+    assert fast_methods == slow_methods and np.array_equal(fast, slow, equal_nan=True)
+
+
+def test_the_binary_search_for_bases_equals_neurokit2s_find_closest():
+    find_closest = importlib.import_module("neurokit2.misc.find_closest").find_closest
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        troughs = np.unique(rng.integers(0, 200, rng.integers(0, 10)))
+        peaks = rng.integers(0, 200, rng.integers(1, 6))
+        direction = str(rng.choice(["smaller", "greater"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = find_closest(peaks, troughs, direction=direction, strictly=True)
+            found = bases_in_numpy(peaks, troughs, direction=direction, strictly=True,
+                                   fallback=find_closest)
+        assert np.array_equal(np.atleast_1d(np.asarray(expected, float)),
+                              np.atleast_1d(np.asarray(found, float)), equal_nan=True)
+    assert bases_in_numpy([3.0], [1, 2], "both", fallback=lambda *args: "neurokit2's") == \
+        "neurokit2's"   # any other call is neurokit2's own

@@ -4,6 +4,9 @@ neurokit2's wavelet delineator runs on each delineation lead (all 12 by default)
 boundary is the median over the leads that found it; a clearly reported fixed-interval fallback
 covers beats it cannot delineate. Used by the explanation checks and drawn on the figures.
 """
+import contextlib
+import functools
+import importlib
 import math
 import multiprocessing
 import warnings
@@ -68,7 +71,7 @@ def _neurokit_boundaries(signals, r_peaks, fs):
     order = np.r_[np.zeros(pad, int), np.arange(n), np.full(pad, n - 1)]
     signal = np.concatenate([signals[i] for i in order])
     rpeaks = np.arange(len(order)) * length + np.asarray(r_peaks)[order]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), numpy_find_closest():
         warnings.simplefilter("ignore")
         _, info = nk.ecg_delineate(signal, rpeaks=rpeaks, sampling_rate=fs, method="dwt")
     found = np.full((n, len(BOUNDARIES)), np.nan)
@@ -77,6 +80,76 @@ def _neurokit_boundaries(signals, r_peaks, fs):
         values = np.asarray(info[NEUROKIT_KEYS[name]], dtype=float)[pad:pad + n]
         found[:, j] = values - offsets
     return found
+
+
+@contextlib.contextmanager
+def numpy_find_closest():
+    """neurokit2's delineation with its nearest-peak search done in numpy.
+
+    neurokit2 (0.2.13) finds each wave's peaks by searching, for every candidate, the closest of
+    all the signal's peaks with a pandas Series (misc.find_closest): on beats laid end to end
+    that is one pandas operation per peak over every peak, quadratic in the number of beats,
+    and it takes nearly all of the delineation's time. `closest_in_numpy` gives the same index
+    and value (tests/test_ecg_features.py checks the boundaries are identical), so this swaps
+    it in for the duration of one call and puts neurokit2's back afterwards.
+    """
+    # lazy: neurokit2 loads in 1.8 s; the module, not the function neurokit2.misc exports
+    module = importlib.import_module("neurokit2.misc.find_closest")
+    peaks = importlib.import_module("neurokit2.signal.signal_findpeaks")
+    original, original_bases = module._find_closest_single_pandas, peaks.find_closest
+    module._find_closest_single_pandas = closest_in_numpy
+    peaks.find_closest = functools.partial(bases_in_numpy, fallback=original_bases)
+    try:
+        yield
+    finally:
+        module._find_closest_single_pandas, peaks.find_closest = original, original_bases
+
+
+def bases_in_numpy(closest_to, list_to_search_in, direction="both", strictly=False,
+                   return_index=False, fallback=None):
+    """neurokit2's find_closest as its peak finder calls it (each peak's nearest trough
+    strictly before or after it, in an increasing list of troughs), by a binary search for all
+    peaks at once; any other call goes to `fallback`, neurokit2's own."""
+    troughs = np.asarray(list_to_search_in, dtype=float).ravel()
+    targets = np.atleast_1d(np.asarray(closest_to, dtype=float))
+    if (direction not in ("smaller", "greater") or not strictly or return_index
+            or np.isnan(troughs).any() or np.isnan(targets).any()
+            or np.any(np.diff(troughs) <= 0) or targets.ndim != 1):
+        return fallback(closest_to, list_to_search_in, direction, strictly, return_index)
+    if direction == "smaller":
+        position = np.searchsorted(troughs, targets, side="left") - 1
+        found = position >= 0
+    else:
+        position = np.searchsorted(troughs, targets, side="right")
+        found = position < len(troughs)
+    closest = np.where(found, troughs[np.clip(position, 0, max(len(troughs) - 1, 0))]
+                       if len(troughs) else np.nan, np.nan)
+    return closest[0] if len(closest) == 1 else closest
+
+
+def closest_in_numpy(x, vals, direction="both", strictly=False):
+    """(index label, value) of the element of the Series `vals` closest to `x` in `direction`
+    ("both"/"all", "smaller"/"below", "greater"/"above"; `strictly` excludes x itself), the
+    first one on a tie, NaN skipped: what neurokit2's pandas version returns, and the same
+    errors where none qualifies (ValueError for no value or none in `direction`, KeyError when
+    values exist but no distance is a number), without a pandas operation per call."""
+    values = vals.to_numpy(dtype=float)
+    distance = np.abs(values - x)
+    if direction in ("both", "all"):
+        allowed = ~np.isnan(distance)
+        if len(values) and not allowed.any():
+            raise KeyError("no distance is a number")
+    elif direction in ("smaller", "below"):
+        allowed = values < x if strictly else values <= x
+    elif direction in ("greater", "above"):
+        allowed = values > x if strictly else values >= x
+    else:
+        raise ValueError(f"unknown direction {direction!r}")
+    candidates = np.flatnonzero(allowed)
+    if candidates.size == 0:
+        raise ValueError("no value in that direction")
+    position = candidates[np.argmin(distance[candidates])]
+    return vals.index[position], vals.iloc[position]
 
 
 def _plausible(found, r_peaks, fs):
