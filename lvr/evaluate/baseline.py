@@ -34,7 +34,7 @@ from lvr.report.predictions import write_predictions
 from lvr.report.html import write_report
 from lvr.run_folder import (atomic_write, output_lock, prepare_output_dir, run_record,
                             write_json_atomic)
-from lvr.train.finished_run import read_finished_run
+from lvr.train.finished_run import read_finished_run, recorded_cohort
 
 PENALTY_RANGE = (1e-4, 1e4)   # inverse penalty strengths C tried, log-spaced
 OUTPUT_SUFFIX = "_ecg_features"
@@ -159,7 +159,7 @@ def run_feature_baseline(config, log=print):
     start_time = time.time()
     train_dir = config["TRAIN_DIR"]
     run = read_finished_run(train_dir, checkpoint=None)
-    data_dir = config["DATA_DIR"] or run.split.get("data_dir") or ""
+    data_dir = config["DATA_DIR"] or recorded_cohort(run, log=log)
     cohort = run_cohort(run, data_dir, config["ALLOW_PICKLE"])
     task = run.split["task"]
     labels = cohort.labels(task)
@@ -228,9 +228,6 @@ def check_millivolts(beats, index, data_dir):
 
 def run_cohort(run, data_dir, allow_pickle):
     """The cohort `run` (a FinishedRun) was trained on, read from `data_dir`, or a clear error."""
-    if not os.path.isdir(data_dir):
-        raise UserError(f"the cohort {data_dir!r} of {run.split_path} is not there; pass "
-                        f"--data_dir=FOLDER with the cohort the run was trained on")
     cohort = load_cohort(data_dir, allow_pickle=allow_pickle)
     if cohort.fingerprint() != run.split["data_fingerprint"]:
         raise UserError(f"the data in {data_dir} is not the data the run in {run.folder} was "

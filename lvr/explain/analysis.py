@@ -19,7 +19,7 @@ from lvr.progress import progress_bar
 from lvr.choices import METHODS
 from lvr.data.beats import set_seed
 from lvr.data.cohort import load_cohort
-from lvr.data.demo import DEMO_DIR, ensure_demo_cohort, resolve_data_dir
+from lvr.data.demo import resolve_data_dir
 from lvr.data.geometry import check_geometry
 from lvr.errors import UserError
 from lvr.explain.check_report import explanation_checks_report
@@ -41,7 +41,7 @@ from lvr.run_folder import (atomic_write, output_lock, prepare_output_dir, run_r
                             write_json_atomic)
 from lvr.train.checkpoints import checkpoint_normalisation, load_checkpoint
 from lvr.train.distributed import resolve_device
-from lvr.train.finished_run import SPLIT_FILE, read_finished_run
+from lvr.train.finished_run import read_finished_run, recorded_cohort
 
 
 def run_saliency_analysis(config, log=print):
@@ -113,15 +113,8 @@ def cohort_folder(data_dir, train_dir, *, external, checkpoint, log):
     if external:
         raise UserError("--external=True explains another cohort than the run's: give it with "
                         "--data_dir=FOLDER")
-    run = read_finished_run(train_dir, option="--train_dir", checkpoint=checkpoint)
-    recorded = run.split.get("data_dir") or ""
-    if recorded and os.path.normpath(recorded) == os.path.normpath(DEMO_DIR):
-        ensure_demo_cohort(DEMO_DIR, log=log)
-    if not os.path.isdir(recorded):
-        raise UserError(f"the cohort {recorded!r} of {run.split_path} is not there; pass "
-                        f"--data_dir=FOLDER with the cohort the run was trained on")
-    log(f"Data: the run's cohort, {recorded} ({SPLIT_FILE})")
-    return recorded
+    return recorded_cohort(read_finished_run(train_dir, option="--train_dir",
+                                             checkpoint=checkpoint), log=log)
 
 
 def explain_run(train_dir, output_dir, data_dir, *, recorded_config, checkpoint, allow_pickle,

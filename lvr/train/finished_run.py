@@ -7,6 +7,7 @@ import json
 import os
 from typing import NamedTuple
 
+from lvr.data.demo import DEMO_DIR, ensure_demo_cohort
 from lvr.errors import UserError
 from lvr.report.results import TEST_RESULTS
 from lvr.train.loop import BEST_CHECKPOINT
@@ -64,3 +65,16 @@ def read_finished_run(folder, option="--train_dir", checkpoint=BEST_CHECKPOINT):
                         f"split")
     return FinishedRun(folder, split, split_path, model_path,
                        finished=os.path.exists(os.path.join(folder, TEST_RESULTS)))
+
+
+def recorded_cohort(run, log=print):
+    """The cohort folder `run` (a FinishedRun) was trained on, from its split.json (the demo
+    made again when that was the demo and it is gone), or a UserError naming it."""
+    recorded = run.split.get("data_dir") or ""
+    if recorded and os.path.normpath(recorded) == os.path.normpath(DEMO_DIR):
+        ensure_demo_cohort(DEMO_DIR, log=log)
+    if not os.path.isdir(recorded):
+        raise UserError(f"the cohort {recorded!r} of {run.split_path} is not there; pass "
+                        f"--data_dir=FOLDER with the cohort the run was trained on")
+    log(f"Data: the run's cohort, {recorded} ({SPLIT_FILE})")
+    return recorded
