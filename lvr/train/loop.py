@@ -125,7 +125,7 @@ def train_one_epoch(model, loader, criterion, optimizer, device, grad_clip, scal
         seen += len(y)
         if not progress.disable and step % 5 == 0:
             progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
-                                 acc=f"{total_correct.item() / seen:.3f}")
+                                 acc=f"{total_correct.item() / seen:.3f}", refresh=False)
     totals = torch.stack([total_loss.double(), total_correct.double(),
                           torch.tensor(float(seen), device=device, dtype=torch.float64)])
     if world_size > 1:

@@ -259,7 +259,7 @@ def pretrain_loop(recipe, data, augmentation, output_dir, *, resume, normalisati
             total_correct += correct.item()
             if not progress.disable:
                 progress.set_postfix(loss=f"{total_loss / (step + 1):.4f}",
-                                     pairs=f"{total_correct / (step + 1):.3f}")
+                                     pairs=f"{total_correct / (step + 1):.3f}", refresh=False)
         lr = optimizer.param_groups[0]["lr"]
         totals = torch.tensor([total_loss, total_correct, float(len(batches))])
         if world_size > 1:
